@@ -1,0 +1,153 @@
+"""What travels through the fan-out hub, and how it is encoded.
+
+Every backend, memory included, moves events as JSON text through the same
+`encode_event`/`decode_event` pair, so a serialization bug cannot hide behind
+an in-process shortcut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from .records import Message, MessageKind, PresenceEntry, Status
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEvent:
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class TypingEvent:
+    room_id: str
+    user_id: str
+    is_typing: bool
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEvent:
+    entry: PresenceEntry
+
+
+@dataclass(frozen=True, slots=True)
+class AccessEvent:
+    """A room or channel changed who may read it: live readers re-check.
+
+    `user_id` is the user who lost access, or None when the room or channel
+    itself is gone.
+    """
+
+    target_id: str
+    user_id: str | None
+
+
+Event = MessageEvent | TypingEvent | PresenceEvent | AccessEvent
+
+
+def message_to_dict(m: Message) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "kind": m.kind.value,
+        "user_id": m.user_id,
+        "timestamp": m.timestamp.isoformat(),
+        "offset": m.offset,
+        "epoch": m.epoch,
+        "room_id": m.room_id,
+        "channel_id": m.channel_id,
+        "event": m.event,
+        "data": m.data,
+        "metadata": m.metadata,
+        "thread_id": m.thread_id,
+        "client_message_id": m.client_message_id,
+    }
+
+
+def message_from_dict(d: dict[str, Any]) -> Message:
+    return Message(
+        id=d["id"],
+        kind=MessageKind(d["kind"]),
+        user_id=d["user_id"],
+        timestamp=datetime.fromisoformat(d["timestamp"]),
+        offset=d["offset"],
+        epoch=d["epoch"],
+        room_id=d["room_id"],
+        channel_id=d["channel_id"],
+        event=d["event"],
+        data=d["data"],
+        metadata=d["metadata"],
+        thread_id=d["thread_id"],
+        client_message_id=d["client_message_id"],
+    )
+
+
+def encode_message(m: Message) -> bytes:
+    return orjson.dumps(message_to_dict(m))
+
+
+def decode_message(raw: bytes | str) -> Message:
+    return message_from_dict(orjson.loads(raw))
+
+
+def _optional_time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def encode_event(event: Event) -> str:
+    body: dict[str, Any]
+    match event:
+        case MessageEvent(message=m):
+            body = {"t": "message", "message": message_to_dict(m)}
+        case TypingEvent():
+            body = {
+                "t": "typing",
+                "room_id": event.room_id,
+                "user_id": event.user_id,
+                "is_typing": event.is_typing,
+                "expires_at": event.expires_at.isoformat() if event.expires_at else None,
+            }
+        case PresenceEvent(entry=e):
+            body = {
+                "t": "presence",
+                "user_id": e.user_id,
+                "status": e.status.value,
+                "status_text": e.status_text,
+                "last_seen": e.last_seen.isoformat(),
+            }
+        case AccessEvent():
+            body = {"t": "access", "target_id": event.target_id, "user_id": event.user_id}
+    return orjson.dumps(body).decode()
+
+
+def decode_event(raw: str | bytes) -> Event:
+    """Decode what `encode_event` made; ValueError on anything else."""
+    try:
+        body = orjson.loads(raw)
+        match body.get("t"):
+            case "message":
+                return MessageEvent(message_from_dict(body["message"]))
+            case "typing":
+                return TypingEvent(
+                    room_id=body["room_id"],
+                    user_id=body["user_id"],
+                    is_typing=body["is_typing"],
+                    expires_at=_optional_time(body["expires_at"]),
+                )
+            case "presence":
+                return PresenceEvent(
+                    PresenceEntry(
+                        user_id=body["user_id"],
+                        status=Status(body["status"]),
+                        status_text=body["status_text"],
+                        last_seen=datetime.fromisoformat(body["last_seen"]),
+                    )
+                )
+            case "access":
+                return AccessEvent(target_id=body["target_id"], user_id=body["user_id"])
+    except (AttributeError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
+        raise ValueError(f"undecodable event: {exc}") from exc
+    raise ValueError(f"unknown event type {body.get('t')!r}")

@@ -1,0 +1,201 @@
+"""The in-process fan-out hub over a broadcaster `BroadcastBackend`.
+
+broadcaster's own `Broadcast` gives every subscriber an unbounded queue,
+races when two coroutines subscribe to a new channel at once, and lets its
+listener die silently. The hub keeps the backend interface and replaces the
+rest: one upstream subscription per topic per process (taken under a
+per-topic lock), one decode per event, and a bounded queue per local
+subscriber that is failed with `SlowConsumer` when it overflows, so one slow
+reader never stalls the others nor grows memory without bound.
+
+A backend that loses its connection either raises from `next_published`
+or returns an event on `RESYNC_CHANNEL` once it is back; either way every
+local subscriber receives `RESYNC` and must catch up from history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Final, Generic, TypeVar
+
+from broadcaster import BroadcastBackend
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RESYNC_CHANNEL: Final = "__hub.resync__"
+
+
+class _Resync:
+    def __repr__(self) -> str:
+        return "RESYNC"
+
+
+RESYNC: Final = _Resync()
+"""Yielded to subscribers after an outage: events may have been missed."""
+
+
+class SlowConsumer(Exception):
+    """The subscriber's queue overflowed; it has been cut off."""
+
+
+class HubClosed(Exception):
+    """The hub stopped while the subscription was open."""
+
+
+class Subscription(Generic[T]):
+    """A local subscriber's bounded queue; iterate it for events."""
+
+    def __init__(self, topic: str, capacity: int) -> None:
+        self.topic = topic
+        self._capacity = capacity
+        self._items: deque[T | _Resync] = deque()
+        self._wakeup = asyncio.Event()
+        self._error: Exception | None = None
+
+    def _deliver(self, item: T | _Resync) -> None:
+        if self._error is not None:
+            return
+        if len(self._items) >= self._capacity:
+            self._fail(SlowConsumer(f"more than {self._capacity} events queued on {self.topic}"))
+            return
+        self._items.append(item)
+        self._wakeup.set()
+
+    def _fail(self, error: Exception) -> None:
+        if self._error is None:
+            self._error = error
+            self._items.clear()  # free the memory now, not when the reader wakes
+            self._wakeup.set()
+
+    def __aiter__(self) -> Subscription[T]:
+        return self
+
+    async def __anext__(self) -> T | _Resync:
+        while not self._items:
+            if self._error is not None:
+                raise self._error
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return self._items.popleft()
+
+    def pending(self) -> int:
+        return len(self._items)
+
+
+@dataclass
+class _Topic(Generic[T]):
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    subscribers: set[Subscription[T]] = field(default_factory=set)
+    upstream: bool = False
+    users: int = 0  # coroutines holding this entry, subscribed or waiting for the lock
+
+
+class Hub(Generic[T]):
+    """Publish encoded events to topics; subscribe locally to decoded ones."""
+
+    def __init__(
+        self,
+        backend: BroadcastBackend,
+        *,
+        encode: Callable[[T], str],
+        decode: Callable[[str], T],
+        capacity: int = 1024,
+        retry_delay: float = 0.5,
+    ) -> None:
+        self._backend = backend
+        self._encode = encode
+        self._decode = decode
+        self._capacity = capacity
+        self._retry_delay = retry_delay
+        self._topics: dict[str, _Topic[T]] = {}
+        self._listener: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._backend.connect()
+        self._listener = asyncio.create_task(self._listen(), name="hub-listener")
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
+        for topic in self._topics.values():
+            for sub in topic.subscribers:
+                sub._fail(HubClosed("server is shutting down"))
+        await self._backend.disconnect()
+
+    async def publish(self, topic: str, event: T) -> None:
+        await self._backend.publish(topic, self._encode(event))
+
+    def subscriber_count(self, topic: str) -> int:
+        entry = self._topics.get(topic)
+        return len(entry.subscribers) if entry else 0
+
+    @asynccontextmanager
+    async def subscribe(self, topic: str) -> AsyncIterator[Subscription[T]]:
+        sub: Subscription[T] = Subscription(topic, self._capacity)
+        entry = self._topics.setdefault(topic, _Topic())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                if not entry.upstream:
+                    await self._backend.subscribe(topic)
+                    entry.upstream = True
+                entry.subscribers.add(sub)
+            try:
+                yield sub
+            finally:
+                async with entry.lock:
+                    entry.subscribers.discard(sub)
+                    if not entry.subscribers and entry.upstream:
+                        entry.upstream = False
+                        await self._backend.unsubscribe(topic)
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._topics[topic]
+
+    def _dispatch(self, channel: str, raw: str) -> None:
+        entry = self._topics.get(channel)
+        if entry is None or not entry.subscribers:
+            return
+        try:
+            event = self._decode(raw)
+        except ValueError:
+            log.warning("dropped an undecodable event on %s", channel)
+            return
+        for sub in list(entry.subscribers):
+            sub._deliver(event)
+
+    def _resync_all(self) -> None:
+        for entry in self._topics.values():
+            for sub in list(entry.subscribers):
+                sub._deliver(RESYNC)
+
+    async def _listen(self) -> None:
+        failed = False
+        while True:
+            try:
+                event = await self._backend.next_published()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if not failed:
+                    log.exception("fan-out backend failed; retrying")
+                failed = True
+                await asyncio.sleep(self._retry_delay)
+                continue
+            if failed:
+                failed = False
+                self._resync_all()
+            if event.channel == RESYNC_CHANNEL:
+                self._resync_all()
+            else:
+                self._dispatch(event.channel, event.message)

@@ -1,0 +1,149 @@
+"""Plain records that the backend roles store and return.
+
+They carry no behaviour and know nothing of GraphQL: the schema layer maps
+them to its types. Every datetime is timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+JSONValue = Any
+"""Anything orjson can encode: dict, list, str, int, float, bool or None."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Role(enum.Enum):
+    OWNER = "OWNER"
+    ADMIN = "ADMIN"
+    MEMBER = "MEMBER"
+
+    @property
+    def rank(self) -> int:
+        return {"OWNER": 3, "ADMIN": 2, "MEMBER": 1}[self.value]
+
+
+class MessageKind(enum.Enum):
+    MESSAGE = "MESSAGE"
+    PRESENCE = "PRESENCE"
+    TYPING = "TYPING"
+    SYSTEM = "SYSTEM"
+    JOIN = "JOIN"
+    LEAVE = "LEAVE"
+    ERROR = "ERROR"
+
+
+class Status(enum.Enum):
+    ONLINE = "ONLINE"
+    AWAY = "AWAY"
+    BUSY = "BUSY"
+    OFFLINE = "OFFLINE"
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    id: str
+    name: str
+    owner: str
+    is_private: bool = False
+    description: str | None = None
+    metadata: JSONValue = None
+    created_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    room_id: str
+    user_id: str
+    role: Role
+    joined_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    id: str
+    name: str
+    created_by: str
+    is_private: bool = False
+    description: str | None = None
+    created_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message before the store has given it an id and an offset."""
+
+    kind: MessageKind
+    user_id: str
+    room_id: str | None = None
+    channel_id: str | None = None
+    event: str | None = None
+    data: JSONValue = None
+    metadata: JSONValue = None
+    thread_id: str | None = None
+    client_message_id: str | None = None
+    timestamp: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A stored (room) or published (channel) message.
+
+    `offset` is strictly increasing per room and assigned atomically with the
+    append; `epoch` names the room's history and changes if it is ever lost.
+    Channel messages are not stored: their offset is 0 and epoch empty.
+    """
+
+    id: str
+    kind: MessageKind
+    user_id: str
+    timestamp: datetime
+    offset: int = 0
+    epoch: str = ""
+    room_id: str | None = None
+    channel_id: str | None = None
+    event: str | None = None
+    data: JSONValue = None
+    metadata: JSONValue = None
+    thread_id: str | None = None
+    client_message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPosition:
+    """Where a room's history stands: the last offset given and the epoch.
+
+    `first_offset` is the oldest offset still retained (0 when empty), so a
+    reader can tell that a cursor points before what retention kept.
+    """
+
+    epoch: str
+    last_offset: int
+    first_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    messages: list[Message]
+    has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEntry:
+    user_id: str
+    status: Status
+    last_seen: datetime
+    status_text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TypingEntry:
+    room_id: str
+    user_id: str
+    expires_at: datetime
