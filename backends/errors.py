@@ -1,9 +1,9 @@
 """Errors the backends raise. The resolvers translate them into API errors.
 
-    BackendError
-    ├── Conflict          the id is taken
-    ├── LimitReached      a per-user quota would be exceeded
-    └── Unavailable       the backing service cannot be reached
+BackendError
+├── Conflict          the id is taken
+├── LimitReached      a per-user quota would be exceeded
+└── Unavailable       the backing service cannot be reached
 """
 
 

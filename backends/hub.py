@@ -134,7 +134,10 @@ class Hub(Generic[T]):
     async def publish(self, topic: str, event: T) -> None:
         await self._backend.publish(topic, self._encode(event))
 
-    def subscriber_count(self, topic: str) -> int:
+    def subscriber_count(self, topic: str | None = None) -> int:
+        """Local subscribers of `topic`, or of every topic."""
+        if topic is None:
+            return sum(len(entry.subscribers) for entry in self._topics.values())
         entry = self._topics.get(topic)
         return len(entry.subscribers) if entry else 0
 

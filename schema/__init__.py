@@ -1,0 +1,45 @@
+"""The GraphQL schema: Query, Mutation and Subscription over the resolvers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.types import ExecutionContext
+
+from .context import Context
+from .errors import ApiErrors, log_unexpected
+from .mutation import Mutation
+from .query import Query
+from .subscription import Subscription
+
+SDL_PATH = Path(__file__).with_name("schema.graphql")
+
+
+class _Schema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        log_unexpected(errors)
+
+
+def build_schema(
+    *, max_depth: int = 12, max_aliases: int = 30, max_tokens: int = 5000
+) -> strawberry.Schema:
+    extensions: list[Any] = [
+        QueryDepthLimiter(max_depth=max_depth),
+        MaxAliasesLimiter(max_alias_count=max_aliases),
+        MaxTokensLimiter(max_token_count=max_tokens),
+        ApiErrors(),
+    ]
+    return _Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
+
+
+def export_sdl() -> str:
+    return build_schema().as_str() + "\n"
+
+
+__all__ = ["SDL_PATH", "Context", "build_schema", "export_sdl"]

@@ -1,0 +1,666 @@
+"""SQLite implementations of the durable roles: history, rooms and channels.
+
+One `SqliteDatabase` owns one aiosqlite connection shared by every store
+built on it. The connection runs in autocommit mode; a store that needs more
+than one statement takes the database's lock and opens an explicit
+transaction, so coroutines never interleave inside one. Reads take the same
+lock, so they never see another coroutine's uncommitted writes.
+
+JSON fields are orjson text; datetimes are integer microseconds since the
+Unix epoch, read back as UTC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from .errors import Conflict, LimitReached
+from .memory import check_page_args, new_epoch, require_utc
+from .records import (
+    Channel,
+    HistoryPage,
+    Member,
+    Message,
+    MessageKind,
+    NewMessage,
+    Role,
+    Room,
+    StreamPosition,
+    utcnow,
+)
+
+__all__ = ["SqliteChannelStore", "SqliteDatabase", "SqliteMessageStore", "SqliteRoomStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS streams (
+    room_id TEXT PRIMARY KEY,
+    epoch TEXT NOT NULL,
+    last_offset INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    room_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    channel_id TEXT,
+    event TEXT,
+    data TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    thread_id TEXT,
+    client_message_id TEXT,
+    PRIMARY KEY (room_id, seq)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_client_id
+    ON messages (room_id, user_id, client_message_id)
+    WHERE client_message_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_thread ON messages (room_id, thread_id, seq);
+CREATE INDEX IF NOT EXISTS messages_ts ON messages (ts);
+CREATE TABLE IF NOT EXISTS rooms (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    is_private INTEGER NOT NULL,
+    description TEXT,
+    metadata TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rooms_created ON rooms (created_at, id);
+CREATE TABLE IF NOT EXISTS members (
+    room_id TEXT NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL,
+    role TEXT NOT NULL,
+    joined_at INTEGER NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+);
+CREATE INDEX IF NOT EXISTS members_user ON members (user_id);
+CREATE TABLE IF NOT EXISTS bans (
+    room_id TEXT NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS channels (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    is_private INTEGER NOT NULL,
+    description TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS channels_creator ON channels (created_by);
+CREATE TABLE IF NOT EXISTS grants (
+    channel_id TEXT NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL,
+    PRIMARY KEY (channel_id, user_id)
+);
+"""
+
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _to_micros(value: datetime, what: str) -> int:
+    return (require_utc(value, what) - _UNIX_EPOCH) // _MICROSECOND
+
+
+def _from_micros(value: int) -> datetime:
+    return _UNIX_EPOCH + timedelta(microseconds=value)
+
+
+def _dump(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+Row = Sequence[Any]
+
+
+class SqliteDatabase:
+    """One SQLite file: the connection, its lock, and the schema."""
+
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self._connection = connection
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | Path) -> SqliteDatabase:
+        """Open (creating if needed) the database file and its schema."""
+        path = Path(path)
+        if str(path) != ":memory:":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        connection = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await connection.execute("PRAGMA journal_mode = WAL")
+            await connection.execute("PRAGMA foreign_keys = ON")
+            await connection.execute("PRAGMA busy_timeout = 5000")
+            await connection.execute("PRAGMA synchronous = NORMAL")
+            await connection.executescript(_SCHEMA)
+        except BaseException:
+            await connection.close()
+            raise
+        return cls(connection)
+
+    async def close(self) -> None:
+        """Close the connection; later calls do nothing."""
+        async with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            await self._connection.close()
+
+    async def ping(self) -> None:
+        """Raise if the database cannot answer a query."""
+        rows = await self.fetch("SELECT 1")
+        if list(rows) != [(1,)]:
+            raise RuntimeError("sqlite ping returned an unexpected answer")
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Hold the lock and a write transaction; commit on success."""
+        async with self._lock:
+            try:
+                await self._connection.execute("BEGIN IMMEDIATE")
+                yield self._connection
+            except BaseException:
+                await self._connection.rollback()
+                raise
+            await self._connection.commit()
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        async with self._lock:
+            return list(await self._connection.execute_fetchall(sql, params))
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
+        async with self._lock, self._connection.execute(sql, params) as cursor:
+            return cursor.rowcount
+
+
+async def _one(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> Row | None:
+    async with conn.execute(sql, params) as cursor:
+        return await cursor.fetchone()
+
+
+async def _all(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    return list(await conn.execute_fetchall(sql, params))
+
+
+# --- messages -------------------------------------------------------------
+
+_MESSAGE_COLUMNS = (
+    "m.id, m.kind, m.user_id, m.ts, m.seq, s.epoch, m.room_id, m.channel_id, m.event,"
+    " m.data, m.metadata, m.thread_id, m.client_message_id"
+)
+_MESSAGE_FROM = "messages m JOIN streams s ON s.room_id = m.room_id"
+
+
+def _message(row: Row) -> Message:
+    return Message(
+        id=row[0],
+        kind=MessageKind(row[1]),
+        user_id=row[2],
+        timestamp=_from_micros(row[3]),
+        offset=row[4],
+        epoch=row[5],
+        room_id=row[6],
+        channel_id=row[7],
+        event=row[8],
+        data=orjson.loads(row[9]),
+        metadata=orjson.loads(row[10]),
+        thread_id=row[11],
+        client_message_id=row[12],
+    )
+
+
+class SqliteMessageStore:
+    """Room history in the `messages` table, offsets kept in `streams`."""
+
+    def __init__(self, db: SqliteDatabase, retention: timedelta | None = None) -> None:
+        self._db = db
+        self._retention = retention
+
+    def _cutoff(self) -> int | None:
+        if self._retention is None:
+            return None
+        return _to_micros(utcnow() - self._retention, "cutoff")
+
+    async def append(self, message: NewMessage) -> tuple[Message, bool]:
+        if message.room_id is None:
+            raise ValueError("a stored message needs a room_id")
+        ts = _to_micros(message.timestamp, "timestamp")
+        room_id = message.room_id
+        cid = message.client_message_id
+        async with self._db.transaction() as conn:
+            if cid is not None:
+                first = await _one(
+                    conn,
+                    f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM}"
+                    " WHERE m.room_id = ? AND m.user_id = ? AND m.client_message_id = ?",
+                    (room_id, message.user_id, cid),
+                )
+                if first is not None:
+                    return _message(first), False
+            await conn.execute(
+                "INSERT OR IGNORE INTO streams (room_id, epoch, last_offset) VALUES (?, ?, 0)",
+                (room_id, new_epoch()),
+            )
+            stream = await _one(
+                conn,
+                "UPDATE streams SET last_offset = last_offset + 1 WHERE room_id = ?"
+                " RETURNING epoch, last_offset",
+                (room_id,),
+            )
+            if stream is None:
+                raise RuntimeError(f"no stream row for room {room_id!r}")
+            epoch, offset = stream
+            data, metadata = _dump(message.data), _dump(message.metadata)
+            stored = Message(
+                id=uuid.uuid4().hex,
+                kind=message.kind,
+                user_id=message.user_id,
+                timestamp=_from_micros(ts),
+                offset=offset,
+                epoch=epoch,
+                room_id=room_id,
+                channel_id=message.channel_id,
+                event=message.event,
+                # What a reader would get back, so a JSON quirk shows at once.
+                data=orjson.loads(data),
+                metadata=orjson.loads(metadata),
+                thread_id=message.thread_id,
+                client_message_id=cid,
+            )
+            await conn.execute(
+                "INSERT INTO messages (room_id, seq, id, kind, user_id, ts, channel_id, event,"
+                " data, metadata, thread_id, client_message_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    room_id,
+                    offset,
+                    stored.id,
+                    stored.kind.value,
+                    stored.user_id,
+                    ts,
+                    stored.channel_id,
+                    stored.event,
+                    data,
+                    metadata,
+                    stored.thread_id,
+                    cid,
+                ),
+            )
+        return stored, True
+
+    async def page(
+        self,
+        room_id: str,
+        *,
+        limit: int,
+        after: int | None = None,
+        before: int | None = None,
+        from_end: bool = False,
+        thread_id: str | None = None,
+    ) -> HistoryPage:
+        check_page_args(limit)
+        where = ["m.room_id = ?"]
+        params: list[Any] = [room_id]
+        if after is not None:
+            where.append("m.seq > ?")
+            params.append(after)
+        if before is not None:
+            where.append("m.seq < ?")
+            params.append(before)
+        if thread_id is not None:
+            where.append("m.thread_id = ?")
+            params.append(thread_id)
+        cutoff = self._cutoff()
+        if cutoff is not None:
+            where.append("m.ts >= ?")
+            params.append(cutoff)
+        order = "DESC" if from_end else "ASC"
+        rows = await self._db.fetch(
+            f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM} WHERE {' AND '.join(where)}"
+            f" ORDER BY m.seq {order} LIMIT ?",
+            (*params, limit + 1),
+        )
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        if from_end:
+            rows.reverse()
+        return HistoryPage(messages=[_message(r) for r in rows], has_more=has_more)
+
+    async def position(self, room_id: str) -> StreamPosition:
+        cutoff = self._cutoff()
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "INSERT OR IGNORE INTO streams (room_id, epoch, last_offset) VALUES (?, ?, 0)",
+                (room_id, new_epoch()),
+            )
+            stream = await _one(
+                conn, "SELECT epoch, last_offset FROM streams WHERE room_id = ?", (room_id,)
+            )
+            if cutoff is None:
+                first = await _one(
+                    conn, "SELECT MIN(seq) FROM messages WHERE room_id = ?", (room_id,)
+                )
+            else:
+                first = await _one(
+                    conn,
+                    "SELECT MIN(seq) FROM messages WHERE room_id = ? AND ts >= ?",
+                    (room_id, cutoff),
+                )
+        if stream is None:
+            raise RuntimeError(f"no stream row for room {room_id!r}")
+        first_offset = 0 if first is None or first[0] is None else int(first[0])
+        return StreamPosition(
+            epoch=stream[0],
+            last_offset=stream[1],
+            first_offset=first_offset,
+        )
+
+    async def trim(self) -> int:
+        cutoff = self._cutoff()
+        if cutoff is None:
+            return 0
+        return await self._db.execute("DELETE FROM messages WHERE ts < ?", (cutoff,))
+
+    async def drop_room(self, room_id: str) -> None:
+        async with self._db.transaction() as conn:
+            await conn.execute("DELETE FROM messages WHERE room_id = ?", (room_id,))
+            await conn.execute("DELETE FROM streams WHERE room_id = ?", (room_id,))
+
+    async def close(self) -> None:
+        return None
+
+
+# --- rooms ----------------------------------------------------------------
+
+_ROOM_COLUMNS = "r.id, r.name, r.owner, r.is_private, r.description, r.metadata, r.created_at"
+
+
+def _room(row: Row) -> Room:
+    return Room(
+        id=row[0],
+        name=row[1],
+        owner=row[2],
+        is_private=bool(row[3]),
+        description=row[4],
+        metadata=orjson.loads(row[5]),
+        created_at=_from_micros(row[6]),
+    )
+
+
+def _member(row: Row) -> Member:
+    return Member(room_id=row[0], user_id=row[1], role=Role(row[2]), joined_at=_from_micros(row[3]))
+
+
+async def _room_count(conn: aiosqlite.Connection, user_id: str) -> int:
+    row = await _one(conn, "SELECT COUNT(*) FROM members WHERE user_id = ?", (user_id,))
+    return 0 if row is None else int(row[0])
+
+
+class SqliteRoomStore:
+    """Rooms, members and bans in tables; members and bans cascade with the room."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    async def create(self, room: Room, *, max_rooms_per_user: int | None = None) -> Member:
+        created_at = _to_micros(room.created_at, "created_at")
+        owner = Member(
+            room_id=room.id,
+            user_id=room.owner,
+            role=Role.OWNER,
+            joined_at=_from_micros(created_at),
+        )
+        async with self._db.transaction() as conn:
+            if await _one(conn, "SELECT 1 FROM rooms WHERE id = ?", (room.id,)) is not None:
+                raise Conflict(f"room {room.id!r} already exists")
+            if (
+                max_rooms_per_user is not None
+                and await _room_count(conn, room.owner) >= max_rooms_per_user
+            ):
+                raise LimitReached("rooms", max_rooms_per_user)
+            await conn.execute(
+                "INSERT INTO rooms (id, name, owner, is_private, description, metadata,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    room.id,
+                    room.name,
+                    room.owner,
+                    int(room.is_private),
+                    room.description,
+                    _dump(room.metadata),
+                    created_at,
+                ),
+            )
+            await conn.execute(
+                "INSERT INTO members (room_id, user_id, role, joined_at) VALUES (?, ?, ?, ?)",
+                (room.id, room.owner, Role.OWNER.value, created_at),
+            )
+        return owner
+
+    async def get(self, room_id: str) -> Room | None:
+        rows = await self._db.fetch(
+            f"SELECT {_ROOM_COLUMNS} FROM rooms r WHERE r.id = ?", (room_id,)
+        )
+        return _room(rows[0]) if rows else None
+
+    async def update(self, room: Room) -> None:
+        changed = await self._db.execute(
+            "UPDATE rooms SET name = ?, is_private = ?, description = ?, metadata = ? WHERE id = ?",
+            (room.name, int(room.is_private), room.description, _dump(room.metadata), room.id),
+        )
+        if changed == 0:
+            raise LookupError(f"room {room.id!r} does not exist")
+
+    async def delete(self, room_id: str) -> bool:
+        return await self._db.execute("DELETE FROM rooms WHERE id = ?", (room_id,)) > 0
+
+    async def list_visible(self, user_id: str) -> list[Room]:
+        rows = await self._db.fetch(
+            f"SELECT {_ROOM_COLUMNS} FROM rooms r WHERE r.is_private = 0 OR EXISTS"
+            " (SELECT 1 FROM members m WHERE m.room_id = r.id AND m.user_id = ?)"
+            " ORDER BY r.created_at, r.id",
+            (user_id,),
+        )
+        return [_room(r) for r in rows]
+
+    async def list_joined(self, user_id: str) -> list[Room]:
+        rows = await self._db.fetch(
+            f"SELECT {_ROOM_COLUMNS} FROM rooms r JOIN members m ON m.room_id = r.id"
+            " WHERE m.user_id = ? ORDER BY r.created_at, r.id",
+            (user_id,),
+        )
+        return [_room(r) for r in rows]
+
+    async def add_member(
+        self, member: Member, *, max_rooms_per_user: int | None = None
+    ) -> tuple[Member, bool]:
+        joined_at = _to_micros(member.joined_at, "joined_at")
+        async with self._db.transaction() as conn:
+            if await _one(conn, "SELECT 1 FROM rooms WHERE id = ?", (member.room_id,)) is None:
+                raise LookupError(f"room {member.room_id!r} does not exist")
+            existing = await _one(
+                conn,
+                "SELECT room_id, user_id, role, joined_at FROM members"
+                " WHERE room_id = ? AND user_id = ?",
+                (member.room_id, member.user_id),
+            )
+            if existing is not None:
+                return _member(existing), False
+            if (
+                max_rooms_per_user is not None
+                and await _room_count(conn, member.user_id) >= max_rooms_per_user
+            ):
+                raise LimitReached("rooms", max_rooms_per_user)
+            await conn.execute(
+                "INSERT INTO members (room_id, user_id, role, joined_at) VALUES (?, ?, ?, ?)",
+                (member.room_id, member.user_id, member.role.value, joined_at),
+            )
+        return replace(member, joined_at=_from_micros(joined_at)), True
+
+    async def remove_member(self, room_id: str, user_id: str) -> bool:
+        changed = await self._db.execute(
+            "DELETE FROM members WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+        )
+        return changed > 0
+
+    async def get_member(self, room_id: str, user_id: str) -> Member | None:
+        rows = await self._db.fetch(
+            "SELECT room_id, user_id, role, joined_at FROM members"
+            " WHERE room_id = ? AND user_id = ?",
+            (room_id, user_id),
+        )
+        return _member(rows[0]) if rows else None
+
+    async def members(self, room_id: str) -> list[Member]:
+        rows = await self._db.fetch(
+            "SELECT room_id, user_id, role, joined_at FROM members WHERE room_id = ?"
+            " ORDER BY joined_at, user_id",
+            (room_id,),
+        )
+        return [_member(r) for r in rows]
+
+    async def member_count(self, room_id: str) -> int:
+        rows = await self._db.fetch("SELECT COUNT(*) FROM members WHERE room_id = ?", (room_id,))
+        return int(rows[0][0])
+
+    async def set_role(self, room_id: str, user_id: str, role: Role) -> Member | None:
+        rows = await self._db.fetch(
+            "UPDATE members SET role = ? WHERE room_id = ? AND user_id = ?"
+            " RETURNING room_id, user_id, role, joined_at",
+            (role.value, room_id, user_id),
+        )
+        return _member(rows[0]) if rows else None
+
+    async def ban(self, room_id: str, user_id: str) -> None:
+        async with self._db.transaction() as conn:
+            if await _one(conn, "SELECT 1 FROM rooms WHERE id = ?", (room_id,)) is None:
+                raise LookupError(f"room {room_id!r} does not exist")
+            await conn.execute(
+                "INSERT OR IGNORE INTO bans (room_id, user_id) VALUES (?, ?)", (room_id, user_id)
+            )
+            await conn.execute(
+                "DELETE FROM members WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+            )
+
+    async def unban(self, room_id: str, user_id: str) -> bool:
+        changed = await self._db.execute(
+            "DELETE FROM bans WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+        )
+        return changed > 0
+
+    async def is_banned(self, room_id: str, user_id: str) -> bool:
+        rows = await self._db.fetch(
+            "SELECT 1 FROM bans WHERE room_id = ? AND user_id = ?", (room_id, user_id)
+        )
+        return bool(rows)
+
+    async def close(self) -> None:
+        return None
+
+
+# --- channels -------------------------------------------------------------
+
+_CHANNEL_COLUMNS = "id, name, created_by, is_private, description, created_at"
+
+
+def _channel(row: Row) -> Channel:
+    return Channel(
+        id=row[0],
+        name=row[1],
+        created_by=row[2],
+        is_private=bool(row[3]),
+        description=row[4],
+        created_at=_from_micros(row[5]),
+    )
+
+
+class SqliteChannelStore:
+    """Channels and grants in tables; grants cascade with the channel."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    async def create(self, channel: Channel, *, max_channels_per_user: int | None = None) -> None:
+        created_at = _to_micros(channel.created_at, "created_at")
+        async with self._db.transaction() as conn:
+            if await _one(conn, "SELECT 1 FROM channels WHERE id = ?", (channel.id,)) is not None:
+                raise Conflict(f"channel {channel.id!r} already exists")
+            if max_channels_per_user is not None:
+                row = await _one(
+                    conn,
+                    "SELECT COUNT(*) FROM channels WHERE created_by = ?",
+                    (channel.created_by,),
+                )
+                if row is not None and row[0] >= max_channels_per_user:
+                    raise LimitReached("channels", max_channels_per_user)
+            await conn.execute(
+                f"INSERT INTO channels ({_CHANNEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    channel.id,
+                    channel.name,
+                    channel.created_by,
+                    int(channel.is_private),
+                    channel.description,
+                    created_at,
+                ),
+            )
+
+    async def get(self, channel_id: str) -> Channel | None:
+        rows = await self._db.fetch(
+            f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE id = ?", (channel_id,)
+        )
+        return _channel(rows[0]) if rows else None
+
+    async def delete(self, channel_id: str) -> bool:
+        return await self._db.execute("DELETE FROM channels WHERE id = ?", (channel_id,)) > 0
+
+    async def list_all(self) -> list[Channel]:
+        rows = await self._db.fetch(
+            f"SELECT {_CHANNEL_COLUMNS} FROM channels ORDER BY created_at, id"
+        )
+        return [_channel(r) for r in rows]
+
+    async def grant(self, channel_id: str, user_id: str) -> None:
+        try:
+            await self._db.execute(
+                "INSERT OR IGNORE INTO grants (channel_id, user_id) VALUES (?, ?)",
+                (channel_id, user_id),
+            )
+        except sqlite3.IntegrityError as exc:  # the foreign key: no such channel
+            raise LookupError(f"channel {channel_id!r} does not exist") from exc
+
+    async def revoke(self, channel_id: str, user_id: str) -> bool:
+        changed = await self._db.execute(
+            "DELETE FROM grants WHERE channel_id = ? AND user_id = ?", (channel_id, user_id)
+        )
+        return changed > 0
+
+    async def is_granted(self, channel_id: str, user_id: str) -> bool:
+        rows = await self._db.fetch(
+            "SELECT 1 FROM grants WHERE channel_id = ? AND user_id = ?", (channel_id, user_id)
+        )
+        return bool(rows)
+
+    async def grants(self, channel_id: str) -> list[str]:
+        rows = await self._db.fetch(
+            "SELECT user_id FROM grants WHERE channel_id = ? ORDER BY user_id", (channel_id,)
+        )
+        return [r[0] for r in rows]
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,238 @@
+"""Sending room messages, paging history, and the gapless live stream.
+
+`room_stream` subscribes first, then replays history after the cursor, then
+goes live; live events at or below the last offset yielded are duplicates
+and dropped, and a jump in offsets is filled from history, so the reader
+sees every message once, in offset order, whatever order the fan-out used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from backends import topics
+from backends.events import AccessEvent, MessageEvent
+from backends.hub import RESYNC
+from backends.records import HistoryPage, Message, MessageKind, NewMessage, utcnow
+from serving.errors import BadUserInput
+
+from .cursors import Cursor, parse_cursor
+from .posting import check_outgoing, post
+from .rooms import membership, readable_room
+from .services import Services, Viewer
+from .typing_indicators import stop_typing
+from .validation import check_id, optional_text
+
+_REPLAY_PAGE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """A Relay page: the messages with their cursors, and which way more lie."""
+
+    messages: list[Message]
+    has_next_page: bool
+    has_previous_page: bool
+
+
+def cursor_of(message: Message) -> str:
+    if message.room_id is None:
+        return message.id
+    return str(Cursor(message.epoch, message.offset))
+
+
+async def send_message(
+    services: Services,
+    viewer: Viewer,
+    *,
+    room_id: str,
+    data: Any,
+    event: str | None,
+    metadata: Any,
+    thread_id: str | None,
+    client_message_id: str | None,
+) -> Message:
+    await membership(services, viewer, room_id)
+    settings = services.settings
+    if thread_id is not None:
+        check_id(thread_id, "threadId")
+    client_id = optional_text(client_message_id, "clientMessageId", max_length=128)
+    await check_outgoing(services, viewer, event, data, metadata)
+    message, _ = await post(
+        services,
+        NewMessage(
+            kind=MessageKind.MESSAGE,
+            user_id=viewer.user_id,
+            room_id=room_id,
+            event=optional_text(event, "event", max_length=128),
+            data=data,
+            metadata=metadata,
+            thread_id=thread_id,
+            client_message_id=client_id,
+        ),
+    )
+    if settings.enable_typing_indicators:
+        await stop_typing(services, viewer, room_id)
+    return message
+
+
+async def history(
+    services: Services,
+    viewer: Viewer,
+    room_id: str,
+    *,
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+    thread_id: str | None,
+) -> Connection:
+    services.require("history")
+    await readable_room(services, viewer, room_id)
+    limit_max = services.settings.max_page_size
+    if first is not None and last is not None:
+        raise BadUserInput("pass first or last, not both", argument="first")
+    for name, value in (("first", first), ("last", last)):
+        if value is not None and not 0 <= value <= limit_max:
+            raise BadUserInput(f"{name} must be between 0 and {limit_max}", argument=name)
+    store = services.backends.messages
+    position = await store.position(room_id)
+    after_offset = _offset(parse_cursor(after, argument="after"), position.epoch) if after else None
+    before_offset = (
+        _offset(parse_cursor(before, argument="before"), position.epoch) if before else None
+    )
+    backwards = first is None and (last is not None or before is not None)
+    requested = last if backwards else first
+    limit = 50 if requested is None else requested
+    if limit == 0:
+        return Connection([], has_next_page=False, has_previous_page=False)
+    page = await store.page(
+        room_id,
+        limit=limit,
+        after=after_offset,
+        before=before_offset,
+        from_end=backwards,
+        thread_id=thread_id,
+    )
+    if backwards:
+        return Connection(
+            page.messages,
+            has_next_page=before_offset is not None and before_offset <= position.last_offset,
+            has_previous_page=page.has_more,
+        )
+    return Connection(
+        page.messages,
+        has_next_page=page.has_more,
+        has_previous_page=after_offset is not None
+        and position.first_offset != 0
+        and after_offset >= position.first_offset,
+    )
+
+
+def _offset(cursor: Cursor, epoch: str) -> int:
+    if cursor.epoch != epoch:
+        raise BadUserInput(
+            "the cursor belongs to an earlier history of this room, which was lost: "
+            "start again without a cursor",
+            reason="HISTORY_EPOCH_CHANGED",
+        )
+    return cursor.offset
+
+
+async def room_stream(
+    services: Services,
+    viewer: Viewer,
+    room_id: str,
+    *,
+    after: str | None,
+    thread_id: str | None,
+) -> AsyncIterator[Message]:
+    await readable_room(services, viewer, room_id)
+    cursor = parse_cursor(after, argument="after") if after else None
+    if cursor is not None:
+        services.require("history")
+    store = services.backends.messages
+    reader = _Reader(services, room_id, thread_id)
+    async with services.backends.hub.subscribe(topics.room_messages(room_id)) as live:
+        position = await store.position(room_id)
+        reader.epoch = position.epoch
+        if cursor is None:
+            reader.last = position.last_offset
+        else:
+            gap = _gap_notice(room_id, cursor, position.epoch, position.first_offset)
+            if gap is not None:
+                yield gap
+                reader.last = max(position.first_offset - 1, 0)
+            else:
+                reader.last = cursor.offset
+            async for message in reader.catch_up(before=None):
+                yield message
+        async for item in live:
+            if item is RESYNC:
+                async for message in reader.catch_up(before=None):
+                    yield message
+            elif isinstance(item, MessageEvent):
+                async for message in reader.receive(item.message):
+                    yield message
+            elif isinstance(item, AccessEvent):
+                await readable_room(services, viewer, room_id)
+
+
+def _gap_notice(room_id: str, cursor: Cursor, epoch: str, first_offset: int) -> Message | None:
+    """A SYSTEM message if history after the cursor is no longer whole."""
+    if cursor.epoch == epoch and (first_offset == 0 or cursor.offset + 1 >= first_offset):
+        return None
+    reason = "epoch" if cursor.epoch != epoch else "retention"
+    return Message(
+        id=f"gap-{epoch}-{cursor}",
+        kind=MessageKind.SYSTEM,
+        user_id="system",
+        timestamp=utcnow(),
+        offset=max(first_offset - 1, 0),
+        epoch=epoch,
+        room_id=room_id,
+        event="history.gap",
+        data={
+            "reason": reason,
+            "requested": str(cursor),
+            "resumeFrom": str(Cursor(epoch, max(first_offset - 1, 0))),
+        },
+    )
+
+
+class _Reader:
+    """Tracks the last offset yielded and fills gaps from history."""
+
+    def __init__(self, services: Services, room_id: str, thread_id: str | None) -> None:
+        self._store = services.backends.messages
+        self._room_id = room_id
+        self._thread_id = thread_id
+        self.epoch = ""
+        self.last = 0
+
+    async def receive(self, message: Message) -> AsyncIterator[Message]:
+        if message.epoch != self.epoch or message.offset <= self.last:
+            return
+        if message.offset > self.last + 1:
+            async for missed in self.catch_up(before=message.offset):
+                yield missed
+        self.last = message.offset
+        if self._wanted(message):
+            yield message
+
+    async def catch_up(self, *, before: int | None) -> AsyncIterator[Message]:
+        while True:
+            page: HistoryPage = await self._store.page(
+                self._room_id, limit=_REPLAY_PAGE, after=self.last, before=before
+            )
+            for message in page.messages:
+                self.last = message.offset
+                if self._wanted(message):
+                    yield message
+            if not page.has_more:
+                return
+
+    def _wanted(self, message: Message) -> bool:
+        return self._thread_id is None or message.thread_id == self._thread_id

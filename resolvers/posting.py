@@ -1,0 +1,54 @@
+"""Store a room message, then publish it: persisted before it is delivered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backends import topics
+from backends.events import AccessEvent, MessageEvent
+from backends.records import Message, NewMessage
+from serving.errors import RateLimited
+
+from .services import Services, Viewer
+from .validation import check_payload_size
+
+
+async def check_outgoing(
+    services: Services, viewer: Viewer, event: str | None, data: Any, metadata: Any
+) -> None:
+    """Enforce the message size and the per-user message rate."""
+    settings = services.settings
+    check_payload_size(settings.max_message_size, "message", data, metadata, event)
+    if not await services.backends.rates.acquire(
+        f"messages:{viewer.user_id}", limit=settings.max_messages_per_second, per_seconds=1.0
+    ):
+        raise RateLimited(
+            f"more than {settings.max_messages_per_second} messages per second",
+            limit=settings.max_messages_per_second,
+        )
+
+
+async def post(services: Services, new: NewMessage) -> tuple[Message, bool]:
+    """Append and publish; a retried `client_message_id` returns the first message."""
+    if new.room_id is None:
+        raise ValueError("room messages need a room_id")
+    backends = services.backends
+    async with services.room_locks.hold(new.room_id):
+        message, created = await backends.messages.append(new)
+        if created:
+            await backends.hub.publish(topics.room_messages(new.room_id), MessageEvent(message))
+    if created:
+        services.metrics.messages_broadcast.inc()
+    return message, created
+
+
+async def revoke_access(services: Services, room_id: str, user_id: str | None) -> None:
+    """Tell live readers of the room that `user_id` (None: everyone) lost access."""
+    event = AccessEvent(target_id=room_id, user_id=user_id)
+    hub = services.backends.hub
+    for topic in (
+        topics.room_messages(room_id),
+        topics.room_typing(room_id),
+        topics.room_presence(room_id),
+    ):
+        await hub.publish(topic, event)

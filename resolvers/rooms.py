@@ -1,0 +1,308 @@
+"""Rooms, members, roles and bans.
+
+OWNER > ADMIN > MEMBER. Admins manage members and bans below their own rank;
+only the owner deletes the room, changes roles and makes admins. A private
+room is invisible (NOT_FOUND) to everyone but its members.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backends.errors import Conflict
+from backends.records import Member, MessageKind, NewMessage, Role, Room
+from serving.errors import BadUserInput, Forbidden, NotFound
+
+from .posting import post, revoke_access
+from .services import Services, Viewer
+from .validation import check_id, check_payload_size, new_id, optional_text, required_text
+
+_NAME_MAX = 200
+_DESCRIPTION_MAX = 2000
+_METADATA_MAX = 16 * 1024
+
+
+async def readable_room(services: Services, viewer: Viewer, room_id: str) -> Room:
+    """The room if the viewer may read it: public, or private and a member."""
+    services.require("rooms")
+    room = await services.backends.rooms.get(room_id)
+    if room is None:
+        raise NotFound(f"room {room_id!r} not found", roomId=room_id)
+    if room.is_private or await services.backends.rooms.is_banned(room_id, viewer.user_id):
+        member = await services.backends.rooms.get_member(room_id, viewer.user_id)
+        if member is None:
+            if room.is_private:
+                raise NotFound(f"room {room_id!r} not found", roomId=room_id)
+            raise Forbidden(f"you are banned from room {room_id!r}", roomId=room_id)
+    return room
+
+
+async def membership(
+    services: Services, viewer: Viewer, room_id: str, *, at_least: Role = Role.MEMBER
+) -> tuple[Room, Member]:
+    """The room and the viewer's membership, which must rank at least `at_least`."""
+    room = await readable_room(services, viewer, room_id)
+    member = await services.backends.rooms.get_member(room_id, viewer.user_id)
+    if member is None:
+        raise Forbidden(f"you are not a member of room {room_id!r}", roomId=room_id)
+    if member.role.rank < at_least.rank:
+        raise Forbidden(f"this needs the {at_least.value} role in room {room_id!r}", roomId=room_id)
+    return room, member
+
+
+async def my_role(services: Services, viewer: Viewer, room_id: str) -> Role | None:
+    member = await services.backends.rooms.get_member(room_id, viewer.user_id)
+    return member.role if member else None
+
+
+async def list_rooms(services: Services, viewer: Viewer, *, mine: bool) -> list[Room]:
+    services.require("rooms")
+    rooms = services.backends.rooms
+    if mine:
+        return await rooms.list_joined(viewer.user_id)
+    return await rooms.list_visible(viewer.user_id)
+
+
+async def create_room(
+    services: Services,
+    viewer: Viewer,
+    *,
+    name: str,
+    description: str | None,
+    is_private: bool,
+    metadata: Any,
+    room_id: str | None,
+) -> Room:
+    services.require("rooms")
+    check_payload_size(_METADATA_MAX, "metadata", metadata)
+    room = Room(
+        id=check_id(room_id, "id") if room_id is not None else new_id(),
+        name=required_text(name, "name", max_length=_NAME_MAX),
+        description=optional_text(description, "description", max_length=_DESCRIPTION_MAX),
+        owner=viewer.user_id,
+        is_private=is_private,
+        metadata=metadata,
+    )
+    try:
+        owner = await services.backends.rooms.create(
+            room, max_rooms_per_user=services.settings.max_rooms_per_user
+        )
+    except Conflict as exc:
+        raise BadUserInput(f"room id {room.id!r} is taken", argument="id") from exc
+    await _announce(services, room.id, MessageKind.JOIN, owner.user_id, "room.created", None)
+    services.metrics.rooms_joins.inc()
+    return room
+
+
+async def update_room(
+    services: Services, viewer: Viewer, room_id: str, changes: dict[str, Any]
+) -> Room:
+    room, _ = await membership(services, viewer, room_id, at_least=Role.ADMIN)
+    fields: dict[str, Any] = {}
+    if "name" in changes:
+        fields["name"] = required_text(changes["name"], "name", max_length=_NAME_MAX)
+    if "description" in changes:
+        fields["description"] = optional_text(
+            changes["description"], "description", max_length=_DESCRIPTION_MAX
+        )
+    if "metadata" in changes:
+        check_payload_size(_METADATA_MAX, "metadata", changes["metadata"])
+        fields["metadata"] = changes["metadata"]
+    if "is_private" in changes:
+        if changes["is_private"] is None:
+            raise BadUserInput("isPrivate must not be null", argument="isPrivate")
+        fields["is_private"] = changes["is_private"]
+    updated = Room(
+        id=room.id,
+        name=fields.get("name", room.name),
+        owner=room.owner,
+        is_private=fields.get("is_private", room.is_private),
+        description=fields.get("description", room.description),
+        metadata=fields.get("metadata", room.metadata),
+        created_at=room.created_at,
+    )
+    await services.backends.rooms.update(updated)
+    await _announce(
+        services,
+        room_id,
+        MessageKind.SYSTEM,
+        viewer.user_id,
+        "room.updated",
+        {"fields": sorted(_camel(k) for k in fields)},
+    )
+    return updated
+
+
+async def delete_room(services: Services, viewer: Viewer, room_id: str) -> bool:
+    await membership(services, viewer, room_id, at_least=Role.OWNER)
+    deleted = await services.backends.rooms.delete(room_id)
+    await services.backends.messages.drop_room(room_id)
+    await revoke_access(services, room_id, None)
+    return deleted
+
+
+async def join_room(services: Services, viewer: Viewer, room_id: str) -> Room:
+    room = await readable_room(services, viewer, room_id)
+    rooms = services.backends.rooms
+    if await rooms.get_member(room_id, viewer.user_id) is not None:
+        return room
+    if await rooms.is_banned(room_id, viewer.user_id):
+        raise Forbidden(f"you are banned from room {room_id!r}", roomId=room_id)
+    if room.is_private:  # readable_room let a member through; the viewer is not one
+        raise NotFound(f"room {room_id!r} not found", roomId=room_id)
+    _, added = await rooms.add_member(
+        Member(room_id=room_id, user_id=viewer.user_id, role=Role.MEMBER),
+        max_rooms_per_user=services.settings.max_rooms_per_user,
+    )
+    if added:
+        services.metrics.rooms_joins.inc()
+        await _announce(services, room_id, MessageKind.JOIN, viewer.user_id, "member.joined", None)
+    return room
+
+
+async def leave_room(services: Services, viewer: Viewer, room_id: str) -> bool:
+    room, member = await membership(services, viewer, room_id)
+    if member.role is Role.OWNER:
+        raise Forbidden(
+            "the owner cannot leave: hand ownership on with setMemberRole(role: OWNER) "
+            "or delete the room",
+            roomId=room_id,
+        )
+    await services.backends.rooms.remove_member(room_id, viewer.user_id)
+    await _announce(services, room_id, MessageKind.LEAVE, viewer.user_id, "member.left", None)
+    if room.is_private:
+        await revoke_access(services, room_id, viewer.user_id)
+    return True
+
+
+async def add_member(
+    services: Services, viewer: Viewer, room_id: str, user_id: str, role: Role
+) -> Member:
+    _, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
+    required_text(user_id, "userId", max_length=256)
+    if role is Role.OWNER:
+        raise BadUserInput(
+            "a room has one owner: use setMemberRole(role: OWNER) to hand it on", argument="role"
+        )
+    if role is Role.ADMIN and me.role is not Role.OWNER:
+        raise Forbidden("only the owner makes admins", roomId=room_id)
+    rooms = services.backends.rooms
+    if await rooms.is_banned(room_id, user_id):
+        raise Forbidden(f"{user_id!r} is banned from this room: unban first", roomId=room_id)
+    member, added = await rooms.add_member(
+        Member(room_id=room_id, user_id=user_id, role=role),
+        max_rooms_per_user=services.settings.max_rooms_per_user,
+    )
+    if added:
+        services.metrics.rooms_joins.inc()
+        await _announce(
+            services, room_id, MessageKind.JOIN, user_id, "member.added", {"by": viewer.user_id}
+        )
+    return member
+
+
+async def remove_member(services: Services, viewer: Viewer, room_id: str, user_id: str) -> bool:
+    room, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
+    target = await _outranked_member(services, me, room_id, user_id)
+    if target is None:
+        return False
+    await services.backends.rooms.remove_member(room_id, user_id)
+    await _announce(
+        services, room_id, MessageKind.LEAVE, user_id, "member.removed", {"by": viewer.user_id}
+    )
+    if room.is_private:
+        await revoke_access(services, room_id, user_id)
+    return True
+
+
+async def set_member_role(
+    services: Services, viewer: Viewer, room_id: str, user_id: str, role: Role
+) -> Member:
+    room, _ = await membership(services, viewer, room_id, at_least=Role.OWNER)
+    rooms = services.backends.rooms
+    target = await rooms.get_member(room_id, user_id)
+    if target is None:
+        raise NotFound(f"{user_id!r} is not a member of this room", roomId=room_id)
+    if user_id == viewer.user_id:
+        if role is Role.OWNER:
+            return target
+        raise BadUserInput(
+            "the owner hands ownership on by making another member OWNER", argument="userId"
+        )
+    if role is Role.OWNER:
+        # Hand ownership on: the old owner stays as an admin.
+        await rooms.set_role(room_id, viewer.user_id, Role.ADMIN)
+        await rooms.update(
+            Room(
+                id=room.id,
+                name=room.name,
+                owner=user_id,
+                is_private=room.is_private,
+                description=room.description,
+                metadata=room.metadata,
+                created_at=room.created_at,
+            )
+        )
+    updated = await rooms.set_role(room_id, user_id, role)
+    if updated is None:
+        raise NotFound(f"{user_id!r} is not a member of this room", roomId=room_id)
+    await _announce(
+        services,
+        room_id,
+        MessageKind.SYSTEM,
+        viewer.user_id,
+        "member.role",
+        {"userId": user_id, "role": role.value},
+    )
+    return updated
+
+
+async def ban_member(services: Services, viewer: Viewer, room_id: str, user_id: str) -> bool:
+    _, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
+    if user_id == viewer.user_id:
+        raise BadUserInput("you cannot ban yourself", argument="userId")
+    await _outranked_member(services, me, room_id, user_id)
+    rooms = services.backends.rooms
+    was_member = await rooms.get_member(room_id, user_id) is not None
+    await rooms.ban(room_id, user_id)
+    if was_member:
+        await _announce(
+            services, room_id, MessageKind.LEAVE, user_id, "member.banned", {"by": viewer.user_id}
+        )
+    await revoke_access(services, room_id, user_id)
+    return True
+
+
+async def unban_member(services: Services, viewer: Viewer, room_id: str, user_id: str) -> bool:
+    await membership(services, viewer, room_id, at_least=Role.ADMIN)
+    return await services.backends.rooms.unban(room_id, user_id)
+
+
+async def _outranked_member(
+    services: Services, me: Member, room_id: str, user_id: str
+) -> Member | None:
+    """The target member, who must rank below the acting one (None if not a member)."""
+    target = await services.backends.rooms.get_member(room_id, user_id)
+    if target is not None and target.role.rank >= me.role.rank:
+        raise Forbidden(
+            f"you cannot act on a member whose role is {target.role.value}", roomId=room_id
+        )
+    return target
+
+
+async def _announce(
+    services: Services,
+    room_id: str,
+    kind: MessageKind,
+    user_id: str,
+    event: str,
+    data: Any,
+) -> None:
+    await post(
+        services, NewMessage(kind=kind, user_id=user_id, room_id=room_id, event=event, data=data)
+    )
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)

@@ -1,0 +1,66 @@
+"""What every resolver works with: settings, backends, metrics, the viewer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from backends.factory import Backends
+from serving.errors import FeatureDisabled
+from serving.metrics import Metrics
+from serving.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """The authenticated user, and their WebSocket connection if any."""
+
+    user_id: str
+    conn_id: str | None = None
+
+
+class KeyedLocks:
+    """One asyncio.Lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    backends: Backends
+    metrics: Metrics
+    # Appending and publishing a room's message under one lock keeps this
+    # process's live events in offset order; readers fill any gap anyway.
+    room_locks: KeyedLocks = field(default_factory=KeyedLocks)
+    # conn_id -> user_id of this process's WebSocket connections, refreshed
+    # by the presence heartbeat.
+    connections: dict[str, str] = field(default_factory=dict)
+
+    def require(self, feature: str) -> None:
+        enabled = {
+            "rooms": self.settings.enable_rooms,
+            "channels": self.settings.enable_channels,
+            "presence": self.settings.enable_presence,
+            "typing": self.settings.enable_typing_indicators,
+            "history": self.settings.enable_message_history,
+        }[feature]
+        if not enabled:
+            raise FeatureDisabled(f"{feature} are disabled on this server", feature=feature)

@@ -1,0 +1,65 @@
+"""Typing indicators: ephemeral, expiring after `typing_timeout`.
+
+Only transitions are published (started, stopped, expired), so a client that
+calls startTyping on every keystroke refreshes the expiry without flooding
+the room.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from backends import topics
+from backends.events import AccessEvent, TypingEvent
+from backends.records import TypingEntry
+
+from .rooms import membership, readable_room
+from .services import Services, Viewer
+
+
+async def start_typing(services: Services, viewer: Viewer, room_id: str) -> bool:
+    services.require("typing")
+    await membership(services, viewer, room_id)
+    ttl = services.settings.typing_timeout.total_seconds()
+    entry, started = await services.backends.typing.start(room_id, viewer.user_id, ttl=ttl)
+    if started:
+        await _publish(services, TypingEvent(room_id, viewer.user_id, True, entry.expires_at))
+    return True
+
+
+async def stop_typing(services: Services, viewer: Viewer, room_id: str) -> bool:
+    services.require("typing")
+    await readable_room(services, viewer, room_id)
+    if await services.backends.typing.stop(room_id, viewer.user_id):
+        await _publish(services, TypingEvent(room_id, viewer.user_id, False))
+    return True
+
+
+async def typing_users(services: Services, viewer: Viewer, room_id: str) -> list[str]:
+    services.require("typing")
+    await readable_room(services, viewer, room_id)
+    return await services.backends.typing.users(room_id)
+
+
+async def typing_stream(
+    services: Services, viewer: Viewer, room_id: str
+) -> AsyncIterator[TypingEvent]:
+    services.require("typing")
+    await readable_room(services, viewer, room_id)
+    async with services.backends.hub.subscribe(topics.room_typing(room_id)) as live:
+        async for item in live:
+            if isinstance(item, TypingEvent):
+                yield item
+            elif isinstance(item, AccessEvent):
+                await readable_room(services, viewer, room_id)
+
+
+async def expire_typing(services: Services) -> None:
+    """Publish isTyping: false for every entry that ran out."""
+    expired: list[TypingEntry] = await services.backends.typing.sweep()
+    for entry in expired:
+        await _publish(services, TypingEvent(entry.room_id, entry.user_id, False))
+
+
+async def _publish(services: Services, event: TypingEvent) -> None:
+    await services.backends.hub.publish(topics.room_typing(event.room_id), event)

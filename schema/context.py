@@ -1,0 +1,30 @@
+"""The per-request (or per-WebSocket-connection) GraphQL context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from strawberry.types import Info
+
+from resolvers.services import Services, Viewer
+from serving.errors import Unauthenticated
+
+
+@dataclass
+class Context:
+    services: Services
+    user_id: str | None = None
+    conn_id: str | None = None
+    # Set by Strawberry from the WebSocket connection_init payload.
+    connection_params: dict[str, Any] | None = field(default=None)
+    websocket: Any = None
+
+    @property
+    def viewer(self) -> Viewer:
+        if self.user_id is None:
+            raise Unauthenticated("authentication required")
+        return Viewer(self.user_id, self.conn_id)
+
+
+GraphInfo = Info[Context, None]

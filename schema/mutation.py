@@ -1,0 +1,193 @@
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+
+from backends.records import Role, Status
+from resolvers import channels, messages, presence, rooms, typing_indicators
+
+from .context import GraphInfo
+from .types import (
+    Channel,
+    CreateChannelInput,
+    CreateRoomInput,
+    Message,
+    Presence,
+    PublishInput,
+    Room,
+    RoomMember,
+    SendMessageInput,
+    UpdateRoomInput,
+)
+
+
+def _given(value: object) -> bool:
+    return value is not strawberry.UNSET
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def create_room(self, info: GraphInfo, input: CreateRoomInput) -> Room:
+        ctx = info.context
+        room = await rooms.create_room(
+            ctx.services,
+            ctx.viewer,
+            name=input.name,
+            description=input.description,
+            is_private=input.is_private,
+            metadata=input.metadata,
+            room_id=input.id,
+        )
+        return Room(record=room)
+
+    @strawberry.mutation
+    async def update_room(self, info: GraphInfo, id: strawberry.ID, input: UpdateRoomInput) -> Room:
+        ctx = info.context
+        changes: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("name", input.name),
+                ("description", input.description),
+                ("is_private", input.is_private),
+                ("metadata", input.metadata),
+            )
+            if _given(value)
+        }
+        return Room(record=await rooms.update_room(ctx.services, ctx.viewer, id, changes))
+
+    @strawberry.mutation
+    async def delete_room(self, info: GraphInfo, id: strawberry.ID) -> bool:
+        ctx = info.context
+        return await rooms.delete_room(ctx.services, ctx.viewer, id)
+
+    @strawberry.mutation
+    async def join_room(self, info: GraphInfo, room_id: strawberry.ID) -> Room:
+        ctx = info.context
+        return Room(record=await rooms.join_room(ctx.services, ctx.viewer, room_id))
+
+    @strawberry.mutation
+    async def leave_room(self, info: GraphInfo, room_id: strawberry.ID) -> bool:
+        ctx = info.context
+        return await rooms.leave_room(ctx.services, ctx.viewer, room_id)
+
+    @strawberry.mutation
+    async def add_member(
+        self,
+        info: GraphInfo,
+        room_id: strawberry.ID,
+        user_id: strawberry.ID,
+        role: Role | None = Role.MEMBER,
+    ) -> RoomMember:
+        ctx = info.context
+        chosen = Role.MEMBER if role is None else role
+        member = await rooms.add_member(ctx.services, ctx.viewer, room_id, user_id, chosen)
+        return RoomMember.of(member)
+
+    @strawberry.mutation
+    async def remove_member(
+        self, info: GraphInfo, room_id: strawberry.ID, user_id: strawberry.ID
+    ) -> bool:
+        ctx = info.context
+        return await rooms.remove_member(ctx.services, ctx.viewer, room_id, user_id)
+
+    @strawberry.mutation(description="OWNER only; making another member OWNER hands ownership on.")
+    async def set_member_role(
+        self, info: GraphInfo, room_id: strawberry.ID, user_id: strawberry.ID, role: Role
+    ) -> RoomMember:
+        ctx = info.context
+        member = await rooms.set_member_role(ctx.services, ctx.viewer, room_id, user_id, role)
+        return RoomMember.of(member)
+
+    @strawberry.mutation
+    async def ban_member(
+        self, info: GraphInfo, room_id: strawberry.ID, user_id: strawberry.ID
+    ) -> bool:
+        ctx = info.context
+        return await rooms.ban_member(ctx.services, ctx.viewer, room_id, user_id)
+
+    @strawberry.mutation
+    async def unban_member(
+        self, info: GraphInfo, room_id: strawberry.ID, user_id: strawberry.ID
+    ) -> bool:
+        ctx = info.context
+        return await rooms.unban_member(ctx.services, ctx.viewer, room_id, user_id)
+
+    @strawberry.mutation
+    async def send_message(self, info: GraphInfo, input: SendMessageInput) -> Message:
+        ctx = info.context
+        message = await messages.send_message(
+            ctx.services,
+            ctx.viewer,
+            room_id=input.room_id,
+            data=input.data,
+            event=input.event,
+            metadata=input.metadata,
+            thread_id=input.thread_id,
+            client_message_id=input.client_message_id,
+        )
+        return Message.of(message)
+
+    @strawberry.mutation
+    async def create_channel(self, info: GraphInfo, input: CreateChannelInput) -> Channel:
+        ctx = info.context
+        channel = await channels.create_channel(
+            ctx.services,
+            ctx.viewer,
+            channel_id=input.id,
+            name=input.name,
+            description=input.description,
+            is_private=input.is_private,
+        )
+        return Channel.of(channel)
+
+    @strawberry.mutation
+    async def delete_channel(self, info: GraphInfo, id: strawberry.ID) -> bool:
+        ctx = info.context
+        return await channels.delete_channel(ctx.services, ctx.viewer, id)
+
+    @strawberry.mutation(description="Creator only: let a user see a private channel.")
+    async def grant_channel(
+        self, info: GraphInfo, channel_id: strawberry.ID, user_id: strawberry.ID
+    ) -> bool:
+        ctx = info.context
+        return await channels.grant_channel(ctx.services, ctx.viewer, channel_id, user_id)
+
+    @strawberry.mutation(description="Creator only: take a user's access to a private channel.")
+    async def revoke_channel(
+        self, info: GraphInfo, channel_id: strawberry.ID, user_id: strawberry.ID
+    ) -> bool:
+        ctx = info.context
+        return await channels.revoke_channel(ctx.services, ctx.viewer, channel_id, user_id)
+
+    @strawberry.mutation
+    async def publish(self, info: GraphInfo, input: PublishInput) -> Message:
+        ctx = info.context
+        message = await channels.publish(
+            ctx.services,
+            ctx.viewer,
+            channel_id=input.channel_id,
+            event=input.event,
+            data=input.data,
+            metadata=input.metadata,
+        )
+        return Message.of(message)
+
+    @strawberry.mutation
+    async def set_presence(
+        self, info: GraphInfo, status: Status, status_text: str | None = None
+    ) -> Presence:
+        ctx = info.context
+        entry = await presence.set_presence(ctx.services, ctx.viewer, status, status_text)
+        return Presence.of(entry)
+
+    @strawberry.mutation
+    async def start_typing(self, info: GraphInfo, room_id: strawberry.ID) -> bool:
+        ctx = info.context
+        return await typing_indicators.start_typing(ctx.services, ctx.viewer, room_id)
+
+    @strawberry.mutation
+    async def stop_typing(self, info: GraphInfo, room_id: strawberry.ID) -> bool:
+        ctx = info.context
+        return await typing_indicators.stop_typing(ctx.services, ctx.viewer, room_id)

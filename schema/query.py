@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import strawberry
+
+from resolvers import channels, messages, presence, rooms, typing_indicators
+from serving.errors import NotFound
+
+from .context import GraphInfo
+from .types import Channel, MessageConnection, Presence, Room
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="The authenticated user's id.")
+    def me(self, info: GraphInfo) -> strawberry.ID:
+        return strawberry.ID(info.context.viewer.user_id)
+
+    @strawberry.field(description="A room the viewer may see; null if none.")
+    async def room(self, info: GraphInfo, id: strawberry.ID) -> Room | None:
+        ctx = info.context
+        try:
+            return Room(record=await rooms.readable_room(ctx.services, ctx.viewer, id))
+        except NotFound:
+            return None
+
+    @strawberry.field(description="Public rooms and the viewer's private ones; or only joined.")
+    async def rooms(self, info: GraphInfo, mine: bool | None = False) -> list[Room]:
+        ctx = info.context
+        return [
+            Room(record=r)
+            for r in await rooms.list_rooms(ctx.services, ctx.viewer, mine=bool(mine))
+        ]
+
+    @strawberry.field(description="Room history, paged by cursor both ways (Relay).")
+    async def history(
+        self,
+        info: GraphInfo,
+        room_id: strawberry.ID,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        thread_id: strawberry.ID | None = None,
+    ) -> MessageConnection:
+        ctx = info.context
+        page = await messages.history(
+            ctx.services,
+            ctx.viewer,
+            room_id,
+            first=first,
+            after=after,
+            last=last,
+            before=before,
+            thread_id=thread_id,
+        )
+        return MessageConnection.of(page)
+
+    @strawberry.field
+    async def channel(self, info: GraphInfo, id: strawberry.ID) -> Channel | None:
+        ctx = info.context
+        try:
+            return Channel.of(await channels.visible_channel(ctx.services, ctx.viewer, id))
+        except NotFound:
+            return None
+
+    @strawberry.field
+    async def channels(self, info: GraphInfo) -> list[Channel]:
+        ctx = info.context
+        return [Channel.of(c) for c in await channels.list_channels(ctx.services, ctx.viewer)]
+
+    @strawberry.field(description="Current presence of the users ever seen, in the order asked.")
+    async def presence(self, info: GraphInfo, user_ids: list[strawberry.ID]) -> list[Presence]:
+        ctx = info.context
+        entries = await presence.presence_of(ctx.services, ctx.viewer, list(user_ids))
+        return [Presence.of(p) for p in entries]
+
+    @strawberry.field
+    async def room_presence(self, info: GraphInfo, room_id: strawberry.ID) -> list[Presence]:
+        ctx = info.context
+        entries = await presence.room_presence(ctx.services, ctx.viewer, room_id)
+        return [Presence.of(p) for p in entries]
+
+    @strawberry.field
+    async def typing_users(self, info: GraphInfo, room_id: strawberry.ID) -> list[strawberry.ID]:
+        ctx = info.context
+        users = await typing_indicators.typing_users(ctx.services, ctx.viewer, room_id)
+        return [strawberry.ID(u) for u in users]

@@ -1,0 +1,161 @@
+"""Forge Streaming: start the server, mint a token, export the schema.
+
+    python server.py [--host H] [--port P] [--config FILE] [--data-dir DIR]
+    python server.py token USER [--ttl 1h] [--config FILE] [--data-dir DIR]
+    python server.py schema [--check]
+
+Settings come from code, a YAML file and FORGE_STREAMING_* variables
+(serving/settings.py); the command line wins over all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Route, WebSocketRoute
+
+from backends.factory import ROLES, open_backends
+from resolvers.housekeeping import run_housekeeping
+from resolvers.services import Services
+from schema import SDL_PATH, build_schema, export_sdl
+from serving.auth import AuthError, TokenAuthority
+from serving.metrics import Metrics
+from serving.settings import Settings, SettingsError, load_settings, parse_duration
+from transport import routes
+from transport.graphql_view import GraphQLView
+
+log = logging.getLogger("forge_streaming")
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The ASGI app; backends open in its lifespan and close with it."""
+    authority = TokenAuthority.from_settings(settings)
+    schema = build_schema(
+        max_depth=settings.max_query_depth,
+        max_aliases=settings.max_aliases,
+        max_tokens=settings.max_tokens,
+    )
+    graphql = GraphQLView(
+        schema,
+        authority,
+        keep_alive=True,
+        keep_alive_interval=settings.ping_interval.total_seconds(),
+        connection_init_wait_timeout=settings.init_timeout,
+        allowed_origins=settings.allowed_origins,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        backends = await open_backends(
+            {role: settings.backend_url(role) for role in ROLES},
+            retention=settings.retention,
+            subscriber_capacity=settings.subscriber_queue_size,
+        )
+        metrics = Metrics()
+        metrics.subscriptions_active.set_function(backends.hub.subscriber_count)
+        services = Services(settings=settings, backends=backends, metrics=metrics)
+        housekeeping = asyncio.create_task(run_housekeeping(services), name="housekeeping")
+        log.info("node %s ready on %s", settings.node_id, settings.backend)
+        try:
+            yield {"services": services}
+        finally:
+            housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await housekeeping
+            await backends.close()
+
+    return Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            *routes.routes,
+        ],
+        lifespan=lifespan,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="YAML settings file (env FORGE_STREAMING_CONFIG)")
+    common.add_argument("--data-dir", help="data folder (env FORGE_STREAMING_DATA_DIR)")
+    parser = argparse.ArgumentParser(
+        prog="forge-streaming",
+        description=__doc__,
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", help="address to listen on (env FORGE_STREAMING_HOST)")
+    parser.add_argument("--port", type=int, help="port (env FORGE_STREAMING_PORT)")
+    commands = parser.add_subparsers(dest="command")
+    token = commands.add_parser("token", parents=[common], help="print a JWT for a user")
+    token.add_argument("user")
+    token.add_argument("--ttl", help="lifetime, e.g. 1h or 30m (default: the token_ttl setting)")
+    sdl = commands.add_parser("schema", help="write schema/schema.graphql from the code")
+    sdl.add_argument("--check", action="store_true", help="fail if the file is out of date")
+    return parser
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    overrides = {
+        key: value
+        for key, value in (("data_dir", args.data_dir), *extra.items())
+        if value is not None
+    }
+    return load_settings(args.config or os.environ.get("FORGE_STREAMING_CONFIG"), **overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "schema":
+        current = export_sdl()
+        if args.check:
+            if not SDL_PATH.exists() or SDL_PATH.read_text() != current:
+                print(
+                    f"{SDL_PATH.name} is out of date: run `python server.py schema`",
+                    file=sys.stderr,
+                )
+                return 1
+            return 0
+        SDL_PATH.write_text(current)
+        return 0
+    try:
+        if args.command == "token":
+            settings = _settings(args)
+            ttl = None if args.ttl is None else parse_duration(args.ttl)
+            print(TokenAuthority.from_settings(settings).mint(args.user, ttl))
+            return 0
+        settings = _settings(args, host=args.host, port=args.port)
+    except (SettingsError, AuthError, ValueError) as exc:
+        print(f"forge-streaming: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if settings.log_level == "trace" else settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        ws_ping_interval=settings.ping_interval.total_seconds(),
+        ws_ping_timeout=settings.pong_timeout.total_seconds(),
+        ws_per_message_deflate=False,
+        ssl_certfile=settings.tls_cert_file,
+        ssl_keyfile=settings.tls_key_file,
+        ssl_ca_certs=settings.tls_ca_file,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

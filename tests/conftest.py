@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.live import LiveServer
+
+# Small limits and short timers so tests can reach them quickly.
+TEST_SETTINGS = {
+    "backend": "sqlite",
+    "max_connections_per_user": 3,
+    "max_rooms_per_user": 10,
+    "max_channels_per_user": 5,
+    "max_message_size": 4096,
+    "max_messages_per_second": 20,
+    "typing_timeout": "600ms",
+    "presence_ttl": "2s",
+    "presence_grace": "300ms",
+    "ping_interval": "5s",
+    "init_timeout": "3s",
+}
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = LiveServer(tmp_path_factory.mktemp("server"), dict(TEST_SETTINGS)).start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def server(module_server: LiveServer) -> Iterator[LiveServer]:
+    """The module's server (embedded default, sqlite), shared by its tests.
+
+    After each test it must drop back to no live subscriptions: that keeps
+    `wait_subscribers(n)` exact for the next test and catches leaks.
+    """
+    yield module_server
+    module_server.wait_idle()
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[type[LiveServer]]:
+    """Start servers with settings of the test's own; all stopped at the end."""
+    started: list[LiveServer] = []
+
+    class _Started(LiveServer):
+        def start(self) -> LiveServer:
+            started.append(self)
+            return super().start()
+
+    yield _Started
+    for live in started:
+        live.stop()
+
+
+def service_available(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def require_service(name: str, port: int) -> None:
+    """Skip without the service, except under CI=true, where it must be there."""
+    if service_available(port):
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{name} is not running on 127.0.0.1:{port} (required under CI=true)")
+    pytest.skip(f"{name} is not running on 127.0.0.1:{port}")

@@ -1,0 +1,282 @@
+"""RoomStore contract: rooms, members and roles, limits, bans, cascades."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from backends.errors import Conflict, LimitReached
+from backends.protocols import RoomStore
+from backends.records import Member, Role, Room
+
+from .conftest import Reopen
+
+T0 = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def room(room_id: str, *, owner: str = "alice", private: bool = False, minute: int = 0) -> Room:
+    return Room(
+        id=room_id,
+        name=f"Room {room_id}",
+        owner=owner,
+        is_private=private,
+        description=f"about {room_id}",
+        metadata={"topic": room_id, "tags": ["a", "b"], "n": 1.5},
+        created_at=T0 + timedelta(minutes=minute),
+    )
+
+
+def member(room_id: str, user_id: str, *, role: Role = Role.MEMBER, minute: int = 0) -> Member:
+    return Member(
+        room_id=room_id, user_id=user_id, role=role, joined_at=T0 + timedelta(minutes=minute)
+    )
+
+
+async def test_create_adds_the_owner_and_round_trips_fields(room_store: RoomStore) -> None:
+    r = room("r1")
+    owner = await room_store.create(r)
+    assert owner == Member(room_id="r1", user_id="alice", role=Role.OWNER, joined_at=T0)
+    got = await room_store.get("r1")
+    assert got == r
+    assert got is not None and got.created_at.utcoffset() == timedelta(0)
+    assert await room_store.get_member("r1", "alice") == owner
+    assert await room_store.members("r1") == [owner]
+    assert await room_store.member_count("r1") == 1
+    assert await room_store.get("missing") is None
+
+
+async def test_create_with_null_metadata_and_no_description(room_store: RoomStore) -> None:
+    r = Room(id="plain", name="Plain", owner="bob")
+    await room_store.create(r)
+    got = await room_store.get("plain")
+    assert got == r
+    assert got is not None and (got.metadata, got.description, got.is_private) == (
+        None,
+        None,
+        False,
+    )
+
+
+async def test_create_conflicts_on_a_taken_id(room_store: RoomStore) -> None:
+    await room_store.create(room("r1"))
+    with pytest.raises(Conflict):
+        await room_store.create(room("r1", owner="bob"))
+    assert (await room_store.get("r1")) == room("r1")
+    assert await room_store.get_member("r1", "bob") is None
+    assert await room_store.list_joined("bob") == []
+
+
+async def test_create_enforces_rooms_per_user(room_store: RoomStore) -> None:
+    await room_store.create(room("r1"), max_rooms_per_user=2)
+    await room_store.create(room("r2", owner="bob"))
+    await room_store.add_member(member("r2", "alice"))
+    with pytest.raises(LimitReached) as info:
+        await room_store.create(room("r3"), max_rooms_per_user=2)
+    assert (info.value.what, info.value.limit) == ("rooms", 2)
+    assert await room_store.get("r3") is None
+    # No limit given: no limit applies.
+    await room_store.create(room("r4"))
+    # Leaving a room frees a slot.
+    assert await room_store.remove_member("r2", "alice")
+    with pytest.raises(LimitReached):
+        await room_store.create(room("r5"), max_rooms_per_user=2)
+    await room_store.create(room("r5"), max_rooms_per_user=3)
+    assert [r.id for r in await room_store.list_joined("alice")] == ["r1", "r4", "r5"]
+
+
+async def test_update_replaces_fields_but_not_owner_or_created_at(room_store: RoomStore) -> None:
+    await room_store.create(room("r1"))
+    await room_store.update(
+        Room(
+            id="r1",
+            name="Renamed",
+            owner="mallory",
+            is_private=True,
+            description=None,
+            metadata={"x": [1]},
+            created_at=T0 + timedelta(days=9),
+        )
+    )
+    got = await room_store.get("r1")
+    assert got == Room(
+        id="r1",
+        name="Renamed",
+        owner="alice",
+        is_private=True,
+        description=None,
+        metadata={"x": [1]},
+        created_at=T0,
+    )
+
+
+async def test_update_of_a_missing_room_raises(room_store: RoomStore) -> None:
+    with pytest.raises(LookupError):
+        await room_store.update(room("missing"))
+    assert await room_store.get("missing") is None
+
+
+async def test_delete_cascades_members_and_bans(room_store: RoomStore) -> None:
+    await room_store.create(room("r1"))
+    await room_store.create(room("r2"))
+    await room_store.add_member(member("r1", "bob"))
+    await room_store.add_member(member("r2", "bob"))
+    await room_store.ban("r1", "carol")
+    await room_store.ban("r2", "carol")
+    assert await room_store.delete("r1")
+    assert not await room_store.delete("r1")
+    assert await room_store.get("r1") is None
+    assert await room_store.members("r1") == []
+    assert await room_store.member_count("r1") == 0
+    assert await room_store.get_member("r1", "bob") is None
+    assert not await room_store.is_banned("r1", "carol")
+    assert [r.id for r in await room_store.list_joined("bob")] == ["r2"]
+    assert await room_store.is_banned("r2", "carol")
+    # The id is free again, with nothing carried over.
+    await room_store.create(room("r1", owner="dave"))
+    assert [m.user_id for m in await room_store.members("r1")] == ["dave"]
+    assert not await room_store.is_banned("r1", "carol")
+
+
+async def test_delete_frees_the_room_quota(room_store: RoomStore) -> None:
+    await room_store.create(room("r1"), max_rooms_per_user=1)
+    await room_store.delete("r1")
+    await room_store.create(room("r2"), max_rooms_per_user=1)
+
+
+async def test_lists_are_oldest_first_and_respect_privacy(room_store: RoomStore) -> None:
+    await room_store.create(room("c-public", minute=3))
+    await room_store.create(room("a-private", owner="bob", private=True, minute=1))
+    await room_store.create(room("b-public", owner="bob", minute=1))
+    await room_store.create(room("d-private", owner="carol", private=True, minute=0))
+    await room_store.add_member(member("a-private", "alice"))
+
+    visible = [r.id for r in await room_store.list_visible("alice")]
+    assert visible == ["a-private", "b-public", "c-public"]
+    assert [r.id for r in await room_store.list_visible("carol")] == [
+        "d-private",
+        "b-public",
+        "c-public",
+    ]
+    assert [r.id for r in await room_store.list_visible("nobody")] == ["b-public", "c-public"]
+    assert [r.id for r in await room_store.list_joined("alice")] == ["a-private", "c-public"]
+    assert [r.id for r in await room_store.list_joined("bob")] == ["a-private", "b-public"]
+    assert await room_store.list_joined("nobody") == []
+    assert (await room_store.list_joined("alice"))[0] == room(
+        "a-private", owner="bob", private=True, minute=1
+    )
+
+
+async def test_add_member_is_idempotent(room_store: RoomStore) -> None:
+    await room_store.create(room("r1"))
+    added, created = await room_store.add_member(member("r1", "bob", minute=5))
+    assert created
+    assert added == member("r1", "bob", minute=5)
+    again, created = await room_store.add_member(member("r1", "bob", role=Role.ADMIN, minute=9))
+    assert not created
+    assert again == added
+    owner, created = await room_store.add_member(member("r1", "alice"))
+    assert not created and owner.role is Role.OWNER
+    assert await room_store.member_count("r1") == 2
+
+
+async def test_add_member_enforces_rooms_per_user(room_store: RoomStore) -> None:
+    for i in range(3):
+        await room_store.create(room(f"r{i}"))
+    await room_store.add_member(member("r0", "bob"), max_rooms_per_user=2)
+    await room_store.add_member(member("r1", "bob"), max_rooms_per_user=2)
+    with pytest.raises(LimitReached) as info:
+        await room_store.add_member(member("r2", "bob"), max_rooms_per_user=2)
+    assert (info.value.what, info.value.limit) == ("rooms", 2)
+    assert await room_store.get_member("r2", "bob") is None
+    # Already a member: returned as is, the limit does not matter.
+    existing, created = await room_store.add_member(member("r1", "bob"), max_rooms_per_user=2)
+    assert not created and existing.user_id == "bob"
+
+
+async def test_add_member_to_a_missing_room_raises(room_store: RoomStore) -> None:
+    with pytest.raises(LookupError):
+        await room_store.add_member(member("missing", "bob"))
+    assert await room_store.list_joined("bob") == []
+
+
+async def test_members_in_join_order_and_removal(room_store: RoomStore) -> None:
+    await room_store.create(room("r1"))
+    await room_store.add_member(member("r1", "zed", minute=2))
+    await room_store.add_member(member("r1", "bob", minute=3))
+    await room_store.add_member(member("r1", "carl", minute=1))
+    assert [m.user_id for m in await room_store.members("r1")] == ["alice", "carl", "zed", "bob"]
+    assert await room_store.member_count("r1") == 4
+    assert await room_store.remove_member("r1", "zed")
+    assert not await room_store.remove_member("r1", "zed")
+    assert not await room_store.remove_member("missing", "zed")
+    assert await room_store.get_member("r1", "zed") is None
+    assert await room_store.member_count("r1") == 3
+    assert await room_store.list_joined("zed") == []
+
+
+async def test_set_role(room_store: RoomStore) -> None:
+    await room_store.create(room("r1"))
+    await room_store.add_member(member("r1", "bob", minute=1))
+    promoted = await room_store.set_role("r1", "bob", Role.ADMIN)
+    assert promoted == member("r1", "bob", role=Role.ADMIN, minute=1)
+    assert await room_store.get_member("r1", "bob") == promoted
+    assert await room_store.set_role("r1", "nobody", Role.ADMIN) is None
+    assert await room_store.set_role("missing", "bob", Role.ADMIN) is None
+    assert Role.OWNER.rank > Role.ADMIN.rank > Role.MEMBER.rank
+
+
+async def test_ban_removes_membership_and_sticks(room_store: RoomStore) -> None:
+    await room_store.create(room("r1"))
+    await room_store.add_member(member("r1", "bob"))
+    await room_store.ban("r1", "bob")
+    assert await room_store.is_banned("r1", "bob")
+    assert await room_store.get_member("r1", "bob") is None
+    assert await room_store.member_count("r1") == 1
+    assert await room_store.list_joined("bob") == []
+    await room_store.ban("r1", "bob")
+    await room_store.ban("r1", "stranger")
+    assert await room_store.is_banned("r1", "stranger")
+    assert not await room_store.is_banned("r1", "alice")
+    assert await room_store.unban("r1", "bob")
+    assert not await room_store.unban("r1", "bob")
+    assert not await room_store.unban("missing", "bob")
+    assert not await room_store.is_banned("r1", "bob")
+    assert await room_store.get_member("r1", "bob") is None
+
+
+async def test_ban_frees_the_room_quota(room_store: RoomStore) -> None:
+    await room_store.create(room("r1"))
+    await room_store.create(room("r2"))
+    await room_store.add_member(member("r1", "bob"), max_rooms_per_user=1)
+    await room_store.ban("r1", "bob")
+    await room_store.add_member(member("r2", "bob"), max_rooms_per_user=1)
+
+
+async def test_ban_in_a_missing_room_raises(room_store: RoomStore) -> None:
+    with pytest.raises(LookupError):
+        await room_store.ban("missing", "bob")
+    assert not await room_store.is_banned("missing", "bob")
+
+
+async def test_rooms_survive_a_restart(reopen: Reopen) -> None:
+    stores = await reopen()
+    await stores.rooms.create(room("r1"))
+    await stores.rooms.create(room("r2", owner="bob", private=True, minute=1))
+    await stores.rooms.add_member(member("r1", "bob", minute=2))
+    await stores.rooms.set_role("r1", "bob", Role.ADMIN)
+    await stores.rooms.add_member(member("r1", "carol", minute=3))
+    await stores.rooms.ban("r1", "carol")
+    await stores.close()
+
+    stores = await reopen()
+    assert await stores.rooms.get("r1") == room("r1")
+    assert await stores.rooms.get("r2") == room("r2", owner="bob", private=True, minute=1)
+    assert await stores.rooms.members("r1") == [
+        Member("r1", "alice", Role.OWNER, T0),
+        member("r1", "bob", role=Role.ADMIN, minute=2),
+    ]
+    assert await stores.rooms.is_banned("r1", "carol")
+    assert [r.id for r in await stores.rooms.list_joined("bob")] == ["r1", "r2"]
+    with pytest.raises(Conflict):
+        await stores.rooms.create(room("r1"))

@@ -1,0 +1,294 @@
+"""Real servers and real clients for end-to-end tests.
+
+`LiveServer` runs `server.py` as its own process on a free port; clients talk
+to it over HTTP and WebSockets exactly as any other client would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.typing import Subprotocol
+
+from serving.auth import TokenAuthority
+from serving.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class LiveServer:
+    """A server process; `settings` are written to its YAML config file."""
+
+    data_dir: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/graphql"
+
+    def start(self) -> LiveServer:
+        self.port = self.port or free_port()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "config.yaml"
+        config.write_text(json.dumps({"extensions": {"streaming": self.settings}}))
+        self.log_path = self.data_dir / f"server-{self.port}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_STREAMING_")}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "server.py"),
+                    "--port",
+                    str(self.port),
+                    "--config",
+                    str(config),
+                    "--data-dir",
+                    str(self.data_dir),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self._wait_healthy()
+        return self
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)  # polling a process we cannot subscribe to
+        raise RuntimeError(f"server did not become healthy:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def metric(self, name: str) -> float:
+        for line in httpx.get(f"{self.url}/metrics", timeout=TIMEOUT).text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        raise KeyError(name)
+
+    async def wait_subscribers(self, count: int, timeout: float = TIMEOUT) -> None:
+        """Wait until the server's hub has exactly `count` live subscribers.
+
+        Live events are only delivered to subscriptions the hub holds, so a
+        test waits for this before publishing what a subscriber must see.
+        """
+        deadline = time.monotonic() + timeout
+        seen = -1.0
+        while time.monotonic() < deadline:
+            seen = await asyncio.to_thread(self.metric, "streaming_subscriptions_active")
+            if seen == count:
+                return
+            await asyncio.sleep(0.02)  # polling the server's own count
+        raise AssertionError(f"expected {count} subscribers, the server has {seen}")
+
+    def wait_idle(self, timeout: float = TIMEOUT) -> None:
+        """Wait until the server holds no subscription (all clients gone)."""
+        deadline = time.monotonic() + timeout
+        while self.metric("streaming_subscriptions_active") != 0:
+            if time.monotonic() > deadline:
+                raise AssertionError("subscriptions were left running on the server")
+            time.sleep(0.02)  # polling the server's own count
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def token(self, user_id: str, **claims: Any) -> str:
+        authority = TokenAuthority.from_settings(load_settings(data_dir=self.data_dir))
+        return authority.mint(user_id)
+
+    def client(self, user_id: str | None) -> GraphQLClient:
+        return GraphQLClient(self, None if user_id is None else self.token(user_id))
+
+
+class GraphQLError(Exception):
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(errors[0]["message"])
+        self.errors = errors
+        self.code = errors[0].get("extensions", {}).get("code")
+
+
+class GraphQLClient:
+    """Queries and mutations over HTTP POST."""
+
+    def __init__(self, server: LiveServer, token: str | None) -> None:
+        self.server = server
+        self.token = token
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    async def post(self, query: str, **variables: Any) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+            return await http.post(
+                f"{self.server.url}/graphql",
+                json={"query": query, "variables": variables},
+                headers=self.headers,
+            )
+
+    async def execute(self, query: str, **variables: Any) -> dict[str, Any]:
+        """The `data` of a successful result; GraphQLError if it has errors."""
+        response = await self.post(query, **variables)
+        body = response.json()
+        if body.get("errors"):
+            raise GraphQLError(body["errors"])
+        if response.status_code != 200:
+            raise AssertionError(f"HTTP {response.status_code}: {response.text}")
+        data: dict[str, Any] = body["data"]
+        return data
+
+    async def error(self, query: str, **variables: Any) -> GraphQLError:
+        """The error a request must fail with."""
+        try:
+            data = await self.execute(query, **variables)
+        except GraphQLError as exc:
+            return exc
+        raise AssertionError(f"expected an error, got {data}")
+
+
+class WsClient:
+    """A graphql-transport-ws client on raw frames."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self._next_id = 0
+        self._queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for raw in self.ws:
+            frame = json.loads(raw)
+            if frame.get("type") == "ping":
+                await self.ws.send(json.dumps({"type": "pong"}))
+                continue
+            op_id = frame.get("id")
+            if op_id in self._queues:
+                await self._queues[op_id].put(frame)
+
+    async def subscribe(self, query: str, **variables: Any) -> Operation:
+        self._next_id += 1
+        op_id = str(self._next_id)
+        self._queues[op_id] = asyncio.Queue()
+        await self.ws.send(
+            json.dumps(
+                {
+                    "id": op_id,
+                    "type": "subscribe",
+                    "payload": {"query": query, "variables": variables},
+                }
+            )
+        )
+        return Operation(self, op_id, self._queues[op_id])
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        await self.ws.close()
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+
+@dataclass
+class Operation:
+    client: WsClient
+    id: str
+    frames: asyncio.Queue[dict[str, Any]]
+
+    async def frame(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        return await asyncio.wait_for(self.frames.get(), timeout)
+
+    async def next(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        """The data of the next `next` frame; AssertionError on anything else."""
+        frame = await self.frame(timeout)
+        if frame["type"] != "next" or frame["payload"].get("errors"):
+            raise AssertionError(f"expected data, got {frame}")
+        data: dict[str, Any] = frame["payload"]["data"]
+        return data
+
+    async def take(self, count: int, field: str) -> list[dict[str, Any]]:
+        return [(await self.next())[field] for _ in range(count)]
+
+    async def complete(self) -> None:
+        await self.client.ws.send(json.dumps({"id": self.id, "type": "complete"}))
+
+    def assert_quiet(self) -> None:
+        if not self.frames.empty():
+            raise AssertionError(f"unexpected frame {self.frames.get_nowait()}")
+
+
+@asynccontextmanager
+async def ws_connect(
+    server: LiveServer,
+    token: str | None,
+    *,
+    subprotocol: str = "graphql-transport-ws",
+    init: bool = True,
+) -> AsyncIterator[WsClient]:
+    async with websockets.connect(
+        server.ws_url,
+        subprotocols=[Subprotocol(subprotocol)],
+        open_timeout=TIMEOUT,
+    ) as ws:
+        if init:
+            payload = {"Authorization": f"Bearer {token}"} if token else {}
+            await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
+            ack = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+            if ack["type"] != "connection_ack":
+                raise AssertionError(f"expected connection_ack, got {ack}")
+        client = WsClient(ws)
+        try:
+            yield client
+        finally:
+            await client.close()
