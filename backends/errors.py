@@ -2,6 +2,7 @@
 
 BackendError
 ├── Conflict          the id is taken
+├── Missing           the room or channel does not exist (any more)
 ├── LimitReached      a per-user quota would be exceeded
 └── Unavailable       the backing service cannot be reached
 """
@@ -12,6 +13,10 @@ class BackendError(Exception):
 
 
 class Conflict(BackendError):
+    pass
+
+
+class Missing(BackendError, LookupError):
     pass
 
 

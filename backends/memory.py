@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from .errors import Conflict, LimitReached
+from .errors import Conflict, LimitReached, Missing
 from .events import decode_message, encode_message
 from .records import (
     Channel,
@@ -268,7 +268,7 @@ class MemoryRoomStore:
     def _state(self, room_id: str) -> _RoomState:
         state = self._rooms.get(room_id)
         if state is None:
-            raise LookupError(f"room {room_id!r} does not exist")
+            raise Missing(f"room {room_id!r} does not exist")
         return state
 
     def _forget_membership(self, room_id: str, user_id: str) -> None:
@@ -452,7 +452,7 @@ class MemoryChannelStore:
     async def grant(self, channel_id: str, user_id: str) -> None:
         grants = self._grants.get(channel_id)
         if grants is None:
-            raise LookupError(f"channel {channel_id!r} does not exist")
+            raise Missing(f"channel {channel_id!r} does not exist")
         grants.add(user_id)
 
     async def revoke(self, channel_id: str, user_id: str) -> bool:
@@ -537,17 +537,18 @@ class MemoryPresenceStore:
         user.was_online = True
         return was_offline
 
-    async def heartbeat(self, user_id: str, conn_id: str, *, ttl: float) -> None:
+    async def heartbeat(self, user_id: str, conn_id: str, *, ttl: float) -> bool:
         now = time.monotonic()
         user = self._users.get(user_id)
         if user is None:
-            return
+            return False
         self._prune(user, now)
         conn = user.connections.get(conn_id)
         if conn is None or conn.closing:
-            return
+            return False
         conn.expires_at = now + ttl
         user.last_seen = utcnow()
+        return True
 
     async def disconnect(self, user_id: str, conn_id: str, *, grace: float) -> None:
         now = time.monotonic()

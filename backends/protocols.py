@@ -1,5 +1,8 @@
 """The storage roles, one Protocol each.
 
+Methods that name a room or channel that does not exist raise
+`errors.Missing`, so nothing is ever attached to a missing parent.
+
 Every implementation (memory, sqlite, and later redis and nats) passes the
 same contract suite in tests/contract/. Records are in `backends.records`.
 """
@@ -175,8 +178,12 @@ class PresenceStore(Protocol):
         """
         ...
 
-    async def heartbeat(self, user_id: str, conn_id: str, *, ttl: float) -> None:
-        """Extend a live connection's expiry to now + ttl."""
+    async def heartbeat(self, user_id: str, conn_id: str, *, ttl: float) -> bool:
+        """Extend a live connection's expiry to now + ttl.
+
+        False if the connection is unknown, closing or already expired (the
+        process stalled past its TTL): the caller must `connect` it again.
+        """
         ...
 
     async def disconnect(self, user_id: str, conn_id: str, *, grace: float) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from .errors import Conflict, LimitReached
+from .errors import Conflict, LimitReached, Missing
 from .memory import check_page_args, new_epoch, require_utc
 from .records import (
     Channel,
@@ -191,10 +191,6 @@ class SqliteDatabase:
 async def _one(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> Row | None:
     async with conn.execute(sql, params) as cursor:
         return await cursor.fetchone()
-
-
-async def _all(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-    return list(await conn.execute_fetchall(sql, params))
 
 
 # --- messages -------------------------------------------------------------
@@ -464,7 +460,7 @@ class SqliteRoomStore:
             (room.name, int(room.is_private), room.description, _dump(room.metadata), room.id),
         )
         if changed == 0:
-            raise LookupError(f"room {room.id!r} does not exist")
+            raise Missing(f"room {room.id!r} does not exist")
 
     async def delete(self, room_id: str) -> bool:
         return await self._db.execute("DELETE FROM rooms WHERE id = ?", (room_id,)) > 0
@@ -492,7 +488,7 @@ class SqliteRoomStore:
         joined_at = _to_micros(member.joined_at, "joined_at")
         async with self._db.transaction() as conn:
             if await _one(conn, "SELECT 1 FROM rooms WHERE id = ?", (member.room_id,)) is None:
-                raise LookupError(f"room {member.room_id!r} does not exist")
+                raise Missing(f"room {member.room_id!r} does not exist")
             existing = await _one(
                 conn,
                 "SELECT room_id, user_id, role, joined_at FROM members"
@@ -549,7 +545,7 @@ class SqliteRoomStore:
     async def ban(self, room_id: str, user_id: str) -> None:
         async with self._db.transaction() as conn:
             if await _one(conn, "SELECT 1 FROM rooms WHERE id = ?", (room_id,)) is None:
-                raise LookupError(f"room {room_id!r} does not exist")
+                raise Missing(f"room {room_id!r} does not exist")
             await conn.execute(
                 "INSERT OR IGNORE INTO bans (room_id, user_id) VALUES (?, ?)", (room_id, user_id)
             )
@@ -642,7 +638,7 @@ class SqliteChannelStore:
                 (channel_id, user_id),
             )
         except sqlite3.IntegrityError as exc:  # the foreign key: no such channel
-            raise LookupError(f"channel {channel_id!r} does not exist") from exc
+            raise Missing(f"channel {channel_id!r} does not exist") from exc
 
     async def revoke(self, channel_id: str, user_id: str) -> bool:
         changed = await self._db.execute(

@@ -48,7 +48,13 @@ async def heartbeat(services: Services) -> None:
     ttl = services.settings.presence_ttl.total_seconds()
     presence = services.backends.presence
     for conn_id, user_id in list(services.connections.items()):
-        await presence.heartbeat(user_id, conn_id, ttl=ttl)
+        if await presence.heartbeat(user_id, conn_id, ttl=ttl):
+            continue
+        # The entry expired while this process stalled; the socket is still
+        # open, so the user is back online (no limit: it was counted already).
+        back = await presence.connect(user_id, conn_id, ttl=ttl)
+        if back and services.settings.enable_presence:
+            await publish_presence(services, [user_id])
 
 
 async def expire_presence(services: Services) -> None:

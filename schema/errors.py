@@ -10,12 +10,13 @@ from strawberry.extensions import MaskErrors
 
 from backends import errors as backend_errors
 from backends.hub import HubClosed, SlowConsumer
-from serving.errors import ApiError, LimitExceeded, Unavailable
+from serving.errors import ApiError, LimitExceeded, NotFound, Unavailable
 
 log = logging.getLogger("forge_streaming.errors")
 
 _TRANSLATED: tuple[tuple[type[BaseException], type[ApiError], str], ...] = (
     (backend_errors.LimitReached, LimitExceeded, ""),
+    (backend_errors.Missing, NotFound, ""),
     (backend_errors.Unavailable, Unavailable, "the backend is unavailable, try again"),
     (ConnectionError, Unavailable, "the backend is unavailable, try again"),
     (TimeoutError, Unavailable, "the backend did not answer in time, try again"),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from tests.live import LiveServer, unique, ws_connect
 
+SEND = """
+mutation($id: ID!) { sendMessage(input: {roomId: $id, data: {text: "hi"}}) { cursor } }
+"""
 ROOM_MESSAGES = """
 subscription($roomId: ID!, $after: String) {
   roomMessages(roomId: $roomId, after: $after) { type event userId data cursor }
@@ -22,10 +25,7 @@ async def test_two_users_see_each_others_messages(server: LiveServer) -> None:
     async with ws_connect(server, bob.token) as ws:
         sub = await ws.subscribe(ROOM_MESSAGES, roomId=room)
         await server.wait_subscribers(1)
-        sent = await alice.execute(
-            'mutation($id: ID!) { sendMessage(input: {roomId: $id, data: {text: "hi"}}) { cursor } }',
-            id=room,
-        )
+        sent = await alice.execute(SEND, id=room)
         got = (await sub.next())["roomMessages"]
         assert got["data"] == {"text": "hi"}
         assert got["cursor"] == sent["sendMessage"]["cursor"]
