@@ -103,7 +103,8 @@ async def history(
     before_offset = (
         _offset(parse_cursor(before, argument="before"), position.epoch) if before else None
     )
-    backwards = first is None and (last is not None or before is not None)
+    # Without first/after, the page is the newest messages (before the cursor).
+    backwards = last is not None or (first is None and after is None)
     requested = last if backwards else first
     limit = 50 if requested is None else requested
     if limit == 0:

@@ -7,10 +7,11 @@ import logging
 
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
+from strawberry.schema.exceptions import InvalidOperationTypeError
 
 from backends import errors as backend_errors
 from backends.hub import HubClosed, SlowConsumer
-from serving.errors import ApiError, LimitExceeded, NotFound, Unavailable
+from serving.errors import ApiError, BadUserInput, LimitExceeded, NotFound, Unavailable
 
 log = logging.getLogger("forge_streaming.errors")
 
@@ -22,6 +23,12 @@ _TRANSLATED: tuple[tuple[type[BaseException], type[ApiError], str], ...] = (
     (TimeoutError, Unavailable, "the backend did not answer in time, try again"),
     (SlowConsumer, LimitExceeded, "subscription cut off: the client did not keep up"),
     (HubClosed, Unavailable, "the server is shutting down, reconnect"),
+    (
+        InvalidOperationTypeError,
+        BadUserInput,
+        "only subscriptions run over the legacy graphql-ws protocol: "
+        "use graphql-transport-ws or HTTP for queries and mutations",
+    ),
 )
 
 
