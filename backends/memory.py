@@ -366,6 +366,18 @@ class MemoryRoomStore:
         state.members[user_id] = updated
         return updated
 
+    async def transfer_ownership(self, room_id: str, new_owner: str) -> Member:
+        state = self._state(room_id)
+        if new_owner not in state.members:
+            raise Missing(f"{new_owner!r} is not a member of room {room_id!r}")
+        room = decode_room(state.raw)
+        if room.owner in state.members and room.owner != new_owner:
+            state.members[room.owner] = replace(state.members[room.owner], role=Role.ADMIN)
+        promoted = replace(state.members[new_owner], role=Role.OWNER)
+        state.members[new_owner] = promoted
+        state.raw = encode_room(replace(room, owner=new_owner))
+        return promoted
+
     async def ban(self, room_id: str, user_id: str) -> None:
         state = self._state(room_id)
         state.bans.add(user_id)

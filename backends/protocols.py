@@ -121,6 +121,14 @@ class RoomStore(Protocol):
 
     async def set_role(self, room_id: str, user_id: str, role: Role) -> Member | None: ...
 
+    async def transfer_ownership(self, room_id: str, new_owner: str) -> Member:
+        """Make the member `new_owner` the room's owner, atomically: the room's
+        `owner` changes, the new owner gets OWNER and the old one ADMIN.
+
+        Raises Missing if the room does not exist or `new_owner` is not a member.
+        """
+        ...
+
     async def ban(self, room_id: str, user_id: str) -> None:
         """Ban the user and remove their membership; idempotent."""
         ...

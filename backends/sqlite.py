@@ -542,6 +542,27 @@ class SqliteRoomStore:
         )
         return _member(rows[0]) if rows else None
 
+    async def transfer_ownership(self, room_id: str, new_owner: str) -> Member:
+        async with self._db.transaction() as conn:
+            row = await _one(conn, "SELECT owner FROM rooms WHERE id = ?", (room_id,))
+            if row is None:
+                raise Missing(f"room {room_id!r} does not exist")
+            promoted = await _one(
+                conn,
+                "UPDATE members SET role = ? WHERE room_id = ? AND user_id = ?"
+                " RETURNING room_id, user_id, role, joined_at",
+                (Role.OWNER.value, room_id, new_owner),
+            )
+            if promoted is None:
+                raise Missing(f"{new_owner!r} is not a member of room {room_id!r}")
+            if row[0] != new_owner:
+                await conn.execute(
+                    "UPDATE members SET role = ? WHERE room_id = ? AND user_id = ?",
+                    (Role.ADMIN.value, room_id, row[0]),
+                )
+            await conn.execute("UPDATE rooms SET owner = ? WHERE id = ?", (new_owner, room_id))
+        return _member(promoted)
+
     async def ban(self, room_id: str, user_id: str) -> None:
         async with self._db.transaction() as conn:
             if await _one(conn, "SELECT 1 FROM rooms WHERE id = ?", (room_id,)) is None:

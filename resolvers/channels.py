@@ -136,14 +136,14 @@ async def publish(
     metadata: Any,
 ) -> Message:
     await visible_channel(services, viewer, channel_id)
-    await check_outgoing(services, viewer, event, data, metadata)
+    event = await check_outgoing(services, viewer, event, data, metadata)
     message = Message(
         id=new_id(),
         kind=MessageKind.MESSAGE,
         user_id=viewer.user_id,
         timestamp=utcnow(),
         channel_id=channel_id,
-        event=optional_text(event, "event", max_length=128),
+        event=event,
         data=data,
         metadata=metadata,
     )

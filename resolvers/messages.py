@@ -59,14 +59,14 @@ async def send_message(
     if thread_id is not None:
         check_id(thread_id, "threadId")
     client_id = optional_text(client_message_id, "clientMessageId", max_length=128)
-    await check_outgoing(services, viewer, event, data, metadata)
+    event = await check_outgoing(services, viewer, event, data, metadata)
     message, _ = await post(
         services,
         NewMessage(
             kind=MessageKind.MESSAGE,
             user_id=viewer.user_id,
             room_id=room_id,
-            event=optional_text(event, "event", max_length=128),
+            event=event,
             data=data,
             metadata=metadata,
             thread_id=thread_id,

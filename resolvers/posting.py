@@ -10,14 +10,19 @@ from backends.records import Message, NewMessage
 from serving.errors import RateLimited
 
 from .services import Services, Viewer
-from .validation import check_payload_size
+from .validation import check_payload_size, optional_text
 
 
 async def check_outgoing(
     services: Services, viewer: Viewer, event: str | None, data: Any, metadata: Any
-) -> None:
-    """Enforce the message size and the per-user message rate."""
+) -> str | None:
+    """Check a message's parts and size, then take a slot of the per-user
+    message rate (last, so refused input does not use up the rate).
+
+    Returns the event name, trimmed.
+    """
     settings = services.settings
+    event = optional_text(event, "event", max_length=128)
     check_payload_size(settings.max_message_size, "message", data, metadata, event)
     if not await services.backends.rates.acquire(
         f"messages:{viewer.user_id}", limit=settings.max_messages_per_second, per_seconds=1.0
@@ -26,6 +31,7 @@ async def check_outgoing(
             f"more than {settings.max_messages_per_second} messages per second",
             limit=settings.max_messages_per_second,
         )
+    return event
 
 
 async def post(services: Services, new: NewMessage) -> tuple[Message, bool]:

@@ -218,7 +218,7 @@ async def remove_member(services: Services, viewer: Viewer, room_id: str, user_i
 async def set_member_role(
     services: Services, viewer: Viewer, room_id: str, user_id: str, role: Role
 ) -> Member:
-    room, _ = await membership(services, viewer, room_id, at_least=Role.OWNER)
+    await membership(services, viewer, room_id, at_least=Role.OWNER)
     rooms = services.backends.rooms
     target = await rooms.get_member(room_id, user_id)
     if target is None:
@@ -230,20 +230,9 @@ async def set_member_role(
             "the owner hands ownership on by making another member OWNER", argument="userId"
         )
     if role is Role.OWNER:
-        # Hand ownership on: the old owner stays as an admin.
-        await rooms.set_role(room_id, viewer.user_id, Role.ADMIN)
-        await rooms.update(
-            Room(
-                id=room.id,
-                name=room.name,
-                owner=user_id,
-                is_private=room.is_private,
-                description=room.description,
-                metadata=room.metadata,
-                created_at=room.created_at,
-            )
-        )
-    updated = await rooms.set_role(room_id, user_id, role)
+        updated: Member | None = await rooms.transfer_ownership(room_id, user_id)
+    else:
+        updated = await rooms.set_role(room_id, user_id, role)
     if updated is None:
         raise NotFound(f"{user_id!r} is not a member of this room", roomId=room_id)
     await _announce(

@@ -29,11 +29,13 @@ class _Schema(strawberry.Schema):
 def build_schema(
     *, max_depth: int = 12, max_aliases: int = 30, max_tokens: int = 5000
 ) -> strawberry.Schema:
+    # Factories, not instances: Strawberry keeps an instance's state across
+    # requests, so concurrent requests would read each other's results.
     extensions: list[Any] = [
-        QueryDepthLimiter(max_depth=max_depth),
-        MaxAliasesLimiter(max_alias_count=max_aliases),
-        MaxTokensLimiter(max_token_count=max_tokens),
-        ApiErrors(),
+        lambda: QueryDepthLimiter(max_depth=max_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+        lambda: MaxTokensLimiter(max_token_count=max_tokens),
+        ApiErrors,
     ]
     return _Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
 

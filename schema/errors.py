@@ -50,6 +50,9 @@ class ApiErrors(MaskErrors):
     def __init__(self) -> None:
         super().__init__(should_mask_error=lambda e: not is_client_error(e))
 
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        return [_with_code(e) for e in super()._process_errors(errors)]
+
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         replacement = _replacement(error.original_error)
         if replacement is None:
@@ -70,6 +73,14 @@ class ApiErrors(MaskErrors):
             original_error=replacement,
             extensions=replacement.extensions,
         )
+
+
+def _with_code(error: GraphQLError) -> GraphQLError:
+    """Give the document's own errors (parse, validation, limits) a code too."""
+    if error.extensions and "code" in error.extensions:
+        return error
+    error.extensions = {**(error.extensions or {}), "code": "GRAPHQL_VALIDATION_FAILED"}
+    return error
 
 
 def log_unexpected(errors: list[GraphQLError]) -> None:

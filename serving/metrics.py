@@ -29,12 +29,6 @@ class Metrics:
         self.subscriptions_active = Gauge(
             "streaming_subscriptions_active", "Local subscribers of the fan-out hub", registry=r
         )
-        self.slow_consumers = Counter(
-            "streaming_slow_consumers", "Subscribers cut off for not keeping up", registry=r
-        )
-        self.errors = Counter(
-            "streaming_errors", "API errors returned, by code", ["code"], registry=r
-        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

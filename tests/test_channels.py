@@ -361,6 +361,23 @@ async def test_channels_per_user_limit(server: LiveServer) -> None:
     assert replacement["createChannel"]["id"] == extra
 
 
+async def test_limit_error_keeps_its_code_under_concurrent_requests(server: LiveServer) -> None:
+    """Error translation (LimitReached -> LIMIT_EXCEEDED) must hold for each of
+    many requests in flight at once, not only for a request alone."""
+    alice = server.client(unique("alice"))
+    for i in range(5):
+        await create(alice, name=f"c{i}")
+    readers = [server.client(unique("reader")) for _ in range(10)]
+    over = 'mutation { createChannel(input: {name: "over"}) { id } }'
+    responses = await asyncio.gather(
+        *(alice.post(over) for _ in range(10)),
+        *(reader.post(CHANNELS) for reader in readers),
+    )
+    errors = [r.json()["errors"][0] for r in responses[:10]]
+    assert [e.get("extensions", {}).get("code") for e in errors] == ["LIMIT_EXCEEDED"] * 10
+    assert all(not r.json().get("errors") for r in responses[10:])
+
+
 async def test_message_size_limit_applies_to_publish(server: LiveServer) -> None:
     alice, bob = server.client(unique("alice")), server.client(unique("bob"))
     cid = (await create(alice))["id"]

@@ -20,7 +20,9 @@ mutation($input: CreateRoomInput!) {{ createRoom(input: $input) {{ {ROOM_FIELDS}
 ROOM = f"query($id: ID!) {{ room(id: $id) {{ {ROOM_FIELDS} }} }}"
 ROOMS = "query($mine: Boolean) { rooms(mine: $mine) { id } }"
 UPDATE = f"""
-mutation($id: ID!, $input: UpdateRoomInput!) {{ updateRoom(id: $id, input: $input) {{ {ROOM_FIELDS} }} }}
+mutation($id: ID!, $input: UpdateRoomInput!) {{
+  updateRoom(id: $id, input: $input) {{ {ROOM_FIELDS} }}
+}}
 """
 DELETE = "mutation($id: ID!) { deleteRoom(id: $id) }"
 JOIN = "mutation($id: ID!) { joinRoom(roomId: $id) { id myRole memberCount } }"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from backends.errors import Conflict, LimitReached
+from backends.errors import Conflict, LimitReached, Missing
 from backends.protocols import RoomStore
 from backends.records import Member, Role, Room
 
@@ -224,6 +224,29 @@ async def test_set_role(room_store: RoomStore) -> None:
     assert await room_store.set_role("r1", "nobody", Role.ADMIN) is None
     assert await room_store.set_role("missing", "bob", Role.ADMIN) is None
     assert Role.OWNER.rank > Role.ADMIN.rank > Role.MEMBER.rank
+
+
+async def test_transfer_ownership_is_one_change(room_store: RoomStore) -> None:
+    await room_store.create(room("r1"))
+    await room_store.add_member(member("r1", "bob", minute=1))
+    promoted = await room_store.transfer_ownership("r1", "bob")
+    assert promoted == member("r1", "bob", role=Role.OWNER, minute=1)
+    got = await room_store.get("r1")
+    assert got is not None and got.owner == "bob"
+    assert got.name == "Room r1" and got.created_at == T0
+    roles = {m.user_id: m.role for m in await room_store.members("r1")}
+    assert roles == {"alice": Role.ADMIN, "bob": Role.OWNER}
+
+
+async def test_transfer_ownership_needs_a_member(room_store: RoomStore) -> None:
+    await room_store.create(room("r1"))
+    with pytest.raises(Missing):
+        await room_store.transfer_ownership("r1", "stranger")
+    with pytest.raises(Missing):
+        await room_store.transfer_ownership("nope", "alice")
+    got = await room_store.get("r1")
+    assert got is not None and got.owner == "alice"
+    assert [(m.user_id, m.role) for m in await room_store.members("r1")] == [("alice", Role.OWNER)]
 
 
 async def test_ban_removes_membership_and_sticks(room_store: RoomStore) -> None:
