@@ -22,12 +22,14 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 
 from backends.factory import ROLES, open_backends
 from resolvers.housekeeping import run_housekeeping
 from resolvers.services import Services
 from schema import SDL_PATH, build_schema, export_sdl
+from serving import graphiql
 from serving.auth import AuthError, TokenAuthority
 from serving.metrics import Metrics
 from serving.settings import Settings, SettingsError, load_settings, parse_duration
@@ -78,6 +80,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            Mount(graphiql.MOUNT_PATH, app=StaticFiles(directory=graphiql.STATIC_DIR)),
             *routes.routes,
         ],
         lifespan=lifespan,

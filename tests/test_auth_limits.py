@@ -162,14 +162,36 @@ async def test_graphiql_page_is_open(server: LiveServer) -> None:
 
 async def test_graphiql_assets_are_served_by_the_server(server: LiveServer) -> None:
     """DESIGN.md: GraphiQL's assets come from the server itself (works offline)."""
+    import base64
+    import hashlib
+
     async with httpx.AsyncClient(timeout=TIMEOUT) as http:
         page = (await http.get(f"{server.url}/graphql", headers={"Accept": "text/html"})).text
         external = re.findall(r'(?:src|href)="(https?://[^"]+)"', page)
         assert external == [], f"GraphiQL loads assets from the internet: {external}"
         local = re.findall(r'(?:src|href)="(/[^"]+)"', page)
         assert local, "no local assets referenced"
-        for path in local:
-            assert (await http.get(f"{server.url}{path}")).status_code == 200, path
+        # Each <script src> / <link href> tag: its URL, the content type it
+        # needs, and its integrity hash (the vendored files are unpkg's bytes).
+        tags = re.findall(r"<(script|link)\b([^>]*)>", page)
+        assets: dict[str, tuple[str, str | None]] = {}
+        for tag, attrs in tags:
+            url = re.search(r'\b(?:src|href)="(/[^"]+)"', attrs)
+            if url is None:
+                continue
+            sri = re.search(r'\bintegrity="sha384-([^"]+)"', attrs)
+            kind = "javascript" if tag == "script" else "css"
+            assets[url.group(1)] = (kind, sri.group(1) if sri else None)
+        assert sorted(assets) == sorted(set(local))
+        assert {kind for kind, _ in assets.values()} == {"javascript", "css"}
+        for path, (kind, integrity) in assets.items():
+            response = await http.get(f"{server.url}{path}")  # no token
+            assert response.status_code == 200, path
+            assert response.content, path
+            assert kind in response.headers["content-type"], (path, response.headers)
+            if integrity is not None:
+                digest = base64.b64encode(hashlib.sha384(response.content).digest()).decode()
+                assert digest == integrity, f"{path} does not match the page's integrity hash"
 
 
 async def test_health_and_ready_need_no_token(server: LiveServer) -> None:

@@ -31,6 +31,7 @@ from resolvers.presence import close_connection, open_connection
 from resolvers.services import Services
 from schema import Context
 from serving.auth import AuthError, TokenAuthority, bearer_token
+from serving.graphiql import graphiql_html
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,15 @@ class GraphQLView(GraphQL[Context, None]):
     def __init__(self, schema: Any, authority: TokenAuthority, **options: Any) -> None:
         super().__init__(schema, **options)
         self.authority = authority
+        # GraphiQL with its assets served by this server (serving/graphiql.py).
+        self._graphql_ide_html = (
+            graphiql_html() if self.graphql_ide == "graphiql" else super().graphql_ide_html
+        )
+
+    @property
+    def graphql_ide_html(self) -> str:
+        # Strawberry's is a read-only property; render_graphql_ide serves this.
+        return self._graphql_ide_html
 
     async def run(
         self,
