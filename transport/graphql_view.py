@@ -103,17 +103,6 @@ def _token_from(params: dict[str, Any] | None, websocket: WebSocket) -> str | No
 class GraphQLView(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
 
-    def decode_json(self, data: str | bytes) -> object:
-        # Strict JSON: json.loads would take NaN and Infinity, which no
-        # client can read back (they would be stored as null).
-        return orjson.loads(data)
-
-    def parse_json(self, data: str | bytes) -> Any:
-        value = super().parse_json(data)
-        if not isinstance(value, dict | list):
-            raise HTTPException(400, "The request body must be a JSON object.")
-        return value
-
     def __init__(self, schema: Any, authority: TokenAuthority, **options: Any) -> None:
         super().__init__(schema, **options)
         self.authority = authority
@@ -126,6 +115,17 @@ class GraphQLView(GraphQL[Context, None]):
     def graphql_ide_html(self) -> str:
         # Strawberry's is a read-only property; render_graphql_ide serves this.
         return self._graphql_ide_html
+
+    def decode_json(self, data: str | bytes) -> object:
+        # Strict JSON: json.loads would take NaN and Infinity, which no
+        # client can read back (they would be stored as null).
+        return orjson.loads(data)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        value = super().parse_json(data)
+        if not isinstance(value, dict | list):
+            raise HTTPException(400, "The request body must be a JSON object.")
+        return value
 
     async def run(
         self,
