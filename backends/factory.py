@@ -1,23 +1,23 @@
-"""Open every role's backend from URLs, one per role.
+"""Open every role's backend from URLs, one connection per distinct URL.
 
-The scheme picks the implementation and its module is imported lazily, so
-the redis and nats extras are needed only when they are used.
+The URL's scheme picks the backend module, imported lazily so that the redis
+and nats extras are needed only when used. Each module's `open_stores`
+follows the contract in `backends.opened`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 from urllib.parse import urlsplit
-
-from broadcaster import BroadcastBackend
 
 from .events import Event, decode_event, encode_event
 from .hub import Hub
+from .opened import ROLES, Opened
 from .protocols import (
     ChannelStore,
     MessageStore,
@@ -27,10 +27,16 @@ from .protocols import (
     TypingStore,
 )
 
-if TYPE_CHECKING:
-    from .sqlite import SqliteDatabase
+MODULES = {
+    "memory": "backends.memory",
+    "sqlite": "backends.sqlite",
+    "redis": "backends.redis_backend",
+    "rediss": "backends.redis_backend",
+    "nats": "backends.nats_backend",
+    "tls": "backends.nats_backend",
+}
 
-ROLES = ("broker", "messages", "rooms", "channels", "presence", "typing", "limits")
+__all__ = ["MODULES", "ROLES", "BackendConfigError", "Backends", "backend_module", "open_backends"]
 
 
 class BackendConfigError(ValueError):
@@ -69,21 +75,18 @@ class Backends:
             await closer()
 
 
-def _scheme(url: str) -> str:
+def backend_module(url: str) -> Any:
     scheme = urlsplit(url).scheme
-    if scheme not in ("memory", "sqlite"):
-        raise BackendConfigError(
-            f"unsupported backend URL scheme {scheme!r} (supported: memory://, sqlite:///path)"
-        )
-    return scheme
+    if scheme not in MODULES:
+        known = ", ".join(f"{s}://" for s in MODULES)
+        raise BackendConfigError(f"unsupported backend URL scheme {scheme!r} (supported: {known})")
+    return importlib.import_module(MODULES[scheme])
 
 
-def sqlite_path(url: str) -> Path:
-    """`sqlite:///relative.db` and `sqlite:////absolute.db`, as SQLAlchemy reads them."""
-    path = url.removeprefix("sqlite:///")
-    if not path or path == url:
-        raise BackendConfigError(f"sqlite URL needs a path: sqlite:///path/to.db, got {url!r}")
-    return Path(path)
+def _required(value: Any, role: str, url: str) -> Any:
+    if value is None:
+        raise BackendConfigError(f"{url.split('://')[0]}:// does not provide the {role} role")
+    return value
 
 
 async def open_backends(
@@ -93,76 +96,43 @@ async def open_backends(
     subscriber_capacity: int = 1024,
 ) -> Backends:
     """Open the backends for each role in `ROLES` from `urls[role]`."""
-    from . import memory
-
     missing = [role for role in ROLES if role not in urls]
     if missing:
         raise BackendConfigError(f"no backend URL for {', '.join(missing)}")
-    schemes = {role: _scheme(urls[role]) for role in ROLES}
+    roles_by_url: dict[str, list[str]] = {}
+    for role in ROLES:
+        roles_by_url.setdefault(urls[role], []).append(role)
+    modules = {url: backend_module(url) for url in roles_by_url}
 
-    closers: list[Callable[[], Awaitable[None]]] = []
-    checks: list[Callable[[], Awaitable[None]]] = []
-    databases: dict[Path, SqliteDatabase] = {}
-
-    async def database(url: str) -> SqliteDatabase:
-        from .sqlite import SqliteDatabase
-
-        path = sqlite_path(url)
-        if path not in databases:
-            db = await SqliteDatabase.open(path)
-            databases[path] = db
-            closers.append(db.close)
-            checks.append(db.ping)
-        return databases[path]
-
+    opened: dict[str, Opened] = {}
     try:
-        messages: MessageStore
-        rooms: RoomStore
-        channels: ChannelStore
-        if schemes["messages"] == "sqlite":
-            from .sqlite import SqliteMessageStore
+        for url, roles in roles_by_url.items():
+            opened[url] = await modules[url].open_stores(url, roles, retention=retention)
+        by_role = {role: opened[urls[role]] for role in ROLES}
 
-            messages = SqliteMessageStore(await database(urls["messages"]), retention)
-        else:
-            messages = memory.MemoryMessageStore(retention)
-        if schemes["rooms"] == "sqlite":
-            from .sqlite import SqliteRoomStore
+        def provided(role: str) -> Any:
+            return _required(getattr(by_role[role], role), role, urls[role])
 
-            rooms = SqliteRoomStore(await database(urls["rooms"]))
-        else:
-            rooms = memory.MemoryRoomStore()
-        if schemes["channels"] == "sqlite":
-            from .sqlite import SqliteChannelStore
-
-            channels = SqliteChannelStore(await database(urls["channels"]))
-        else:
-            channels = memory.MemoryChannelStore()
-        # Presence, typing and limits are ephemeral: sqlite keeps them in memory.
-        broker = _broadcast_backend(urls["broker"])
         hub: Hub[Event] = Hub(
-            broker, encode=encode_event, decode=decode_event, capacity=subscriber_capacity
+            provided("broker"),
+            encode=encode_event,
+            decode=decode_event,
+            capacity=subscriber_capacity,
         )
         await hub.start()
     except BaseException:
-        for closer in reversed(closers):
+        for item in reversed(opened.values()):
             with contextlib.suppress(Exception):
-                await closer()
+                await item.close()
         raise
     return Backends(
-        messages=messages,
-        rooms=rooms,
-        channels=channels,
-        presence=memory.MemoryPresenceStore(),
-        typing=memory.MemoryTypingStore(),
-        rates=memory.MemoryRateLimiter(),
+        messages=provided("messages"),
+        rooms=provided("rooms"),
+        channels=provided("channels"),
+        presence=provided("presence"),
+        typing=provided("typing"),
+        rates=provided("limits"),
         hub=hub,
-        checks=checks,
-        closers=closers,
+        checks=[item.ping for item in opened.values()],
+        closers=[item.close for item in opened.values()],
     )
-
-
-def _broadcast_backend(url: str) -> BroadcastBackend:
-    # memory and sqlite both fan out in-process: one node only.
-    from broadcaster._backends.memory import MemoryBackend
-
-    return MemoryBackend(url)

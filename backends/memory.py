@@ -13,6 +13,7 @@ import secrets
 import time
 import uuid
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ import orjson
 
 from .errors import Conflict, LimitReached, Missing
 from .events import decode_message, encode_message
+from .opened import Opened
 from .records import (
     Channel,
     HistoryPage,
@@ -86,6 +88,8 @@ class _Stream:
 
 class MemoryMessageStore:
     """Room history in lists of encoded messages, one list per room."""
+
+    publishes_on_append = False
 
     def __init__(self, retention: timedelta | None = None) -> None:
         self._retention = retention
@@ -702,3 +706,18 @@ class MemoryRateLimiter:
 
     async def close(self) -> None:
         return None
+
+
+async def open_stores(url: str, roles: Collection[str], *, retention: timedelta | None) -> Opened:
+    """Everything in this process: one node only (see `backends.opened`)."""
+    from broadcaster._backends.memory import MemoryBackend
+
+    return Opened(
+        broker=MemoryBackend(url) if "broker" in roles else None,
+        messages=MemoryMessageStore(retention) if "messages" in roles else None,
+        rooms=MemoryRoomStore() if "rooms" in roles else None,
+        channels=MemoryChannelStore() if "channels" in roles else None,
+        presence=MemoryPresenceStore() if "presence" in roles else None,
+        typing=MemoryTypingStore() if "typing" in roles else None,
+        limits=MemoryRateLimiter() if "limits" in roles else None,
+    )

@@ -29,6 +29,10 @@ from .records import (
 class MessageStore(Protocol):
     """Room history. Offsets start at 1 and strictly increase per room."""
 
+    publishes_on_append: bool
+    """True if `append` also publishes the new message's MessageEvent to
+    `topics.room_messages(room)`, atomically with storing it."""
+
     async def append(self, message: NewMessage) -> tuple[Message, bool]:
         """Store a room message, giving it an id and the room's next offset.
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -27,6 +27,7 @@ import orjson
 
 from .errors import Conflict, LimitReached, Missing
 from .memory import check_page_args, new_epoch, require_utc
+from .opened import Opened
 from .records import (
     Channel,
     HistoryPage,
@@ -222,6 +223,8 @@ def _message(row: Row) -> Message:
 
 class SqliteMessageStore:
     """Room history in the `messages` table, offsets kept in `streams`."""
+
+    publishes_on_append = False
 
     def __init__(self, db: SqliteDatabase, retention: timedelta | None = None) -> None:
         self._db = db
@@ -681,3 +684,34 @@ class SqliteChannelStore:
 
     async def close(self) -> None:
         return None
+
+
+def sqlite_path(url: str) -> Path:
+    """`sqlite:///relative.db` and `sqlite:////absolute.db`, as SQLAlchemy reads them."""
+    path = url.removeprefix("sqlite:///")
+    if not path or path == url:
+        raise ValueError(f"a sqlite URL needs a path: sqlite:///path/to.db, got {url!r}")
+    return Path(path)
+
+
+async def open_stores(url: str, roles: Collection[str], *, retention: timedelta | None) -> Opened:
+    """Rooms, channels and history in the file; the ephemeral roles (fan-out,
+    presence, typing, rate limits) in memory, as for `memory://`."""
+    from . import memory
+
+    durable = {"messages", "rooms", "channels"}
+    opened = await memory.open_stores(
+        "memory://", [r for r in roles if r not in durable], retention=retention
+    )
+    if not durable.intersection(roles):
+        return opened
+    db = await SqliteDatabase.open(sqlite_path(url))
+    if "messages" in roles:
+        opened.messages = SqliteMessageStore(db, retention)
+    if "rooms" in roles:
+        opened.rooms = SqliteRoomStore(db)
+    if "channels" in roles:
+        opened.channels = SqliteChannelStore(db)
+    opened.ping = db.ping
+    opened.close = db.close
+    return opened

@@ -41,7 +41,7 @@ async def post(services: Services, new: NewMessage) -> tuple[Message, bool]:
     backends = services.backends
     async with services.room_locks.hold(new.room_id):
         message, created = await backends.messages.append(new)
-        if created:
+        if created and not backends.messages.publishes_on_append:
             await backends.hub.publish(topics.room_messages(new.room_id), MessageEvent(message))
     if created:
         services.metrics.messages_broadcast.inc()

@@ -9,22 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from backends.memory import (
-    MemoryChannelStore,
-    MemoryMessageStore,
-    MemoryPresenceStore,
-    MemoryRateLimiter,
-    MemoryRoomStore,
-    MemoryTypingStore,
-)
+from backends.factory import backend_module as factory_module
+from backends.opened import Opened
 from backends.protocols import (
     ChannelStore,
     MessageStore,
@@ -33,12 +27,7 @@ from backends.protocols import (
     RoomStore,
     TypingStore,
 )
-from backends.sqlite import (
-    SqliteChannelStore,
-    SqliteDatabase,
-    SqliteMessageStore,
-    SqliteRoomStore,
-)
+from tests.conftest import require_service
 
 Cleanup = Callable[[], Awaitable[None]]
 
@@ -54,93 +43,65 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
-async def _sqlite(tmp: Path) -> SqliteDatabase:
-    return await SqliteDatabase.open(tmp / f"{uuid.uuid4().hex}.db")
+@dataclass(frozen=True)
+class BackendSpec:
+    """How the contract suite opens one backend.
+
+    `url` makes a URL for a fresh, isolated data set (a new file, a new key
+    namespace); `roles` are the roles the backend stores itself; `durable`
+    backends must keep messages, rooms and channels across a reopen;
+    `service` names the server (and port) a backend needs.
+    """
+
+    url: Callable[[Path], str]
+    roles: frozenset[str]
+    durable: bool = False
+    service: tuple[str, int] | None = None
 
 
-async def _memory_messages(tmp: Path, retention: timedelta | None) -> tuple[MessageStore, Cleanup]:
-    store = MemoryMessageStore(retention)
-    return store, store.close
+EVERY_ROLE = frozenset({"messages", "rooms", "channels", "presence", "typing", "limits"})
 
-
-async def _sqlite_messages(tmp: Path, retention: timedelta | None) -> tuple[MessageStore, Cleanup]:
-    db = await _sqlite(tmp)
-    store = SqliteMessageStore(db, retention)
-
-    async def cleanup() -> None:
-        await store.close()
-        await db.close()
-
-    return store, cleanup
-
-
-async def _memory_rooms(tmp: Path) -> tuple[RoomStore, Cleanup]:
-    store = MemoryRoomStore()
-    return store, store.close
-
-
-async def _sqlite_rooms(tmp: Path) -> tuple[RoomStore, Cleanup]:
-    db = await _sqlite(tmp)
-    store = SqliteRoomStore(db)
-
-    async def cleanup() -> None:
-        await store.close()
-        await db.close()
-
-    return store, cleanup
-
-
-async def _memory_channels(tmp: Path) -> tuple[ChannelStore, Cleanup]:
-    store = MemoryChannelStore()
-    return store, store.close
-
-
-async def _sqlite_channels(tmp: Path) -> tuple[ChannelStore, Cleanup]:
-    db = await _sqlite(tmp)
-    store = SqliteChannelStore(db)
-
-    async def cleanup() -> None:
-        await store.close()
-        await db.close()
-
-    return store, cleanup
-
-
-async def _memory_presence(tmp: Path) -> tuple[PresenceStore, Cleanup]:
-    store = MemoryPresenceStore()
-    return store, store.close
-
-
-async def _memory_typing(tmp: Path) -> tuple[TypingStore, Cleanup]:
-    store = MemoryTypingStore()
-    return store, store.close
-
-
-async def _memory_rates(tmp: Path) -> tuple[RateLimiter, Cleanup]:
-    store = MemoryRateLimiter()
-    return store, store.close
-
-
-MESSAGE_STORES: dict[
-    str, Callable[[Path, timedelta | None], Awaitable[tuple[MessageStore, Cleanup]]]
-] = {"memory": _memory_messages, "sqlite": _sqlite_messages}
-ROOM_STORES: dict[str, Callable[[Path], Awaitable[tuple[RoomStore, Cleanup]]]] = {
-    "memory": _memory_rooms,
-    "sqlite": _sqlite_rooms,
+BACKENDS: dict[str, BackendSpec] = {
+    "memory": BackendSpec(url=lambda tmp: "memory://", roles=EVERY_ROLE),
+    "sqlite": BackendSpec(
+        url=lambda tmp: f"sqlite:///{tmp / 'nested' / 'forge.db'}",
+        roles=frozenset({"messages", "rooms", "channels"}),
+        durable=True,
+    ),
 }
-CHANNEL_STORES: dict[str, Callable[[Path], Awaitable[tuple[ChannelStore, Cleanup]]]] = {
-    "memory": _memory_channels,
-    "sqlite": _sqlite_channels,
-}
-PRESENCE_STORES: dict[str, Callable[[Path], Awaitable[tuple[PresenceStore, Cleanup]]]] = {
-    "memory": _memory_presence,
-}
-TYPING_STORES: dict[str, Callable[[Path], Awaitable[tuple[TypingStore, Cleanup]]]] = {
-    "memory": _memory_typing,
-}
-RATE_LIMITERS: dict[str, Callable[[Path], Awaitable[tuple[RateLimiter, Cleanup]]]] = {
-    "memory": _memory_rates,
-}
+
+
+def backends_with(role: str) -> list[str]:
+    return sorted(name for name, spec in BACKENDS.items() if role in spec.roles)
+
+
+class Opener:
+    """Opens stores of one backend on one data set; closes them all at the end."""
+
+    def __init__(self, name: str, tmp: Path) -> None:
+        spec = BACKENDS[name]
+        if spec.service is not None:
+            require_service(*spec.service)
+        self.url = spec.url(tmp)
+        self._opened: list[tuple[Any, Opened]] = []
+
+    async def open(self, role: str, retention: timedelta | None = None) -> Any:
+        opened = await factory_module(self.url).open_stores(self.url, [role], retention=retention)
+        store = getattr(opened, role)
+        self._opened.append((store, opened))
+        return store
+
+    async def close(self, store: Any) -> None:
+        for i, (candidate, opened) in enumerate(self._opened):
+            if candidate is store:
+                del self._opened[i]
+                await store.close()
+                await opened.close()
+                return
+
+    async def close_all(self) -> None:
+        while self._opened:
+            await self.close(self._opened[-1][0])
 
 
 @dataclass
@@ -153,44 +114,23 @@ class DurableStores:
     close: Cleanup
 
 
-async def _sqlite_durable(data: Path, retention: timedelta | None) -> DurableStores:
-    db = await SqliteDatabase.open(data / "nested" / "forge.db")
-
-    async def close() -> None:
-        for store in (messages, rooms, channels):
-            await store.close()
-        await db.close()
-
-    messages = SqliteMessageStore(db, retention)
-    rooms = SqliteRoomStore(db)
-    channels = SqliteChannelStore(db)
-    return DurableStores(messages=messages, rooms=rooms, channels=channels, close=close)
-
-
-DURABLE: dict[str, Callable[[Path, timedelta | None], Awaitable[DurableStores]]] = {
-    "sqlite": _sqlite_durable,
-}
-
 MessageStoreMaker = Callable[..., Awaitable[MessageStore]]
 Reopen = Callable[..., Awaitable[DurableStores]]
 
 
-@pytest.fixture(params=sorted(MESSAGE_STORES))
+@pytest.fixture(params=backends_with("messages"))
 async def make_message_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[MessageStoreMaker]:
     """Build message stores of one backend: `await make(retention=...)`."""
-    factory = MESSAGE_STORES[request.param]
-    cleanups: list[Cleanup] = []
+    opener = Opener(request.param, tmp_path)
 
     async def make(retention: timedelta | None = None) -> MessageStore:
-        store, cleanup = await factory(tmp_path, retention)
-        cleanups.append(cleanup)
+        store: MessageStore = await opener.open("messages", retention)
         return store
 
     yield make
-    for cleanup in reversed(cleanups):
-        await cleanup()
+    await opener.close_all()
 
 
 @pytest.fixture
@@ -198,64 +138,69 @@ async def message_store(make_message_store: MessageStoreMaker) -> MessageStore:
     return await make_message_store()
 
 
-@pytest.fixture(params=sorted(ROOM_STORES))
+async def _one_store(name: str, tmp: Path, role: str) -> AsyncIterator[Any]:
+    opener = Opener(name, tmp)
+    yield await opener.open(role)
+    await opener.close_all()
+
+
+@pytest.fixture(params=backends_with("rooms"))
 async def room_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RoomStore]:
-    store, cleanup = await ROOM_STORES[request.param](tmp_path)
-    yield store
-    await cleanup()
+    async for store in _one_store(request.param, tmp_path, "rooms"):
+        yield store
 
 
-@pytest.fixture(params=sorted(CHANNEL_STORES))
+@pytest.fixture(params=backends_with("channels"))
 async def channel_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[ChannelStore]:
-    store, cleanup = await CHANNEL_STORES[request.param](tmp_path)
-    yield store
-    await cleanup()
+    async for store in _one_store(request.param, tmp_path, "channels"):
+        yield store
 
 
-@pytest.fixture(params=sorted(PRESENCE_STORES))
+@pytest.fixture(params=backends_with("presence"))
 async def presence_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[PresenceStore]:
-    store, cleanup = await PRESENCE_STORES[request.param](tmp_path)
-    yield store
-    await cleanup()
+    async for store in _one_store(request.param, tmp_path, "presence"):
+        yield store
 
 
-@pytest.fixture(params=sorted(TYPING_STORES))
+@pytest.fixture(params=backends_with("typing"))
 async def typing_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[TypingStore]:
-    store, cleanup = await TYPING_STORES[request.param](tmp_path)
-    yield store
-    await cleanup()
+    async for store in _one_store(request.param, tmp_path, "typing"):
+        yield store
 
 
-@pytest.fixture(params=sorted(RATE_LIMITERS))
+@pytest.fixture(params=backends_with("limits"))
 async def rate_limiter(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[RateLimiter]:
-    store, cleanup = await RATE_LIMITERS[request.param](tmp_path)
-    yield store
-    await cleanup()
+    async for store in _one_store(request.param, tmp_path, "limits"):
+        yield store
 
 
-@pytest.fixture(params=sorted(DURABLE))
+@pytest.fixture(params=sorted(name for name, spec in BACKENDS.items() if spec.durable))
 async def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Reopen]:
     """Open the durable stores on the same data, again and again: a restart.
 
     Close one set (`await stores.close()`) before opening the next; any left
     open are closed at teardown.
     """
-    factory = DURABLE[request.param]
-    opened: list[DurableStores] = []
+    opener = Opener(request.param, tmp_path)
 
     async def open_stores(retention: timedelta | None = None) -> DurableStores:
-        stores = await factory(tmp_path, retention)
-        opened.append(stores)
-        return stores
+        messages = await opener.open("messages", retention)
+        rooms = await opener.open("rooms")
+        channels = await opener.open("channels")
+
+        async def close() -> None:
+            for store in (messages, rooms, channels):
+                await opener.close(store)
+
+        return DurableStores(messages=messages, rooms=rooms, channels=channels, close=close)
 
     yield open_stores
-    for stores in reversed(opened):
-        await stores.close()
+    await opener.close_all()

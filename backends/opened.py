@@ -1,0 +1,50 @@
+"""What one backend URL provides: the contract of every backend module.
+
+Each backend module (`backends.memory`, `backends.sqlite`, and later the
+redis and nats ones) has
+
+    async def open_stores(url: str, roles: Collection[str], *,
+                          retention: timedelta | None) -> Opened
+
+which opens one connection for that URL and returns a store for every role
+asked (`ROLES`), plus the fan-out backend for "broker". A message store that
+is opened together with the broker may publish each appended message itself,
+atomically with the append (`MessageStore.publishes_on_append`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from broadcaster import BroadcastBackend
+
+from .protocols import (
+    ChannelStore,
+    MessageStore,
+    PresenceStore,
+    RateLimiter,
+    RoomStore,
+    TypingStore,
+)
+
+ROLES = ("broker", "messages", "rooms", "channels", "presence", "typing", "limits")
+
+
+async def _nothing() -> None:
+    return None
+
+
+@dataclass
+class Opened:
+    broker: BroadcastBackend | None = None
+    messages: MessageStore | None = None
+    rooms: RoomStore | None = None
+    channels: ChannelStore | None = None
+    presence: PresenceStore | None = None
+    typing: TypingStore | None = None
+    limits: RateLimiter | None = None
+    ping: Callable[[], Awaitable[None]] = field(default=_nothing)
+    """Raises if the backing service cannot be reached."""
+    close: Callable[[], Awaitable[None]] = field(default=_nothing)
+    """Closes the connection (the stores' own close() is called first)."""
