@@ -25,7 +25,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from backends.factory import ROLES, open_backends
+from backends.errors import BackendError
+from backends.factory import ROLES, BackendConfigError, open_backends
 from resolvers.housekeeping import run_housekeeping
 from resolvers.services import Services
 from schema import SDL_PATH, build_schema, export_sdl
@@ -78,13 +79,22 @@ def create_app(settings: Settings) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            # PUT and DELETE: graphql-sse single connection mode (transport/sse_single.py).
+            Route("/graphql", graphql, methods=["GET", "POST", "PUT", "DELETE"]),
             WebSocketRoute("/graphql", graphql),
             Mount(graphiql.MOUNT_PATH, app=StaticFiles(directory=graphiql.STATIC_DIR)),
             *routes.routes,
         ],
         lifespan=lifespan,
     )
+
+
+async def _check_backends(settings: Settings) -> None:
+    """Open and close the backends once, so a bad URL fails the start plainly."""
+    backends = await open_backends(
+        {role: settings.backend_url(role) for role in ROLES}, retention=settings.retention
+    )
+    await backends.close()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -140,6 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args, host=args.host, port=args.port)
     except (SettingsError, AuthError, ValueError) as exc:
         print(f"forge-streaming: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_check_backends(settings))
+    except (BackendConfigError, BackendError, ImportError) as exc:
+        print(f"forge-streaming: cannot open the backend: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=logging.DEBUG if settings.log_level == "trace" else settings.log_level.upper(),

@@ -26,8 +26,7 @@ _TRANSLATED: tuple[tuple[type[BaseException], type[ApiError], str], ...] = (
     (
         InvalidOperationTypeError,
         BadUserInput,
-        "only subscriptions run over the legacy graphql-ws protocol: "
-        "use graphql-transport-ws or HTTP for queries and mutations",
+        "this operation type is not allowed here (mutations need POST)",
     ),
 )
 

@@ -146,9 +146,10 @@ class LiveServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
-    def token(self, user_id: str, **claims: Any) -> str:
-        authority = TokenAuthority.from_settings(load_settings(data_dir=self.data_dir))
-        return authority.mint(user_id)
+    def token(self, user_id: str) -> str:
+        """A token this server accepts, signed as `server.py token` would."""
+        settings = load_settings(self.data_dir / "config.yaml", data_dir=self.data_dir)
+        return TokenAuthority.from_settings(settings).mint(user_id)
 
     def client(self, user_id: str | None) -> GraphQLClient:
         return GraphQLClient(self, None if user_id is None else self.token(user_id))

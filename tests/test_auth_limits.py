@@ -288,12 +288,14 @@ async def test_legacy_graphql_ws_accepts_a_good_token(server: LiveServer) -> Non
             "type": "connection_ack",
             "payload": {"userId": user},
         }
-        # Queries belong on HTTP or graphql-transport-ws: a clear error, not a hang.
+        # Queries run over the legacy protocol too: data, then complete.
         await ws.send(json.dumps({"id": "q", "type": "start", "payload": {"query": ME}}))
-        frame = await next_frame(ws)
-        assert frame["type"] == "error"
-        assert frame["payload"]["extensions"] == {"code": "BAD_USER_INPUT"}
-        assert "graphql-transport-ws" in frame["payload"]["message"]
+        assert await next_frame(ws) == {
+            "id": "q",
+            "type": "data",
+            "payload": {"data": {"me": user}},
+        }
+        assert await next_frame(ws) == {"id": "q", "type": "complete"}
 
         start = {"query": ROOM_MESSAGES, "variables": {"room": room_id}}
         await ws.send(json.dumps({"id": "s", "type": "start", "payload": start}))

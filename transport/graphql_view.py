@@ -14,17 +14,13 @@ import uuid
 from typing import Any
 
 import orjson
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
-)
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
-from strawberry.types.unset import UnsetType
+from strawberry.http import GraphQLRequestData
+from strawberry.types import ExecutionResult
 
 from backends.errors import LimitReached
 from resolvers.presence import close_connection, open_connection
@@ -32,56 +28,10 @@ from resolvers.services import Services
 from schema import Context
 from serving.auth import AuthError, TokenAuthority, bearer_token
 from serving.graphiql import graphiql_html
+from transport.sse import ServerSentEvents, execute_without_stream
+from transport.ws_handlers import LegacyWSHandler, Rejected, TransportWSHandler, WebSocketAdapter
 
 log = logging.getLogger(__name__)
-
-_MAX_CLOSE_REASON = 123  # bytes, RFC 6455
-
-
-class Rejected(ConnectionRejectionError):
-    """A refused connection_init, with the API error code and a reason."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__({"message": message, "extensions": {"code": code}})
-        self.code = code
-        self.message = message
-
-    @property
-    def close_reason(self) -> str:
-        reason = f"{self.code}: {self.message}".encode()[:_MAX_CLOSE_REASON]
-        return reason.decode(errors="ignore")
-
-
-class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
-    """graphql-transport-ws, closing a refused init with 4403 and a reason
-    that says why (Strawberry says only "Forbidden")."""
-
-    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
-        if self.connection_timed_out:
-            return
-        if self.connection_init_timeout_task:
-            self.connection_init_timeout_task.cancel()
-        payload = message.get("payload", {})
-        if payload is None:
-            payload = {}
-        if not isinstance(payload, dict):
-            await self.websocket.close(code=4400, reason="Invalid connection init payload")
-            return
-        if self.connection_init_received:
-            await self.websocket.close(code=4429, reason="Too many initialisation requests")
-            return
-        self.connection_init_received = True
-        self.context.connection_params = payload
-        try:
-            ack = await self.view.on_ws_connect(self.context)
-        except Rejected as exc:
-            await self.websocket.close(code=4403, reason=exc.close_reason)
-            return
-        if isinstance(ack, UnsetType) or ack is None:
-            await self.send_message({"type": "connection_ack"})
-        else:
-            await self.send_message({"type": "connection_ack", "payload": ack})
-        self.connection_acknowledged = True
 
 
 def _unauthenticated(message: str) -> Response:
@@ -101,11 +51,16 @@ def _token_from(params: dict[str, Any] | None, websocket: WebSocket) -> str | No
 
 
 class GraphQLView(GraphQL[Context, None]):
+    # WebSockets: transport/ws_handlers.py (strict frames, pings, timeouts).
+    websocket_adapter_class = WebSocketAdapter
     graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
 
     def __init__(self, schema: Any, authority: TokenAuthority, **options: Any) -> None:
         super().__init__(schema, **options)
         self.authority = authority
+        # graphql-sse, both modes (transport/sse.py, transport/sse_single.py).
+        self.sse = ServerSentEvents(self)
         # GraphiQL with its assets served by this server (serving/graphiql.py).
         self._graphql_ide_html = (
             graphiql_html() if self.graphql_ide == "graphiql" else super().graphql_ide_html
@@ -146,7 +101,24 @@ class GraphQLView(GraphQL[Context, None]):
             user_id = self.authority.verify(bearer_token(request.headers.get("authorization")))
         except AuthError as exc:
             return _unauthenticated(str(exc))
+        sse_response = await self.sse.handle(request, user_id, services)
+        if sse_response is not None:
+            return sse_response
         return await super().run(request, context=Context(services=services, user_id=user_id))
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        # Plain HTTP: a subscription gets a 400 naming the streaming transports.
+        return await execute_without_stream(
+            self, request_adapter, sub_response, context, request_data
+        )
 
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
         websocket: WebSocket = context.websocket

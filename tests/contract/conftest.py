@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
@@ -57,6 +58,8 @@ class BackendSpec:
     roles: frozenset[str]
     durable: bool = False
     service: tuple[str, int] | None = None
+    cleanup: Callable[[str], Awaitable[None]] | None = None
+    """Deletes the data set behind a URL made by `url`, after the test."""
 
 
 EVERY_ROLE = frozenset({"messages", "rooms", "channels", "presence", "typing", "limits"})
@@ -67,6 +70,13 @@ BACKENDS: dict[str, BackendSpec] = {
         url=lambda tmp: f"sqlite:///{tmp / 'nested' / 'forge.db'}",
         roles=frozenset({"messages", "rooms", "channels"}),
         durable=True,
+    ),
+    "redis": BackendSpec(
+        url=lambda tmp: f"redis://127.0.0.1:6379/0?namespace=t{uuid4().hex[:12]}",
+        roles=EVERY_ROLE,
+        durable=True,
+        service=("Redis", 6379),
+        cleanup=lambda url: factory_module(url).delete_namespace(url),
     ),
 }
 
@@ -83,6 +93,7 @@ class Opener:
         if spec.service is not None:
             require_service(*spec.service)
         self.url = spec.url(tmp)
+        self._cleanup = spec.cleanup
         self._opened: list[tuple[Any, Opened]] = []
 
     async def open(self, role: str, retention: timedelta | None = None) -> Any:
@@ -102,6 +113,8 @@ class Opener:
     async def close_all(self) -> None:
         while self._opened:
             await self.close(self._opened[-1][0])
+        if self._cleanup is not None:
+            await self._cleanup(self.url)
 
 
 @dataclass

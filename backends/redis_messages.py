@@ -1,0 +1,392 @@
+"""Room history on Redis Streams: one stream per room, appended by one Lua script.
+
+Keys of a room (see `redis_common` for the layout):
+
+    msg-meta:<room>    HASH    epoch, last (the last offset given)
+    msg-stream:<room>  STREAM  entry id "<offset>-0"; fields m (message JSON),
+                               t (timestamp, µs), h (thread id, if any),
+                               c (client-id field, if any)
+    msg-cid:<room>     HASH    JSON [user_id, client_message_id] -> offset
+    msg-time:<room>    ZSET    offset scored by timestamp (µs): what retention expires
+    msg-rooms:         ZSET    room id scored by its oldest timestamp: which rooms
+                               `trim` must visit
+
+The append script assigns the offset, checks idempotency, adds the entry and
+publishes the MessageEvent in one step, so every node sees offsets in the
+order they were given and a message is live only if it was stored.
+
+The message JSON is built in Python (orjson) up to its offset; Lua only
+concatenates the offset and epoch. Re-encoding in Lua (cjson) would turn {}
+into [] and round floats.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import orjson
+from redis.asyncio import Redis
+
+from .events import decode_message, message_to_dict
+from .memory import check_page_args, new_epoch, require_utc
+from .records import HistoryPage, Message, NewMessage, StreamPosition, utcnow
+from .redis_common import Commands, Keys, Scripts, to_micros, translated
+from .topics import room_messages
+
+# Starts a new history (epoch) when the room has none, or when its stream was
+# lost while the meta hash survived (a partial loss: keys evicted or deleted).
+# An emptied stream is not lost: XDEL/XTRIM leave the (empty) key in place.
+_ENSURE_EPOCH = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
+if epoch and last > 0 and redis.call('EXISTS', KEYS[2]) == 0 then
+  epoch = false
+end
+if not epoch then
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+  epoch = ARGV[1]
+  last = 0
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'last', 0)
+end
+"""
+
+# KEYS: meta, stream, cid, time, rooms index
+# ARGV: new epoch, message prefix, timestamp µs, has thread, thread id,
+#       cid field ('' for none), channel ('' to not publish), room id
+_APPEND = (
+    _ENSURE_EPOCH
+    + """
+local cid = ARGV[6]
+if cid ~= '' then
+  local first = redis.call('HGET', KEYS[3], cid)
+  if first then
+    local found = redis.call('XRANGE', KEYS[2], first .. '-0', first .. '-0')
+    if #found > 0 then
+      local fields = found[1][2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'm' then return {0, fields[i + 1]} end
+      end
+    end
+  end
+end
+last = last + 1
+local offset = string.format('%d', last)
+local body = ARGV[2] .. offset .. ',"epoch":"' .. epoch .. '"}'
+local entry = {'m', body, 't', ARGV[3]}
+if ARGV[4] == '1' then
+  entry[#entry + 1] = 'h'
+  entry[#entry + 1] = ARGV[5]
+end
+if cid ~= '' then
+  entry[#entry + 1] = 'c'
+  entry[#entry + 1] = cid
+  redis.call('HSET', KEYS[3], cid, offset)
+end
+redis.call('XADD', KEYS[2], offset .. '-0', unpack(entry))
+redis.call('HSET', KEYS[1], 'last', offset)
+redis.call('ZADD', KEYS[4], ARGV[3], offset)
+redis.call('ZADD', KEYS[5], 'LT', ARGV[3], ARGV[8])
+if ARGV[7] ~= '' then
+  redis.call('PUBLISH', ARGV[7], '{"t":"message","message":' .. body .. '}')
+end
+return {1, body}
+"""
+)
+
+# KEYS: meta, stream, cid, time;  ARGV: new epoch
+_POSITION = (
+    _ENSURE_EPOCH
+    + """
+return {epoch, string.format('%d', last)}
+"""
+)
+
+# KEYS: stream, cid, time, rooms index;  ARGV: cutoff µs, batch size, room id
+# Deletes a batch of the room's messages older than the cutoff (by their
+# timestamps, so out-of-order timestamps are handled exactly), forgets their
+# client ids, and re-scores the room in the index by its oldest timestamp.
+_TRIM = """
+local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1],
+                           'LIMIT', 0, tonumber(ARGV[2]))
+local removed = 0
+for _, offset in ipairs(expired) do
+  local id = offset .. '-0'
+  local found = redis.call('XRANGE', KEYS[1], id, id)
+  if #found > 0 then
+    local fields = found[1][2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'c' and redis.call('HGET', KEYS[2], fields[i + 1]) == offset then
+        redis.call('HDEL', KEYS[2], fields[i + 1])
+      end
+    end
+    removed = removed + redis.call('XDEL', KEYS[1], id)
+  end
+  redis.call('ZREM', KEYS[3], offset)
+end
+local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+if #oldest == 0 then
+  redis.call('ZREM', KEYS[4], ARGV[3])
+else
+  redis.call('ZADD', KEYS[4], oldest[2], ARGV[3])
+end
+return {#expired, removed}
+"""
+
+# KEYS: stream;  ARGV: low id, high id ('+' for none), reverse (1/0), how many,
+#       cutoff µs ('' for none), has thread (1/0), thread id, budget
+# Returns {done, the bound to continue from, matching message bodies}.
+_SCAN = """
+local low, high = ARGV[1], ARGV[2]
+local reverse = ARGV[3] == '1'
+local want = tonumber(ARGV[4])
+local cutoff = nil
+if ARGV[5] ~= '' then cutoff = tonumber(ARGV[5]) end
+local thread = nil
+if ARGV[6] == '1' then thread = ARGV[7] end
+local budget = tonumber(ARGV[8])
+local picked, examined = {}, 0
+while examined < budget do
+  local entries
+  if reverse then
+    entries = redis.call('XREVRANGE', KEYS[1], high, low, 'COUNT', 256)
+  else
+    entries = redis.call('XRANGE', KEYS[1], low, high, 'COUNT', 256)
+  end
+  for _, entry in ipairs(entries) do
+    examined = examined + 1
+    local fields, body, ts, th = entry[2], nil, nil, nil
+    for i = 1, #fields, 2 do
+      local name = fields[i]
+      if name == 'm' then body = fields[i + 1]
+      elseif name == 't' then ts = fields[i + 1]
+      elseif name == 'h' then th = fields[i + 1] end
+    end
+    if (not cutoff or tonumber(ts) >= cutoff) and (not thread or th == thread) then
+      picked[#picked + 1] = body
+      if #picked >= want then return {1, '', picked} end
+    end
+  end
+  if #entries < 256 then return {1, '', picked} end
+  local edge = tonumber(string.match(entries[#entries][1], '^(%d+)'))
+  if reverse then
+    if edge <= 1 then return {1, '', picked} end
+    high = string.format('%d', edge - 1)
+  else
+    low = string.format('%d', edge + 1)
+  end
+end
+if reverse then return {0, high, picked} end
+return {0, low, picked}
+"""
+
+_TRIM_BATCH = 500
+_SCAN_BUDGET = 5_000
+_SCAN_MAX_BATCH = 1000
+
+
+def _message_prefix(message: Message) -> bytes:
+    """The message's JSON up to (and including) `"offset":`; Lua adds the rest.
+
+    `decode_event` reads keys by name, so offset and epoch may come last.
+    """
+    body = message_to_dict(message)
+    del body["offset"], body["epoch"]
+    encoded = orjson.dumps(body)
+    return encoded[:-1] + b',"offset":'
+
+
+class RedisMessageStore:
+    """Room history in Redis Streams (see the module docstring for the keys)."""
+
+    def __init__(
+        self,
+        client_scripts: Scripts,
+        client: Redis,
+        keys: Keys,
+        *,
+        retention: timedelta | None,
+        publishes: bool,
+    ) -> None:
+        self._scripts = client_scripts
+        self._redis = Commands(client)
+        self._keys = keys
+        self._retention = retention
+        self.publishes_on_append = publishes
+        client_scripts.register("msg-append", _APPEND)
+        client_scripts.register("msg-position", _POSITION)
+        client_scripts.register("msg-trim", _TRIM)
+        client_scripts.register("msg-scan", _SCAN)
+
+    def _room_keys(self, room_id: str) -> list[str]:
+        k = self._keys
+        return [
+            k.key("msg-meta", room_id),
+            k.key("msg-stream", room_id),
+            k.key("msg-cid", room_id),
+            k.key("msg-time", room_id),
+        ]
+
+    def _cutoff(self) -> int | None:
+        return None if self._retention is None else to_micros(utcnow() - self._retention)
+
+    @translated
+    async def append(self, message: NewMessage) -> tuple[Message, bool]:
+        if message.room_id is None:
+            raise ValueError("a stored message needs a room_id")
+        timestamp = require_utc(message.timestamp, "timestamp")
+        room_id = message.room_id
+        cid = message.client_message_id
+        draft = Message(
+            id=uuid.uuid4().hex,
+            kind=message.kind,
+            user_id=message.user_id,
+            timestamp=timestamp,
+            room_id=room_id,
+            channel_id=message.channel_id,
+            event=message.event,
+            data=message.data,
+            metadata=message.metadata,
+            thread_id=message.thread_id,
+            client_message_id=cid,
+        )
+        cid_field = b"" if cid is None else orjson.dumps([message.user_id, cid])
+        channel = self._keys.channel(room_messages(room_id)) if self.publishes_on_append else ""
+        created, body = await self._scripts.run(
+            "msg-append",
+            [*self._room_keys(room_id), self._keys.key("msg-rooms")],
+            [
+                new_epoch(),
+                _message_prefix(draft),
+                to_micros(timestamp),
+                "0" if message.thread_id is None else "1",
+                message.thread_id or "",
+                cid_field,
+                channel,
+                room_id,
+            ],
+        )
+        return decode_message(body), bool(created)
+
+    @translated
+    async def page(
+        self,
+        room_id: str,
+        *,
+        limit: int,
+        after: int | None = None,
+        before: int | None = None,
+        from_end: bool = False,
+        thread_id: str | None = None,
+    ) -> HistoryPage:
+        """Stream entries after < id < before, filtered by retention and thread.
+
+        Without a filter, one XRANGE (or XREVRANGE) of limit+1 entries
+        answers. With one, a read-only script scans in Redis and returns only
+        the matching bodies, examining at most `_SCAN_BUDGET` entries per call
+        so one call never blocks Redis for long (about 2 µs per entry, 10 ms
+        per call): a sparse thread in a long history costs a scan of that
+        history, but only the matches cross the network. A per-thread index would make that
+        O(page) at the cost of one more key per thread, kept on append, trim
+        and drop; not worth it until threads are long and sparse.
+        """
+        check_page_args(limit)
+        low = 1 if after is None else max(after + 1, 1)
+        high = None if before is None else before - 1
+        if high is not None and high < low:
+            return HistoryPage(messages=[], has_more=False)
+        cutoff = self._cutoff()
+        stream = self._keys.key("msg-stream", room_id)
+        picked: list[bytes] = []
+        if cutoff is None and thread_id is None:
+            end = "+" if high is None else str(high)
+            entries = await self._redis.xrange(
+                stream, str(low), end, count=limit + 1, reverse=from_end
+            )
+            picked = [fields[b"m"] for _, fields in entries]
+        else:
+            while len(picked) <= limit:
+                done, bound, found = await self._scripts.run(
+                    "msg-scan",
+                    [stream],
+                    [
+                        low,
+                        "+" if high is None else high,
+                        "1" if from_end else "0",
+                        limit + 1 - len(picked),
+                        "" if cutoff is None else cutoff,
+                        "0" if thread_id is None else "1",
+                        thread_id or "",
+                        _SCAN_BUDGET,
+                    ],
+                )
+                picked.extend(found)
+                if done:
+                    break
+                if from_end:
+                    high = int(bound)
+                else:
+                    low = int(bound)
+        has_more = len(picked) > limit
+        picked = picked[:limit]
+        if from_end:
+            picked.reverse()
+        return HistoryPage(messages=[decode_message(raw) for raw in picked], has_more=has_more)
+
+    @translated
+    async def position(self, room_id: str) -> StreamPosition:
+        epoch, last = await self._scripts.run(
+            "msg-position", self._room_keys(room_id), [new_epoch()]
+        )
+        first = await self._first_retained(room_id)
+        return StreamPosition(epoch=epoch.decode(), last_offset=int(last), first_offset=first)
+
+    async def _first_retained(self, room_id: str) -> int:
+        stream = self._keys.key("msg-stream", room_id)
+        cutoff = self._cutoff()
+        start = "-"
+        batch = 1 if cutoff is None else 64
+        while True:
+            entries = await self._redis.xrange(stream, start, "+", count=batch)
+            for entry_id, fields in entries:
+                if cutoff is None or int(fields[b"t"]) >= cutoff:
+                    return int(entry_id.split(b"-")[0])
+            if len(entries) < batch:
+                return 0
+            # Expired entries not yet trimmed lie ahead: skip past them.
+            start = str(int(entries[-1][0].split(b"-")[0]) + 1)
+            batch = min(batch * 2, _SCAN_MAX_BATCH)
+
+    @translated
+    async def trim(self) -> int:
+        cutoff = self._cutoff()
+        if cutoff is None:
+            return 0
+        index = self._keys.key("msg-rooms")
+        removed = 0
+        while True:
+            rooms = await self._redis.zrangebyscore(index, "-inf", f"({cutoff}", count=100)
+            if not rooms:
+                return removed
+            for raw_room in rooms:
+                room_id = raw_room.decode()
+                _, stream, cid, times = self._room_keys(room_id)
+                while True:
+                    seen, gone = await self._scripts.run(
+                        "msg-trim",
+                        [stream, cid, times, index],
+                        [cutoff, _TRIM_BATCH, room_id],
+                    )
+                    removed += int(gone)
+                    if int(seen) < _TRIM_BATCH:
+                        break
+
+    @translated
+    async def drop_room(self, room_id: str) -> None:
+        await self._redis.multi(
+            ("DEL", *self._room_keys(room_id)),
+            ("ZREM", self._keys.key("msg-rooms"), room_id),
+        )
+
+    async def close(self) -> None:
+        return None

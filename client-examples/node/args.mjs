@@ -1,0 +1,25 @@
+// Command-line options shared by the examples: --url, --token, --room, --text.
+import { parseArgs } from 'node:util';
+
+export function options(defaults) {
+  const { values } = parseArgs({
+    options: {
+      url: { type: 'string', default: defaults.url },
+      token: { type: 'string', default: process.env.TOKEN },
+      room: { type: 'string', default: 'general' },
+      text: { type: 'string', default: defaults.text },
+      mode: { type: 'string', default: 'distinct' },
+    },
+  });
+  if (!values.token) {
+    console.error('a token is needed: --token "$TOKEN" (python server.py token alice)');
+    process.exit(2);
+  }
+  return values;
+}
+
+// The first error's `extensions.code`, from whatever form a client reports it in.
+export function errorCode(err) {
+  const errors = Array.isArray(err) ? err : err?.errors ?? err?.graphQLErrors ?? [];
+  return errors[0]?.extensions?.code;
+}

@@ -1,0 +1,85 @@
+"""Private Redis and NATS servers for tests that stop and start them.
+
+The shared servers on 6379 and 4222 are never stopped: a test that needs an
+outage runs its own server on a free port, with its data in a temp folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.live import free_port
+
+
+def require_binary(name: str) -> str:
+    """The program's path; skip without it, except under CI=true (fail)."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+    if path is not None:
+        return path
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{name} is not installed (required under CI=true)")
+    pytest.skip(f"{name} is not installed")
+
+
+def _wait_port(port: int, up: bool, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if (s.connect_ex(("127.0.0.1", port)) == 0) == up:
+                return
+        time.sleep(0.02)  # polling a process we cannot subscribe to
+    raise RuntimeError(f"port {port} did not go {'up' if up else 'down'}")
+
+
+@dataclass
+class ServiceProcess:
+    kind: str  # "redis" or "nats"
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{self.kind}://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        if self.kind == "redis":
+            return [
+                require_binary("redis-server"),
+                "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+                "--dir", str(self.data_dir),
+            ]  # fmt: skip
+        return [
+            require_binary("nats-server"),
+            "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.data_dir),
+        ]  # fmt: skip
+
+    def start(self) -> ServiceProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.data_dir / "server.log").open("ab")
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        _wait_port(self.port, up=True)
+        return self
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+        _wait_port(self.port, up=False)

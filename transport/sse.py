@@ -1,0 +1,450 @@
+"""GraphQL over Server-Sent Events (the graphql-sse protocol) on /graphql.
+
+https://github.com/enisdenjo/graphql-sse/blob/master/PROTOCOL.md
+
+Distinct connections mode: a GET or POST with `Accept: text/event-stream`
+runs one operation and streams `event: next` (data: the ExecutionResult) per
+result, then `event: complete`; parse and validation errors arrive as a
+`next` with errors. Single connection mode (PUT reservation token, one event
+stream per token, operations POSTed with `extensions.operationId`) lives in
+`transport/sse_single.py`.
+
+Strawberry 0.341 already runs any operation as a stream (`Schema.stream`) and
+has an SSE encoder for the distinct mode, but its response keeps writing until
+the next heartbeat after the client left, does not know presence or the
+per-user connection limit, has no `id:` lines and no single connection mode.
+So this module writes the event stream itself (`EventStreamResponse`) on top
+of `Schema.stream` and the view's request parsing and result formatting.
+
+Every event stream is a presence connection counted against the per-user
+limit. Its outbox is bounded: a producer waits at most `write_timeout` for
+room, and a write to the socket may take at most `write_timeout`; otherwise
+the client is dropped. A client that closes the connection frees everything
+it held at once (subscriptions, tasks, presence).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from graphql import GraphQLError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+from strawberry.exceptions import MissingQueryError
+from strawberry.http import GraphQLRequestData
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
+
+from backends.errors import LimitReached
+from resolvers.presence import close_connection, open_connection
+from resolvers.services import Services
+from schema import Context
+
+from .sse_resume import Resumable, prepare
+
+if TYPE_CHECKING:
+    from .graphql_view import GraphQLView
+    from .sse_single import Reservations
+
+log = logging.getLogger(__name__)
+
+EVENT_STREAM = "text/event-stream"
+TOKEN_HEADER = "x-graphql-event-stream-token"
+TOKEN_QUERY = "token"
+LAST_EVENT_ID = "last-event-id"
+
+HEADERS = {
+    "content-type": "text/event-stream; charset=utf-8",
+    # No caching, no compression or buffering by proxies (Nginx honours the last).
+    "cache-control": "no-cache, no-transform",
+    "x-accel-buffering": "no",
+}
+_OPENED = b":\n\n"  # flushes the headers; some browsers wait for a first chunk
+_PING = b": ping\n\n"
+_MAX_WRITE = 64 * 1024  # bytes coalesced into one write
+
+
+# --- encoding -----------------------------------------------------------------
+
+
+def encode_event(event: str, data: object = None, event_id: str | None = None) -> bytes:
+    """One SSE event; `data` is JSON (orjson never writes a raw line break)."""
+    head = b"" if event_id is None else b"id: " + event_id.encode() + b"\n"
+    body = b"" if data is None else orjson.dumps(data)
+    return head + b"event: " + event.encode() + b"\ndata: " + body + b"\n\n"
+
+
+def error_body(message: str, code: str) -> dict[str, Any]:
+    return {"errors": [{"message": message, "extensions": {"code": code}}]}
+
+
+def error_response(
+    status: int, message: str, code: str, headers: dict[str, str] | None = None
+) -> Response:
+    return JSONResponse(error_body(message, code), status_code=status, headers=headers)
+
+
+def limit_response(exc: LimitReached) -> Response:
+    return error_response(
+        429, f"too many connections for this user ({exc.limit})", "LIMIT_EXCEEDED"
+    )
+
+
+def accepts_event_stream(request: Request) -> bool:
+    return any(
+        part.split(";", 1)[0].strip().lower() == EVENT_STREAM
+        for part in request.headers.get("accept", "").split(",")
+    )
+
+
+def stream_token(request: Request) -> str | None:
+    """The single connection mode token (header first, then `?token=`)."""
+    token = request.headers.get(TOKEN_HEADER)
+    if token is None:
+        token = request.query_params.get(TOKEN_QUERY)
+    return token
+
+
+# --- the event stream -------------------------------------------------------------
+
+
+class StreamClosed(Exception):
+    """The event stream ended (client gone, dropped, or finished)."""
+
+
+class EventStream:
+    """A bounded outbox of encoded events for one SSE response."""
+
+    def __init__(self, capacity: int, write_timeout: float) -> None:
+        self._items: deque[bytes] = deque()
+        self._capacity = capacity
+        self.write_timeout = write_timeout
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self.finished = False  # no more events after the queued ones
+        self.aborted = False  # drop the queued events and end now
+
+    @property
+    def closed(self) -> bool:
+        return self.finished or self.aborted
+
+    async def put(self, event: bytes) -> None:
+        """Queue an event, waiting up to `write_timeout` for room."""
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                while len(self._items) >= self._capacity and not self.closed:
+                    self._writable.clear()
+                    await self._writable.wait()
+        except TimeoutError:
+            log.warning("dropping an SSE client that stopped reading")
+            self.abort()
+        if self.closed:
+            raise StreamClosed
+        self._items.append(event)
+        self._readable.set()
+
+    def offer(self, event: bytes) -> None:
+        """Queue an event if there is room (a courtesy notice, never waits)."""
+        if not self.closed and len(self._items) < self._capacity:
+            self._items.append(event)
+            self._readable.set()
+
+    def finish(self) -> None:
+        self.finished = True
+        self._readable.set()
+        self._writable.set()
+
+    def abort(self) -> None:
+        self.aborted = True
+        self._items.clear()
+        self._readable.set()
+        self._writable.set()
+
+    async def take(self, wait: float) -> bytes | None:
+        """Queued events (coalesced), None if nothing came within `wait` seconds;
+        StreamClosed when the stream is over."""
+        if not self._items and not self.closed:
+            self._readable.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._readable.wait()
+        if self.aborted or (not self._items and self.finished):
+            raise StreamClosed
+        if not self._items:
+            return None
+        chunk = bytearray()
+        while self._items and len(chunk) < _MAX_WRITE:
+            chunk += self._items.popleft()
+        self._writable.set()
+        return bytes(chunk)
+
+
+class EventStreamResponse(Response):
+    """Writes an `EventStream` with keep-alive comments until it ends or the
+    client goes; then cancels `producer` and runs `on_close`, whatever happened."""
+
+    def __init__(
+        self,
+        stream: EventStream,
+        *,
+        ping_interval: float,
+        on_close: Callable[[], Awaitable[None]],
+        producer: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = b""
+        self.raw_headers = [(k.encode(), v.encode()) for k, v in HEADERS.items()]
+        self._stream = stream
+        self._ping_interval = ping_interval
+        self._on_close = on_close
+        self._producer = producer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            tasks.append(asyncio.create_task(self._write(send)))
+            tasks.append(asyncio.create_task(_wait_disconnect(receive)))
+            if self._producer is not None:
+                tasks.append(asyncio.create_task(self._produce(self._producer)))
+            await asyncio.wait(tasks[:2], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._stream.abort()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._on_close()
+
+    async def _produce(self, producer: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await producer()
+        except StreamClosed:
+            pass
+        except Exception:
+            log.exception("SSE operation failed")
+        self._stream.finish()
+
+    async def _write(self, send: Send) -> None:
+        timeout = self._stream.write_timeout
+
+        async def write(body: bytes, more: bool = True) -> None:
+            async with asyncio.timeout(timeout):
+                await send({"type": "http.response.body", "body": body, "more_body": more})
+
+        try:
+            async with asyncio.timeout(timeout):
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+                )
+            await write(_OPENED)
+            while True:
+                try:
+                    chunk = await self._stream.take(self._ping_interval)
+                except StreamClosed:
+                    break
+                await write(_PING if chunk is None else chunk)
+            await write(b"", more=False)
+        except TimeoutError:
+            log.warning("dropping an SSE client whose socket stopped taking data")
+        except OSError:
+            pass  # the client is gone
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+# --- presence -------------------------------------------------------------------
+
+
+class Presence:
+    """An open event stream as a presence connection (and the metrics)."""
+
+    def __init__(self, services: Services, user_id: str) -> None:
+        self.services = services
+        self.user_id = user_id
+        self.conn_id = f"sse-{uuid.uuid4().hex}"
+        self._open = False
+
+    async def open(self) -> None:
+        """LimitReached if the user has too many connections."""
+        await open_connection(self.services, self.user_id, self.conn_id)
+        self._open = True
+        metrics = self.services.metrics
+        metrics.connections_total.inc()
+        metrics.connections_active.inc()
+
+    async def close(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        self.services.metrics.connections_active.dec()
+        try:
+            await close_connection(self.services, self.user_id, self.conn_id)
+        except Exception:
+            log.exception("could not release a closed SSE connection")
+
+
+# --- operations -------------------------------------------------------------------
+
+
+class Operation:
+    """One parsed GraphQL request, ready to stream with `results()`."""
+
+    def __init__(self, view: GraphQLView, request: Request, data: GraphQLRequestData) -> None:
+        self.view = view
+        self.request = request
+        self.data = data
+        self.resumable: Resumable = prepare(
+            data.query,
+            data.variables,
+            data.operation_name,
+            request.headers.get(LAST_EVENT_ID),
+        )
+
+    async def results(self, context: Context) -> AsyncGenerator[tuple[dict[str, Any], str | None]]:
+        """(payload, event id) per result, from Strawberry's `Schema.stream`."""
+        allowed = OperationType.from_http("GET" if self.request.method == "GET" else "POST")
+        stream = await self.view.schema.stream(
+            self.resumable.query,
+            variable_values=self.resumable.variables,
+            context_value=context,
+            operation_name=self.data.operation_name,
+            operation_extensions=self.data.extensions,
+            allowed_operation_types=allowed,
+        )
+        async with contextlib.aclosing(stream):
+            async for result in stream:
+                payload: dict[str, Any] = dict(
+                    await self.view.process_result(self.request, result)  # type: ignore[arg-type]
+                )
+                yield payload, self.resumable.event_id(payload)
+
+
+async def parse_operation(
+    view: GraphQLView, request: Request
+) -> tuple[Operation | None, Response | None]:
+    """The request's operation, or the 4xx response for a request problem."""
+    try:
+        data = await view.parse_http_body(view.request_adapter_class(request))
+    except HTTPException as exc:
+        return None, error_response(exc.status_code, exc.reason, "BAD_USER_INPUT")
+    if isinstance(data, list):
+        return None, error_response(400, "Batching is not supported for SSE", "BAD_USER_INPUT")
+    if not data.query:
+        return None, error_response(400, "No GraphQL query found in the request", "BAD_USER_INPUT")
+    return Operation(view, request, data), None
+
+
+# --- dispatch ---------------------------------------------------------------------
+
+
+class ServerSentEvents:
+    """Routes the view's SSE requests; `handle` returns None for plain HTTP."""
+
+    def __init__(self, view: GraphQLView) -> None:
+        from .sse_single import Reservations
+
+        self.view = view
+        self.reservations: Reservations = Reservations(self)
+
+    async def handle(self, request: Request, user_id: str, services: Services) -> Response | None:
+        method = request.method
+        if method == "PUT":
+            return await self.reservations.reserve(request, user_id, services)
+        token = stream_token(request)
+        if method == "DELETE":
+            return await self.reservations.stop(request, token, user_id)
+        if token is not None:
+            if accepts_event_stream(request):
+                return await self.reservations.connect(request, token, user_id, services)
+            return await self.reservations.execute(request, token, user_id, services)
+        if accepts_event_stream(request):
+            return await self.distinct(request, user_id, services)
+        return None
+
+    def settings(self, services: Services) -> tuple[int, float, float]:
+        s = services.settings
+        return (
+            s.subscriber_queue_size,
+            s.write_timeout.total_seconds(),
+            s.ping_interval.total_seconds(),
+        )
+
+    async def distinct(self, request: Request, user_id: str, services: Services) -> Response:
+        """Distinct connections mode: this request's operation on its own stream."""
+        operation, problem = await parse_operation(self.view, request)
+        if problem is not None:
+            return problem
+        assert operation is not None
+        presence = Presence(services, user_id)
+        try:
+            await presence.open()
+        except LimitReached as exc:
+            return limit_response(exc)
+        capacity, write_timeout, ping = self.settings(services)
+        stream = EventStream(capacity, write_timeout)
+        context = Context(services=services, user_id=user_id, conn_id=presence.conn_id)
+
+        async def produce() -> None:
+            async for payload, event_id in operation.results(context):
+                await stream.put(encode_event("next", payload, event_id))
+            await stream.put(encode_event("complete"))
+
+        return EventStreamResponse(
+            stream, ping_interval=ping, on_close=presence.close, producer=produce
+        )
+
+
+# --- plain HTTP -------------------------------------------------------------------
+
+
+async def execute_without_stream(
+    view: GraphQLView,
+    request_adapter: AsyncHTTPRequestAdapter,
+    sub_response: Response,
+    context: Context,
+    request_data: GraphQLRequestData,
+) -> ExecutionResult:
+    """Strawberry's `execute_single` for plain HTTP, except that a subscription
+    gets a 400 saying how to stream it (Strawberry would run it as a query and
+    answer a masked internal error)."""
+    allowed = OperationType.from_http(request_adapter.method) - {OperationType.SUBSCRIPTION}
+    if not view.allow_queries_via_get and request_adapter.method == "GET":
+        allowed -= {OperationType.QUERY}
+    try:
+        return await view.schema.execute(
+            request_data.query,
+            variable_values=request_data.variables,
+            context_value=context,
+            operation_name=request_data.operation_name,
+            allowed_operation_types=allowed,
+            operation_extensions=request_data.extensions,
+        )
+    except InvalidOperationTypeError as exc:
+        if exc.operation_type is not OperationType.SUBSCRIPTION:
+            raise HTTPException(400, exc.as_http_error_reason(request_adapter.method)) from exc
+        sub_response.status_code = 400
+        message = (
+            "A subscription needs a stream: send it with `Accept: text/event-stream` "
+            "(graphql-sse) or over a WebSocket (graphql-transport-ws)."
+        )
+        return ExecutionResult(
+            data=None, errors=[GraphQLError(message, extensions={"code": "BAD_USER_INPUT"})]
+        )
+    except CannotGetOperationTypeError as exc:
+        raise HTTPException(400, exc.as_http_error_reason()) from exc
+    except MissingQueryError as exc:
+        raise HTTPException(400, "No GraphQL query found in the request") from exc

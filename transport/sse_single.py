@@ -1,0 +1,254 @@
+"""graphql-sse single connection mode: one event stream carries every operation.
+
+    PUT    /graphql                      reserve a stream: 201, the token as text/plain
+    GET or POST /graphql  (Accept: text/event-stream, token)
+                                         open the one stream of that reservation
+    POST (or GET) /graphql  (token, extensions.operationId)
+                                         run an operation: 202; its results arrive on
+                                         the stream as `next` {id, payload}, then
+                                         `complete` {id}
+    DELETE /graphql?operationId=  (token)
+                                         stop an operation: 200
+
+The token goes in the `x-graphql-event-stream-token` header or `?token=`.
+Every request needs `Authorization: Bearer` like any HTTP request (401
+otherwise), and a reservation belongs to the user who made it: for anyone
+else it does not exist (404), as with an unknown or expired token.
+
+Status codes follow the protocol and its reference server: 409 for a second
+stream on one token and for an operation id already running, 404 for an
+unknown token, 400 for a missing token or operation id and for a document that
+does not parse or validate (other errors, such as permissions, arrive on the
+stream as a `next` with errors, then `complete`), 200 for a DELETE even when
+the operation is unknown or already over (as the reference server does; the
+client wanted it stopped and it is). A reservation not followed by its stream
+within `init_timeout` expires; a user may hold at most
+`max_connections_per_user` reservations not yet opened (429 LIMIT_EXCEEDED).
+When the stream closes, the reservation ends with everything it ran.
+
+Reservations live in this process: with several nodes, the reserve, stream
+and operation requests of one client must reach the same node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from graphql import GraphQLError, GraphQLSchema, parse, validate
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from backends.errors import LimitReached
+from resolvers.services import Services
+from schema import Context
+
+from .sse import (
+    EventStream,
+    EventStreamResponse,
+    Operation,
+    Presence,
+    StreamClosed,
+    encode_event,
+    error_response,
+    limit_response,
+    parse_operation,
+)
+
+if TYPE_CHECKING:
+    from .sse import ServerSentEvents
+
+log = logging.getLogger(__name__)
+
+_MAX_OPERATION_ID = 256
+
+
+@dataclass(eq=False)
+class Reservation:
+    token: str
+    presence: Presence
+    stream: EventStream
+    operations: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    opened: bool = False
+    closed: bool = False
+    expiry: asyncio.TimerHandle | None = None
+
+    @property
+    def user_id(self) -> str:
+        return self.presence.user_id
+
+
+def _not_found() -> Response:
+    return error_response(404, "Stream not found", "NOT_FOUND")
+
+
+class Reservations:
+    def __init__(self, sse: ServerSentEvents) -> None:
+        self.sse = sse
+        self._by_token: dict[str, Reservation] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    def _find(self, token: str, user_id: str) -> Reservation | None:
+        found = self._by_token.get(token)
+        return found if found is not None and found.user_id == user_id else None
+
+    async def reserve(self, request: Request, user_id: str, services: Services) -> Response:
+        accept = request.headers.get("accept", "*/*")
+        if not any(
+            part.split(";", 1)[0].strip().lower() in ("*/*", "text/*", "text/plain")
+            for part in accept.split(",")
+        ):
+            return error_response(406, "A reservation answers text/plain", "BAD_USER_INPUT")
+        limit = services.settings.max_connections_per_user
+        pending = sum(1 for r in self._by_token.values() if r.user_id == user_id and not r.opened)
+        if pending >= limit:
+            return error_response(
+                429, f"too many stream reservations for this user ({limit})", "LIMIT_EXCEEDED"
+            )
+        capacity, write_timeout, _ = self.sse.settings(services)
+        token = secrets.token_urlsafe(24)
+        reservation = Reservation(
+            token=token,
+            presence=Presence(services, user_id),
+            stream=EventStream(capacity, write_timeout),
+        )
+        reservation.expiry = asyncio.get_running_loop().call_later(
+            services.settings.init_timeout.total_seconds(), self._expire, reservation
+        )
+        self._by_token[token] = reservation
+        return PlainTextResponse(token, status_code=201)
+
+    def _expire(self, reservation: Reservation) -> None:
+        if not reservation.opened:
+            task = asyncio.create_task(self._close(reservation))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def connect(
+        self, request: Request, token: str, user_id: str, services: Services
+    ) -> Response:
+        if not token:
+            return error_response(400, "The stream token is missing", "BAD_USER_INPUT")
+        reservation = self._find(token, user_id)
+        if reservation is None:
+            return _not_found()
+        if reservation.opened:
+            return error_response(409, "Stream already open", "BAD_USER_INPUT")
+        reservation.opened = True
+        try:
+            await reservation.presence.open()
+        except LimitReached as exc:
+            reservation.opened = False
+            return limit_response(exc)
+        if reservation.expiry is not None:
+            reservation.expiry.cancel()
+        _, _, ping = self.sse.settings(services)
+
+        async def on_close() -> None:
+            await self._close(reservation)
+
+        return EventStreamResponse(reservation.stream, ping_interval=ping, on_close=on_close)
+
+    async def execute(
+        self, request: Request, token: str, user_id: str, services: Services
+    ) -> Response:
+        if not token:
+            return error_response(400, "The stream token is missing", "BAD_USER_INPUT")
+        reservation = self._find(token, user_id)
+        if reservation is None:
+            return _not_found()
+        operation, problem = await parse_operation(self.sse.view, request)
+        if problem is not None:
+            return problem
+        assert operation is not None
+        extensions = operation.data.extensions or {}
+        op_id = extensions.get("operationId")
+        if not isinstance(op_id, str) or not op_id:
+            return error_response(
+                400, "Operation ID is missing (extensions.operationId)", "BAD_USER_INPUT"
+            )
+        if len(op_id) > _MAX_OPERATION_ID:
+            return error_response(400, "Operation ID is too long", "BAD_USER_INPUT")
+        if reservation.closed or self._by_token.get(token) is not reservation:
+            return _not_found()
+        if op_id in reservation.operations:
+            return error_response(409, "Operation with ID already exists", "BAD_USER_INPUT")
+        limit = self.sse.view.max_subscriptions_per_connection
+        if limit is not None and len(reservation.operations) >= limit:
+            return error_response(
+                429, f"too many operations on this stream ({limit})", "LIMIT_EXCEEDED"
+            )
+        errors = _invalid(self.sse.view.schema, operation)
+        if errors:
+            return JSONResponse({"errors": errors}, status_code=400)
+        context = Context(services=services, user_id=user_id, conn_id=reservation.presence.conn_id)
+        task = asyncio.create_task(self._run(reservation, op_id, operation, context))
+        reservation.operations[op_id] = task
+        return Response(status_code=202)
+
+    async def _run(
+        self, reservation: Reservation, op_id: str, operation: Operation, context: Context
+    ) -> None:
+        stream = reservation.stream
+        try:
+            async for payload, event_id in operation.results(context):
+                await stream.put(encode_event("next", {"id": op_id, "payload": payload}, event_id))
+            await stream.put(encode_event("complete", {"id": op_id}))
+        except StreamClosed:
+            pass
+        except Exception:
+            log.exception("SSE operation failed")
+        finally:
+            if reservation.operations.get(op_id) is asyncio.current_task():
+                del reservation.operations[op_id]
+
+    async def stop(self, request: Request, token: str | None, user_id: str) -> Response:
+        if not token:
+            return error_response(400, "The stream token is missing", "BAD_USER_INPUT")
+        reservation = self._find(token, user_id)
+        if reservation is None:
+            return _not_found()
+        op_id = request.query_params.get("operationId")
+        if not op_id:
+            return error_response(400, "Operation ID is missing", "BAD_USER_INPUT")
+        task = reservation.operations.pop(op_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            reservation.stream.offer(encode_event("complete", {"id": op_id}))
+        return Response(status_code=200)
+
+    async def _close(self, reservation: Reservation) -> None:
+        if reservation.closed:
+            return
+        reservation.closed = True
+        if self._by_token.get(reservation.token) is reservation:
+            del self._by_token[reservation.token]
+        if reservation.expiry is not None:
+            reservation.expiry.cancel()
+        reservation.stream.abort()
+        tasks = list(reservation.operations.values())
+        reservation.operations.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await reservation.presence.close()
+
+
+def _invalid(schema: Any, operation: Operation) -> list[dict[str, Any]]:
+    """Parse and standard validation errors, answered as 400 before the 202.
+
+    The server's own limits (depth, aliases, tokens) run when Strawberry
+    executes; their errors arrive on the stream as a `next` with errors.
+    """
+    graphql_schema: GraphQLSchema = schema._schema
+    try:
+        errors = list(validate(graphql_schema, parse(operation.resumable.query or "")))
+    except GraphQLError as exc:
+        errors = [exc]
+    return [{**e.formatted, "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}} for e in errors]

@@ -1,0 +1,502 @@
+"""Strawberry's two WebSocket protocols, hardened.
+
+graphql-transport-ws (https://github.com/enisdenjo/graphql-ws PROTOCOL.md):
+every client frame is validated as the reference server's `validateMessage`
+does before Strawberry sees it, so a malformed frame of any kind closes the
+socket with 4400 and a short reason instead of raising. After the ack the
+server sends `{"type": "ping"}` every `ping_interval` and closes with
+4499 "Pong timeout" when no `pong` comes back within `pong_timeout`.
+
+Legacy graphql-ws (subscriptions-transport-ws): malformed frames get that
+protocol's answers (`connection_error` for a frame that cannot be read,
+`error` for a bad or unknown message) and the socket stays open, as in the
+reference server; the init timeout is enforced (4408) like on the newer
+protocol; a refused init is `connection_error` then close 4403; and queries
+and mutations run too (`start` -> `data` -> `complete`).
+
+Both: close reasons are cut to the 123 bytes RFC 6455 allows, and a send to
+a socket that is already gone is dropped quietly (the receive loop sees the
+disconnect and releases everything the connection held).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import suppress
+from typing import Any, cast
+
+from graphql import GraphQLError
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+from strawberry.asgi import ASGIWebSocketAdapter
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.exceptions import (
+    NonJsonMessageReceived,
+    NonTextMessageReceived,
+    WebSocketDisconnected,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws import types as transport_ws
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_ws import types as legacy_ws
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.types.execution import ExecutionResult, PreExecutionError
+from strawberry.types.unset import UnsetType
+
+from schema import Context
+
+log = logging.getLogger(__name__)
+
+MAX_CLOSE_REASON = 123  # bytes, RFC 6455 section 5.5.1
+
+# Close codes (graphql-transport-ws PROTOCOL.md, and graphql-ws's CloseCode).
+BAD_REQUEST = 4400
+UNAUTHORIZED = 4401
+FORBIDDEN = 4403
+INIT_TIMEOUT = 4408
+SUBSCRIBER_EXISTS = 4409
+TOO_MANY_INITS = 4429
+# graphql-ws's own client closes a socket it considers frozen with 4499
+# "Terminated" and reconnects on it; 1011 would be fatal (no retry) there.
+PONG_TIMEOUT = 4499
+INTERNAL_ERROR = 4500
+
+
+def close_reason(text: str) -> str:
+    """`text` cut to the 123 bytes a close frame allows, on a character boundary."""
+    return text.encode()[:MAX_CLOSE_REASON].decode(errors="ignore")
+
+
+def _short(value: str, limit: int = 40) -> str:
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
+        type(value), "number" if isinstance(value, int | float) else type(value).__name__
+    )
+
+
+async def stop_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a connection's side task and wait for it; a failure is logged, not raised."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:
+        log.exception("WebSocket side task %s failed", task.get_name())
+
+
+class Rejected(ConnectionRejectionError):
+    """A refused connection_init, with the API error code and a reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__({"message": message, "extensions": {"code": code}})
+        self.code = code
+        self.message = message
+
+    @property
+    def close_reason(self) -> str:
+        return close_reason(f"{self.code}: {self.message}")
+
+
+class WebSocketAdapter(ASGIWebSocketAdapter):
+    """Strawberry's ASGI adapter, made safe to use from several tasks.
+
+    One frame at a time (`receive_json`) so a handler can go on after a bad
+    frame; binary frames are told apart by the ASGI message itself; `close`
+    is idempotent and cuts the reason to 123 bytes; sending to a closed
+    socket raises `WebSocketDisconnected` only.
+    """
+
+    @property
+    def closed(self) -> bool:
+        return WebSocketState.DISCONNECTED in (self.ws.application_state, self.ws.client_state)
+
+    async def receive_json(self) -> object:
+        """The next frame, decoded.
+
+        Raises WebSocketDisconnected, NonTextMessageReceived (a binary frame)
+        or NonJsonMessageReceived (text that is not JSON).
+        """
+        if self.closed:
+            raise WebSocketDisconnected
+        try:
+            message = await self.ws.receive()
+        except (WebSocketDisconnect, RuntimeError) as exc:
+            raise WebSocketDisconnected from exc
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnected
+        text = message.get("text")
+        if not isinstance(text, str):
+            raise NonTextMessageReceived
+        try:
+            return self.view.decode_json(text)
+        except ValueError as exc:  # json's and orjson's JSONDecodeError
+            raise NonJsonMessageReceived from exc
+
+    async def iter_json(self, *, ignore_parsing_errors: bool = False) -> AsyncGenerator[object]:
+        while not self.closed:
+            try:
+                frame = await self.receive_json()
+            except NonJsonMessageReceived:
+                if ignore_parsing_errors:
+                    continue
+                raise
+            except WebSocketDisconnected:
+                return
+            yield frame
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        if self.closed:
+            raise WebSocketDisconnected
+        try:
+            await super().send_json(message)
+        except RuntimeError as exc:  # closed meanwhile (Starlette's state checks)
+            raise WebSocketDisconnected from exc
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        with suppress(WebSocketDisconnect, RuntimeError):
+            await self.ws.close(code=code, reason=close_reason(reason))
+
+
+# --- graphql-transport-ws ---------------------------------------------------------
+
+_NULLABLE_OBJECT = ("variables", "extensions")
+
+
+def transport_ws_problem(frame: object) -> str | None:
+    """Why `frame` is not a valid client message (None when it is), as graphql-ws's
+    `validateMessage` decides; the text is a close reason, so it never echoes
+    more than a few characters of what the client sent."""
+    if not isinstance(frame, dict):
+        return f"Message must be a JSON object, got {_kind(frame)}"
+    kind = frame.get("type")
+    if not kind:
+        return "Message is missing the 'type' property"
+    if not isinstance(kind, str):
+        return f"Message 'type' must be a string, got {_kind(kind)}"
+    if kind in ("connection_init", "ping", "pong"):
+        payload = frame.get("payload")
+        if payload is not None and not isinstance(payload, dict):
+            return f"Invalid {kind} payload: expected an object or null, got {_kind(payload)}"
+        return None
+    if kind in ("subscribe", "complete"):
+        op_id = frame.get("id")
+        if not isinstance(op_id, str):
+            return f"{kind} message 'id' must be a string, got {_kind(op_id)}"
+        if not op_id:
+            return f"{kind} message requires a non-empty 'id'"
+        if kind == "complete":
+            return None
+        payload = frame.get("payload")
+        if not isinstance(payload, dict):
+            return f"subscribe 'payload' must be an object, got {_kind(payload)}"
+        if not isinstance(payload.get("query"), str):
+            return f"subscribe payload 'query' must be a string, got {_kind(payload.get('query'))}"
+        for key in _NULLABLE_OBJECT:
+            value = payload.get(key)
+            if value is not None and not isinstance(value, dict):
+                return f"subscribe payload '{key}' must be an object or null, got {_kind(value)}"
+        name = payload.get("operationName")
+        if name is not None and not isinstance(name, str):
+            return f"subscribe payload 'operationName' must be a string, got {_kind(name)}"
+        return None
+    return f"Unknown message type: {_short(kind)!r}"
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws with strict frames, server pings and our refusals.
+
+    Override points: `handle_message` validates every frame first (4400) and
+    checks duplicate ids itself (4409, with a reason that stays short);
+    `handle_connection_init` takes a null payload as {} and closes a refused
+    init with 4403 and the reason; `handle_pong` feeds the heartbeat that
+    starts with the ack; `send_message` drops sends to a socket already gone;
+    `shutdown` also stops the heartbeat.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.heartbeat_task: asyncio.Task[None] | None = None
+        self.pong_received = asyncio.Event()
+
+    async def handle_message(self, message: transport_ws.Message) -> None:
+        frame: object = message
+        problem = transport_ws_problem(frame)
+        if problem is not None:
+            await self.handle_invalid_message(problem)
+            return
+        if (
+            message["type"] == "subscribe"
+            and self.connection_acknowledged
+            and message["id"] in self.operations
+        ):
+            reason = f"Subscriber for {_short(message['id'])} already exists"
+            await self.websocket.close(code=SUBSCRIBER_EXISTS, reason=reason)
+            return
+        try:
+            await super().handle_message(message)
+        except Exception:  # a bug of ours: say so, never leave the socket half-dead
+            log.exception("graphql-transport-ws message handling failed")
+            await self.websocket.close(code=INTERNAL_ERROR, reason="Internal server error")
+
+    async def handle_connection_init(self, message: transport_ws.ConnectionInitMessage) -> None:
+        if self.connection_timed_out:
+            return
+        if self.connection_init_timeout_task:
+            self.connection_init_timeout_task.cancel()
+        payload = message.get("payload")
+        payload = {} if payload is None else payload
+        if self.connection_init_received:
+            reason = "Too many initialisation requests"
+            await self.websocket.close(code=TOO_MANY_INITS, reason=reason)
+            return
+        self.connection_init_received = True
+        self.context.connection_params = payload
+        try:
+            ack = await self.view.on_ws_connect(self.context)
+        except Rejected as exc:
+            await self.websocket.close(code=FORBIDDEN, reason=exc.close_reason)
+            return
+        except ConnectionRejectionError:
+            await self.websocket.close(code=FORBIDDEN, reason="Forbidden")
+            return
+        if isinstance(ack, UnsetType) or ack is None:
+            await self.send_message({"type": "connection_ack"})
+        else:
+            await self.send_message({"type": "connection_ack", "payload": ack})
+        self.connection_acknowledged = True
+        self.heartbeat_task = asyncio.create_task(self.heartbeat(), name="ws-heartbeat")
+
+    async def handle_pong(self, message: transport_ws.PongMessage) -> None:
+        self.pong_received.set()
+
+    async def heartbeat(self) -> None:
+        """Ping every ping_interval; close 4499 when a pong is pong_timeout late."""
+        settings = self.context.services.settings
+        interval = settings.ping_interval.total_seconds()
+        timeout = settings.pong_timeout.total_seconds()
+        while True:
+            await asyncio.sleep(interval)
+            self.pong_received.clear()
+            await self.send_message({"type": "ping"})
+            try:
+                await asyncio.wait_for(self.pong_received.wait(), timeout)
+            except TimeoutError:
+                await self.websocket.close(code=PONG_TIMEOUT, reason="Pong timeout")
+                return
+
+    async def send_message(self, message: transport_ws.Message) -> None:
+        with suppress(WebSocketDisconnected):
+            await self.websocket.send_json(message)
+
+    async def shutdown(self) -> None:
+        await stop_task(self.heartbeat_task)
+        await super().shutdown()
+
+
+# --- legacy graphql-ws (subscriptions-transport-ws) --------------------------------
+
+
+def _error_payload(message: str) -> dict[str, object]:
+    return {"message": message, "extensions": {"code": "BAD_USER_INPUT"}}
+
+
+def legacy_start_problem(frame: Mapping[str, object]) -> str | None:
+    payload = frame.get("payload")
+    if not isinstance(payload, dict):
+        return f"start 'payload' must be an object, got {_kind(payload)}"
+    if not isinstance(payload.get("query"), str):
+        return f"start payload 'query' must be a string, got {_kind(payload.get('query'))}"
+    variables = payload.get("variables")
+    if variables is not None and not isinstance(variables, dict):
+        return f"start payload 'variables' must be an object or null, got {_kind(variables)}"
+    name = payload.get("operationName")
+    if name is not None and not isinstance(name, str):
+        return f"start payload 'operationName' must be a string, got {_kind(name)}"
+    return None
+
+
+class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
+    """subscriptions-transport-ws, as its reference server answers, and safe.
+
+    Override points: `handle` reads frame by frame (a bad frame gets
+    `connection_error` and the socket stays open) and runs the init timeout;
+    `handle_message` validates before Strawberry's dispatch;
+    `handle_connection_init` takes a null payload as {}, refuses a second
+    init (4429) and closes a refused one with 4403; `handle_async_results`
+    runs any operation through `schema.stream` (Strawberry's uses
+    `schema.subscribe`, subscriptions only); `send_message` drops sends to a
+    socket already gone.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connection_init_received = False
+        self.connection_timed_out = False
+        self.init_timeout_task: asyncio.Task[None] | None = None
+
+    @property
+    def socket(self) -> WebSocketAdapter:
+        return cast("WebSocketAdapter", self.websocket)
+
+    async def handle(self) -> None:
+        delay = self.context.services.settings.init_timeout.total_seconds()
+        self.init_timeout_task = asyncio.create_task(self.init_timeout(delay), name="ws-init")
+        try:
+            while not self.socket.closed:
+                try:
+                    frame = await self.socket.receive_json()
+                except NonTextMessageReceived:
+                    await self.connection_error("WebSocket message type must be text")
+                    continue
+                except NonJsonMessageReceived:
+                    await self.connection_error("WebSocket message must be valid JSON")
+                    continue
+                await self.handle_frame(frame)
+        except WebSocketDisconnected:
+            pass
+        finally:
+            await stop_task(self.init_timeout_task)
+            await stop_task(self.keep_alive_task)
+            await self.cleanup()
+
+    async def init_timeout(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self.connection_init_received:
+            return
+        self.connection_timed_out = True
+        reason = "Connection initialisation timeout"
+        await self.connection_error(reason)
+        await self.websocket.close(code=INIT_TIMEOUT, reason=reason)
+
+    async def connection_error(self, message: str) -> None:
+        await self.send_message({"type": "connection_error", "payload": _error_payload(message)})
+
+    async def operation_error(self, op_id: object, message: str) -> None:
+        frame: dict[str, object] = {"type": "error", "payload": _error_payload(message)}
+        if isinstance(op_id, str):
+            frame["id"] = op_id
+        await self.send_json(frame)
+
+    async def handle_frame(self, frame: object) -> None:
+        if not isinstance(frame, dict):
+            await self.connection_error(f"Message must be a JSON object, got {_kind(frame)}")
+            return
+        try:
+            await self.handle_message(cast("legacy_ws.OperationMessage", frame))
+        except Exception:  # a bug of ours: say so, never leave the socket half-dead
+            log.exception("graphql-ws message handling failed")
+            await self.websocket.close(code=INTERNAL_ERROR, reason="Internal server error")
+
+    async def handle_message(self, message: legacy_ws.OperationMessage) -> None:
+        frame = cast("dict[str, object]", message)
+        kind, op_id = frame.get("type"), frame.get("id")
+        if kind == "connection_init":
+            await self.handle_connection_init(cast("legacy_ws.ConnectionInitMessage", frame))
+        elif kind == "connection_terminate":
+            await self.websocket.close(code=1000, reason="")
+        elif kind in ("start", "stop"):
+            if not isinstance(op_id, str) or not op_id:
+                await self.operation_error(op_id, f"{kind} message 'id' must be a non-empty string")
+            elif kind == "stop":
+                await self.handle_stop(cast("legacy_ws.StopMessage", frame))
+            elif (problem := legacy_start_problem(frame)) is not None:
+                await self.operation_error(op_id, problem)
+            else:
+                await self.handle_start(cast("legacy_ws.StartMessage", frame))
+        else:
+            await self.operation_error(op_id, "Invalid message type")
+
+    async def handle_connection_init(self, message: legacy_ws.ConnectionInitMessage) -> None:
+        if self.connection_timed_out:
+            return
+        if self.init_timeout_task is not None:
+            self.init_timeout_task.cancel()
+        if self.connection_init_received:
+            await self.refuse(TOO_MANY_INITS, "Too many initialisation requests")
+            return
+        payload: object = message.get("payload")
+        payload = {} if payload is None else payload
+        if not isinstance(payload, dict):
+            await self.refuse(BAD_REQUEST, "Invalid connection init payload")
+            return
+        self.connection_init_received = True
+        self.context.connection_params = payload
+        try:
+            ack = await self.view.on_ws_connect(self.context)
+        except Rejected as exc:
+            await self.send_message({"type": "connection_error", "payload": exc.payload})
+            await self.websocket.close(code=FORBIDDEN, reason=exc.close_reason)
+            return
+        except ConnectionRejectionError as exc:
+            await self.send_message({"type": "connection_error", "payload": exc.payload})
+            await self.websocket.close(code=FORBIDDEN, reason="Forbidden")
+            return
+        if isinstance(ack, UnsetType) or ack is None:
+            await self.send_message({"type": "connection_ack"})
+        else:
+            await self.send_message({"type": "connection_ack", "payload": ack})
+        self.connection_acknowledged = True
+        if self.keep_alive:
+            self.keep_alive_task = asyncio.create_task(self.handle_keep_alive())
+
+    async def refuse(self, code: int, reason: str) -> None:
+        await self.connection_error(reason)
+        await self.websocket.close(code=code, reason=reason)
+
+    async def handle_async_results(
+        self,
+        operation_id: str,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+    ) -> None:
+        try:
+            result_source = await self.schema.stream(
+                query=query,
+                variable_values=variables,
+                operation_name=operation_name,
+                context_value=self.context,
+                root_value=self.root_value,
+            )
+            self.subscriptions[operation_id] = result_source
+            is_first_result = True
+            async for result in result_source:
+                if is_first_result and isinstance(result, PreExecutionError):
+                    assert result.errors
+                    await self.send_json(
+                        {"type": "error", "id": operation_id, "payload": result.errors[0].formatted}
+                    )
+                    return
+                if not isinstance(result, ExecutionResult):  # @defer / @stream frames
+                    error = GraphQLError("Incremental delivery is not supported over graphql-ws")
+                    await self.send_json(
+                        {"type": "error", "id": operation_id, "payload": error.formatted}
+                    )
+                    return
+                await self.send_data_message(result, operation_id)
+                is_first_result = False
+            await self.send_message({"type": "complete", "id": operation_id})
+        except asyncio.CancelledError:
+            await self.send_message({"type": "complete", "id": operation_id})
+        finally:
+            self.subscriptions.pop(operation_id, None)
+            self.tasks.pop(operation_id, None)
+
+    async def send_json(self, frame: Mapping[str, object]) -> None:
+        with suppress(WebSocketDisconnected):
+            await self.websocket.send_json(frame)
+
+    async def send_message(self, message: legacy_ws.OperationMessage) -> None:
+        await self.send_json(message)
