@@ -168,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ws_ping_interval=settings.ping_interval.total_seconds(),
         ws_ping_timeout=settings.pong_timeout.total_seconds(),
         ws_per_message_deflate=False,
+        # Open SSE streams never finish by themselves: don't let them hold
+        # a shutdown (or a restart) for longer than this.
+        timeout_graceful_shutdown=5,
         ssl_certfile=settings.tls_cert_file,
         ssl_keyfile=settings.tls_key_file,
         ssl_ca_certs=settings.tls_ca_file,

@@ -14,10 +14,10 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.connections_active = Gauge(
-            "streaming_connections_active", "Open WebSocket connections", registry=r
+            "streaming_connections_active", "Open WebSocket and SSE connections", registry=r
         )
         self.connections_total = Counter(
-            "streaming_connections", "WebSocket connections accepted", registry=r
+            "streaming_connections", "WebSocket and SSE connections accepted", registry=r
         )
         self.messages_broadcast = Counter(
             "streaming_messages_broadcast", "Messages published to rooms and channels", registry=r

@@ -9,12 +9,15 @@ result, then `event: complete`; parse and validation errors arrive as a
 stream per token, operations POSTed with `extensions.operationId`) lives in
 `transport/sse_single.py`.
 
-Strawberry 0.341 already runs any operation as a stream (`Schema.stream`) and
-has an SSE encoder for the distinct mode, but its response keeps writing until
-the next heartbeat after the client left, does not know presence or the
-per-user connection limit, has no `id:` lines and no single connection mode.
-So this module writes the event stream itself (`EventStreamResponse`) on top
-of `Schema.stream` and the view's request parsing and result formatting.
+Strawberry 0.341 already runs any operation as a stream (`Schema.stream`)
+and, when "graphql-sse" is among its `subscription_protocols`, answers the
+distinct mode itself (next/complete events, errors as `next`, a `: ping`
+every 15 s that cannot be configured). It has no single connection mode, no
+`id:` lines, no presence or per-user connection limit, and no bound on a
+write to a client that stopped reading; without the Accept header it runs a
+subscription as a query (a masked internal error). So this module reuses
+`Schema.stream`, the view's request parsing and result formatting, and writes
+the event stream itself (`EventStreamResponse`).
 
 Every event stream is a presence connection counted against the per-user
 limit. Its outbox is bounded: a producer waits at most `write_timeout` for

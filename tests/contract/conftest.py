@@ -78,6 +78,13 @@ BACKENDS: dict[str, BackendSpec] = {
         service=("Redis", 6379),
         cleanup=lambda url: factory_module(url).delete_namespace(url),
     ),
+    "nats": BackendSpec(
+        url=lambda tmp: f"nats://127.0.0.1:4222?namespace=t{uuid4().hex[:12]}",
+        roles=EVERY_ROLE,
+        durable=True,
+        service=("NATS", 4222),
+        cleanup=lambda url: factory_module(url).delete_namespace(url),
+    ),
 }
 
 
