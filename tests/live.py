@@ -126,14 +126,18 @@ class LiveServer:
         Live events are only delivered to subscriptions the hub holds, so a
         test waits for this before publishing what a subscriber must see.
         """
+        await self.wait_metric("streaming_subscriptions_active", count, timeout)
+
+    async def wait_metric(self, name: str, value: float, timeout: float = TIMEOUT) -> None:
+        """Wait until the server's metric `name` reads exactly `value`."""
         deadline = time.monotonic() + timeout
         seen = -1.0
         while time.monotonic() < deadline:
-            seen = await asyncio.to_thread(self.metric, "streaming_subscriptions_active")
-            if seen == count:
+            seen = await asyncio.to_thread(self.metric, name)
+            if seen == value:
                 return
             await asyncio.sleep(0.02)  # polling the server's own count
-        raise AssertionError(f"expected {count} subscribers, the server has {seen}")
+        raise AssertionError(f"expected {name} {value}, the server has {seen}")
 
     def wait_idle(self, timeout: float = TIMEOUT) -> None:
         """Wait until the server holds no subscription (all clients gone)."""

@@ -371,7 +371,7 @@ async def test_connection_limit_per_user(server: LiveServer) -> None:
         await subs[2].complete()
         await server.wait_subscribers(2)
         await third.close()
-        await wait_metric(server, "streaming_connections_active", base + 2)
+        await server.wait_metric("streaming_connections_active", base + 2)
         async with ws_connect(server, token) as replacement:
             sub = await replacement.subscribe(ROOM_MESSAGES, room=room_id)
             await server.wait_subscribers(3)
@@ -383,14 +383,6 @@ async def test_connection_limit_per_user(server: LiveServer) -> None:
             for old in subs[:2]:
                 await old.complete()
             await server.wait_subscribers(0)
-
-
-async def wait_metric(server: LiveServer, name: str, value: float) -> None:
-    deadline = asyncio.get_running_loop().time() + TIMEOUT
-    while (seen := await asyncio.to_thread(server.metric, name)) != value:
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{name} is {seen}, expected {value}")
-        await asyncio.sleep(0.02)  # polling the server's own count
 
 
 # --- GraphQL limits -------------------------------------------------------------------

@@ -79,14 +79,6 @@ async def wait_status(
         seen = await status_of(client, user_id)
 
 
-async def wait_metric(server: LiveServer, name: str, value: float) -> None:
-    deadline = time.monotonic() + 5.0
-    while (seen := await asyncio.to_thread(server.metric, name)) != value:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{name} is {seen}, expected {value}")
-        await asyncio.sleep(0.02)  # polling the server's own count
-
-
 async def failure(op: Operation) -> dict[str, Any]:
     """The error a subscription ends with: one `next` with errors, then `complete`."""
     frame = await op.frame()
@@ -112,7 +104,7 @@ async def test_online_while_connected_and_offline_after_last_close(server: LiveS
         async with ws_connect(server, client.token):
             assert await status_of(client, user) == "ONLINE"
         # One of two connections closed (the server has let it go): still online.
-        await wait_metric(server, "streaming_connections_active", open_before)
+        await server.wait_metric("streaming_connections_active", open_before)
         assert await status_of(client, user) == "ONLINE"
     await wait_status(client, user, "OFFLINE")
     [gone] = await presence_of(client, user)

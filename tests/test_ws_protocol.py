@@ -611,3 +611,40 @@ async def test_client_not_answering_websocket_pings_is_closed(
     finally:
         await raw.close()
     await still_serving(fast)
+
+
+# --- a client that never reads --------------------------------------------------------------
+
+ROOM_TEXTS = "subscription($id: ID!) { roomMessages(roomId: $id) { data } }"
+SEND_TEXT = (
+    "mutation($id: ID!, $n: Int!) { sendMessage(input: {roomId: $id, data: {n: $n}}) { id } }"
+)
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_client_that_never_reads_is_dropped_others_unaffected(
+    fast: LiveServer, protocol: str
+) -> None:
+    owner = fast.client(unique("owner"))
+    room = unique("room")
+    await owner.execute(CREATE_ROOM, id=room)
+    async with ws_connect(fast, owner.token) as reader:
+        watching = await reader.subscribe(ROOM_TEXTS, id=room)
+        # max_queue=1: once one frame waits unread the client stops reading the
+        # socket at all, pings included, like a frozen browser tab.
+        async with websockets.connect(
+            fast.ws_url, subprotocols=[Subprotocol(protocol)], max_queue=1, ping_interval=None
+        ) as stalled:
+            await acked(stalled, fast)
+            await send(stalled, start_frame(protocol, "s", ROOM_TEXTS, id=room))
+            await fast.wait_subscribers(2)
+            for n in range(15):
+                await owner.execute(SEND_TEXT, id=room, n=n)
+            got = [m["data"]["n"] for m in await watching.take(15, "roomMessages")]
+            assert got == list(range(15))
+            # The server drops the stalled client by itself (it never answers a
+            # ping), freeing its subscription; the reader keeps its own.
+            await fast.wait_subscribers(1)
+            await fast.wait_metric("streaming_connections_active", 1)
+        await owner.execute(SEND_TEXT, id=room, n=40)
+        assert (await watching.next())["roomMessages"]["data"] == {"n": 40}
