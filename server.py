@@ -65,7 +65,9 @@ def create_app(settings: Settings) -> Starlette:
             subscriber_capacity=settings.subscriber_queue_size,
         )
         metrics = Metrics()
-        metrics.subscriptions_active.set_function(backends.hub.subscriber_count)
+        metrics.subscriptions_active.set_function(
+            lambda: backends.hub.subscriber_count() + graphql.shared.live_members()
+        )
         services = Services(settings=settings, backends=backends, metrics=metrics)
         housekeeping = asyncio.create_task(run_housekeeping(services), name="housekeeping")
         log.info("node %s ready on %s", settings.node_id, settings.backend)

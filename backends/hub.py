@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
 
@@ -41,6 +42,23 @@ RESYNC: Final = _Resync()
 """Yielded to subscribers after an outage: events may have been missed."""
 
 
+_internal_observer: ContextVar[Callable[[], None] | None] = ContextVar(
+    "hub_internal_observer", default=None
+)
+
+
+@contextmanager
+def internal_subscriptions(on_subscribed: Callable[[], None]) -> Iterator[None]:
+    """Subscriptions made in this context (and tasks started from it) are the
+    server's own, not a client's: `subscriber_count` leaves them out, and
+    `on_subscribed` is called as each one is registered."""
+    token = _internal_observer.set(on_subscribed)
+    try:
+        yield
+    finally:
+        _internal_observer.reset(token)
+
+
 class SlowConsumer(Exception):
     """The subscriber's queue overflowed; it has been cut off."""
 
@@ -52,8 +70,9 @@ class HubClosed(Exception):
 class Subscription(Generic[T]):
     """A local subscriber's bounded queue; iterate it for events."""
 
-    def __init__(self, topic: str, capacity: int) -> None:
+    def __init__(self, topic: str, capacity: int, *, internal: bool = False) -> None:
         self.topic = topic
+        self.internal = internal
         self._capacity = capacity
         self._items: deque[T | _Resync] = deque()
         self._wakeup = asyncio.Event()
@@ -135,15 +154,14 @@ class Hub(Generic[T]):
         await self._backend.publish(topic, self._encode(event))
 
     def subscriber_count(self, topic: str | None = None) -> int:
-        """Local subscribers of `topic`, or of every topic."""
-        if topic is None:
-            return sum(len(entry.subscribers) for entry in self._topics.values())
-        entry = self._topics.get(topic)
-        return len(entry.subscribers) if entry else 0
+        """Local client subscribers of `topic`, or of every topic."""
+        entries = self._topics.values() if topic is None else [self._topics.get(topic)]
+        return sum(1 for entry in entries if entry for sub in entry.subscribers if not sub.internal)
 
     @asynccontextmanager
     async def subscribe(self, topic: str) -> AsyncIterator[Subscription[T]]:
-        sub: Subscription[T] = Subscription(topic, self._capacity)
+        observer = _internal_observer.get()
+        sub: Subscription[T] = Subscription(topic, self._capacity, internal=observer is not None)
         entry = self._topics.setdefault(topic, _Topic())
         entry.users += 1
         try:
@@ -152,6 +170,8 @@ class Hub(Generic[T]):
                     await self._backend.subscribe(topic)
                     entry.upstream = True
                 entry.subscribers.add(sub)
+            if observer is not None:
+                observer()
             try:
                 yield sub
             finally:

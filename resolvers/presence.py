@@ -78,7 +78,7 @@ async def presence_of(
     services: Services, viewer: Viewer, user_ids: list[str]
 ) -> list[PresenceEntry]:
     services.require("presence")
-    _check_user_ids(user_ids)
+    check_user_ids(user_ids)
     return await services.backends.presence.get(user_ids)
 
 
@@ -102,7 +102,7 @@ async def presence_stream(
                 elif isinstance(item, AccessEvent):
                     await readable_room(services, viewer, room_id)
     elif user_ids is not None and room_id is None:
-        _check_user_ids(user_ids)
+        check_user_ids(user_ids)
         async for entry in _merged_user_streams(services, user_ids):
             yield entry
     else:
@@ -154,6 +154,7 @@ async def _publish_entries(services: Services, entries: list[PresenceEntry]) -> 
         services.metrics.presence_updates.inc()
 
 
-def _check_user_ids(user_ids: list[str]) -> None:
+def check_user_ids(user_ids: list[str]) -> None:
+    """BAD_USER_INPUT when more users are asked for than one stream may watch."""
     if len(user_ids) > _MAX_WATCHED_USERS:
         raise BadUserInput(f"at most {_MAX_WATCHED_USERS} userIds", argument="userIds")

@@ -15,10 +15,16 @@ from serving.settings import Settings
 
 @dataclass(frozen=True, slots=True)
 class Viewer:
-    """The authenticated user, and their WebSocket connection if any."""
+    """The authenticated user, and their WebSocket connection if any.
+
+    `reads_everything` is for one caller only: the shared execution of
+    identical subscriptions, which reads on behalf of subscribers whose
+    access was each checked when they joined (resolvers/access.py).
+    """
 
     user_id: str
     conn_id: str | None = None
+    reads_everything: bool = False
 
 
 class KeyedLocks:

@@ -19,12 +19,18 @@ class Context:
     # Set by Strawberry from the WebSocket connection_init payload.
     connection_params: dict[str, Any] | None = field(default=None)
     websocket: Any = None
+    reads_everything: bool = False
+
+    @classmethod
+    def for_shared_stream(cls, services: Services) -> Context:
+        """The context of a shared subscription's one execution (see Viewer)."""
+        return cls(services=services, user_id="", reads_everything=True)
 
     @property
     def viewer(self) -> Viewer:
         if self.user_id is None:
             raise Unauthenticated("authentication required")
-        return Viewer(self.user_id, self.conn_id)
+        return Viewer(self.user_id, self.conn_id, self.reads_everything)
 
 
 GraphInfo = Info[Context, None]

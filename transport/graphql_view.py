@@ -28,6 +28,7 @@ from resolvers.services import Services
 from schema import Context
 from serving.auth import AuthError, TokenAuthority, bearer_token
 from serving.graphiql import graphiql_html
+from transport.shared import SharedSubscriptions
 from transport.sse import ServerSentEvents, execute_without_stream
 from transport.ws_handlers import LegacyWSHandler, Rejected, TransportWSHandler, WebSocketAdapter
 
@@ -59,6 +60,7 @@ class GraphQLView(GraphQL[Context, None]):
     def __init__(self, schema: Any, authority: TokenAuthority, **options: Any) -> None:
         super().__init__(schema, **options)
         self.authority = authority
+        self.shared = SharedSubscriptions(schema)
         # graphql-sse, both modes (transport/sse.py, transport/sse_single.py).
         self.sse = ServerSentEvents(self)
         # GraphiQL with its assets served by this server (serving/graphiql.py).

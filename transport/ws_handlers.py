@@ -25,8 +25,9 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import suppress
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
+import orjson
 from graphql import GraphQLError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter
@@ -39,6 +40,7 @@ from strawberry.http.exceptions import (
 from strawberry.subscriptions.protocols.graphql_transport_ws import types as transport_ws
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
+    Operation,
 )
 from strawberry.subscriptions.protocols.graphql_ws import types as legacy_ws
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
@@ -46,6 +48,8 @@ from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.types.unset import UnsetType
 
 from schema import Context
+
+from .shared import SharedSubscriptions, SlowSubscriber
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,8 @@ TOO_MANY_INITS = 4429
 # "Terminated" and reconnects on it; 1011 would be fatal (no retry) there.
 PONG_TIMEOUT = 4499
 INTERNAL_ERROR = 4500
+# Our own: the subscriber's bounded buffer of results to send overflowed.
+SLOW_CONSUMER = 4008
 
 
 def close_reason(text: str) -> str:
@@ -155,10 +161,15 @@ class WebSocketAdapter(ASGIWebSocketAdapter):
             yield frame
 
     async def send_json(self, message: Mapping[str, object]) -> None:
+        # orjson, as the shared path encodes its payloads: a frame is the same
+        # bytes whichever path built it.
+        await self.send_text(orjson.dumps(message).decode())
+
+    async def send_text(self, text: str) -> None:
         if self.closed:
             raise WebSocketDisconnected
         try:
-            await super().send_json(message)
+            await self.ws.send_text(text)
         except RuntimeError as exc:  # closed meanwhile (Starlette's state checks)
             raise WebSocketDisconnected from exc
 
@@ -212,6 +223,12 @@ def transport_ws_problem(frame: object) -> str | None:
             return f"subscribe payload 'operationName' must be a string, got {_kind(name)}"
         return None
     return f"Unknown message type: {_short(kind)!r}"
+
+
+class _SharingView(Protocol):
+    """What the handlers need of our view (transport/graphql_view.py)."""
+
+    shared: SharedSubscriptions
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
@@ -280,6 +297,35 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def handle_pong(self, message: transport_ws.PongMessage) -> None:
         self.pong_received.set()
+
+    @property
+    def socket(self) -> WebSocketAdapter:
+        return cast(WebSocketAdapter, self.websocket)
+
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        """Join the shared execution when the subscription can share one."""
+        shared = cast(_SharingView, self.view).shared
+        plan = shared.plan(operation.query, operation.variables, operation.operation_name)
+        if plan is None:
+            await super().run_operation(operation)
+            return
+        async with shared.join(plan, self.context) as member:
+            if member is None:  # not allowed: the unshared path says why
+                await super().run_operation(operation)
+                return
+            prefix = '{"id":' + orjson.dumps(operation.id).decode() + ',"type":"next","payload":'
+            try:
+                async for payload in member:
+                    if operation.completed:
+                        return
+                    await self.socket.send_text(prefix + payload + "}")
+            except SlowSubscriber as exc:
+                await self.websocket.close(SLOW_CONSUMER, f"SLOW_CONSUMER: {exc}")
+                return
+            except WebSocketDisconnected:
+                return
+        with suppress(WebSocketDisconnected):
+            await operation.send_operation_message({"id": operation.id, "type": "complete"})
 
     async def heartbeat(self) -> None:
         """Ping every ping_interval; close 4499 when a pong is pong_timeout late."""

@@ -1,0 +1,295 @@
+"""Shared execution of identical subscriptions.
+
+Subscriptions on one topic with the same document, variables and operation
+name run once: one execution per event, one encoded payload, handed to every
+subscriber as text; a subscriber's frame differs only in its operation id.
+
+Only subscriptions whose payload types are viewer-independent are shared
+(`SHAREABLE`; tests/test_shared.py guards that the types reachable from them
+have no viewer-dependent field), and only without a replay (`roomMessages`
+with `after` runs on its own; so does `presence(userIds:)`). Each subscriber's permission is checked when
+it joins (resolvers/access.py) and again when the access topic announces a
+change; a subscriber that is not allowed takes the unshared path, which
+answers it exactly as before.
+
+Each subscriber has a bounded queue of payloads: one that does not keep up is
+cut off with `SlowSubscriber`, never slowing the execution or the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import orjson
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    GraphQLError,
+    GraphQLSchema,
+    OperationType,
+    get_operation_ast,
+    parse,
+    validate,
+)
+from graphql.execution.values import get_argument_values, get_variable_values
+from strawberry import Schema
+from strawberry.types import ExecutionResult
+from strawberry.types.execution import PreExecutionError
+
+from backends.events import AccessEvent
+from backends.hub import internal_subscriptions
+from resolvers.access import may_subscribe
+from resolvers.services import KeyedLocks, Services, Viewer
+from schema import Context
+from serving.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+SHAREABLE = frozenset({"roomMessages", "typing", "presence", "channelMessages"})
+
+_END = object()
+
+
+class SlowSubscriber(Exception):
+    """The subscriber's queue of payloads overflowed; it has been cut off."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A shareable subscription: what identifies its group, and its root field."""
+
+    key: tuple[str, bytes, str | None]
+    query: str
+    variables: dict[str, Any] | None
+    operation_name: str | None
+    field: str
+    args: dict[str, Any]
+    node: FieldNode
+
+
+class Member:
+    """One subscriber of a group: iterate it for encoded payloads (str)."""
+
+    def __init__(self, viewer: Viewer, capacity: int) -> None:
+        self.viewer = viewer
+        self._capacity = capacity
+        self._items: deque[object] = deque()
+        self._wakeup = asyncio.Event()
+        self._error: Exception | None = None
+        self._ended = False
+
+    def deliver(self, payload: str) -> None:
+        if self._ended:
+            return
+        if len(self._items) >= self._capacity:
+            self.fail(SlowSubscriber(f"more than {self._capacity} results waiting to be sent"))
+            return
+        self._items.append(payload)
+        self._wakeup.set()
+
+    def end(self, last_payload: str | None = None) -> None:
+        """No more payloads after `last_payload` (an error result, say)."""
+        if self._ended:
+            return
+        if last_payload is not None:
+            self._items.append(last_payload)
+        self._items.append(_END)
+        self._ended = True
+        self._wakeup.set()
+
+    def fail(self, error: Exception) -> None:
+        if self._ended:
+            return
+        self._error = error
+        self._ended = True
+        self._items.clear()  # free the memory now, not when the reader wakes
+        self._wakeup.set()
+
+    def __aiter__(self) -> Member:
+        return self
+
+    async def __anext__(self) -> str:
+        while not self._items:
+            if self._error is not None:
+                raise self._error
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        item = self._items.popleft()
+        if item is _END:
+            raise StopAsyncIteration
+        return str(item)
+
+
+@dataclass
+class _Group:
+    plan: Plan
+    members: set[Member] = field(default_factory=set)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Set once the execution holds its hub subscription: from then on no
+    # event is missed, so the members count as live subscribers.
+    live: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def encode_result(result: ExecutionResult) -> str:
+    """The `payload` of a next frame, as Strawberry's handlers build it."""
+    payload: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        payload["errors"] = [error.formatted for error in result.errors]
+    if result.extensions:
+        payload["extensions"] = result.extensions
+    return orjson.dumps(payload).decode()
+
+
+class SharedSubscriptions:
+    """The groups of one process, keyed by document, variables and operation."""
+
+    def __init__(self, schema: Schema) -> None:
+        self._schema = schema
+        self._graphql_schema: GraphQLSchema = schema._schema
+        self._groups: dict[tuple[str, bytes, str | None], _Group] = {}
+        self._locks = KeyedLocks()
+        self._parse = lru_cache(maxsize=512)(self._parse_and_validate)
+
+    def group_count(self) -> int:
+        return len(self._groups)
+
+    def live_members(self) -> int:
+        """Subscribers whose group's execution is receiving events."""
+        return sum(len(g.members) for g in self._groups.values() if g.live.is_set())
+
+    def _parse_and_validate(self, query: str) -> DocumentNode | None:
+        try:
+            document = parse(query)
+        except GraphQLError:
+            return None
+        return None if validate(self._graphql_schema, document) else document
+
+    def plan(
+        self, query: str, variables: dict[str, Any] | None, operation_name: str | None
+    ) -> Plan | None:
+        """The plan if this subscription can be shared, else None."""
+        document = self._parse(query)
+        if document is None:
+            return None
+        operation = get_operation_ast(document, operation_name)
+        if operation is None or operation.operation is not OperationType.SUBSCRIPTION:
+            return None
+        selections = operation.selection_set.selections
+        if len(selections) != 1 or not isinstance(selections[0], FieldNode):
+            return None
+        node = selections[0]
+        name = node.name.value
+        subscription_type = self._graphql_schema.subscription_type
+        if name not in SHAREABLE or node.directives or subscription_type is None:
+            return None
+        coerced = get_variable_values(
+            self._graphql_schema, operation.variable_definitions or (), variables or {}
+        )
+        if isinstance(coerced, list):  # invalid variables: the unshared path says why
+            return None
+        args = get_argument_values(subscription_type.fields[name], node, coerced)
+        if name == "roomMessages" and args.get("after") is not None:
+            return None  # a replay is each subscriber's own
+        if name == "presence" and args.get("roomId") is None:
+            return None  # watching chosen users: rarely identical, not worth a group
+        key = (query, orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS), operation_name)
+        return Plan(key, query, variables, operation_name, name, args, node)
+
+    @contextlib.asynccontextmanager
+    async def join(self, plan: Plan, context: Context) -> AsyncIterator[Member | None]:
+        """Join the plan's group (starting it if needed), or yield None when
+        this subscriber may not subscribe: the unshared path then answers it."""
+        services: Services = context.services
+        viewer = context.viewer
+        try:
+            access_topic = await may_subscribe(services, viewer, plan.field, plan.args)
+        except ApiError:
+            yield None
+            return
+        member = Member(viewer, services.settings.subscriber_queue_size)
+        async with self._locks.hold(repr(plan.key)):
+            group = self._groups.get(plan.key)
+            if group is None:
+                group = self._groups[plan.key] = _Group(plan)
+                # The group's own hub subscriptions are not clients': the
+                # members are (see live_members).
+                with internal_subscriptions(group.live.set):
+                    group.tasks.append(asyncio.create_task(self._run(group, services)))
+                with internal_subscriptions(lambda: None):
+                    if access_topic is not None:
+                        watch = self._watch_access(group, services, access_topic)
+                        group.tasks.append(asyncio.create_task(watch))
+            group.members.add(member)
+        try:
+            yield member
+        finally:
+            async with self._locks.hold(repr(plan.key)):
+                group.members.discard(member)
+                if not group.members and self._groups.get(plan.key) is group:
+                    del self._groups[plan.key]
+                    for task in group.tasks:
+                        task.cancel()
+                    await asyncio.gather(*group.tasks, return_exceptions=True)
+
+    async def _run(self, group: _Group, services: Services) -> None:
+        """The group's one execution; its end (or failure) ends every member."""
+        plan = group.plan
+        last: str | None = None
+        try:
+            results = await self._schema.subscribe(
+                plan.query,
+                variable_values=plan.variables,
+                context_value=Context.for_shared_stream(services),
+                operation_name=plan.operation_name,
+            )
+            async with contextlib.aclosing(results):
+                async for result in results:
+                    payload = encode_result(result)
+                    if isinstance(result, PreExecutionError):  # validated: not expected
+                        last = payload
+                        break
+                    for member in list(group.members):
+                        member.deliver(payload)
+        except Exception:
+            log.exception("shared subscription failed")
+            last = encode_result(ExecutionResult(data=None, errors=[_internal(plan)]))
+        for member in list(group.members):
+            member.end(last)
+
+    async def _watch_access(self, group: _Group, services: Services, topic: str) -> None:
+        """End the members who lose access, with the error the resolver gives."""
+        plan = group.plan
+        async with services.backends.hub.subscribe(topic) as events:
+            async for event in events:
+                if not isinstance(event, AccessEvent):
+                    continue
+                for member in list(group.members):
+                    if event.user_id not in (None, member.viewer.user_id):
+                        continue
+                    try:
+                        await may_subscribe(services, member.viewer, plan.field, plan.args)
+                    except ApiError as denied:
+                        member.end(_error_payload(plan, denied))
+
+
+def _located(plan: Plan, error: Exception, message: str) -> GraphQLError:
+    response_key = plan.node.alias.value if plan.node.alias else plan.node.name.value
+    return GraphQLError(message, nodes=[plan.node], path=[response_key], original_error=error)
+
+
+def _error_payload(plan: Plan, error: ApiError) -> str:
+    located = _located(plan, error, error.message)
+    return encode_result(ExecutionResult(data=None, errors=[located]))
+
+
+def _internal(plan: Plan) -> GraphQLError:
+    error = _located(plan, RuntimeError("internal"), "Internal server error")
+    error.extensions = {"code": "INTERNAL_SERVER_ERROR"}
+    return error
