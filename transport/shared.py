@@ -7,10 +7,10 @@ subscriber as text; a subscriber's frame differs only in its operation id.
 Only subscriptions whose payload types are viewer-independent are shared
 (`SHAREABLE`; tests/test_shared.py guards that the types reachable from them
 have no viewer-dependent field), and only without a replay (`roomMessages`
-with `after` runs on its own; so does `presence(userIds:)`). Each subscriber's permission is checked when
-it joins (resolvers/access.py) and again when the access topic announces a
-change; a subscriber that is not allowed takes the unshared path, which
-answers it exactly as before.
+with `after` runs on its own; so does `presence(userIds:)`). Each
+subscriber's permission is checked when it joins (resolvers/access.py) and
+again when the access topic announces a change; a subscriber that is not
+allowed takes the unshared path, which answers it exactly as before.
 
 Each subscriber has a bounded queue of payloads: one that does not keep up is
 cut off with `SlowSubscriber`, never slowing the execution or the others.

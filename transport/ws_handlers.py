@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import suppress
 from typing import Any, Protocol, cast
 
@@ -49,7 +49,7 @@ from strawberry.types.unset import UnsetType
 
 from schema import Context
 
-from .shared import SharedSubscriptions, SlowSubscriber
+from .shared import Member, SharedSubscriptions, SlowSubscriber
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +225,27 @@ def transport_ws_problem(frame: object) -> str | None:
     return f"Unknown message type: {_short(kind)!r}"
 
 
+async def forward(
+    socket: WebSocketAdapter, member: Member, prefix: str, stopped: Callable[[], bool]
+) -> bool:
+    """Send a shared subscription's payloads, each in a frame `prefix + payload + }`.
+
+    False when the socket went away or the subscriber was cut off for not
+    keeping up (the socket is then closed with SLOW_CONSUMER).
+    """
+    try:
+        async for payload in member:
+            if stopped():
+                return False
+            await socket.send_text(prefix + payload + "}")
+    except SlowSubscriber as exc:
+        await socket.close(SLOW_CONSUMER, f"SLOW_CONSUMER: {exc}")
+        return False
+    except WebSocketDisconnected:
+        return False
+    return True
+
+
 class _SharingView(Protocol):
     """What the handlers need of our view (transport/graphql_view.py)."""
 
@@ -314,15 +335,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 await super().run_operation(operation)
                 return
             prefix = '{"id":' + orjson.dumps(operation.id).decode() + ',"type":"next","payload":'
-            try:
-                async for payload in member:
-                    if operation.completed:
-                        return
-                    await self.socket.send_text(prefix + payload + "}")
-            except SlowSubscriber as exc:
-                await self.websocket.close(SLOW_CONSUMER, f"SLOW_CONSUMER: {exc}")
-                return
-            except WebSocketDisconnected:
+            if not await forward(self.socket, member, prefix, lambda: operation.completed):
                 return
         with suppress(WebSocketDisconnected):
             await operation.send_operation_message({"id": operation.id, "type": "complete"})
@@ -509,6 +522,9 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         variables: dict[str, object] | None,
     ) -> None:
         try:
+            if await self.run_shared(operation_id, query, operation_name, variables):
+                await self.send_message({"type": "complete", "id": operation_id})
+                return
             result_source = await self.schema.stream(
                 query=query,
                 variable_values=variables,
@@ -539,6 +555,28 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         finally:
             self.subscriptions.pop(operation_id, None)
             self.tasks.pop(operation_id, None)
+
+    async def run_shared(
+        self,
+        operation_id: str,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+    ) -> bool:
+        """Run the operation in a shared execution if it can; True if it ran
+        there to its end (False: not shareable or not allowed, run it alone)."""
+        shared = cast(_SharingView, self.view).shared
+        plan = shared.plan(query, variables, operation_name)
+        if plan is None:
+            return False
+        async with shared.join(plan, self.context) as member:
+            if member is None:
+                return False
+            prefix = '{"type":"data","id":' + orjson.dumps(operation_id).decode() + ',"payload":'
+            # Ended, gone or cut off: the complete that follows is dropped
+            # by send_message if the socket is closed.
+            await forward(self.socket, member, prefix, lambda: False)
+        return True
 
     async def send_json(self, frame: Mapping[str, object]) -> None:
         with suppress(WebSocketDisconnected):
