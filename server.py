@@ -1,6 +1,6 @@
 """Forge Streaming: start the server, mint a token, export the schema.
 
-    python server.py [--host H] [--port P] [--config FILE] [--data-dir DIR]
+    python server.py [--host H] [--port P] [--workers N] [--config FILE] [--data-dir DIR]
     python server.py token USER [--ttl 1h] [--config FILE] [--data-dir DIR]
     python server.py schema [--check]
 
@@ -99,6 +99,23 @@ async def _check_backends(settings: Settings) -> None:
     await backends.close()
 
 
+def app_from_environment() -> Starlette:
+    """The app of one worker of `--workers N`, with settings from the
+    environment the parent process prepared."""
+    return create_app(load_settings())
+
+
+def _as_environment(args: argparse.Namespace) -> dict[str, str]:
+    given = {
+        "CONFIG": args.config,
+        "DATA_DIR": args.data_dir,
+        "HOST": args.host,
+        "PORT": args.port,
+        "WORKERS": args.workers,
+    }
+    return {f"FORGE_STREAMING_{k}": str(v) for k, v in given.items() if v is not None}
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="YAML settings file (env FORGE_STREAMING_CONFIG)")
@@ -111,6 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", help="address to listen on (env FORGE_STREAMING_HOST)")
     parser.add_argument("--port", type=int, help="port (env FORGE_STREAMING_PORT)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes sharing the port; needs redis or nats (env FORGE_STREAMING_WORKERS)",
+    )
     commands = parser.add_subparsers(dest="command")
     token = commands.add_parser("token", parents=[common], help="print a JWT for a user")
     token.add_argument("user")
@@ -149,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ttl = None if args.ttl is None else parse_duration(args.ttl)
             print(TokenAuthority.from_settings(settings).mint(args.user, ttl))
             return 0
-        settings = _settings(args, host=args.host, port=args.port)
+        settings = _settings(args, host=args.host, port=args.port, workers=args.workers)
     except (SettingsError, AuthError, ValueError) as exc:
         print(f"forge-streaming: {exc}", file=sys.stderr)
         return 2
@@ -162,14 +184,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if settings.log_level == "trace" else settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.workers > 1:
+        if settings.backend not in ("redis", "nats"):
+            print(
+                "forge-streaming: several workers need a shared backend: "
+                "set backend to redis or nats",
+                file=sys.stderr,
+            )
+            return 2
+        # Each worker process builds its own app from the same settings.
+        os.environ.update(_as_environment(args))
+        app: Any = "server:app_from_environment"
+    else:
+        app = create_app(settings)
     uvicorn.run(
-        create_app(settings),
+        app,
+        factory=settings.workers > 1,
+        workers=settings.workers,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
         ws_ping_interval=settings.ping_interval.total_seconds(),
         ws_ping_timeout=settings.pong_timeout.total_seconds(),
-        ws_per_message_deflate=False,
+        ws_per_message_deflate=settings.websocket_compression,
         # Open SSE streams never finish by themselves: don't let them hold
         # a shutdown (or a restart) for longer than this.
         timeout_graceful_shutdown=5,

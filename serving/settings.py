@@ -335,6 +335,9 @@ class Settings(BaseSettings):
     max_tokens: int = Field(default=5000, ge=1)
     max_page_size: int = Field(default=200, ge=1)
     subscriber_queue_size: int = Field(default=1024, ge=1)
+    # Per-message deflate costs CPU for every subscriber of every event.
+    websocket_compression: bool = False
+    workers: int = Field(default=1, ge=1, le=256)
 
     @classmethod
     def settings_customise_sources(
