@@ -285,7 +285,7 @@ def _located(plan: Plan, error: Exception, message: str) -> GraphQLError:
 
 
 def _error_payload(plan: Plan, error: ApiError) -> str:
-    located = _located(plan, error, error.message)
+    located = GraphQLError(error.message, original_error=error)  # as Strawberry's mid-stream
     return encode_result(ExecutionResult(data=None, errors=[located]))
 
 

@@ -119,7 +119,9 @@ class WebSocketAdapter(ASGIWebSocketAdapter):
     One frame at a time (`receive_json`) so a handler can go on after a bad
     frame; binary frames are told apart by the ASGI message itself; `close`
     is idempotent and cuts the reason to 123 bytes; sending to a closed
-    socket raises `WebSocketDisconnected` only.
+    socket raises `WebSocketDisconnected` only. A send that cannot go out
+    within `write_timeout` (the peer stopped reading and every buffer is
+    full) drops the connection.
     """
 
     @property
@@ -168,10 +170,30 @@ class WebSocketAdapter(ASGIWebSocketAdapter):
     async def send_text(self, text: str) -> None:
         if self.closed:
             raise WebSocketDisconnected
+        timeout = self.ws.state.services.settings.write_timeout.total_seconds()
         try:
-            await self.ws.send_text(text)
-        except RuntimeError as exc:  # closed meanwhile (Starlette's state checks)
+            await asyncio.wait_for(self.ws.send_text(text), timeout)
+        except TimeoutError:
+            log.info("dropping a WebSocket whose peer stopped reading")
+            self.abandon()
+            raise WebSocketDisconnected from None
+        except (RuntimeError, WebSocketDisconnect) as exc:  # closed meanwhile
             raise WebSocketDisconnected from exc
+
+    def abandon(self) -> None:
+        """Cut the connection without a closing handshake.
+
+        A close frame cannot get past buffers the peer does not drain, and
+        asyncio's `transport.close()` waits for them to drain: only an abort
+        ends such a connection. ASGI has no message for it, so this reaches
+        the server's transport through the protocol object behind the ASGI
+        `receive` callable (uvicorn's; middleware wraps `send`, not `receive`).
+        With another server the heartbeat and its keepalive are left to end it.
+        """
+        protocol = getattr(self.ws._receive, "__self__", None)
+        abort = getattr(getattr(protocol, "transport", None), "abort", None)
+        if callable(abort):  # asyncio's or uvloop's transport
+            abort()
 
     async def close(self, code: int, reason: str) -> None:
         if self.closed:
