@@ -54,6 +54,7 @@ def create_app(settings: Settings) -> Starlette:
         keep_alive=True,
         keep_alive_interval=settings.ping_interval.total_seconds(),
         connection_init_wait_timeout=settings.init_timeout,
+        write_timeout=settings.write_timeout.total_seconds(),
         allowed_origins=settings.allowed_origins,
     )
 

@@ -30,6 +30,7 @@ from serving.auth import AuthError, TokenAuthority, bearer_token
 from serving.graphiql import graphiql_html
 from transport.shared import SharedSubscriptions
 from transport.sse import ServerSentEvents, execute_without_stream
+from transport.stalled_writers import StalledWriters
 from transport.ws_handlers import LegacyWSHandler, Rejected, TransportWSHandler, WebSocketAdapter
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,13 @@ class GraphQLView(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
     graphql_ws_handler_class = LegacyWSHandler
 
-    def __init__(self, schema: Any, authority: TokenAuthority, **options: Any) -> None:
+    def __init__(
+        self, schema: Any, authority: TokenAuthority, *, write_timeout: float, **options: Any
+    ) -> None:
         super().__init__(schema, **options)
         self.authority = authority
         self.shared = SharedSubscriptions(schema)
+        self.stalled_writers = StalledWriters(write_timeout)
         # graphql-sse, both modes (transport/sse.py, transport/sse_single.py).
         self.sse = ServerSentEvents(self)
         # GraphiQL with its assets served by this server (serving/graphiql.py).

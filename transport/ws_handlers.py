@@ -29,7 +29,7 @@ from typing import Any, Protocol, cast
 
 import orjson
 from graphql import GraphQLError
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http.exceptions import (
@@ -50,6 +50,7 @@ from strawberry.types.unset import UnsetType
 from schema import Context
 
 from .shared import Member, SharedSubscriptions, SlowSubscriber
+from .stalled_writers import StalledWriters
 
 log = logging.getLogger(__name__)
 
@@ -167,18 +168,29 @@ class WebSocketAdapter(ASGIWebSocketAdapter):
         # bytes whichever path built it.
         await self.send_text(orjson.dumps(message).decode())
 
+    def __init__(self, view: Any, request: WebSocket, response: WebSocket) -> None:
+        super().__init__(view, request, response)
+        self._sends_waiting = 0
+        self._progress_at = 0.0
+        cast(_SharingView, view).stalled_writers.watch(self)
+
+    def waiting_since(self) -> float | None:
+        return self._progress_at if self._sends_waiting else None
+
     async def send_text(self, text: str) -> None:
         if self.closed:
             raise WebSocketDisconnected
-        timeout = self.ws.state.services.settings.write_timeout.total_seconds()
+        # No timer per send: StalledWriters looks at waiting_since().
+        if not self._sends_waiting:
+            self._progress_at = asyncio.get_running_loop().time()
+        self._sends_waiting += 1
         try:
-            await asyncio.wait_for(self.ws.send_text(text), timeout)
-        except TimeoutError:
-            log.info("dropping a WebSocket whose peer stopped reading")
-            self.abandon()
-            raise WebSocketDisconnected from None
+            await self.ws.send_text(text)
         except (RuntimeError, WebSocketDisconnect) as exc:  # closed meanwhile
             raise WebSocketDisconnected from exc
+        finally:
+            self._sends_waiting -= 1
+            self._progress_at = asyncio.get_running_loop().time()
 
     def abandon(self) -> None:
         """Cut the connection without a closing handshake.
@@ -272,6 +284,7 @@ class _SharingView(Protocol):
     """What the handlers need of our view (transport/graphql_view.py)."""
 
     shared: SharedSubscriptions
+    stalled_writers: StalledWriters
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
