@@ -180,17 +180,22 @@ class WebSocketAdapter(ASGIWebSocketAdapter):
     async def send_text(self, text: str) -> None:
         if self.closed:
             raise WebSocketDisconnected
-        # No timer per send: StalledWriters looks at waiting_since().
+        # The hot path of fan-out, so: no timer per send (StalledWriters looks
+        # at waiting_since()), and the ASGI send itself rather than Starlette's
+        # WebSocket.send, whose state checks a text frame does not need.
+        loop = asyncio.get_running_loop()
         if not self._sends_waiting:
-            self._progress_at = asyncio.get_running_loop().time()
+            self._progress_at = loop.time()
         self._sends_waiting += 1
         try:
-            await self.ws.send_text(text)
-        except (RuntimeError, WebSocketDisconnect) as exc:  # closed meanwhile
+            await self.ws._send({"type": "websocket.send", "text": text})
+        except OSError as exc:  # the peer is gone (uvicorn's ClientDisconnected)
+            self.ws.application_state = WebSocketState.DISCONNECTED
             raise WebSocketDisconnected from exc
         finally:
             self._sends_waiting -= 1
-            self._progress_at = asyncio.get_running_loop().time()
+            if self._sends_waiting:
+                self._progress_at = loop.time()
 
     def abandon(self) -> None:
         """Cut the connection without a closing handshake.
