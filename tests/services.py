@@ -42,8 +42,14 @@ def _wait_port(port: int, up: bool, timeout: float = 10.0) -> None:
 
 @dataclass
 class ServiceProcess:
+    """A private redis-server or nats-server; `stop` and `start` keep its
+    port (and, when `persistent` / with JetStream, its data)."""
+
     kind: str  # "redis" or "nats"
     data_dir: Path
+    args: tuple[str, ...] = ()
+    persistent: bool = True  # redis: append-only file
+    jetstream: bool = True  # nats: -js
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -53,15 +59,17 @@ class ServiceProcess:
 
     def command(self) -> list[str]:
         if self.kind == "redis":
+            persistence = ["--appendonly", "yes", "--appendfsync", "always"]
             return [
                 require_binary("redis-server"),
-                "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-                "--dir", str(self.data_dir),
+                "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                *(persistence if self.persistent else ["--appendonly", "no"]),
+                "--dir", str(self.data_dir), *self.args,
             ]  # fmt: skip
         return [
             require_binary("nats-server"),
-            "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.data_dir),
+            "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.data_dir),
+            *(["-js"] if self.jetstream else []), *self.args,
         ]  # fmt: skip
 
     def start(self) -> ServiceProcess:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from uuid import uuid4
@@ -25,65 +22,24 @@ from backends.opened import Opened
 from backends.protocols import MessageStore
 from backends.records import MessageKind, NewMessage
 from tests.conftest import require_service
+from tests.live import free_port
+from tests.services import ServiceProcess
 
 TIMEOUT = 5.0
 
-needs_binary = pytest.mark.skipif(
-    shutil.which("nats-server") is None, reason="the nats-server binary is not installed"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class OwnServer:
-    """A nats-server of the test's own on a free port, stopped at the end."""
-
-    def __init__(self, data: Path, *args: str) -> None:
-        self.port = free_port()
-        self.data = data
-        self.args = args
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> OwnServer:
-        self.proc = subprocess.Popen(
-            [
-                *("nats-server", "-a", "127.0.0.1", "-p", str(self.port)),
-                *("-sd", str(self.data), *self.args),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            if time.monotonic() > deadline:
-                raise RuntimeError("nats-server did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
 
 @pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[type[OwnServer]]:
-    started: list[OwnServer] = []
+def own_server() -> Iterator[Callable[..., ServiceProcess]]:
+    """Start nats-servers of the test's own: `own_server(data_dir, *args)`."""
+    started: list[ServiceProcess] = []
 
-    class _Own(OwnServer):
-        def start(self) -> OwnServer:
-            started.append(self)
-            return super().start()
+    def start(data: Path, *args: str) -> ServiceProcess:
+        rest = tuple(a for a in args if a != "-js")
+        server = ServiceProcess("nats", data, rest, jetstream="-js" in args).start()
+        started.append(server)
+        return server
 
-    yield _Own
+    yield start
     for server in started:
         server.stop()
 
@@ -175,9 +131,10 @@ async def test_two_nodes_see_each_others_publishes_in_one_order(namespace_url: s
     assert sorted(seen_a, key=lambda s: int(str(s))) == [str(i) for i in range(20)]
 
 
-@needs_binary
-async def test_fan_out_survives_a_nats_restart(tmp_path: Path, own_server: type[OwnServer]) -> None:
-    server = own_server(tmp_path / "data", "-js").start()
+async def test_fan_out_survives_a_nats_restart(
+    tmp_path: Path, own_server: Callable[..., ServiceProcess]
+) -> None:
+    server = own_server(tmp_path / "data", "-js")
     url = f"nats://127.0.0.1:{server.port}"
     async with hub_on(url) as hub, hub.subscribe("room.r.messages") as sub:
         await hub.publish("room.r.messages", "before")
@@ -193,9 +150,7 @@ async def test_fan_out_survives_a_nats_restart(tmp_path: Path, own_server: type[
                 await asyncio.sleep(0.01)  # pacing while nats-py notices the drop
         assert time.monotonic() - started < 2
 
-        restarted = own_server(tmp_path / "data", "-js")
-        restarted.port = server.port
-        restarted.start()
+        server.start()  # same port, same data
         assert await receive(sub) is RESYNC
         await hub.publish("room.r.messages", "after")
         assert await receive(sub) == "after"
@@ -282,9 +237,10 @@ def test_redaction() -> None:
     assert redact_url("nats://h:1") == "nats://h:1"
 
 
-@needs_binary
-async def test_wrong_credentials_are_named(tmp_path: Path, own_server: type[OwnServer]) -> None:
-    server = own_server(tmp_path, "-js", "--user", "forge", "--pass", "right").start()
+async def test_wrong_credentials_are_named(
+    tmp_path: Path, own_server: Callable[..., ServiceProcess]
+) -> None:
+    server = own_server(tmp_path, "-js", "--user", "forge", "--pass", "right")
     url = f"nats://forge:wrong@127.0.0.1:{server.port}"
     with pytest.raises(Unavailable, match="authorization") as info:
         await open_stores(url, ["rooms"], retention=None)
@@ -294,11 +250,10 @@ async def test_wrong_credentials_are_named(tmp_path: Path, own_server: type[OwnS
     await good.close()
 
 
-@needs_binary
 async def test_server_without_jetstream_is_named(
-    tmp_path: Path, own_server: type[OwnServer]
+    tmp_path: Path, own_server: Callable[..., ServiceProcess]
 ) -> None:
-    server = own_server(tmp_path).start()
+    server = own_server(tmp_path)
     url = f"nats://127.0.0.1:{server.port}"
     with pytest.raises(Unavailable, match=r"JetStream is not enabled.*-js"):
         await open_stores(url, ["messages"], retention=None)

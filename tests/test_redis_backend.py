@@ -8,9 +8,6 @@ their own redis-server on a free port.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -36,6 +33,8 @@ from backends.redis_backend import (
     split_url,
 )
 from tests.conftest import require_service
+from tests.live import free_port
+from tests.services import ServiceProcess
 
 TIMEOUT = 5.0
 
@@ -52,57 +51,10 @@ async def url() -> AsyncIterator[str]:
     await delete_namespace(made)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class RedisServer:
-    """A redis-server of the test's own, which it may stop and start again."""
-
-    def __init__(self, tmp: Path, *args: str) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed")
-        self.binary = binary
-        self.port = free_port()
-        self.tmp = tmp
-        self.args = args
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                *(self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
-                *("--appendonly", "no", "--dir", str(self.tmp), *self.args),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            with socket.socket() as s:
-                s.settimeout(0.2)
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            if time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"redis-server did not start on port {self.port}")
-            time.sleep(0.02)  # waiting for the port to open, not for an event
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(TIMEOUT)
-            self.process = None
-
-
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
+def own_redis(tmp_path: Path) -> Iterator[ServiceProcess]:
+    """A Redis of the test's own, without persistence: a restart loses its data."""
+    server = ServiceProcess("redis", tmp_path, persistent=False).start()
     yield server
     server.stop()
 
@@ -191,7 +143,7 @@ async def test_namespaces_do_not_hear_each_other(url: str) -> None:
         assert await receive(sub) == "for you"
 
 
-async def test_listener_survives_a_redis_restart(own_redis: RedisServer) -> None:
+async def test_listener_survives_a_redis_restart(own_redis: ServiceProcess) -> None:
     url = f"redis://127.0.0.1:{own_redis.port}/0"
     async with text_hub(url) as (hub, _), hub.subscribe("t") as sub:
         await hub.publish("t", "before")
@@ -419,18 +371,8 @@ async def test_unreachable_url_fails_fast_naming_the_url_without_password() -> N
     assert "s3cret" not in str(info.value)
 
 
-async def test_unroutable_host_times_out_within_the_connect_timeout() -> None:
-    started = time.monotonic()
-    with pytest.raises(Unavailable) as info:
-        # TEST-NET-1: never routed; the connect either times out or is refused.
-        await open_stores("redis://:pw@192.0.2.1:6379/0", ["rooms"], retention=None)
-    assert time.monotonic() - started < 6.0
-    assert "192.0.2.1" in str(info.value) and "pw@" not in str(info.value)
-
-
 async def test_wrong_or_missing_password_is_a_clear_error(tmp_path: Path) -> None:
-    server = RedisServer(tmp_path, "--requirepass", "right")
-    server.start()
+    server = ServiceProcess("redis", tmp_path, ("--requirepass", "right"), persistent=False).start()
     try:
         for auth in (":wrong@", ""):
             with pytest.raises(Unavailable) as info:
@@ -470,7 +412,7 @@ def test_urls_are_redacted_and_namespaces_validated() -> None:
             split_url(f"redis://h/0?namespace={bad}")
 
 
-async def test_operations_during_an_outage_raise_unavailable(own_redis: RedisServer) -> None:
+async def test_operations_during_an_outage_raise_unavailable(own_redis: ServiceProcess) -> None:
     opened = await open_stores(
         f"redis://127.0.0.1:{own_redis.port}/0", ["messages", "rooms"], retention=None
     )
