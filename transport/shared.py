@@ -71,7 +71,6 @@ class Plan:
     operation_name: str | None
     field: str
     args: dict[str, Any]
-    node: FieldNode
 
 
 class Member:
@@ -200,7 +199,7 @@ class SharedSubscriptions:
         if name == "presence" and args.get("roomId") is None:
             return None  # watching chosen users: rarely identical, not worth a group
         key = (query, orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS), operation_name)
-        return Plan(key, query, variables, operation_name, name, args, node)
+        return Plan(key, query, variables, operation_name, name, args)
 
     @contextlib.asynccontextmanager
     async def join(self, plan: Plan, context: Context) -> AsyncIterator[Member | None]:
@@ -259,7 +258,7 @@ class SharedSubscriptions:
                         member.deliver(payload)
         except Exception:
             log.exception("shared subscription failed")
-            last = encode_result(ExecutionResult(data=None, errors=[_internal(plan)]))
+            last = encode_result(ExecutionResult(data=None, errors=[_internal()]))
         for member in list(group.members):
             member.end(last)
 
@@ -276,20 +275,15 @@ class SharedSubscriptions:
                     try:
                         await may_subscribe(services, member.viewer, plan.field, plan.args)
                     except ApiError as denied:
-                        member.end(_error_payload(plan, denied))
+                        member.end(_error_payload(denied))
 
 
-def _located(plan: Plan, error: Exception, message: str) -> GraphQLError:
-    response_key = plan.node.alias.value if plan.node.alias else plan.node.name.value
-    return GraphQLError(message, nodes=[plan.node], path=[response_key], original_error=error)
-
-
-def _error_payload(plan: Plan, error: ApiError) -> str:
-    located = GraphQLError(error.message, original_error=error)  # as Strawberry's mid-stream
+def _error_payload(error: ApiError) -> str:
+    """The result a subscriber gets when its access ends mid-stream: built as
+    Strawberry builds an error raised by a running subscription."""
+    located = GraphQLError(error.message, original_error=error)
     return encode_result(ExecutionResult(data=None, errors=[located]))
 
 
-def _internal(plan: Plan) -> GraphQLError:
-    error = _located(plan, RuntimeError("internal"), "Internal server error")
-    error.extensions = {"code": "INTERNAL_SERVER_ERROR"}
-    return error
+def _internal() -> GraphQLError:
+    return GraphQLError("Internal server error", extensions={"code": "INTERNAL_SERVER_ERROR"})
