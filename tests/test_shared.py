@@ -766,3 +766,78 @@ async def test_stalled_shared_subscriber_is_dropped_while_it_stalls(
             assert code in (SLOW_CONSUMER, PONG_TIMEOUT, None), code
         await reader.stop("r")
         await live.wait_subscribers(0)
+
+
+# --- many subscriptions, many messages ---------------------------------------------------
+
+SMALL_SEND = (
+    "mutation($room: ID!, $n: Int!) { sendMessage(input: {roomId: $room, data: {n: $n}}) { id } }"
+)
+
+
+async def test_one_client_subscribing_100_times_to_one_room(server: LiveServer) -> None:
+    owner = server.client(unique("owner"))
+    room = await new_room(owner)
+    async with connect(server, unique("greedy")) as ws:
+        ids = [f"s{i}" for i in range(100)]
+        for op_id in ids:
+            await ws.start(op_id, DATA, room=room)
+        await server.wait_subscribers(100)
+        # One more is refused (Strawberry's per-connection limit), clearly.
+        await ws.start("one-too-many", DATA, room=room)
+        refused = await ws.frame("one-too-many")
+        assert refused["type"] == "error", refused
+        assert refused["payload"][0]["message"] == "Subscription limit reached"
+        for n in range(3):
+            await owner.execute(SMALL_SEND, room=room, n=n)
+        for op_id in ids:
+            got = [(await ws.data(op_id))["roomMessages"]["data"]["n"] for _ in range(3)]
+            assert got == [0, 1, 2], op_id
+        for op_id in ids:
+            await ws.stop(op_id)
+        await server.wait_subscribers(0)
+
+
+BURST_OF = 10_000
+
+
+async def test_a_burst_of_10000_messages_keeps_memory_bounded(
+    make_server: type[LiveServer], tmp_path: Path
+) -> None:
+    settings = {**SLOW_TIMERS, "max_messages_per_second": 100_000, "subscriber_queue_size": 256}
+    live = make_server(tmp_path / "burst", settings).start()
+    assert live.process is not None
+    owner = live.client(unique("owner"))
+    room = await new_room(owner)
+    async with connect(live, unique("reader")) as reader:
+        await reader.start("r", DATA, room=room)
+        async with stalled_subscriber(live, TRANSPORT_WS, room):
+            await live.wait_subscribers(2)
+            before = rss_kib(live.process.pid)
+
+            async def receive() -> list[int]:
+                return [
+                    (await reader.data("r"))["roomMessages"]["data"]["n"] for _ in range(BURST_OF)
+                ]
+
+            receiving = asyncio.create_task(receive())
+            async with httpx.AsyncClient(timeout=TIMEOUT, headers=owner.headers) as http:
+
+                async def publisher(first: int) -> None:
+                    for n in range(first, BURST_OF, 8):
+                        answer = await http.post(
+                            f"{live.url}/graphql",
+                            json={"query": SMALL_SEND, "variables": {"room": room, "n": n}},
+                        )
+                        assert "errors" not in answer.json(), answer.text
+
+                await asyncio.gather(*(publisher(i) for i in range(8)))
+            got = await asyncio.wait_for(receiving, 60)
+            # Every message, each once; eight publishers interleave, so the
+            # order is the store's, not n's.
+            assert sorted(got) == list(range(BURST_OF))
+            # The stalled subscriber was cut off; nothing piled up for it.
+            await live.wait_subscribers(1)
+            assert rss_kib(live.process.pid) - before < 64 * 1024
+        await reader.stop("r")
+        await live.wait_subscribers(0)
