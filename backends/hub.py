@@ -67,45 +67,67 @@ class HubClosed(Exception):
     """The hub stopped while the subscription was open."""
 
 
-class Subscription(Generic[T]):
-    """A local subscriber's bounded queue; iterate it for events."""
+class BoundedStream(Generic[T]):
+    """A bounded queue read as an async iterator.
 
-    def __init__(self, topic: str, capacity: int, *, internal: bool = False) -> None:
-        self.topic = topic
-        self.internal = internal
+    One that overflows is failed with `SlowConsumer` and its items freed at
+    once; `end` lets the reader finish what is queued, then stop.
+    """
+
+    def __init__(self, capacity: int, label: str) -> None:
         self._capacity = capacity
-        self._items: deque[T | _Resync] = deque()
+        self._label = label
+        self._items: deque[T] = deque()
         self._wakeup = asyncio.Event()
         self._error: Exception | None = None
+        self._ended = False
 
-    def _deliver(self, item: T | _Resync) -> None:
-        if self._error is not None:
+    def _deliver(self, item: T) -> None:
+        if self._error is not None or self._ended:
             return
         if len(self._items) >= self._capacity:
-            self._fail(SlowConsumer(f"more than {self._capacity} events queued on {self.topic}"))
+            self._fail(SlowConsumer(f"more than {self._capacity} {self._label}"))
             return
         self._items.append(item)
         self._wakeup.set()
 
     def _fail(self, error: Exception) -> None:
-        if self._error is None:
+        if self._error is None and not self._ended:
             self._error = error
             self._items.clear()  # free the memory now, not when the reader wakes
             self._wakeup.set()
 
-    def __aiter__(self) -> Subscription[T]:
+    def _end(self, *last: T) -> None:
+        """Stop after what is queued and `last` (kept even past capacity)."""
+        if self._error is None and not self._ended:
+            self._items.extend(last)
+            self._ended = True
+            self._wakeup.set()
+
+    def __aiter__(self) -> BoundedStream[T]:
         return self
 
-    async def __anext__(self) -> T | _Resync:
+    async def __anext__(self) -> T:
         while not self._items:
             if self._error is not None:
                 raise self._error
+            if self._ended:
+                raise StopAsyncIteration
             self._wakeup.clear()
             await self._wakeup.wait()
         return self._items.popleft()
 
     def pending(self) -> int:
         return len(self._items)
+
+
+class Subscription(BoundedStream[T | _Resync]):
+    """A local subscriber's bounded queue; iterate it for events."""
+
+    def __init__(self, topic: str, capacity: int, *, internal: bool = False) -> None:
+        super().__init__(capacity, f"events queued on {topic}")
+        self.topic = topic
+        self.internal = internal
 
 
 @dataclass

@@ -23,7 +23,8 @@ _MAX_WATCHED_USERS = 200
 
 
 async def open_connection(services: Services, user_id: str, conn_id: str) -> None:
-    """Count a new connection; LimitReached if the user has too many."""
+    """Count a new connection (WebSocket or event stream) in presence and in
+    the metrics; LimitReached if the user has too many."""
     settings = services.settings
     came_online = await services.backends.presence.connect(
         user_id,
@@ -32,12 +33,16 @@ async def open_connection(services: Services, user_id: str, conn_id: str) -> Non
         max_connections=settings.max_connections_per_user,
     )
     services.connections[conn_id] = user_id
+    services.metrics.connections_total.inc()
+    services.metrics.connections_active.inc()
     if came_online and settings.enable_presence:
         await publish_presence(services, [user_id])
 
 
 async def close_connection(services: Services, user_id: str, conn_id: str) -> None:
+    """Release a connection that `open_connection` counted."""
     services.connections.pop(conn_id, None)
+    services.metrics.connections_active.dec()
     await services.backends.presence.disconnect(
         user_id, conn_id, grace=services.settings.presence_grace.total_seconds()
     )

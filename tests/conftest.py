@@ -4,6 +4,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -64,10 +65,14 @@ def service_available(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def require_service(name: str, port: int) -> None:
-    """Skip without the service, except under CI=true, where it must be there."""
-    if service_available(port):
-        return
+def missing(reason: str) -> NoReturn:
+    """Skip for something the machine lacks, except under CI=true, where
+    everything the suite uses must be there: then fail."""
     if os.environ.get("CI") == "true":
-        pytest.fail(f"{name} is not running on 127.0.0.1:{port} (required under CI=true)")
-    pytest.skip(f"{name} is not running on 127.0.0.1:{port}")
+        pytest.fail(f"{reason} (required under CI=true)")
+    pytest.skip(reason)
+
+
+def require_service(name: str, port: int) -> None:
+    if not service_available(port):
+        missing(f"{name} is not running on 127.0.0.1:{port}")

@@ -6,27 +6,14 @@ outage runs its own server on a free port, with its data in a temp folder.
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from tests.live import free_port
-
-
-def require_binary(name: str) -> str:
-    """The program's path; skip without it, except under CI=true (fail)."""
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
-    if path is not None:
-        return path
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{name} is not installed (required under CI=true)")
-    pytest.skip(f"{name} is not installed")
+from tests.tools import require_tool
 
 
 def _wait_port(port: int, up: bool, timeout: float = 10.0) -> None:
@@ -61,13 +48,13 @@ class ServiceProcess:
         if self.kind == "redis":
             persistence = ["--appendonly", "yes", "--appendfsync", "always"]
             return [
-                require_binary("redis-server"),
+                require_tool("redis-server"),
                 "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 *(persistence if self.persistent else ["--appendonly", "no"]),
                 "--dir", str(self.data_dir), *self.args,
             ]  # fmt: skip
         return [
-            require_binary("nats-server"),
+            require_tool("nats-server"),
             "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.data_dir),
             *(["-js"] if self.jetstream else []), *self.args,
         ]  # fmt: skip

@@ -142,15 +142,11 @@ class GraphQLView(GraphQL[Context, None]):
                 "LIMIT_EXCEEDED", f"too many connections for this user ({exc.limit})"
             ) from exc
         context.user_id = user_id
-        metrics = context.services.metrics
-        metrics.connections_total.inc()
-        metrics.connections_active.inc()
         return {"userId": user_id}
 
     async def _release(self, ctx: Context) -> None:
         if ctx.user_id is None or ctx.conn_id is None:
             return
-        ctx.services.metrics.connections_active.dec()
         try:
             await close_connection(ctx.services, ctx.user_id, ctx.conn_id)
         except Exception:

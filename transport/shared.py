@@ -13,7 +13,7 @@ again when the access topic announces a change; a subscriber that is not
 allowed takes the unshared path, which answers it exactly as before.
 
 Each subscriber has a bounded queue of payloads: one that does not keep up is
-cut off with `SlowSubscriber`, never slowing the execution or the others.
+cut off with `SlowConsumer`, never slowing the execution or the others.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -44,7 +43,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
 from backends.events import AccessEvent
-from backends.hub import internal_subscriptions
+from backends.hub import BoundedStream, internal_subscriptions
 from resolvers.access import may_subscribe
 from resolvers.services import KeyedLocks, Services, Viewer
 from schema import Context
@@ -53,12 +52,6 @@ from serving.errors import ApiError
 log = logging.getLogger(__name__)
 
 SHAREABLE = frozenset({"roomMessages", "typing", "presence", "channelMessages"})
-
-_END = object()
-
-
-class SlowSubscriber(Exception):
-    """The subscriber's queue of payloads overflowed; it has been cut off."""
 
 
 @dataclass(frozen=True)
@@ -73,57 +66,19 @@ class Plan:
     args: dict[str, Any]
 
 
-class Member:
-    """One subscriber of a group: iterate it for encoded payloads (str)."""
+class Member(BoundedStream[str]):
+    """One subscriber of a group: iterate it for encoded payloads."""
 
     def __init__(self, viewer: Viewer, capacity: int) -> None:
+        super().__init__(capacity, "results waiting to be sent")
         self.viewer = viewer
-        self._capacity = capacity
-        self._items: deque[object] = deque()
-        self._wakeup = asyncio.Event()
-        self._error: Exception | None = None
-        self._ended = False
 
     def deliver(self, payload: str) -> None:
-        if self._ended:
-            return
-        if len(self._items) >= self._capacity:
-            self.fail(SlowSubscriber(f"more than {self._capacity} results waiting to be sent"))
-            return
-        self._items.append(payload)
-        self._wakeup.set()
+        self._deliver(payload)
 
     def end(self, last_payload: str | None = None) -> None:
         """No more payloads after `last_payload` (an error result, say)."""
-        if self._ended:
-            return
-        if last_payload is not None:
-            self._items.append(last_payload)
-        self._items.append(_END)
-        self._ended = True
-        self._wakeup.set()
-
-    def fail(self, error: Exception) -> None:
-        if self._ended:
-            return
-        self._error = error
-        self._ended = True
-        self._items.clear()  # free the memory now, not when the reader wakes
-        self._wakeup.set()
-
-    def __aiter__(self) -> Member:
-        return self
-
-    async def __anext__(self) -> str:
-        while not self._items:
-            if self._error is not None:
-                raise self._error
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        item = self._items.popleft()
-        if item is _END:
-            raise StopAsyncIteration
-        return str(item)
+        self._end(*(() if last_payload is None else (last_payload,)))
 
 
 @dataclass

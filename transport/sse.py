@@ -273,7 +273,7 @@ async def _wait_disconnect(receive: Receive) -> None:
 
 
 class Presence:
-    """An open event stream as a presence connection (and the metrics)."""
+    """An open event stream as a presence connection."""
 
     def __init__(self, services: Services, user_id: str) -> None:
         self.services = services
@@ -285,15 +285,11 @@ class Presence:
         """LimitReached if the user has too many connections."""
         await open_connection(self.services, self.user_id, self.conn_id)
         self._open = True
-        metrics = self.services.metrics
-        metrics.connections_total.inc()
-        metrics.connections_active.inc()
 
     async def close(self) -> None:
         if not self._open:
             return
         self._open = False
-        self.services.metrics.connections_active.dec()
         try:
             await close_connection(self.services, self.user_id, self.conn_id)
         except Exception:

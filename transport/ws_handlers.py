@@ -47,9 +47,10 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.types.unset import UnsetType
 
+from backends.hub import SlowConsumer
 from schema import Context
 
-from .shared import Member, SharedSubscriptions, SlowSubscriber
+from .shared import Member, SharedSubscriptions
 from .stalled_writers import StalledWriters
 
 log = logging.getLogger(__name__)
@@ -277,7 +278,7 @@ async def forward(
             if stopped():
                 return False
             await socket.send_text(prefix + payload + "}")
-    except SlowSubscriber as exc:
+    except SlowConsumer as exc:
         await socket.close(SLOW_CONSUMER, f"SLOW_CONSUMER: {exc}")
         return False
     except WebSocketDisconnected:
