@@ -11,7 +11,6 @@ from __future__ import annotations
 import bisect
 import secrets
 import time
-import uuid
 from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
@@ -115,20 +114,8 @@ class MemoryMessageStore:
             if first is not None:
                 return decode_message(first.raw), False
         stream.last_offset += 1
-        stored_message = Message(
-            id=uuid.uuid4().hex,
-            kind=message.kind,
-            user_id=message.user_id,
-            timestamp=timestamp,
-            offset=stream.last_offset,
-            epoch=stream.epoch,
-            room_id=message.room_id,
-            channel_id=message.channel_id,
-            event=message.event,
-            data=message.data,
-            metadata=message.metadata,
-            thread_id=message.thread_id,
-            client_message_id=cid,
+        stored_message = message.stored(
+            timestamp=timestamp, offset=stream.last_offset, epoch=stream.epoch
         )
         raw = encode_message(stored_message)
         stored = _Stored(

@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -261,20 +260,8 @@ class NatsMessageStore:
                         return first, False
                 tail = self._tails.get(room_id) or await self._fetch_tail(room_id, create=True)
                 assert tail is not None
-                stored = Message(
-                    id=uuid.uuid4().hex,
-                    kind=message.kind,
-                    user_id=message.user_id,
-                    timestamp=timestamp,
-                    offset=tail.offset + 1,
-                    epoch=tail.epoch,
-                    room_id=room_id,
-                    channel_id=message.channel_id,
-                    event=message.event,
-                    data=message.data,
-                    metadata=message.metadata,
-                    thread_id=message.thread_id,
-                    client_message_id=cid,
+                stored = message.stored(
+                    timestamp=timestamp, offset=tail.offset + 1, epoch=tail.epoch
                 )
                 headers = {
                     "Nats-Expected-Last-Subject-Sequence": str(tail.seq),

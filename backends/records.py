@@ -7,6 +7,7 @@ them to its types. Every datetime is timezone-aware UTC.
 from __future__ import annotations
 
 import enum
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -89,6 +90,25 @@ class NewMessage:
     thread_id: str | None = None
     client_message_id: str | None = None
     timestamp: datetime = field(default_factory=utcnow)
+
+    def stored(self, *, timestamp: datetime, offset: int = 0, epoch: str = "") -> Message:
+        """This message as a store keeps it: a new id, and the store's
+        timestamp, offset and epoch."""
+        return Message(
+            id=uuid.uuid4().hex,
+            kind=self.kind,
+            user_id=self.user_id,
+            timestamp=timestamp,
+            offset=offset,
+            epoch=epoch,
+            room_id=self.room_id,
+            channel_id=self.channel_id,
+            event=self.event,
+            data=self.data,
+            metadata=self.metadata,
+            thread_id=self.thread_id,
+            client_message_id=self.client_message_id,
+        )
 
 
 @dataclass(frozen=True, slots=True)

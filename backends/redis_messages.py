@@ -22,7 +22,6 @@ into [] and round floats.
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import orjson
@@ -237,19 +236,7 @@ class RedisMessageStore:
         timestamp = require_utc(message.timestamp, "timestamp")
         room_id = message.room_id
         cid = message.client_message_id
-        draft = Message(
-            id=uuid.uuid4().hex,
-            kind=message.kind,
-            user_id=message.user_id,
-            timestamp=timestamp,
-            room_id=room_id,
-            channel_id=message.channel_id,
-            event=message.event,
-            data=message.data,
-            metadata=message.metadata,
-            thread_id=message.thread_id,
-            client_message_id=cid,
-        )
+        draft = message.stored(timestamp=timestamp)
         cid_field = b"" if cid is None else orjson.dumps([message.user_id, cid])
         channel = self._keys.channel(room_messages(room_id)) if self.publishes_on_append else ""
         created, body = await self._scripts.run(

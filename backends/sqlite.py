@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -265,21 +264,11 @@ class SqliteMessageStore:
                 raise RuntimeError(f"no stream row for room {room_id!r}")
             epoch, offset = stream
             data, metadata = _dump(message.data), _dump(message.metadata)
-            stored = Message(
-                id=uuid.uuid4().hex,
-                kind=message.kind,
-                user_id=message.user_id,
-                timestamp=_from_micros(ts),
-                offset=offset,
-                epoch=epoch,
-                room_id=room_id,
-                channel_id=message.channel_id,
-                event=message.event,
+            stored = replace(
+                message.stored(timestamp=_from_micros(ts), offset=offset, epoch=epoch),
                 # What a reader would get back, so a JSON quirk shows at once.
                 data=orjson.loads(data),
                 metadata=orjson.loads(metadata),
-                thread_id=message.thread_id,
-                client_message_id=cid,
             )
             await conn.execute(
                 "INSERT INTO messages (room_id, seq, id, kind, user_id, ts, channel_id, event,"
