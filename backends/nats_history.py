@@ -166,7 +166,8 @@ class NatsMessageStore:
 
     @staticmethod
     def _decode(msg: RawStreamMsg) -> Message:
-        assert msg.data is not None
+        if msg.data is None:
+            raise ValueError("a history entry without a body")
         return decode_message(msg.data)
 
     async def _next(self, subject: str, seq: int) -> tuple[int, Message] | None:
@@ -259,7 +260,8 @@ class NatsMessageStore:
                     if first is not None:
                         return first, False
                 tail = self._tails.get(room_id) or await self._fetch_tail(room_id, create=True)
-                assert tail is not None
+                if tail is None:
+                    raise RuntimeError("create=True always gives a tail")
                 stored = message.stored(
                     timestamp=timestamp, offset=tail.offset + 1, epoch=tail.epoch
                 )
@@ -374,7 +376,8 @@ class NatsMessageStore:
         cutoff = self._cutoff()
         async with self._link.guard():
             tail = await self._fetch_tail(room_id, create=True)
-            assert tail is not None
+            if tail is None:
+                raise RuntimeError("create=True always gives a tail")
             last_offset = tail.offset
             if tail.seq == 0:
                 # Empty subject: the epoch document's offset is the last given.

@@ -526,7 +526,8 @@ class NatsPresenceStore:
         async with self._link.guard():
             await self._state.mutate(self._status_key(user_id), change)
             entry = await self._entry(user_id)
-        assert entry is not None  # the status document was just written
+        if entry is None:
+            raise RuntimeError("the status document was just written, yet is missing")
         return entry
 
     async def get(self, user_ids: list[str]) -> list[PresenceEntry]:

@@ -194,7 +194,8 @@ def _micros(seconds: float) -> int:
 
 def _presence(row: list[bytes | int | None]) -> PresenceEntry:
     user, status, text, seen, live = row
-    assert isinstance(user, bytes) and isinstance(seen, bytes)
+    if not isinstance(user, bytes) or not isinstance(seen, bytes):
+        raise ValueError(f"malformed presence row {row!r}")
     chosen = Status(status.decode()) if isinstance(status, bytes) else Status.ONLINE
     online = bool(live) and chosen is not Status.OFFLINE
     return PresenceEntry(

@@ -387,7 +387,8 @@ class ServerSentEvents:
         operation, problem = await parse_operation(self.view, request)
         if problem is not None:
             return problem
-        assert operation is not None
+        if operation is None:
+            raise RuntimeError("parse_operation gives an operation or a problem")
         presence = Presence(services, user_id)
         try:
             await presence.open()

@@ -164,7 +164,8 @@ class Reservations:
         operation, problem = await parse_operation(self.sse.view, request)
         if problem is not None:
             return problem
-        assert operation is not None
+        if operation is None:
+            raise RuntimeError("parse_operation gives an operation or a problem")
         extensions = operation.data.extensions or {}
         op_id = extensions.get("operationId")
         if not isinstance(op_id, str) or not op_id:

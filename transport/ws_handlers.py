@@ -577,7 +577,8 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             is_first_result = True
             async for result in result_source:
                 if is_first_result and isinstance(result, PreExecutionError):
-                    assert result.errors
+                    if not result.errors:
+                        raise RuntimeError("a pre-execution error without errors")
                     await self.send_json(
                         {"type": "error", "id": operation_id, "payload": result.errors[0].formatted}
                     )
