@@ -1,22 +1,20 @@
 """Who may subscribe to what, checked per subscriber of a shared execution.
 
 A subscription whose identical twin is already running joins it instead of
-running again; its own permission is checked here first, exactly as the
-subscription's resolver would check it, and then again whenever the topic
-returned here announces an access change.
+running again. Its permission is checked here first, by the very functions
+the subscription's resolver uses (so the two cannot drift apart), and again
+whenever the topic returned here announces an access change.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from backends import topics
-from serving.errors import BadUserInput
-
-from .channels import visible_channel
-from .presence import check_user_ids
-from .rooms import readable_room
+from .channels import may_watch_channel
+from .messages import may_read_room_stream
+from .presence import may_watch_presence
 from .services import Services, Viewer
+from .typing_indicators import may_watch_typing
 
 
 async def may_subscribe(
@@ -28,23 +26,13 @@ async def may_subscribe(
         case "roomMessages":
             if args.get("after") is not None:
                 services.require("history")
-            await readable_room(services, viewer, args["roomId"])
-            return topics.room_messages(args["roomId"])
+            return await may_read_room_stream(services, viewer, args["roomId"])
         case "typing":
-            services.require("typing")
-            await readable_room(services, viewer, args["roomId"])
-            return topics.room_typing(args["roomId"])
+            return await may_watch_typing(services, viewer, args["roomId"])
         case "presence":
-            services.require("presence")
-            room_id, user_ids = args.get("roomId"), args.get("userIds")
-            if room_id is not None and user_ids is None:
-                await readable_room(services, viewer, room_id)
-                return topics.room_presence(room_id)
-            if user_ids is not None and room_id is None:
-                check_user_ids(user_ids)
-                return None
-            raise BadUserInput("pass exactly one of roomId and userIds", argument="roomId")
+            return await may_watch_presence(
+                services, viewer, args.get("roomId"), args.get("userIds")
+            )
         case "channelMessages":
-            await visible_channel(services, viewer, args["channelId"])
-            return topics.channel_messages(args["channelId"])
+            return await may_watch_channel(services, viewer, args["channelId"])
     raise ValueError(f"{field} is not a shareable subscription")

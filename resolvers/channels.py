@@ -153,11 +153,17 @@ async def publish(
     return message
 
 
+async def may_watch_channel(services: Services, viewer: Viewer, channel_id: str) -> str:
+    """Raise unless the viewer may read the channel live; else its topic."""
+    await visible_channel(services, viewer, channel_id)
+    return topics.channel_messages(channel_id)
+
+
 async def channel_stream(
     services: Services, viewer: Viewer, channel_id: str, message_filter: MessageFilter
 ) -> AsyncIterator[Message]:
-    await visible_channel(services, viewer, channel_id)
-    async with services.backends.hub.subscribe(topics.channel_messages(channel_id)) as live:
+    topic = await may_watch_channel(services, viewer, channel_id)
+    async with services.backends.hub.subscribe(topic) as live:
         async for item in live:
             if isinstance(item, MessageEvent):
                 if message_filter.matches(item.message):

@@ -142,6 +142,12 @@ def _offset(cursor: Cursor, epoch: str) -> int:
     return cursor.offset
 
 
+async def may_read_room_stream(services: Services, viewer: Viewer, room_id: str) -> str:
+    """Raise unless the viewer may read the room live; else its topic."""
+    await readable_room(services, viewer, room_id)
+    return topics.room_messages(room_id)
+
+
 async def room_stream(
     services: Services,
     viewer: Viewer,
@@ -150,13 +156,13 @@ async def room_stream(
     after: str | None,
     thread_id: str | None,
 ) -> AsyncIterator[Message]:
-    await readable_room(services, viewer, room_id)
+    topic = await may_read_room_stream(services, viewer, room_id)
     cursor = parse_cursor(after, argument="after") if after else None
     if cursor is not None:
         services.require("history")
     store = services.backends.messages
     reader = _Reader(services, room_id, thread_id)
-    async with services.backends.hub.subscribe(topics.room_messages(room_id)) as live:
+    async with services.backends.hub.subscribe(topic) as live:
         position = await store.position(room_id)
         reader.epoch = position.epoch
         if cursor is None:

@@ -94,24 +94,35 @@ async def room_presence(services: Services, viewer: Viewer, room_id: str) -> lis
     return await services.backends.presence.get([m.user_id for m in members])
 
 
-async def presence_stream(
+async def may_watch_presence(
     services: Services, viewer: Viewer, room_id: str | None, user_ids: list[str] | None
-) -> AsyncIterator[PresenceEntry]:
+) -> str | None:
+    """Raise unless the viewer may watch this presence; else the room's
+    presence topic (None when watching chosen users)."""
     services.require("presence")
     if room_id is not None and user_ids is None:
         await readable_room(services, viewer, room_id)
-        async with services.backends.hub.subscribe(topics.room_presence(room_id)) as live:
-            async for item in live:
-                if isinstance(item, PresenceEvent):
-                    yield item.entry
-                elif isinstance(item, AccessEvent):
-                    await readable_room(services, viewer, room_id)
-    elif user_ids is not None and room_id is None:
+        return topics.room_presence(room_id)
+    if user_ids is not None and room_id is None:
         check_user_ids(user_ids)
-        async for entry in _merged_user_streams(services, user_ids):
+        return None
+    raise BadUserInput("pass exactly one of roomId and userIds", argument="roomId")
+
+
+async def presence_stream(
+    services: Services, viewer: Viewer, room_id: str | None, user_ids: list[str] | None
+) -> AsyncIterator[PresenceEntry]:
+    topic = await may_watch_presence(services, viewer, room_id, user_ids)
+    if topic is None or room_id is None:  # watching chosen users (and narrowing room_id)
+        async for entry in _merged_user_streams(services, user_ids or []):
             yield entry
-    else:
-        raise BadUserInput("pass exactly one of roomId and userIds", argument="roomId")
+        return
+    async with services.backends.hub.subscribe(topic) as live:
+        async for item in live:
+            if isinstance(item, PresenceEvent):
+                yield item.entry
+            elif isinstance(item, AccessEvent):
+                await readable_room(services, viewer, room_id)
 
 
 async def _merged_user_streams(

@@ -41,12 +41,18 @@ async def typing_users(services: Services, viewer: Viewer, room_id: str) -> list
     return await services.backends.typing.users(room_id)
 
 
+async def may_watch_typing(services: Services, viewer: Viewer, room_id: str) -> str:
+    """Raise unless the viewer may watch the room's typing; else its topic."""
+    services.require("typing")
+    await readable_room(services, viewer, room_id)
+    return topics.room_typing(room_id)
+
+
 async def typing_stream(
     services: Services, viewer: Viewer, room_id: str
 ) -> AsyncIterator[TypingEvent]:
-    services.require("typing")
-    await readable_room(services, viewer, room_id)
-    async with services.backends.hub.subscribe(topics.room_typing(room_id)) as live:
+    topic = await may_watch_typing(services, viewer, room_id)
+    async with services.backends.hub.subscribe(topic) as live:
         async for item in live:
             if isinstance(item, TypingEvent):
                 yield item
