@@ -61,7 +61,7 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         backends = await open_backends(
-            {role: settings.backend_url(role) for role in ROLES},
+            _backend_urls(settings),
             retention=settings.retention,
             subscriber_capacity=settings.subscriber_queue_size,
         )
@@ -94,10 +94,12 @@ def create_app(settings: Settings) -> Starlette:
 
 async def _check_backends(settings: Settings) -> None:
     """Open and close the backends once, so a bad URL fails the start plainly."""
-    backends = await open_backends(
-        {role: settings.backend_url(role) for role in ROLES}, retention=settings.retention
-    )
+    backends = await open_backends(_backend_urls(settings), retention=settings.retention)
     await backends.close()
+
+
+def _backend_urls(settings: Settings) -> dict[str, str]:
+    return {role: settings.backend_url(role) for role in ROLES}
 
 
 def app_from_environment() -> Starlette:
