@@ -55,6 +55,7 @@ def create_app(settings: Settings) -> Starlette:
         keep_alive_interval=settings.ping_interval.total_seconds(),
         connection_init_wait_timeout=settings.init_timeout,
         write_timeout=settings.write_timeout.total_seconds(),
+        max_send_buffer=settings.max_send_buffer,
         allowed_origins=settings.allowed_origins,
     )
 
@@ -210,6 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ws_ping_interval=settings.ping_interval.total_seconds(),
         ws_ping_timeout=settings.pong_timeout.total_seconds(),
         ws_per_message_deflate=settings.websocket_compression,
+        # The sans-I/O protocol runs no task per connection, and shared
+        # payloads can be written to it directly (transport/direct_frames.py).
+        ws="websockets-sansio",
         # Open SSE streams never finish by themselves: don't let them hold
         # a shutdown (or a restart) for longer than this.
         timeout_graceful_shutdown=5,

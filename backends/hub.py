@@ -83,7 +83,7 @@ class BoundedStream(Generic[T]):
         self._ended = False
 
     def _deliver(self, item: T) -> None:
-        if self._error is not None or self._ended:
+        if self.finished():
             return
         if len(self._items) >= self._capacity:
             self._fail(SlowConsumer(f"more than {self._capacity} {self._label}"))
@@ -92,17 +92,21 @@ class BoundedStream(Generic[T]):
         self._wakeup.set()
 
     def _fail(self, error: Exception) -> None:
-        if self._error is None and not self._ended:
+        if not self.finished():
             self._error = error
             self._items.clear()  # free the memory now, not when the reader wakes
             self._wakeup.set()
 
     def _end(self, *last: T) -> None:
         """Stop after what is queued and `last` (kept even past capacity)."""
-        if self._error is None and not self._ended:
+        if not self.finished():
             self._items.extend(last)
             self._ended = True
             self._wakeup.set()
+
+    def finished(self) -> bool:
+        """Failed or ended: nothing more is taken."""
+        return self._error is not None or self._ended
 
     def __aiter__(self) -> BoundedStream[T]:
         return self

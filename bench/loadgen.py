@@ -37,6 +37,7 @@ import os
 import resource
 import sys
 import time
+import uuid
 from array import array
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -193,7 +194,8 @@ class WSSubscriber(Subscriber):
         super().__init__(sink, request)
         self.init = init
         self.subscribe = {
-            "id": "1",
+            # A UUID, as graphql-ws's client makes its ids.
+            "id": str(uuid.uuid4()),
             "type": "subscribe",
             "payload": {"query": SUBSCRIPTION, "variables": {"roomId": room}},
         }

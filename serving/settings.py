@@ -335,6 +335,9 @@ class Settings(BaseSettings):
     max_tokens: int = Field(default=5000, ge=1)
     max_page_size: int = Field(default=200, ge=1)
     subscriber_queue_size: int = Field(default=1024, ge=1)
+    # Unsent bytes one WebSocket may hold before it is cut off as a slow
+    # consumer; 1 MiB, as Centrifugo's client_queue_max_size.
+    max_send_buffer: int = Field(default=1 << 20, ge=1024)
     # Per-message deflate costs CPU for every subscriber of every event.
     websocket_compression: bool = False
     workers: int = Field(default=1, ge=1, le=256)

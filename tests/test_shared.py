@@ -3,15 +3,22 @@ frames over the wire: the same bytes as unshared execution, each frame with
 its subscriber's id, groups split by document, variables and operation name,
 subscribers leaving and joining mid-stream, permission per subscriber, the
 viewer independence of the shared payload types, and the slow-consumer policy.
+
+Each runs on both ways a shared frame goes out: written straight to the
+socket (transport/direct_frames.py), and through ASGI from a bounded queue,
+which is what a connection with permessage-deflate gets (the test client
+offers it, so turning compression on in the server takes that path).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import random
 import warnings
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -80,6 +87,19 @@ VARIED: list[tuple[Any, Any]] = [
     ("just a string", 1e16),
     ([1, "two", 3.0, None], {"order": {"b": 1, "a": 2}}),
 ]
+
+
+WRITE_PATHS = {"direct": {}, "queued": {"websocket_compression": True}}
+
+
+@pytest.fixture(scope="module", params=list(WRITE_PATHS))
+def module_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    settings = {**TEST_SETTINGS, **WRITE_PATHS[request.param]}
+    live = LiveServer(tmp_path_factory.mktemp("server"), settings).start()
+    yield live
+    live.stop()
 
 
 # --- raw frames ------------------------------------------------------------------------
@@ -638,10 +658,11 @@ mutation($room: ID!, $n: Int!, $blob: String!) {
   sendMessage(input: {roomId: $room, data: {n: $n, blob: $blob}}) { id }
 }
 """
-# 120 results of 50 kB: far more than the socket buffers between server and
+# 160 results of 50 kB: far more than the socket buffers between server and
 # client hold, so a client that does not read blocks the server's writes.
-BURST = 120
-BLOB = "x" * 50_000
+# Random, so that permessage-deflate cannot shrink it much.
+BURST = 160
+BLOB = base64.b64encode(random.Random(5).randbytes(37_500)).decode()
 SLOW_CONSUMER = 4008
 PONG_TIMEOUT = 4499
 
@@ -710,11 +731,22 @@ async def read_until_closed(ws: ClientConnection) -> tuple[list[int], int | None
     return got, None if rcvd is None else rcvd.code
 
 
+# Where a stalled subscriber's results pile up, and the bound that cuts it
+# off: its connection's unsent bytes when frames are written directly, its
+# queue of results when they go through ASGI (a big bound of the other kind
+# shows which one did it).
+SLOW_PATHS = {
+    "direct": {"max_send_buffer": 64 * 1024, "subscriber_queue_size": 100_000},
+    "queued": {"websocket_compression": True, "max_send_buffer": 1 << 30},
+}
+
+
+@pytest.mark.parametrize("path", list(SLOW_PATHS))
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_stalled_shared_subscriber_neither_delays_others_nor_grows_memory(
-    make_server: type[LiveServer], tmp_path: Path, protocol: str
+    make_server: type[LiveServer], tmp_path: Path, protocol: str, path: str
 ) -> None:
-    live = make_server(tmp_path / "slow", dict(SLOW)).start()
+    live = make_server(tmp_path / "slow", {**SLOW, **SLOW_PATHS[path]}).start()
     assert live.process is not None
     owner = live.client(unique("owner"))
     room = await new_room(owner)
@@ -726,7 +758,7 @@ async def test_stalled_shared_subscriber_neither_delays_others_nor_grows_memory(
             before = rss_kib(live.process.pid)
             await burst(live, owner, room, reader)
             grown = rss_kib(live.process.pid) - before
-            # Holding the results the stalled client missed would take 6 MB.
+            # Holding the results the stalled client missed would take 8 MB.
             assert grown < 32 * 1024, f"the server grew by {grown} KiB"
             # It reads again: what its socket buffers held, in order, and no
             # more: its queue overflowed and it was cut off; then the close.
@@ -742,11 +774,12 @@ async def test_stalled_shared_subscriber_neither_delays_others_nor_grows_memory(
         await live.wait_subscribers(0)
 
 
+@pytest.mark.parametrize("path", list(SLOW_PATHS))
 async def test_stalled_shared_subscriber_is_dropped_while_it_stalls(
-    make_server: type[LiveServer], tmp_path: Path
+    make_server: type[LiveServer], tmp_path: Path, path: str
 ) -> None:
     protocol = TRANSPORT_WS  # the legacy protocol shares forward() and the adapter
-    live = make_server(tmp_path / "slow", dict(SLOW_TIMERS)).start()
+    live = make_server(tmp_path / "slow", {**SLOW_TIMERS, **SLOW_PATHS[path]}).start()
     owner = live.client(unique("owner"))
     room = await new_room(owner)
     async with connect(live, unique("reader"), protocol) as reader:

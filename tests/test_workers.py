@@ -52,7 +52,10 @@ async def test_workers_share_one_port(
         sub = await ws.subscribe(WATCH, id=room)
         sent = []
         for _ in range(6):
-            async with ws_connect(live, alice.token) as probe:
+            # Each probe its own user: a closed connection is released just
+            # after its close handshake, not before, so alice's limit could
+            # still count it.
+            async with ws_connect(live, live.token(unique("probe"))) as probe:
                 await probe.subscribe(WATCH, id=room)
             sent.append((await alice.execute(SEND, id=room))["sendMessage"]["cursor"])
         got = [m["roomMessages"]["cursor"] for m in [await sub.next() for _ in sent]]

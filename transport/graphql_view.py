@@ -59,12 +59,19 @@ class GraphQLView(GraphQL[Context, None]):
     graphql_ws_handler_class = LegacyWSHandler
 
     def __init__(
-        self, schema: Any, authority: TokenAuthority, *, write_timeout: float, **options: Any
+        self,
+        schema: Any,
+        authority: TokenAuthority,
+        *,
+        write_timeout: float,
+        max_send_buffer: int,
+        **options: Any,
     ) -> None:
         super().__init__(schema, **options)
         self.authority = authority
         self.shared = SharedSubscriptions(schema)
         self.stalled_writers = StalledWriters(write_timeout)
+        self.max_send_buffer = max_send_buffer
         # graphql-sse, both modes (transport/sse.py, transport/sse_single.py).
         self.sse = ServerSentEvents(self)
         # GraphiQL with its assets served by this server (serving/graphiql.py).

@@ -12,8 +12,12 @@ subscriber's permission is checked when it joins (resolvers/access.py) and
 again when the access topic announces a change; a subscriber that is not
 allowed takes the unshared path, which answers it exactly as before.
 
-Each subscriber has a bounded queue of payloads: one that does not keep up is
-cut off with `SlowConsumer`, never slowing the execution or the others.
+A subscriber on a connection that can take frames directly
+(transport/direct_frames.py) gets each payload written to its socket as the
+execution yields it; any other has a bounded queue of payloads. Either way one
+that does not keep up (its connection's unsent bytes over `max_send_buffer`,
+or its queue full) is cut off with `SlowConsumer`, never slowing the
+execution or the others.
 """
 
 from __future__ import annotations
@@ -43,11 +47,13 @@ from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
 from backends.events import AccessEvent
-from backends.hub import BoundedStream, internal_subscriptions
+from backends.hub import BoundedStream, SlowConsumer, internal_subscriptions
 from resolvers.access import may_subscribe
 from resolvers.services import KeyedLocks, Services, Viewer
 from schema import Context
 from serving.errors import ApiError
+
+from .direct_frames import DirectFrames
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +72,37 @@ class Plan:
     args: dict[str, Any]
 
 
-class Member(BoundedStream[str]):
-    """One subscriber of a group: iterate it for encoded payloads."""
+class Member(BoundedStream[bytes]):
+    """One subscriber of a group, whose frames are `prefix + payload + }`.
 
-    def __init__(self, viewer: Viewer, capacity: int) -> None:
+    With `direct` each payload is written to the socket as it comes and
+    iterating the member only waits for its end; without, iterate it for the
+    payloads to send.
+    """
+
+    def __init__(
+        self, viewer: Viewer, capacity: int, prefix: bytes, direct: DirectFrames | None
+    ) -> None:
         super().__init__(capacity, "results waiting to be sent")
         self.viewer = viewer
+        self.prefix = prefix
+        self._direct = direct
 
-    def deliver(self, payload: str) -> None:
-        self._deliver(payload)
+    def frame(self, payload: bytes) -> str:
+        return (self.prefix + payload + b"}").decode()
 
-    def end(self, last_payload: str | None = None) -> None:
+    def deliver(self, payload: bytes) -> None:
+        direct = self._direct
+        if direct is None:
+            self._deliver(payload)
+        elif not self.finished() and not direct.write(self.prefix, payload):
+            self._fail(SlowConsumer(f"more than {direct.limit} bytes waiting to be sent"))
+
+    def end(self, last_payload: bytes | None = None) -> None:
         """No more payloads after `last_payload` (an error result, say)."""
+        if last_payload is not None and self._direct is not None:
+            self.deliver(last_payload)
+            last_payload = None
         self._end(*(() if last_payload is None else (last_payload,)))
 
 
@@ -91,14 +116,14 @@ class _Group:
     live: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def encode_result(result: ExecutionResult) -> str:
+def encode_result(result: ExecutionResult) -> bytes:
     """The `payload` of a next frame, as Strawberry's handlers build it."""
     payload: dict[str, Any] = {"data": result.data}
     if result.errors:
         payload["errors"] = [error.formatted for error in result.errors]
     if result.extensions:
         payload["extensions"] = result.extensions
-    return orjson.dumps(payload).decode()
+    return orjson.dumps(payload)
 
 
 class SharedSubscriptions:
@@ -157,9 +182,12 @@ class SharedSubscriptions:
         return Plan(key, query, variables, operation_name, name, args)
 
     @contextlib.asynccontextmanager
-    async def join(self, plan: Plan, context: Context) -> AsyncIterator[Member | None]:
+    async def join(
+        self, plan: Plan, context: Context, prefix: bytes, direct: DirectFrames | None
+    ) -> AsyncIterator[Member | None]:
         """Join the plan's group (starting it if needed), or yield None when
-        this subscriber may not subscribe: the unshared path then answers it."""
+        this subscriber may not subscribe: the unshared path then answers it.
+        Its frames are `prefix + payload + }`, written with `direct` if given."""
         services: Services = context.services
         viewer = context.viewer
         try:
@@ -167,7 +195,7 @@ class SharedSubscriptions:
         except ApiError:
             yield None
             return
-        member = Member(viewer, services.settings.subscriber_queue_size)
+        member = Member(viewer, services.settings.subscriber_queue_size, prefix, direct)
         async with self._locks.hold(repr(plan.key)):
             group = self._groups.get(plan.key)
             if group is None:
@@ -195,7 +223,7 @@ class SharedSubscriptions:
     async def _run(self, group: _Group, services: Services) -> None:
         """The group's one execution; its end (or failure) ends every member."""
         plan = group.plan
-        last: str | None = None
+        last: bytes | None = None
         try:
             results = await self._schema.subscribe(
                 plan.query,
@@ -233,7 +261,7 @@ class SharedSubscriptions:
                         member.end(_error_payload(denied))
 
 
-def _error_payload(error: ApiError) -> str:
+def _error_payload(error: ApiError) -> bytes:
     """The result a subscriber gets when its access ends mid-stream: built as
     Strawberry builds an error raised by a running subscription."""
     located = GraphQLError(error.message, original_error=error)

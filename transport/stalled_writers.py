@@ -1,8 +1,8 @@
 """Dropping WebSocket connections whose peer stopped reading.
 
-A send that waits longer than `write_timeout` (the peer reads nothing and
-every buffer between us is full) ends its connection. One sweep per process
-checks every connection's oldest waiting send, instead of a timer per send:
+A connection that makes no progress sending for longer than `write_timeout`
+(the peer reads nothing and every buffer between us is full) is ended. One
+sweep per process looks at every connection, instead of a timer per send:
 sends are the hot path of fan-out.
 """
 
@@ -17,8 +17,11 @@ log = logging.getLogger(__name__)
 
 
 class Writer(Protocol):
-    def waiting_since(self) -> float | None:
-        """Loop time since which a send has waited without progress, or None."""
+    def waiting_since(self, now: float) -> float | None:
+        """Loop time since which sending has made no progress, or None.
+
+        `now` is the sweep's time: a writer that can only tell progress by
+        comparing two looks uses it to remember when it last saw some."""
         ...
 
     def abandon(self) -> None:
@@ -43,7 +46,7 @@ class StalledWriters:
             await asyncio.sleep(min(1.0, max(0.05, self._timeout / 4)))
             now = loop.time()
             for writer in list(self._writers):
-                since = writer.waiting_since()
+                since = writer.waiting_since(now)
                 if since is not None and now - since > self._timeout:
                     log.info("dropping a WebSocket whose peer stopped reading")
                     writer.abandon()

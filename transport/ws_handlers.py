@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Mapping
 from contextlib import suppress
 from typing import Any, Protocol, cast
 
@@ -50,6 +50,7 @@ from strawberry.types.unset import UnsetType
 from backends.hub import SlowConsumer
 from schema import Context
 
+from .direct_frames import DirectFrames, server_protocol
 from .shared import Member, SharedSubscriptions
 from .stalled_writers import StalledWriters
 
@@ -171,28 +172,47 @@ class WebSocketAdapter(ASGIWebSocketAdapter):
 
     def __init__(self, view: Any, request: WebSocket, response: WebSocket) -> None:
         super().__init__(view, request, response)
+        sharing = cast(_SharingView, view)
+        # Shared payloads are written through this when the server allows it.
+        self.direct = DirectFrames.of(request, sharing.max_send_buffer)
         self._sends_waiting = 0
         self._progress_at = 0.0
-        cast(_SharingView, view).stalled_writers.watch(self)
+        self._unsent = 0
+        self._unsent_since = 0.0
+        sharing.stalled_writers.watch(self)
 
-    def waiting_since(self) -> float | None:
-        return self._progress_at if self._sends_waiting else None
+    def waiting_since(self, now: float) -> float | None:
+        if self._sends_waiting:
+            return self._progress_at
+        if self.direct is None:
+            return None
+        # Direct writes never wait: the peer makes progress while the bytes
+        # it has not taken shrink between two looks.
+        unsent, self._unsent = self._unsent, self.direct.unsent()
+        if not self._unsent or self._unsent < unsent:
+            self._unsent_since = now
+        return None if not self._unsent else self._unsent_since
 
     async def send_text(self, text: str) -> None:
         if self.closed:
             raise WebSocketDisconnected
-        # The hot path of fan-out, so: no timer per send (StalledWriters looks
-        # at waiting_since()), and the ASGI send itself rather than Starlette's
-        # WebSocket.send, whose state checks a text frame does not need.
+        # No timer per send (StalledWriters looks at waiting_since()), and
+        # the ASGI send itself rather than Starlette's WebSocket.send, whose
+        # state checks a text frame does not need.
+        try:
+            await self._waited(self.ws._send({"type": "websocket.send", "text": text}))
+        except OSError as exc:  # the peer is gone (uvicorn's ClientDisconnected)
+            self.ws.application_state = WebSocketState.DISCONNECTED
+            raise WebSocketDisconnected from exc
+
+    async def _waited(self, sending: Awaitable[None]) -> None:
+        """Await a send, counted as waiting for StalledWriters."""
         loop = asyncio.get_running_loop()
         if not self._sends_waiting:
             self._progress_at = loop.time()
         self._sends_waiting += 1
         try:
-            await self.ws._send({"type": "websocket.send", "text": text})
-        except OSError as exc:  # the peer is gone (uvicorn's ClientDisconnected)
-            self.ws.application_state = WebSocketState.DISCONNECTED
-            raise WebSocketDisconnected from exc
+            await sending
         finally:
             self._sends_waiting -= 1
             if self._sends_waiting:
@@ -208,7 +228,7 @@ class WebSocketAdapter(ASGIWebSocketAdapter):
         `receive` callable (uvicorn's; middleware wraps `send`, not `receive`).
         With another server the heartbeat and its keepalive are left to end it.
         """
-        protocol = getattr(self.ws._receive, "__self__", None)
+        protocol = server_protocol(self.ws)
         abort = getattr(getattr(protocol, "transport", None), "abort", None)
         if callable(abort):  # asyncio's or uvloop's transport
             abort()
@@ -216,8 +236,9 @@ class WebSocketAdapter(ASGIWebSocketAdapter):
     async def close(self, code: int, reason: str) -> None:
         if self.closed:
             return
-        with suppress(WebSocketDisconnect, RuntimeError):
-            await self.ws.close(code=code, reason=close_reason(reason))
+        # A close waits for the peer to take what is buffered before it.
+        with suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await self._waited(self.ws.close(code=code, reason=close_reason(reason)))
 
 
 # --- graphql-transport-ws ---------------------------------------------------------
@@ -265,19 +286,16 @@ def transport_ws_problem(frame: object) -> str | None:
     return f"Unknown message type: {_short(kind)!r}"
 
 
-async def forward(
-    socket: WebSocketAdapter, member: Member, prefix: str, stopped: Callable[[], bool]
-) -> bool:
-    """Send a shared subscription's payloads, each in a frame `prefix + payload + }`.
+async def forward(socket: WebSocketAdapter, member: Member) -> bool:
+    """Send a shared subscription's frames until it ends (with a direct
+    writer they were written as they came: this only waits for the end).
 
     False when the socket went away or the subscriber was cut off for not
     keeping up (the socket is then closed with SLOW_CONSUMER).
     """
     try:
         async for payload in member:
-            if stopped():
-                return False
-            await socket.send_text(prefix + payload + "}")
+            await socket.send_text(member.frame(payload))
     except SlowConsumer as exc:
         await socket.close(SLOW_CONSUMER, f"SLOW_CONSUMER: {exc}")
         return False
@@ -291,6 +309,7 @@ class _SharingView(Protocol):
 
     shared: SharedSubscriptions
     stalled_writers: StalledWriters
+    max_send_buffer: int
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
@@ -308,6 +327,14 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         super().__init__(*args, **kwargs)
         self.heartbeat_task: asyncio.Task[None] | None = None
         self.pong_received = asyncio.Event()
+        self.members: dict[str, Member] = {}
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        # Stop a shared subscription's writes now: its task is only
+        # cancelled, and a direct write needs no task to run.
+        if (member := self.members.get(operation_id)) is not None:
+            member.end()
+        await super().cleanup_operation(operation_id)
 
     async def handle_message(self, message: transport_ws.Message) -> None:
         frame: object = message
@@ -371,13 +398,17 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if plan is None:
             await super().run_operation(operation)
             return
-        async with shared.join(plan, self.context) as member:
+        prefix = b'{"id":' + orjson.dumps(operation.id) + b',"type":"next","payload":'
+        async with shared.join(plan, self.context, prefix, self.socket.direct) as member:
             if member is None:  # not allowed: the unshared path says why
                 await super().run_operation(operation)
                 return
-            prefix = '{"id":' + orjson.dumps(operation.id).decode() + ',"type":"next","payload":'
-            if not await forward(self.socket, member, prefix, lambda: operation.completed):
-                return
+            self.members[operation.id] = member
+            try:
+                if not await forward(self.socket, member):
+                    return
+            finally:
+                self.members.pop(operation.id, None)
         with suppress(WebSocketDisconnected):
             await operation.send_operation_message({"id": operation.id, "type": "complete"})
 
@@ -445,6 +476,13 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         self.connection_init_received = False
         self.connection_timed_out = False
         self.init_timeout_task: asyncio.Task[None] | None = None
+        self.members: dict[str, Member] = {}
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        # As on graphql-transport-ws: no direct write after a stop.
+        if (member := self.members.get(operation_id)) is not None:
+            member.end()
+        await super().cleanup_operation(operation_id)
 
     @property
     def socket(self) -> WebSocketAdapter:
@@ -611,13 +649,17 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         plan = shared.plan(query, variables, operation_name)
         if plan is None:
             return False
-        async with shared.join(plan, self.context) as member:
+        prefix = b'{"type":"data","id":' + orjson.dumps(operation_id) + b',"payload":'
+        async with shared.join(plan, self.context, prefix, self.socket.direct) as member:
             if member is None:
                 return False
-            prefix = '{"type":"data","id":' + orjson.dumps(operation_id).decode() + ',"payload":'
-            # Ended, gone or cut off: the complete that follows is dropped
-            # by send_message if the socket is closed.
-            await forward(self.socket, member, prefix, lambda: False)
+            self.members[operation_id] = member
+            try:
+                # Ended, gone or cut off: the complete that follows is
+                # dropped by send_message if the socket is closed.
+                await forward(self.socket, member)
+            finally:
+                self.members.pop(operation_id, None)
         return True
 
     async def send_json(self, frame: Mapping[str, object]) -> None:
