@@ -22,8 +22,9 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backends.errors import BackendError
 from backends.factory import ROLES, BackendConfigError, open_backends
@@ -40,7 +41,7 @@ from transport.graphql_view import GraphQLView
 log = logging.getLogger("forge_streaming")
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings) -> ASGIApp:
     """The ASGI app; backends open in its lifespan and close with it."""
     authority = TokenAuthority.from_settings(settings)
     schema = build_schema(
@@ -81,16 +82,27 @@ def create_app(settings: Settings) -> Starlette:
                 await housekeeping
             await backends.close()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             # PUT and DELETE: graphql-sse single connection mode (transport/sse_single.py).
             Route("/graphql", graphql, methods=["GET", "POST", "PUT", "DELETE"]),
-            WebSocketRoute("/graphql", graphql),
             Mount(graphiql.MOUNT_PATH, app=StaticFiles(directory=graphiql.STATIC_DIR)),
             *routes.routes,
         ],
         lifespan=lifespan,
     )
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        # GraphQL WebSockets go straight to the view: Starlette's middleware
+        # and router would hold a coroutine frame each for as long as a
+        # connection lives, in every one of thousands. The view needs only
+        # the lifespan state, which the server puts in every scope.
+        if scope["type"] == "websocket" and scope["path"] == "/graphql":
+            await graphql(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return asgi
 
 
 async def _check_backends(settings: Settings) -> None:
@@ -103,7 +115,7 @@ def _backend_urls(settings: Settings) -> dict[str, str]:
     return {role: settings.backend_url(role) for role in ROLES}
 
 
-def app_from_environment() -> Starlette:
+def app_from_environment() -> ASGIApp:
     """The app of one worker of `--workers N`, with settings from the
     environment the parent process prepared."""
     return create_app(load_settings())
@@ -211,9 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ws_ping_interval=settings.ping_interval.total_seconds(),
         ws_ping_timeout=settings.pong_timeout.total_seconds(),
         ws_per_message_deflate=settings.websocket_compression,
-        # The sans-I/O protocol runs no task per connection, and shared
-        # payloads can be written to it directly (transport/direct_frames.py).
-        ws="websockets-sansio",
+        # uvicorn's sans-I/O protocol (no task per connection), lighter
+        # still; shared payloads are written to it directly
+        # (transport/websocket_protocol.py, transport/direct_frames.py).
+        ws="transport.websocket_protocol:WebSocketProtocol",
         # Open SSE streams never finish by themselves: don't let them hold
         # a shutdown (or a restart) for longer than this.
         timeout_graceful_shutdown=5,

@@ -68,41 +68,50 @@ class HubClosed(Exception):
 
 
 class BoundedStream(Generic[T]):
-    """A bounded queue read as an async iterator.
+    """A bounded queue read as an async iterator, by one reader.
 
     One that overflows is failed with `SlowConsumer` and its items freed at
-    once; `end` lets the reader finish what is queued, then stop.
+    once; `end` lets the reader finish what is queued, then stop. Idle, it
+    holds no queue and no event: there is one per subscriber, and most wait.
     """
 
     def __init__(self, capacity: int, label: str) -> None:
         self._capacity = capacity
         self._label = label
-        self._items: deque[T] = deque()
-        self._wakeup = asyncio.Event()
+        self._items: deque[T] | None = None
+        self._waiter: asyncio.Future[None] | None = None
         self._error: Exception | None = None
         self._ended = False
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def _deliver(self, item: T) -> None:
         if self.finished():
             return
-        if len(self._items) >= self._capacity:
+        if self._items is None:
+            self._items = deque()
+        elif len(self._items) >= self._capacity:
             self._fail(SlowConsumer(f"more than {self._capacity} {self._label}"))
             return
         self._items.append(item)
-        self._wakeup.set()
+        self._wake()
 
     def _fail(self, error: Exception) -> None:
         if not self.finished():
             self._error = error
-            self._items.clear()  # free the memory now, not when the reader wakes
-            self._wakeup.set()
+            self._items = None  # free the memory now, not when the reader wakes
+            self._wake()
 
     def _end(self, *last: T) -> None:
         """Stop after what is queued and `last` (kept even past capacity)."""
         if not self.finished():
-            self._items.extend(last)
+            if last:
+                self._items = self._items or deque()
+                self._items.extend(last)
             self._ended = True
-            self._wakeup.set()
+            self._wake()
 
     def finished(self) -> bool:
         """Failed or ended: nothing more is taken."""
@@ -117,12 +126,15 @@ class BoundedStream(Generic[T]):
                 raise self._error
             if self._ended:
                 raise StopAsyncIteration
-            self._wakeup.clear()
-            await self._wakeup.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         return self._items.popleft()
 
     def pending(self) -> int:
-        return len(self._items)
+        return len(self._items or ())
 
 
 class Subscription(BoundedStream[T | _Resync]):

@@ -2,8 +2,9 @@
 
 Through ASGI every frame costs a coroutine, a wait on the server's
 `writable` event and websockets' framing, and a shared payload goes to
-thousands of sockets per event. So when the server is uvicorn's sans-I/O
-WebSocket protocol and no extension was negotiated (no permessage-deflate),
+thousands of sockets per event. So when the server is uvicorn with our
+protocol class (transport/websocket_protocol.py, uvicorn's sans-I/O one)
+and no extension was negotiated (no permessage-deflate),
 a shared payload's frame is built here instead: a server's text frame is a
 header of two to ten bytes and the bytes, unmasked (RFC 6455 section 5.2),
 written to the transport synchronously. With any other server or protocol
@@ -22,7 +23,8 @@ import asyncio
 import struct
 
 from starlette.websockets import WebSocket
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from .websocket_protocol import WebSocketProtocol
 
 _TEXT_FIN = 0x81  # FIN bit and opcode 1 (text)
 _SUFFIX = b"}"
@@ -46,14 +48,14 @@ def frame_header(length: int) -> bytes:
 class DirectFrames:
     """Writes `prefix + payload + }` frames to one connection's transport."""
 
-    def __init__(self, protocol: WebSocketsSansIOProtocol, limit: int) -> None:
+    def __init__(self, protocol: WebSocketProtocol, limit: int) -> None:
         self._protocol = protocol
         self.limit = limit
 
     @classmethod
     def of(cls, websocket: WebSocket, limit: int) -> DirectFrames | None:
         protocol = server_protocol(websocket)
-        if not isinstance(protocol, WebSocketsSansIOProtocol) or protocol.conn.extensions:
+        if not isinstance(protocol, WebSocketProtocol) or protocol.conn.extensions:
             return None
         return cls(protocol, limit)
 

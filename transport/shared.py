@@ -179,6 +179,11 @@ class SharedSubscriptions:
         if name == "presence" and args.get("roomId") is None:
             return None  # watching chosen users: rarely identical, not worth a group
         key = (query, orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS), operation_name)
+        # A subscriber waits in its plan's frame for as long as it stays:
+        # the group's own plan spares it a copy of the query and arguments.
+        group = self._groups.get(key)
+        if group is not None:
+            return group.plan
         return Plan(key, query, variables, operation_name, name, args)
 
     @contextlib.asynccontextmanager

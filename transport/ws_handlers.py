@@ -51,6 +51,7 @@ from backends.hub import SlowConsumer
 from schema import Context
 
 from .direct_frames import DirectFrames, server_protocol
+from .heartbeat import Heartbeat
 from .shared import Member, SharedSubscriptions
 from .stalled_writers import StalledWriters
 
@@ -325,8 +326,13 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.heartbeat_task: asyncio.Task[None] | None = None
-        self.pong_received = asyncio.Event()
+        settings = self.context.services.settings
+        self.heartbeat = Heartbeat(
+            settings.ping_interval.total_seconds(),
+            settings.pong_timeout.total_seconds(),
+            ping=lambda: self.send_message({"type": "ping"}),
+            late=lambda: self.websocket.close(code=PONG_TIMEOUT, reason="Pong timeout"),
+        )
         self.members: dict[str, Member] = {}
 
     async def cleanup_operation(self, operation_id: str) -> None:
@@ -361,6 +367,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             return
         if self.connection_init_timeout_task:
             self.connection_init_timeout_task.cancel()
+            # A cancelled task keeps its exception and traceback: let it go.
+            self.connection_init_timeout_task = None
         payload = message.get("payload")
         payload = {} if payload is None else payload
         if self.connection_init_received:
@@ -382,10 +390,10 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         else:
             await self.send_message({"type": "connection_ack", "payload": ack})
         self.connection_acknowledged = True
-        self.heartbeat_task = asyncio.create_task(self.heartbeat(), name="ws-heartbeat")
+        self.heartbeat.start()
 
     async def handle_pong(self, message: transport_ws.PongMessage) -> None:
-        self.pong_received.set()
+        self.heartbeat.pong()
 
     @property
     def socket(self) -> WebSocketAdapter:
@@ -412,27 +420,12 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         with suppress(WebSocketDisconnected):
             await operation.send_operation_message({"id": operation.id, "type": "complete"})
 
-    async def heartbeat(self) -> None:
-        """Ping every ping_interval; close 4499 when a pong is pong_timeout late."""
-        settings = self.context.services.settings
-        interval = settings.ping_interval.total_seconds()
-        timeout = settings.pong_timeout.total_seconds()
-        while True:
-            await asyncio.sleep(interval)
-            self.pong_received.clear()
-            await self.send_message({"type": "ping"})
-            try:
-                await asyncio.wait_for(self.pong_received.wait(), timeout)
-            except TimeoutError:
-                await self.websocket.close(code=PONG_TIMEOUT, reason="Pong timeout")
-                return
-
     async def send_message(self, message: transport_ws.Message) -> None:
         with suppress(WebSocketDisconnected):
             await self.websocket.send_json(message)
 
     async def shutdown(self) -> None:
-        await stop_task(self.heartbeat_task)
+        await self.heartbeat.stop()
         await super().shutdown()
 
 
@@ -561,6 +554,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             return
         if self.init_timeout_task is not None:
             self.init_timeout_task.cancel()
+            self.init_timeout_task = None  # and its traceback with it
         if self.connection_init_received:
             await self.refuse(TOO_MANY_INITS, "Too many initialisation requests")
             return

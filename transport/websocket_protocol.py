@@ -1,0 +1,101 @@
+"""uvicorn's sans-I/O WebSocket protocol, made lighter per connection.
+
+server.py names this class as uvicorn's `ws` protocol (an import string is
+uvicorn's way to bring one's own). An idle subscriber is mostly its
+connection, and there are thousands, so this changes what each one holds,
+not what it does:
+
+- the receive queue and the `writable` event: asyncio.Queue holds three
+  deques and an Event, and an Event one more deque, 760 bytes each (about
+  3.5 kB a connection) for a queue that seldom holds more than one message.
+  Here a list, and waiters made only while someone waits;
+- the upgrade response is dropped once sent (its header objects); the ASGI
+  scope keeps the request headers the app reads.
+
+It relies on uvicorn's attributes (`queue`, `writable`, `response`), so
+uvicorn is pinned in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+
+class _Inbox:
+    """What uvicorn uses of asyncio.Queue: put_nowait, get (one reader), empty."""
+
+    __slots__ = ("_getter", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[ASGIReceiveEvent] = []
+        self._getter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: ASGIReceiveEvent) -> None:
+        self._items.append(item)
+        if self._getter is not None and not self._getter.done():
+            self._getter.set_result(None)
+
+    async def get(self) -> ASGIReceiveEvent:
+        while not self._items:
+            self._getter = asyncio.get_running_loop().create_future()
+            try:
+                await self._getter
+            finally:
+                self._getter = None
+        return self._items.pop(0)
+
+    def empty(self) -> bool:
+        return not self._items
+
+
+class _Flag:
+    """What uvicorn uses of asyncio.Event: set, clear, wait; it starts set."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return True
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = cast("asyncio.Queue[ASGIReceiveEvent]", _Inbox())
+        self.writable = cast(asyncio.Event, _Flag())
+
+    async def send(self, message: ASGISendEvent) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept" and "response" in vars(self):
+            del self.response  # read only until the handshake completes
