@@ -34,6 +34,7 @@ from schema import SDL_PATH, build_schema, export_sdl
 from serving import graphiql
 from serving.auth import AuthError, TokenAuthority
 from serving.metrics import Metrics
+from serving.server_timing import ServerTiming
 from serving.settings import Settings, SettingsError, load_settings, parse_duration
 from transport import routes
 from transport.graphql_view import GraphQLView
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> ASGIApp:
         metrics.subscriptions_active.set_function(
             lambda: backends.hub.subscriber_count() + graphql.shared.live_members()
         )
+        metrics.shared_executions.set_function(graphql.shared.group_count)
         services = Services(settings=settings, backends=backends, metrics=metrics)
         housekeeping = asyncio.create_task(run_housekeeping(services), name="housekeeping")
         log.info("node %s ready on %s", settings.node_id, settings.backend)
@@ -92,6 +94,8 @@ def create_app(settings: Settings) -> ASGIApp:
         lifespan=lifespan,
     )
 
+    timed = ServerTiming(app)
+
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
         # GraphQL WebSockets go straight to the view: Starlette's middleware
         # and router would hold a coroutine frame each for as long as a
@@ -100,7 +104,7 @@ def create_app(settings: Settings) -> ASGIApp:
         if scope["type"] == "websocket" and scope["path"] == "/graphql":
             await graphql(scope, receive, send)
         else:
-            await app(scope, receive, send)
+            await timed(scope, receive, send)
 
     return asgi
 

@@ -43,17 +43,18 @@ class Query:
         thread_id: strawberry.ID | None = None,
     ) -> MessageConnection:
         ctx = info.context
-        page = await messages.history(
-            ctx.services,
-            ctx.viewer,
-            room_id,
-            first=first,
-            after=after,
-            last=last,
-            before=before,
-            thread_id=thread_id,
-        )
-        return MessageConnection.of(page)
+        with ctx.services.metrics.history_seconds.time():
+            page = await messages.history(
+                ctx.services,
+                ctx.viewer,
+                room_id,
+                first=first,
+                after=after,
+                last=last,
+                before=before,
+                thread_id=thread_id,
+            )
+            return MessageConnection.of(page)
 
     @strawberry.field
     async def channel(self, info: GraphInfo, id: strawberry.ID) -> Channel | None:

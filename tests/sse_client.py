@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -39,6 +40,25 @@ class _Ended:
 _END = _Ended()
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+async def sse_lines(response: httpx.Response) -> AsyncIterator[str]:
+    """The stream's lines, ended by CRLF, CR or LF only, as the SSE rules say
+    (httpx's `aiter_lines` also breaks at U+2028 and other Unicode breaks,
+    which JSON may carry raw)."""
+    pending = ""
+    async for text in response.aiter_text():
+        pending += text
+        while (end := _LINE_END.search(pending)) is not None:
+            if end.group() == "\r" and end.end() == len(pending):
+                break  # a CR at the end of a chunk may be half of a CRLF
+            yield pending[: end.start()]
+            pending = pending[end.end() :]
+    if pending:
+        yield pending.rstrip("\r")
+
+
 class EventReader:
     """Reads one streaming response into events and comments, in the background."""
 
@@ -54,7 +74,7 @@ class EventReader:
         event_id: str | None = None
         data: list[str] = []
         try:
-            async for line in self.response.aiter_lines():
+            async for line in sse_lines(self.response):
                 if line == "":
                     if data or event:
                         await self._events.put(Event(event or "message", "\n".join(data), event_id))

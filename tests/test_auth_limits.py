@@ -237,6 +237,32 @@ async def test_metrics_move(server: LiveServer) -> None:
     assert after["streaming_presence_updates_total"] > before["streaming_presence_updates_total"]
 
 
+HISTORY = "query($id: ID!) { history(roomId: $id, last: 50) { edges { cursor } } }"
+
+
+async def test_history_is_timed_and_every_response_says_how_long_it_took(
+    server: LiveServer,
+) -> None:
+    alice = server.client(unique("alice"))
+    room_id = unique("room")
+    await alice.execute(CREATE, id=room_id)
+    count = "streaming_history_seconds_count"
+    before = await asyncio.to_thread(server.metric, count)
+    answer = await alice.post(HISTORY, id=room_id)
+    assert answer.status_code == 200 and "errors" not in answer.json(), answer.text
+    # The whole request as the server saw it, in milliseconds.
+    timing = answer.headers["server-timing"]
+    assert re.fullmatch(r"app;dur=\d+\.\d{3}", timing), timing
+    assert 0 < float(timing.split("=")[1]) < 10_000
+    assert await asyncio.to_thread(server.metric, count) == before + 1
+    # Refused history pages are timed too; bad documents still say how long.
+    await alice.post(HISTORY, id=unique("missing"))
+    assert await asyncio.to_thread(server.metric, count) == before + 2
+    bad = await alice.post("{ history(")
+    assert "errors" in bad.json() and "server-timing" in bad.headers
+    assert await asyncio.to_thread(server.metric, count) == before + 2
+
+
 # --- WebSockets -----------------------------------------------------------------------
 
 

@@ -35,6 +35,8 @@ from websockets.typing import Subprotocol
 from schema import build_schema
 from tests.conftest import TEST_SETTINGS
 from tests.live import TIMEOUT, GraphQLClient, LiveServer, unique
+from tests.sse_client import TOKEN_HEADER, event_stream
+from tests.sse_client import request as sse_request
 from transport.shared import SHAREABLE
 
 TRANSPORT_WS = "graphql-transport-ws"
@@ -637,6 +639,58 @@ def test_shared_payload_types_are_viewer_independent() -> None:
             "my_role",
         )
     ]
+
+
+# --- SSE ---------------------------------------------------------------------------------
+
+
+async def test_sse_subscriptions_share_the_execution_and_its_bytes(server: LiveServer) -> None:
+    """Distinct SSE streams and operations on a single connection stream join
+    the execution a WebSocket subscriber runs; each `next` carries the payload
+    an unshared subscription gets, with the cursor as its id."""
+    owner = server.client(unique("owner"))
+    room = await new_room(owner)
+    last = await send(owner, room, {"before": "subscribing"})
+    live = {"query": ALL_FIELDS, "variables": {"room": room, "after": None}}
+    replay = {"query": ALL_FIELDS, "variables": {"room": room, "after": last["cursor"]}}
+    single_token = server.token(unique("single"))
+    reservation = await sse_request(server, "PUT", single_token)
+    assert reservation.status_code == 201, reservation.text
+    on_single = {TOKEN_HEADER: reservation.text}
+    async with (
+        connect(server, unique("ws")) as ws,
+        event_stream(server, server.token(unique("a")), json=live) as distinct,
+        event_stream(server, server.token(unique("c")), json=replay) as unshared,
+        event_stream(server, single_token, method="GET", headers=on_single) as single,
+    ):
+        await ws.start("w", ALL_FIELDS, room=room, after=None)
+        for op_id in ("s-1", "s-2"):
+            body = {**live, "extensions": {"operationId": op_id}}
+            answer = await sse_request(server, "POST", single_token, json=body, headers=on_single)
+            assert answer.status_code == 202, answer.text
+        await server.wait_subscribers(5)
+        # The four identical subscriptions run once; the replay runs alone.
+        assert await asyncio.to_thread(server.metric, "streaming_shared_executions") == 1
+        sent = [await send(owner, room, data, metadata) for data, metadata in VARIED]
+
+        expected = [await unshared.next() for _ in VARIED]
+        assert [e.id for e in expected] == [m["cursor"] for m in sent]
+        assert [(e.event, e.id, e.data) for e in expected] == [
+            (e.event, e.id, e.data) for e in [await distinct.next() for _ in VARIED]
+        ]
+        on_stream = [await single.next() for _ in range(2 * len(VARIED))]
+        for op_id in ("s-1", "s-2"):
+            mine = [e for e in on_stream if json.loads(e.data)["id"] == op_id]
+            prefix = '{"id":' + json.dumps(op_id) + ',"payload":'
+            assert [(e.event, e.id, e.data) for e in mine] == [
+                ("next", e.id, prefix + e.data + "}") for e in expected
+            ]
+        assert await ws.texts("w", len(VARIED)) == [
+            '{"id":"w","type":"next","payload":' + e.data + "}" for e in expected
+        ]
+        await ws.stop("w")
+    await server.wait_subscribers(0)
+    await server.wait_metric("streaming_shared_executions", 0)
 
 
 # --- slow consumers --------------------------------------------------------------------

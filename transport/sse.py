@@ -19,6 +19,10 @@ subscription as a query (a masked internal error). So this module reuses
 `Schema.stream`, the view's request parsing and result formatting, and writes
 the event stream itself (`EventStreamResponse`).
 
+Subscriptions identical to others (same document, variables and operation
+name) share one execution with them, over SSE and WebSockets alike
+(transport/shared.py): each `next` event carries the shared encoded payload.
+
 Every event stream is a presence connection counted against the per-user
 limit. Its outbox is bounded: a producer waits at most `write_timeout` for
 room, and a write to the socket may take at most `write_timeout`; otherwise
@@ -49,6 +53,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from backends.errors import LimitReached
+from backends.hub import SlowConsumer
 from resolvers.presence import close_connection, open_connection
 from resolvers.services import Services
 from schema import Context
@@ -82,8 +87,12 @@ _MAX_WRITE = 64 * 1024  # bytes coalesced into one write
 
 def encode_event(event: str, data: object = None, event_id: str | None = None) -> bytes:
     """One SSE event; `data` is JSON (orjson never writes a raw line break)."""
+    return event_bytes(event, b"" if data is None else orjson.dumps(data), event_id)
+
+
+def event_bytes(event: str, body: bytes, event_id: str | None = None) -> bytes:
+    """One SSE event whose data is `body`, JSON already encoded."""
     head = b"" if event_id is None else b"id: " + event_id.encode() + b"\n"
-    body = b"" if data is None else orjson.dumps(data)
     return head + b"event: " + event.encode() + b"\ndata: " + body + b"\n\n"
 
 
@@ -331,6 +340,33 @@ class Operation:
                 )
                 yield payload, self.resumable.event_id(payload)
 
+    async def payloads(self, context: Context) -> AsyncGenerator[tuple[bytes, str | None]]:
+        """(encoded payload, event id) per result. A subscription that can
+        share an execution with identical ones (transport/shared.py) takes
+        its payloads from there; SlowConsumer if it falls too far behind."""
+        shared = self.view.shared
+        query = self.resumable.query
+        plan = (
+            None
+            if query is None
+            else shared.plan(query, self.resumable.variables, self.data.operation_name)
+        )
+        if plan is not None:
+            async with shared.join(plan, context, b"", None) as member:
+                if member is not None:
+                    async for payload in member:
+                        yield self._with_event_id(payload)
+                    return
+        async for result, event_id in self.results(context):
+            yield orjson.dumps(result), event_id
+
+    def _with_event_id(self, payload: bytes) -> tuple[bytes, str | None]:
+        if self.resumable.root_key is None:
+            return payload, None
+        result = orjson.loads(payload)
+        event_id = self.resumable.event_id(result)
+        return (orjson.dumps(result) if self.resumable.strip_cursor else payload), event_id
+
 
 async def parse_operation(
     view: GraphQLView, request: Request
@@ -399,8 +435,14 @@ class ServerSentEvents:
         context = Context(services=services, user_id=user_id, conn_id=presence.conn_id)
 
         async def produce() -> None:
-            async for payload, event_id in operation.results(context):
-                await stream.put(encode_event("next", payload, event_id))
+            try:
+                async with contextlib.aclosing(operation.payloads(context)) as payloads:
+                    async for payload, event_id in payloads:
+                        await stream.put(event_bytes("next", payload, event_id))
+            except SlowConsumer:
+                log.info("dropping an SSE client that fell too far behind")
+                stream.abort()
+                return
             await stream.put(encode_event("complete"))
 
         return EventStreamResponse(

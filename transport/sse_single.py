@@ -39,11 +39,13 @@ import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from graphql import GraphQLError, GraphQLSchema, parse, validate
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from backends.errors import LimitReached
+from backends.hub import SlowConsumer
 from resolvers.services import Services
 from schema import Context
 
@@ -55,6 +57,7 @@ from .sse import (
     StreamClosed,
     encode_event,
     error_response,
+    event_bytes,
     limit_response,
     parse_operation,
 )
@@ -196,11 +199,16 @@ class Reservations:
     ) -> None:
         stream = reservation.stream
         try:
-            async for payload, event_id in operation.results(context):
-                await stream.put(encode_event("next", {"id": op_id, "payload": payload}, event_id))
+            prefix = b'{"id":' + orjson.dumps(op_id) + b',"payload":'
+            async with contextlib.aclosing(operation.payloads(context)) as payloads:
+                async for payload, event_id in payloads:
+                    await stream.put(event_bytes("next", prefix + payload + b"}", event_id))
             await stream.put(encode_event("complete", {"id": op_id}))
         except StreamClosed:
             pass
+        except SlowConsumer:
+            log.info("dropping an SSE client that fell too far behind")
+            stream.abort()
         except Exception:
             log.exception("SSE operation failed")
         finally:
