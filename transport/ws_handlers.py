@@ -140,11 +140,12 @@ class WebSocketAdapter(ASGIWebSocketAdapter):
         """
         if self.closed:
             raise WebSocketDisconnected
-        try:
-            message = await self.ws.receive()
-        except (WebSocketDisconnect, RuntimeError) as exc:
-            raise WebSocketDisconnected from exc
+        # The ASGI receive itself: the connection waits here for its whole
+        # life, and Starlette's WebSocket.receive would add a frame to every
+        # idle connection for the state checks below.
+        message = await self.ws._receive()
         if message["type"] == "websocket.disconnect":
+            self.ws.client_state = WebSocketState.DISCONNECTED
             raise WebSocketDisconnected
         text = message.get("text")
         if not isinstance(text, str):
