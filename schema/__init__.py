@@ -7,15 +7,11 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import (
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    QueryDepthLimiter,
-    ValidationCache,
-)
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.types import ExecutionContext
 
 from .context import Context
+from .document_cache import DocumentCache, ValidDocuments
 from .errors import ApiErrors, log_unexpected
 from .mutation import Mutation
 from .query import Query
@@ -39,14 +35,12 @@ def build_schema(
 ) -> strawberry.Schema:
     # Factories, not instances: Strawberry keeps an instance's state across
     # requests, so concurrent requests would read each other's results.
+    documents = ValidDocuments(maxsize=_CACHED_DOCUMENTS)
     extensions: list[Any] = [
         lambda: QueryDepthLimiter(max_depth=max_depth),
         lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
-        # Clients send the same few documents again and again, and validating
-        # one costs about 0.16 ms (a bounded LRU cache). Not ParserCache: a
-        # syntax error raised there escapes Strawberry's error handling.
-        lambda: ValidationCache(maxsize=_CACHED_DOCUMENTS),
+        lambda: DocumentCache(documents),
         ApiErrors,
     ]
     return _Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)

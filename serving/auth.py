@@ -13,6 +13,7 @@ import secrets
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -39,6 +40,7 @@ SECRET_FILE_NAME = "jwt-secret"
 MAX_USER_ID_LENGTH = 256
 MAX_TOKEN_LENGTH = 8192
 LEEWAY = timedelta(seconds=5)
+_REMEMBERED_TOKENS = 4096
 _MIN_SECRET_BYTES = 32
 _MIN_RSA_BITS = 2048
 
@@ -216,6 +218,10 @@ class TokenAuthority:
         self._verify_key = verify_key
         self._signing_key = signing_key
         self._jwt = jwt.PyJWT(options={"enforce_minimum_key_length": True})
+        # Clients send the same token with every request, and checking one
+        # costs about half a millisecond. What a check proves holds until
+        # `exp`, which verify() compares on every call; refusals are not kept.
+        self._verified = lru_cache(maxsize=_REMEMBERED_TOKENS)(self._verify)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenAuthority:
@@ -252,6 +258,14 @@ class TokenAuthority:
             raise AuthError("missing token")
         if len(token) > MAX_TOKEN_LENGTH:
             raise AuthError(f"token is longer than {MAX_TOKEN_LENGTH} characters")
+        user_id, expires = self._verified(token)
+        # A verified token is remembered (see __init__) until it expires.
+        if time.time() > expires + LEEWAY.total_seconds():
+            raise AuthError("token expired")
+        return user_id
+
+    def _verify(self, token: str) -> tuple[str, float]:
+        """The token's user id and expiry; AuthError if it is not valid now."""
         required = ["exp", "sub"]
         if self.issuer is not None:
             required.append("iss")
@@ -274,7 +288,7 @@ class TokenAuthority:
                 if isinstance(exc, kind):
                     raise AuthError(message) from None
             raise AuthError("invalid token") from None
-        return check_user_id(claims["sub"])
+        return check_user_id(claims["sub"]), float(claims["exp"])
 
     def mint(self, user_id: str, ttl: timedelta | None = None) -> str:
         """Sign a token for ``user_id`` valid for ``ttl`` (default: ``token_ttl``)."""

@@ -92,6 +92,25 @@ def test_expired_token_with_leeway() -> None:
     )
 
 
+def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verified tokens are remembered; one that was valid is refused once its
+    `exp` (plus the leeway) has passed, as if it had never been seen."""
+    authority = hs256()
+    token = raw_token({"sub": "alice", "exp": datetime.now(UTC) + timedelta(seconds=60)})
+    assert authority.verify(token) == "alice"
+    assert authority.verify(token) == "alice"  # remembered
+    later = datetime.now(UTC).timestamp() + 60 + 6
+    # The clock jumps past exp and the leeway (a minute is not worth waiting).
+    monkeypatch.setattr("serving.auth.time.time", lambda: later)
+    with pytest.raises(AuthError, match=r"^token expired$"):
+        authority.verify(token)
+    # Refusals are not remembered: a bad token is refused every time.
+    forged = raw_token({"sub": "alice", "exp": in_one_hour()}, key="f" * 48)
+    for _ in range(2):
+        with pytest.raises(AuthError, match=r"^invalid token signature$"):
+            authority.verify(forged)
+
+
 def test_wrong_secret() -> None:
     token = raw_token({"sub": "alice", "exp": in_one_hour()}, key="o" * 48)
     with pytest.raises(AuthError, match=r"^invalid token signature$"):

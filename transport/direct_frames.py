@@ -2,13 +2,13 @@
 
 Through ASGI every frame costs a coroutine, a wait on the server's
 `writable` event and websockets' framing, and a shared payload goes to
-thousands of sockets per event. So when the server is uvicorn with our
-protocol class (transport/websocket_protocol.py, uvicorn's sans-I/O one)
-and no extension was negotiated (no permessage-deflate),
-a shared payload's frame is built here instead: a server's text frame is a
-header of two to ten bytes and the bytes, unmasked (RFC 6455 section 5.2),
-written to the transport synchronously. With any other server or protocol
-implementation `DirectFrames.of` is None and frames go through ASGI.
+thousands of sockets per event. So on our uvicorn protocol class
+(transport/websocket_protocol.py), when no extension was negotiated (no
+permessage-deflate), a shared payload's frame is built here instead: a
+server's text frame is a header of two to ten bytes and the bytes, unmasked
+(RFC 6455 section 5.2), written to the transport synchronously. With any
+other server or protocol `DirectFrames.of` is None and frames go through
+ASGI.
 
 The transport's buffer is then the connection's outgoing buffer, bounded by
 `max_send_buffer`: a write that finds more than that still unsent is refused

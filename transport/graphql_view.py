@@ -84,6 +84,11 @@ class GraphQLView(GraphQL[Context, None]):
         # Strawberry's is a read-only property; render_graphql_ide serves this.
         return self._graphql_ide_html
 
+    def encode_json(self, data: object) -> bytes:
+        # orjson, as for every WebSocket frame: faster, and the same bytes
+        # over every transport.
+        return orjson.dumps(data)
+
     def decode_json(self, data: str | bytes) -> object:
         # Strict JSON: json.loads would take NaN and Infinity, which no
         # client can read back (they would be stored as null).
