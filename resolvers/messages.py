@@ -15,7 +15,14 @@ from typing import Any
 from backends import topics
 from backends.events import AccessEvent, MessageEvent
 from backends.hub import RESYNC
-from backends.records import HistoryPage, Message, MessageKind, NewMessage, utcnow
+from backends.records import (
+    HistoryPage,
+    Message,
+    MessageKind,
+    NewMessage,
+    StreamPosition,
+    utcnow,
+)
 from serving.errors import BadUserInput
 
 from .cursors import Cursor, parse_cursor
@@ -98,11 +105,17 @@ async def history(
         if value is not None and not 0 <= value <= limit_max:
             raise BadUserInput(f"{name} must be between 0 and {limit_max}", argument=name)
     store = services.backends.messages
-    position = await store.position(room_id)
-    after_offset = _offset(parse_cursor(after, argument="after"), position.epoch) if after else None
-    before_offset = (
-        _offset(parse_cursor(before, argument="before"), position.epoch) if before else None
-    )
+    # The room's position checks cursors and sets the page flags they
+    # bound; a page without cursors (the first or the last messages) needs
+    # neither, and saves the store a call.
+    position: StreamPosition | None = None
+    after_offset = before_offset = None
+    if after or before:
+        position = await store.position(room_id)
+        if after:
+            after_offset = _offset(parse_cursor(after, argument="after"), position.epoch)
+        if before:
+            before_offset = _offset(parse_cursor(before, argument="before"), position.epoch)
     # Without first/after, the page is the newest messages (before the cursor).
     backwards = last is not None or (first is None and after is None)
     requested = last if backwards else first
@@ -120,13 +133,16 @@ async def history(
     if backwards:
         return Connection(
             page.messages,
-            has_next_page=before_offset is not None and before_offset <= position.last_offset,
+            has_next_page=position is not None
+            and before_offset is not None
+            and before_offset <= position.last_offset,
             has_previous_page=page.has_more,
         )
     return Connection(
         page.messages,
         has_next_page=page.has_more,
-        has_previous_page=after_offset is not None
+        has_previous_page=position is not None
+        and after_offset is not None
         and position.first_offset != 0
         and after_offset >= position.first_offset,
     )

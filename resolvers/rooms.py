@@ -7,6 +7,7 @@ room is invisible (NOT_FOUND) to everyone but its members.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from backends.errors import Conflict
@@ -25,12 +26,16 @@ _METADATA_MAX = 16 * 1024
 async def readable_room(services: Services, viewer: Viewer, room_id: str) -> Room:
     """The room if the viewer may read it: public, or private and a member."""
     services.require("rooms")
-    room = await services.backends.rooms.get(room_id)
+    rooms = services.backends.rooms
+    # Both at once: this check comes before every read and send.
+    room, banned = await asyncio.gather(
+        rooms.get(room_id), rooms.is_banned(room_id, viewer.user_id)
+    )
     if room is None:
         raise NotFound(f"room {room_id!r} not found", roomId=room_id)
     if viewer.reads_everything:
         return room
-    if room.is_private or await services.backends.rooms.is_banned(room_id, viewer.user_id):
+    if room.is_private or banned:
         member = await services.backends.rooms.get_member(room_id, viewer.user_id)
         if member is None:
             if room.is_private:

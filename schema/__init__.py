@@ -7,7 +7,12 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+)
 from strawberry.types import ExecutionContext
 
 from .context import Context
@@ -34,11 +39,17 @@ def build_schema(
     *, max_depth: int = 12, max_aliases: int = 30, max_tokens: int = 5000
 ) -> strawberry.Schema:
     # Factories, not instances: Strawberry keeps an instance's state across
-    # requests, so concurrent requests would read each other's results.
+    # requests, so concurrent requests would read each other's results. The
+    # limiters' rules are made once, though: each limiter builds its rule
+    # class anew when constructed, which costs more than most requests'
+    # validation (skipped for a document seen before, see DocumentCache).
+    limits = [
+        *QueryDepthLimiter(max_depth=max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
+    ]
     documents = ValidDocuments(maxsize=_CACHED_DOCUMENTS)
     extensions: list[Any] = [
-        lambda: QueryDepthLimiter(max_depth=max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+        lambda: AddValidationRules(limits),
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
         lambda: DocumentCache(documents),
         ApiErrors,
