@@ -73,6 +73,8 @@ async def test_node_graphql_ws_example(server: LiveServer) -> None:
 # --- Browser page -------------------------------------------------------------
 
 JOIN = "mutation($room: ID!) { joinRoom(roomId: $room) { id } }"
+# JSON keeps U+2028 and U+2029 raw; an SSE line ends only at CR or LF.
+TEXT_WITH_BREAKS = "hi over SSE \u2028 and \u2029 ☃"
 START_TYPING = "mutation($room: ID!) { startTyping(roomId: $room) }"
 SEND = """mutation($room: ID!, $text: String!) {
   sendMessage(input: {roomId: $room, data: {text: $text}}) { id }
@@ -163,7 +165,8 @@ def failing(args: list[str], cwd: Path, **env: str) -> str:
 
 
 def lines_of(out: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in out.splitlines()]
+    # "\n" only: str.splitlines would also break inside JSON at U+2028.
+    return [json.loads(line) for line in out.split("\n") if line]
 
 
 async def test_codegen_typescript(server: LiveServer) -> None:
@@ -268,7 +271,7 @@ async def test_python_sse_example(server: LiveServer) -> None:
     out = await asyncio.to_thread(
         run,
         [sys.executable, str(EXAMPLES / "python" / "sse_chat.py"), "--url", f"{server.url}/graphql",
-         "--token", server.token(user), "--room", room, "--text", "hi over SSE"],
+         "--token", server.token(user), "--room", room, "--text", TEXT_WITH_BREAKS],
         ROOT,
         30,
     )  # fmt: skip
@@ -276,7 +279,7 @@ async def test_python_sse_example(server: LiveServer) -> None:
     assert (message["type"], message["userId"], message["data"]) == (
         "MESSAGE",
         user,
-        {"text": "hi over SSE"},
+        {"text": TEXT_WITH_BREAKS},
     )
     assert message["id"] == message["cursor"]  # the SSE id: line, for Last-Event-ID
 
@@ -288,7 +291,7 @@ async def test_node_graphql_sse_example(server: LiveServer, mode: str) -> None:
     out = await asyncio.to_thread(
         run,
         [node(), "sse-chat.mjs", "--url", f"{server.url}/graphql", "--token", server.token(user),
-         "--room", room, "--text", f"hi over SSE ({mode})", "--mode", mode],
+         "--room", room, "--text", f"{TEXT_WITH_BREAKS} ({mode})", "--mode", mode],
         folder,
         30,
     )  # fmt: skip
@@ -297,7 +300,7 @@ async def test_node_graphql_sse_example(server: LiveServer, mode: str) -> None:
         "mode": mode,
         "type": "MESSAGE",
         "userId": user,
-        "data": {"text": f"hi over SSE ({mode})"},
+        "data": {"text": f"{TEXT_WITH_BREAKS} ({mode})"},
         "cursor": message["cursor"],
     }
     assert message["cursor"].endswith(":2")  # after the creator's JOIN

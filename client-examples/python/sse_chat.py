@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -40,10 +41,28 @@ async def execute(
     return body["data"]
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+async def lines(response: httpx.Response) -> AsyncIterator[str]:
+    """The stream's lines, ended by CRLF, CR or LF only, as SSE says: httpx's
+    `aiter_lines` also breaks at U+2028, which JSON carries raw."""
+    pending = ""
+    async for text in response.aiter_text():
+        pending += text
+        while (end := _LINE_END.search(pending)) is not None:
+            if end.group() == "\r" and end.end() == len(pending):
+                break  # may be the first half of a CRLF
+            yield pending[: end.start()]
+            pending = pending[end.end() :]
+    if pending:
+        yield pending.rstrip("\r")
+
+
 async def events(response: httpx.Response) -> AsyncIterator[tuple[str, str, str]]:
     """(event, id, data) of each Server-Sent Event; comments are keep-alives."""
     event, event_id, data = "message", "", []
-    async for line in response.aiter_lines():
+    async for line in lines(response):
         if not line:  # a blank line ends an event
             if data:
                 yield event, event_id, "\n".join(data)
