@@ -24,6 +24,7 @@ def room(room_id: str, *, owner: str = "alice", private: bool = False, minute: i
         description=f"about {room_id}",
         metadata={"topic": room_id, "tags": ["a", "b"], "n": 1.5},
         created_at=T0 + timedelta(minutes=minute),
+        incarnation=f"{room_id}-first",
     )
 
 
@@ -85,7 +86,9 @@ async def test_create_enforces_rooms_per_user(room_store: RoomStore) -> None:
     assert [r.id for r in await room_store.list_joined("alice")] == ["r1", "r4", "r5"]
 
 
-async def test_update_replaces_fields_but_not_owner_or_created_at(room_store: RoomStore) -> None:
+async def test_update_replaces_fields_but_not_owner_created_at_or_incarnation(
+    room_store: RoomStore,
+) -> None:
     await room_store.create(room("r1"))
     await room_store.update(
         Room(
@@ -107,6 +110,7 @@ async def test_update_replaces_fields_but_not_owner_or_created_at(room_store: Ro
         description=None,
         metadata={"x": [1]},
         created_at=T0,
+        incarnation="r1-first",
     )
 
 
