@@ -54,6 +54,10 @@ async def membership(
     room = await readable_room(services, viewer, room_id)
     member = await services.backends.rooms.get_member(room_id, viewer.user_id)
     if member is None:
+        # Deleted since it was read: its members went with it.
+        current = await services.backends.rooms.get(room_id)
+        if current is None or current.incarnation != room.incarnation:
+            raise NotFound(f"room {room_id!r} not found", roomId=room_id)
         raise Forbidden(f"you are not a member of room {room_id!r}", roomId=room_id)
     if member.role.rank < at_least.rank:
         raise Forbidden(f"this needs the {at_least.value} role in room {room_id!r}", roomId=room_id)
