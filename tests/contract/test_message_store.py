@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from backends.errors import ForeignStream, LimitReached, Missing
 from backends.protocols import MessageStore
-from backends.records import Message, MessageKind, NewMessage, StreamPosition
-from backends.sqlite import SqliteDatabase
+from backends.records import (
+    LEGACY_INCARNATION,
+    Message,
+    MessageKind,
+    NewMessage,
+    Room,
+    StreamPosition,
+    incarnation_of,
+)
+from backends.sqlite import SqliteDatabase, SqliteMessageStore, SqliteRoomStore
 
 from .conftest import MessageStoreMaker, Reopen, eventually
 
@@ -444,3 +454,166 @@ async def test_sqlite_database_opens_pings_and_closes_once(tmp_path: Path) -> No
     await db.close()
     with pytest.raises(ValueError):
         await db.ping()
+
+
+# --- incarnations ------------------------------------------------------------------
+
+NEW = "inc2"  # a later incarnation of ROOM: made again under the same id
+
+
+async def test_epochs_name_the_incarnation(message_store: MessageStore) -> None:
+    message, _ = await message_store.append(msg(), incarnation=INC)
+    assert incarnation_of(message.epoch) == INC
+    assert incarnation_of((await message_store.position(ROOM, incarnation=INC)).epoch) == INC
+
+
+async def test_another_incarnation_sees_nothing_and_cannot_write(
+    message_store: MessageStore,
+) -> None:
+    old = await fill(message_store, 3)
+    await message_store.append(msg("cid", client_message_id="c1"), incarnation=INC)
+    for from_end in (False, True):
+        page = await message_store.page(ROOM, incarnation=NEW, limit=10, from_end=from_end)
+        assert page.messages == [] and not page.has_more
+    assert (await message_store.page(ROOM, incarnation=NEW, limit=10, after=1)).messages == []
+    assert await message_store.find_client_message(ROOM, "alice", "c1", incarnation=NEW) is None
+    with pytest.raises(ForeignStream) as refused:
+        await message_store.append(msg("new room"), incarnation=NEW)
+    assert refused.value.found == INC
+    assert isinstance(refused.value, Missing)  # NOT_FOUND to a client
+    with pytest.raises(ForeignStream) as refused:
+        await message_store.position(ROOM, incarnation=NEW)
+    assert refused.value.found == INC
+    # Nothing changed for the incarnation the history belongs to.
+    page = await message_store.page(ROOM, incarnation=INC, limit=10)
+    assert page.messages[:3] == old and len(page.messages) == 4
+    assert (await message_store.position(ROOM, incarnation=INC)).last_offset == 4
+
+
+async def test_a_dead_incarnation_is_dropped_and_the_new_one_starts_afresh(
+    message_store: MessageStore,
+) -> None:
+    old = await fill(message_store, 3)
+    first, _ = await message_store.append(msg("old", client_message_id="c1"), incarnation=INC)
+    # Dropping another incarnation's history leaves this one alone.
+    await message_store.drop_room(ROOM, incarnation=NEW)
+    assert len((await message_store.page(ROOM, incarnation=INC, limit=10)).messages) == 4
+
+    with pytest.raises(ForeignStream) as refused:
+        await message_store.append(msg("new"), incarnation=NEW)
+    await message_store.drop_room(ROOM, incarnation=refused.value.found)
+    again, created = await message_store.append(msg("new", client_message_id="c1"), incarnation=NEW)
+    assert created and again.id != first.id
+    assert again.offset == 1 and incarnation_of(again.epoch) == NEW
+    assert again.epoch != old[0].epoch
+    page = await message_store.page(ROOM, incarnation=NEW, limit=10)
+    assert page.messages == [again]
+    assert (await message_store.page(ROOM, incarnation=INC, limit=10)).messages == []
+    found = await message_store.find_client_message(ROOM, "alice", "c1", incarnation=NEW)
+    assert found == again
+    assert await message_store.find_client_message(ROOM, "alice", "c1", incarnation=INC) is None
+    position = await message_store.position(ROOM, incarnation=NEW)
+    assert (position.epoch, position.last_offset) == (again.epoch, 1)
+
+
+async def test_position_starts_a_history_of_the_incarnation(message_store: MessageStore) -> None:
+    position = await message_store.position(ROOM, incarnation=NEW)
+    assert incarnation_of(position.epoch) == NEW
+    with pytest.raises(ForeignStream):
+        await message_store.append(msg(), incarnation=INC)
+    message, _ = await message_store.append(msg(), incarnation=NEW)
+    assert message.epoch == position.epoch
+
+
+async def test_find_client_message(message_store: MessageStore) -> None:
+    first, _ = await message_store.append(msg("one", client_message_id="c1"), incarnation=INC)
+    await message_store.append(msg("two"), incarnation=INC)
+    assert await message_store.find_client_message(ROOM, "alice", "c1", incarnation=INC) == first
+    assert await message_store.find_client_message(ROOM, "bob", "c1", incarnation=INC) is None
+    assert await message_store.find_client_message(ROOM, "alice", "c2", incarnation=INC) is None
+    assert await message_store.find_client_message("room-2", "alice", "c1", incarnation=INC) is None
+
+
+async def test_a_drop_never_takes_what_a_newer_incarnation_appended(
+    message_store: MessageStore,
+) -> None:
+    """Appends of a new incarnation race the drop of the old one's history:
+    each either finds the old history (and drops it, as the resolvers do)
+    or appends; whatever was appended for the new incarnation stays."""
+    await fill(message_store, 5)
+
+    async def append_new(i: int) -> Message:
+        for _ in range(20):
+            try:
+                message, _ = await message_store.append(msg(f"new{i}"), incarnation=NEW)
+            except ForeignStream as exc:
+                await message_store.drop_room(ROOM, incarnation=exc.found)
+            else:
+                return message
+        raise AssertionError("the old history was never out of the way")
+
+    async def drop_old() -> None:
+        await message_store.drop_room(ROOM, incarnation=INC)
+
+    results = await asyncio.gather(*(append_new(i) for i in range(10)), drop_old(), drop_old())
+    appended = [r for r in results if isinstance(r, Message)]
+    page = await message_store.page(ROOM, incarnation=NEW, limit=50)
+    assert sorted(m.id for m in page.messages) == sorted(m.id for m in appended)
+    assert offsets(page.messages) == list(range(1, 11))
+
+
+async def test_legacy_history_belongs_to_legacy_rooms(message_store: MessageStore) -> None:
+    """History written before incarnations has epochs without one: it is
+    the history of LEGACY_INCARNATION, the incarnation of rooms stored then."""
+    message, _ = await message_store.append(msg(), incarnation=LEGACY_INCARNATION)
+    assert incarnation_of(message.epoch) == LEGACY_INCARNATION
+    assert incarnation_of("0a1b2c3d") == LEGACY_INCARNATION
+    page = await message_store.page(ROOM, incarnation=LEGACY_INCARNATION, limit=5)
+    assert page.messages == [message]
+    assert (await message_store.page(ROOM, incarnation=INC, limit=5)).messages == []
+
+
+async def test_a_sqlite_file_from_before_incarnations_keeps_its_rooms_and_history(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.executescript(
+            """
+            CREATE TABLE streams (room_id TEXT PRIMARY KEY, epoch TEXT NOT NULL,
+                                  last_offset INTEGER NOT NULL);
+            CREATE TABLE messages (room_id TEXT NOT NULL, seq INTEGER NOT NULL,
+                id TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, user_id TEXT NOT NULL,
+                ts INTEGER NOT NULL, channel_id TEXT, event TEXT, data TEXT NOT NULL,
+                metadata TEXT NOT NULL, thread_id TEXT, client_message_id TEXT,
+                PRIMARY KEY (room_id, seq));
+            CREATE TABLE rooms (id TEXT PRIMARY KEY, name TEXT NOT NULL, owner TEXT NOT NULL,
+                is_private INTEGER NOT NULL, description TEXT, metadata TEXT NOT NULL,
+                created_at INTEGER NOT NULL);
+            CREATE TABLE members (room_id TEXT NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
+                user_id TEXT NOT NULL, role TEXT NOT NULL, joined_at INTEGER NOT NULL,
+                PRIMARY KEY (room_id, user_id));
+            INSERT INTO rooms VALUES ('old', 'Old', 'alice', 0, NULL, 'null', 0);
+            INSERT INTO members VALUES ('old', 'alice', 'OWNER', 0);
+            INSERT INTO streams VALUES ('old', '0a1b2c3d', 1);
+            INSERT INTO messages VALUES ('old', 1, 'm1', 'MESSAGE', 'alice', 0, NULL, NULL,
+                                         '{"text":"kept"}', 'null', NULL, NULL);
+            """
+        )
+    old.close()
+    db = await SqliteDatabase.open(path)
+    try:
+        rooms, messages = SqliteRoomStore(db), SqliteMessageStore(db)
+        room = await rooms.get("old")
+        assert room is not None and room.incarnation == LEGACY_INCARNATION
+        page = await messages.page("old", incarnation=room.incarnation, limit=5)
+        assert [(m.id, m.data, m.epoch) for m in page.messages] == [
+            ("m1", {"text": "kept"}, "0a1b2c3d")
+        ]
+        following, _ = await messages.append(msg(room_id="old"), incarnation=room.incarnation)
+        assert (following.offset, following.epoch) == (2, "0a1b2c3d")
+        # Memberships from then are the user's own: they count as before.
+        with pytest.raises(LimitReached):
+            await rooms.create(Room(id="new", name="New", owner="alice"), max_rooms_per_user=1)
+    finally:
+        await db.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -307,3 +308,87 @@ async def test_rooms_survive_a_restart(reopen: Reopen) -> None:
     assert [r.id for r in await stores.rooms.list_joined("bob")] == ["r1", "r2"]
     with pytest.raises(Conflict):
         await stores.rooms.create(room("r1"))
+
+
+# --- incarnations and the quota of rooms others add you to -------------------------
+
+
+async def test_delete_of_one_incarnation_only(room_store: RoomStore) -> None:
+    await room_store.create(room("r1"))
+    assert not await room_store.delete("r1", incarnation="another-life")
+    assert await room_store.get("r1") == room("r1")
+    assert await room_store.delete("r1", incarnation="r1-first")
+    assert await room_store.get("r1") is None
+    again = replace(room("r1"), incarnation="r1-second")
+    await room_store.create(again)
+    assert await room_store.get("r1") == again
+    assert not await room_store.delete("r1", incarnation="r1-first")
+    assert await room_store.delete("r1")
+
+
+async def test_rooms_others_add_you_to_count_apart(room_store: RoomStore) -> None:
+    for i in range(4):
+        await room_store.create(room(f"a{i}"))
+    for i in range(3):
+        _, added = await room_store.add_member(
+            member(f"a{i}", "bob"), added_by="alice", max_room_additions=3
+        )
+        assert added
+    with pytest.raises(LimitReached) as info:
+        await room_store.add_member(member("a3", "bob"), added_by="alice", max_room_additions=3)
+    assert (info.value.what, info.value.limit) == ("room additions", 3)
+    assert await room_store.get_member("a3", "bob") is None
+
+    # Bob's own quota is untouched by the three additions.
+    await room_store.create(room("b0", owner="bob"), max_rooms_per_user=2)
+    await room_store.add_member(member("a3", "bob"), max_rooms_per_user=2)  # joins himself
+    with pytest.raises(LimitReached) as info:
+        await room_store.create(room("b1", owner="bob"), max_rooms_per_user=2)
+    assert (info.value.what, info.value.limit) == ("rooms", 2)
+    # Joining himself (added_by is bob) counts as his own too.
+    await room_store.create(room("a4"))
+    with pytest.raises(LimitReached):
+        await room_store.add_member(member("a4", "bob"), added_by="bob", max_rooms_per_user=2)
+    joined = [r.id for r in await room_store.list_joined("bob")]
+    assert sorted(joined) == ["a0", "a1", "a2", "a3", "b0"]
+    assert {r.id for r in await room_store.list_visible("bob")} >= set(joined)
+
+
+async def test_leaving_bans_and_deletes_free_an_addition(room_store: RoomStore) -> None:
+    for i in range(4):
+        await room_store.create(room(f"a{i}"))
+
+    async def add(room_id: str) -> None:
+        await room_store.add_member(member(room_id, "bob"), added_by="alice", max_room_additions=2)
+
+    await add("a0")
+    await add("a1")
+    with pytest.raises(LimitReached):
+        await add("a2")
+    assert await room_store.remove_member("a0", "bob")
+    await add("a2")
+    await room_store.ban("a1", "bob")
+    await add("a3")
+    assert await room_store.delete("a2")
+    await add("a0")
+    assert sorted(r.id for r in await room_store.list_joined("bob")) == ["a0", "a3"]
+    # Own rooms are still all free.
+    await room_store.create(room("b0", owner="bob"), max_rooms_per_user=1)
+
+
+async def test_rooms_quotas_survive_a_restart(reopen: Reopen) -> None:
+    stores = await reopen()
+    for i in range(2):
+        await stores.rooms.create(room(f"a{i}"))
+        await stores.rooms.add_member(member(f"a{i}", "bob"), added_by="alice")
+    await stores.close()
+    stores = await reopen()
+    await stores.rooms.create(room("b0", owner="bob"), max_rooms_per_user=1)
+    with pytest.raises(LimitReached):
+        await stores.rooms.add_member(member("b0", "carol"), added_by="bob", max_room_additions=0)
+    await stores.rooms.create(room("a2"))
+    with pytest.raises(LimitReached) as info:
+        await stores.rooms.add_member(member("a2", "bob"), added_by="alice", max_room_additions=2)
+    assert info.value.what == "room additions"
+    assert (await stores.rooms.get("a0")) == room("a0")
+    await stores.close()
