@@ -24,7 +24,7 @@ from backends.errors import LimitReached, Unavailable
 from backends.events import Event, MessageEvent, decode_event, encode_event
 from backends.hub import RESYNC, Hub, Subscription
 from backends.opened import Opened
-from backends.records import MessageKind, NewMessage, Room
+from backends.records import LEGACY_INCARNATION, MessageKind, NewMessage, Room
 from backends.redis_backend import (
     check_version,
     delete_namespace,
@@ -436,5 +436,44 @@ async def test_operations_during_an_outage_raise_unavailable(own_redis: ServiceP
         # Without persistence the restart lost the room: a new epoch at 1.
         message, _ = await opened.messages.append(new_message("after"), incarnation=INC)
         assert message.offset == 1
+    finally:
+        await opened.close()
+
+
+async def test_rooms_and_history_from_before_incarnations_still_load(url: str) -> None:
+    """A room hash without `inc` and a history whose epoch names no
+    incarnation: both are LEGACY_INCARNATION's, so the room keeps its history."""
+    namespace = url.rsplit("namespace=", 1)[1]
+    client = Redis.from_url(url.split("?", 1)[0])
+    try:
+        await client.hset(
+            f"{namespace}:room:old",
+            mapping={
+                "name": "Old",
+                "owner": "alice",
+                "private": "0",
+                "description": "null",
+                "metadata": "null",
+                "created": "0",
+            },
+        )
+        await client.hset(f"{namespace}:msg-meta:old", mapping={"epoch": "0a1b2c3d", "last": 0})
+    finally:
+        await client.aclose()
+    opened = await open_stores(url, ["rooms", "messages"], retention=None)
+    try:
+        rooms, messages = opened.rooms, opened.messages
+        assert rooms is not None and messages is not None
+        room = await rooms.get("old")
+        assert room is not None and room.incarnation == LEGACY_INCARNATION
+        message, _ = await messages.append(
+            new_message("kept", room_id="old"), incarnation=room.incarnation
+        )
+        assert message.epoch == "0a1b2c3d"
+        page = await messages.page("old", incarnation=room.incarnation, limit=5)
+        assert page.messages == [message]
+        # A room made again under the id is another incarnation: none of it shows.
+        assert await rooms.delete("old", incarnation=LEGACY_INCARNATION)
+        assert (await messages.page("old", incarnation="new-life", limit=5)).messages == []
     finally:
         await opened.close()

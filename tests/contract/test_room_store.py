@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from backends.errors import Conflict, LimitReached, Missing
 from backends.protocols import RoomStore
-from backends.records import Member, Role, Room
+from backends.memory import decode_room, encode_room
+from backends.records import LEGACY_INCARNATION, Member, Role, Room
 
 from .conftest import Reopen
 
@@ -392,3 +394,11 @@ async def test_rooms_quotas_survive_a_restart(reopen: Reopen) -> None:
     assert info.value.what == "room additions"
     assert (await stores.rooms.get("a0")) == room("a0")
     await stores.close()
+
+
+def test_a_room_document_from_before_incarnations_decodes_as_legacy() -> None:
+    """The memory and NATS stores keep rooms as this JSON document."""
+    raw = orjson.dumps(
+        {k: v for k, v in orjson.loads(encode_room(room("r1"))).items() if k != "incarnation"}
+    )
+    assert decode_room(raw) == replace(room("r1"), incarnation=LEGACY_INCARNATION)
