@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from backends.errors import Conflict, LimitReached, Missing
-from backends.protocols import RoomStore
 from backends.memory import decode_room, encode_room
+from backends.protocols import RoomStore
 from backends.records import LEGACY_INCARNATION, Member, Role, Room
 
 from .conftest import Reopen
