@@ -314,7 +314,8 @@ class NatsRoomStore:
         async def change(doc: Any) -> tuple[Any, Member | None]:
             if doc is None or user_id not in doc["members"]:
                 return KEEP, None
-            members = {**doc["members"], user_id: [role.value, doc["members"][user_id][1]]}
+            # The entry's tail ([joined, added?]) stays: it says which quota it holds.
+            members = {**doc["members"], user_id: [role.value, *doc["members"][user_id][1:]]}
             return {**doc, "members": members}, _member(room_id, user_id, members[user_id])
 
         async with self._link.guard():
@@ -330,8 +331,8 @@ class NatsRoomStore:
                 raise Missing(f"{new_owner!r} is not a member of room {room_id!r}")
             old_owner = doc["room"]["owner"]
             if old_owner in members and old_owner != new_owner:
-                members[old_owner] = [Role.ADMIN.value, members[old_owner][1]]
-            members[new_owner] = [Role.OWNER.value, members[new_owner][1]]
+                members[old_owner] = [Role.ADMIN.value, *members[old_owner][1:]]
+            members[new_owner] = [Role.OWNER.value, *members[new_owner][1:]]
             room = {**doc["room"], "owner": new_owner}
             promoted = _member(room_id, new_owner, members[new_owner])
             return {**doc, "room": room, "members": members}, promoted

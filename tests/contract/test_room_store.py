@@ -367,13 +367,21 @@ async def test_leaving_bans_and_deletes_free_an_addition(room_store: RoomStore) 
     await add("a1")
     with pytest.raises(LimitReached):
         await add("a2")
+    # A new role (or ownership) keeps the membership one others made.
+    await room_store.set_role("a0", "bob", Role.ADMIN)
     assert await room_store.remove_member("a0", "bob")
     await add("a2")
     await room_store.ban("a1", "bob")
     await add("a3")
+    await room_store.transfer_ownership("a3", "bob")
     assert await room_store.delete("a2")
     await add("a0")
     assert sorted(r.id for r in await room_store.list_joined("bob")) == ["a0", "a3"]
+    with pytest.raises(LimitReached):
+        await add("a1")
+    await room_store.unban("a1", "bob")
+    assert await room_store.remove_member("a3", "bob")
+    await add("a1")
     # Own rooms are still all free.
     await room_store.create(room("b0", owner="bob"), max_rooms_per_user=1)
 
