@@ -77,6 +77,11 @@ def _rooms_sqlite_history_redis(urls: list[str]) -> dict[str, Any]:
     return {"backend": "sqlite", "role_urls": {"messages": urls[-1]}}
 
 
+def _rooms_sqlite_history_nats(urls: list[str]) -> dict[str, Any]:
+    urls.append(_nats_url())
+    return {"backend": "sqlite", "role_urls": {"messages": urls[-1]}}
+
+
 def _rooms_redis_history_nats(urls: list[str]) -> dict[str, Any]:
     urls.extend([_redis_url(), _nats_url()])
     return {"backend": "redis", "backend_urls": [urls[-2]], "role_urls": {"messages": urls[-1]}}
@@ -87,6 +92,7 @@ SETUPS: dict[str, tuple[Callable[[list[str]], dict[str, Any]], list[tuple[str, i
     "redis": (_redis, [_REDIS]),
     "nats": (_nats, [_NATS]),
     "rooms-sqlite+history-redis": (_rooms_sqlite_history_redis, [_REDIS]),
+    "rooms-sqlite+history-nats": (_rooms_sqlite_history_nats, [_NATS]),
     "rooms-redis+history-nats": (_rooms_redis_history_nats, [_REDIS, _NATS]),
 }
 
