@@ -501,9 +501,12 @@ async def fill_history(url: str, count: int, backend: str) -> list[float]:
     roles = ("messages", "rooms")
     opened = await module.open_stores(url, roles, retention=None)
     try:
-        await opened.rooms.create(Room(id=ROOM, name="Bench", owner=PUBLISHER))
+        room = Room(id=ROOM, name="Bench", owner=PUBLISHER)
+        await opened.rooms.create(room)
+        incarnation = room.incarnation
         await opened.messages.append(
-            NewMessage(kind=MessageKind.MESSAGE, user_id=PUBLISHER, room_id=ROOM, data={"i": 0})
+            NewMessage(kind=MessageKind.MESSAGE, user_id=PUBLISHER, room_id=ROOM, data={"i": 0}),
+            incarnation=incarnation,
         )
         if backend == "sqlite":
             await opened.close()
@@ -520,7 +523,8 @@ async def fill_history(url: str, count: int, backend: str) -> list[float]:
                             user_id=PUBLISHER,
                             room_id=ROOM,
                             data={"i": i, "text": "lorem ipsum dolor sit amet"},
-                        )
+                        ),
+                        incarnation=incarnation,
                     )
 
             for start in range(1, count, 10_000):
@@ -529,8 +533,8 @@ async def fill_history(url: str, count: int, backend: str) -> list[float]:
         store = opened.messages
         for _ in range(200):
             t = time.perf_counter()
-            await store.position(ROOM)
-            await store.page(ROOM, limit=50, from_end=True)
+            await store.position(ROOM, incarnation=incarnation)
+            await store.page(ROOM, incarnation=incarnation, limit=50, from_end=True)
             times.append(time.perf_counter() - t)
         times.sort()
         return times

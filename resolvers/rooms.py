@@ -8,11 +8,12 @@ room is invisible (NOT_FOUND) to everyone but its members.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
-from backends.errors import Conflict
+from backends.errors import Conflict, LimitReached
 from backends.records import Member, MessageKind, NewMessage, Role, Room
-from serving.errors import BadUserInput, Forbidden, NotFound
+from serving.errors import BadUserInput, Forbidden, LimitExceeded, NotFound
 
 from .posting import post, revoke_access
 from .services import Services, Viewer
@@ -49,6 +50,10 @@ async def membership(
     room = await readable_room(services, viewer, room_id)
     member = await services.backends.rooms.get_member(room_id, viewer.user_id)
     if member is None:
+        # Deleted since it was read: its members went with it.
+        current = await services.backends.rooms.get(room_id)
+        if current is None or current.incarnation != room.incarnation:
+            raise NotFound(f"room {room_id!r} not found", roomId=room_id)
         raise Forbidden(f"you are not a member of room {room_id!r}", roomId=room_id)
     if member.role.rank < at_least.rank:
         raise Forbidden(f"this needs the {at_least.value} role in room {room_id!r}", roomId=room_id)
@@ -94,7 +99,15 @@ async def create_room(
         )
     except Conflict as exc:
         raise BadUserInput(f"room id {room.id!r} is taken", argument="id") from exc
-    await _announce(services, room.id, MessageKind.JOIN, owner.user_id, "room.created", None)
+    await _announce(
+        services,
+        room.id,
+        MessageKind.JOIN,
+        owner.user_id,
+        "room.created",
+        None,
+        incarnation=room.incarnation,
+    )
     services.metrics.rooms_joins.inc()
     return room
 
@@ -120,15 +133,7 @@ async def update_room(
             # It would show the whole history to everyone.
             raise Forbidden("only the owner may make a private room public", roomId=room_id)
         fields["is_private"] = changes["is_private"]
-    updated = Room(
-        id=room.id,
-        name=fields.get("name", room.name),
-        owner=room.owner,
-        is_private=fields.get("is_private", room.is_private),
-        description=fields.get("description", room.description),
-        metadata=fields.get("metadata", room.metadata),
-        created_at=room.created_at,
-    )
+    updated = replace(room, **fields)
     await services.backends.rooms.update(updated)
     await _announce(
         services,
@@ -137,6 +142,7 @@ async def update_room(
         viewer.user_id,
         "room.updated",
         {"fields": sorted(_camel(k) for k in fields)},
+        incarnation=room.incarnation,
     )
     if updated.is_private and not room.is_private:
         await revoke_access(services, room_id, None)
@@ -144,9 +150,10 @@ async def update_room(
 
 
 async def delete_room(services: Services, viewer: Viewer, room_id: str) -> bool:
-    await membership(services, viewer, room_id, at_least=Role.OWNER)
-    deleted = await services.backends.rooms.delete(room_id)
-    await services.backends.messages.drop_room(room_id)
+    room, _ = await membership(services, viewer, room_id, at_least=Role.OWNER)
+    # This incarnation only: the id may have been deleted and made again since.
+    deleted = await services.backends.rooms.delete(room_id, incarnation=room.incarnation)
+    await services.backends.messages.drop_room(room_id, incarnation=room.incarnation)
     await revoke_access(services, room_id, None)
     return deleted
 
@@ -166,12 +173,20 @@ async def join_room(services: Services, viewer: Viewer, room_id: str) -> Room:
     )
     if added:
         services.metrics.rooms_joins.inc()
-        await _announce(services, room_id, MessageKind.JOIN, viewer.user_id, "member.joined", None)
+        await _announce(
+            services,
+            room_id,
+            MessageKind.JOIN,
+            viewer.user_id,
+            "member.joined",
+            None,
+            incarnation=room.incarnation,
+        )
     return room
 
 
 async def leave_room(services: Services, viewer: Viewer, room_id: str) -> bool:
-    _, member = await membership(services, viewer, room_id)
+    room, member = await membership(services, viewer, room_id)
     if member.role is Role.OWNER:
         raise Forbidden(
             "the owner cannot leave: hand ownership on with setMemberRole(role: OWNER) "
@@ -179,7 +194,15 @@ async def leave_room(services: Services, viewer: Viewer, room_id: str) -> bool:
             roomId=room_id,
         )
     await services.backends.rooms.remove_member(room_id, viewer.user_id)
-    await _announce(services, room_id, MessageKind.LEAVE, viewer.user_id, "member.left", None)
+    await _announce(
+        services,
+        room_id,
+        MessageKind.LEAVE,
+        viewer.user_id,
+        "member.left",
+        None,
+        incarnation=room.incarnation,
+    )
     await revoke_access(services, room_id, viewer.user_id)
     return True
 
@@ -187,7 +210,7 @@ async def leave_room(services: Services, viewer: Viewer, room_id: str) -> bool:
 async def add_member(
     services: Services, viewer: Viewer, room_id: str, user_id: str, role: Role
 ) -> Member:
-    _, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
+    room, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
     required_text(user_id, "userId", max_length=256)
     if role is Role.OWNER:
         raise BadUserInput(
@@ -198,14 +221,32 @@ async def add_member(
     rooms = services.backends.rooms
     if await rooms.is_banned(room_id, user_id):
         raise Forbidden(f"{user_id!r} is banned from this room: unban first", roomId=room_id)
-    member, added = await rooms.add_member(
-        Member(room_id=room_id, user_id=user_id, role=role),
-        max_rooms_per_user=services.settings.max_rooms_per_user,
-    )
+    limit = services.settings.max_room_additions_per_user
+    try:
+        # Others' additions count apart from the user's own rooms, so they
+        # can never use up the user's max_rooms_per_user.
+        member, added = await rooms.add_member(
+            Member(room_id=room_id, user_id=user_id, role=role),
+            added_by=viewer.user_id,
+            max_room_additions=limit,
+        )
+    except LimitReached as exc:
+        raise LimitExceeded(
+            f"{user_id!r} has been added to {limit} rooms by others, the limit"
+            " (max_room_additions_per_user): they can still join rooms themselves",
+            limit=limit,
+            setting="max_room_additions_per_user",
+        ) from exc
     if added:
         services.metrics.rooms_joins.inc()
         await _announce(
-            services, room_id, MessageKind.JOIN, user_id, "member.added", {"by": viewer.user_id}
+            services,
+            room_id,
+            MessageKind.JOIN,
+            user_id,
+            "member.added",
+            {"by": viewer.user_id},
+            incarnation=room.incarnation,
         )
     return member
 
@@ -295,9 +336,20 @@ async def _announce(
     user_id: str,
     event: str,
     data: Any,
+    *,
+    incarnation: str | None = None,
 ) -> None:
+    """Post a room event into the history of the room's incarnation
+    `incarnation` (None: the room's current one, read now)."""
+    if incarnation is None:
+        current = await services.backends.rooms.get(room_id)
+        if current is None:
+            raise NotFound(f"room {room_id!r} not found", roomId=room_id)
+        incarnation = current.incarnation
     await post(
-        services, NewMessage(kind=kind, user_id=user_id, room_id=room_id, event=event, data=data)
+        services,
+        NewMessage(kind=kind, user_id=user_id, room_id=room_id, event=event, data=data),
+        incarnation=incarnation,
     )
 
 

@@ -291,6 +291,7 @@ class Settings(BaseSettings):
     # limits
     max_connections_per_user: int = Field(default=5, ge=1)
     max_rooms_per_user: int = Field(default=50, ge=1)
+    max_room_additions_per_user: int = Field(default=500, ge=1)
     max_channels_per_user: int = Field(default=100, ge=1)
     max_message_size: int = Field(default=65536, ge=1)
     max_messages_per_second: int = Field(default=100, ge=1)
