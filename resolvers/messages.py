@@ -31,7 +31,7 @@ from .rooms import membership, readable_room
 from .services import Services, Viewer
 from .stream_signals import LIVE, AccessChange, Signal
 from .typing_indicators import stop_typing
-from .validation import check_id, optional_text
+from .validation import optional_text
 
 _REPLAY_PAGE = 200
 
@@ -64,8 +64,6 @@ async def send_message(
 ) -> Message:
     await membership(services, viewer, room_id)
     settings = services.settings
-    if thread_id is not None:
-        check_id(thread_id, "threadId")
     client_id = optional_text(client_message_id, "clientMessageId", max_length=128)
     event = await check_outgoing(services, viewer, event, data, metadata)
     message, _ = await post(
