@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -366,7 +366,7 @@ def _wrap(field: GraphQLField, check: ArgumentCheck) -> None:
     field.extensions = {**(field.extensions or {}), _EXTENSION_KEY: check}
     if field.subscribe is not None:
         # A subscription's resolve runs per event on values already checked.
-        field.subscribe = _checked(field.subscribe, check)
+        field.subscribe = _checked_subscribe(field.subscribe, check)
     elif field.resolve is not None:
         field.resolve = _checked(field.resolve, check)
 
@@ -377,6 +377,24 @@ def _checked(resolve: Callable[..., Any], check: ArgumentCheck) -> Callable[...,
         return resolve(source, info, **args)
 
     return checked
+
+
+def _checked_subscribe(subscribe: Callable[..., Any], check: ArgumentCheck) -> Callable[..., Any]:
+    def checked(source: Any, info: Any, **args: Any) -> Any:
+        try:
+            check(args)
+        except BadUserInput as exc:
+            # Fail as the subscription's own stream would (a result with the
+            # error, then the end), not as a document that failed validation.
+            return _failing(exc)
+        return subscribe(source, info, **args)
+
+    return checked
+
+
+async def _failing(error: BadUserInput) -> AsyncIterator[Any]:
+    raise error
+    yield  # an async generator, that raises when first read
 
 
 def check_arguments(field: GraphQLField, args: Mapping[str, Any]) -> None:
