@@ -26,7 +26,7 @@ from backends.errors import Unavailable
 from backends.hub import RESYNC_CHANNEL
 from backends.nats_backend import delete_namespace, open_stores
 from backends.opened import Opened
-from backends.records import NewMessage, MessageKind
+from backends.records import MessageKind, NewMessage
 from tests.conftest import TEST_SETTINGS, require_service
 from tests.live import TIMEOUT, LiveServer, Operation, unique, ws_connect
 from tests.services import ServiceProcess
@@ -86,7 +86,7 @@ def _one_line_faults(server: LiveServer) -> None:
 async def _kill(service: ServiceProcess, kind: str) -> int:
     client = redis_asyncio.Redis(port=service.port)
     try:
-        killed = await client.execute_command("CLIENT", "KILL", "TYPE", kind)
+        killed = await client.client_kill_filter(_type=kind)
     finally:
         await client.aclose()
     return int(killed)

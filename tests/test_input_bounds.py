@@ -182,7 +182,7 @@ OUT_OF_BOUNDS: list[tuple[str, dict[str, Any], str]] = [
         "name",
     ),
     (
-        "mutation($d: String) { createRoom(input: {name: \"ok\", description: $d}) { id } }",
+        'mutation($d: String) { createRoom(input: {name: "ok", description: $d}) { id } }',
         {"d": "d" * 2001},
         "description",
     ),
@@ -192,7 +192,7 @@ OUT_OF_BOUNDS: list[tuple[str, dict[str, Any], str]] = [
         "statusText",
     ),
     (
-        "mutation($id: ID!) { updateRoom(id: $id, input: {name: \"x\"}) { id } }",
+        'mutation($id: ID!) { updateRoom(id: $id, input: {name: "x"}) { id } }',
         {"id": LONG_ID},
         "id",
     ),
@@ -210,7 +210,7 @@ async def _over_the_wire(server: LiveServer) -> None:
         body = await _post(alice, query, **filled)
         assert _code_and_argument(body) == ("BAD_USER_INPUT", argument), (query, body)
     async with ws_connect(server, alice.token) as ws:
-        for query, variables, argument in [
+        subscriptions: list[tuple[str, dict[str, Any], str]] = [
             (ROOM_MESSAGES, {"room": LONG_ID}, "roomId"),
             ("subscription($r: ID!) { typing(roomId: $r) { userId } }", {"r": LONG_ID}, "roomId"),
             (
@@ -230,7 +230,8 @@ async def _over_the_wire(server: LiveServer) -> None:
                 {"c": "chan", "e": ["e"] * 101},
                 "events",
             ),
-        ]:
+        ]
+        for query, variables, argument in subscriptions:
             error = await ended_with(await ws.subscribe(query, **variables))
             assert error["extensions"]["code"] == "BAD_USER_INPUT", (query, error)
             assert error["extensions"]["argument"] == argument, (query, error)
@@ -353,7 +354,8 @@ async def test_non_finite_json_is_refused(server: LiveServer) -> None:
         )
         body = await _post(alice, query)
         assert _code_and_argument(body) == ("BAD_USER_INPUT", "data"), (literal, body)
-        query = f"mutation {{ createRoom(input: {{name: \"n\", metadata: {{x: {literal}}}}}) {{ id }} }}"
+        metadata = f"{{x: {literal}}}"
+        query = f'mutation {{ createRoom(input: {{name: "n", metadata: {metadata}}}) {{ id }} }}'
         body = await _post(alice, query)
         assert _code_and_argument(body) == ("BAD_USER_INPUT", "metadata"), (literal, body)
     async with httpx.AsyncClient(timeout=10) as http:
@@ -387,7 +389,7 @@ async def test_long_id_on_nats_is_bad_user_input_and_node_stays_up(
     nats_server: LiveServer,
 ) -> None:
     alice = nats_server.client(unique("alice"))
-    body = await _post(alice, "{ room(id: \"" + LONG_ID + "\") { id } }")
+    body = await _post(alice, '{ room(id: "' + LONG_ID + '") { id } }')
     assert _code_and_argument(body) == ("BAD_USER_INPUT", "id")
     await _over_the_wire(nats_server)
     async with httpx.AsyncClient(timeout=10) as http:
