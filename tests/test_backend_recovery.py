@@ -21,10 +21,9 @@ import pytest
 import redis.asyncio as redis_asyncio
 from broadcaster import Event
 
-from backends import topics
+from backends import nats_backend, redis_backend, topics
 from backends.errors import Unavailable
 from backends.hub import RESYNC_CHANNEL
-from backends.nats_backend import delete_namespace, open_stores
 from backends.opened import Opened
 from backends.records import MessageKind, NewMessage
 from tests.conftest import TEST_SETTINGS, require_service
@@ -148,17 +147,20 @@ async def test_nats_restart_recovers(
 
 @contextlib.asynccontextmanager
 async def _opened(url: str) -> AsyncIterator[Opened]:
+    backend = redis_backend if url.startswith("redis") else nats_backend
     roles = ["broker", "messages", "rooms", "channels", "presence", "typing", "limits"]
-    opened = await open_stores(url, roles, retention=None)
+    opened = await backend.open_stores(url, roles, retention=None)
     try:
         yield opened
     finally:
+        if opened.broker is not None:
+            await opened.broker.disconnect()
         for role in roles:
             store: Any = getattr(opened, role)
             if role != "broker":
                 await store.close()
         await opened.close()
-        await delete_namespace(url)
+        await backend.delete_namespace(url)
 
 
 async def _next_event(opened: Opened) -> Event:
@@ -167,12 +169,19 @@ async def _next_event(opened: Opened) -> Event:
     return event
 
 
-async def test_nats_backend_takes_over_long_ids_without_losing_the_link() -> None:
+@pytest.mark.parametrize("kind", ["nats", "redis"])
+async def test_backends_take_over_long_ids_without_losing_the_link(kind: str) -> None:
     """Even without the edge check, a 5000-character id reaches no NATS
-    subject: the calls answer, the link never drops (no resync), and the fan-out
-    keeps flowing."""
-    require_service("NATS", 4222)
-    async with _opened(f"nats://127.0.0.1:4222?namespace=t{uuid4().hex[:12]}") as opened:
+    subject or Redis channel unbounded: the calls answer, the link never drops
+    (no resync), and the fan-out keeps flowing."""
+    namespace = f"t{uuid4().hex[:12]}"
+    if kind == "nats":
+        require_service("NATS", 4222)
+        url = f"nats://127.0.0.1:4222?namespace={namespace}"
+    else:
+        require_service("Redis", 6379)
+        url = f"redis://127.0.0.1:6379/0?namespace={namespace}"
+    async with _opened(url) as opened:
         assert opened.broker is not None and opened.rooms is not None
         assert opened.messages is not None and opened.presence is not None
         assert opened.typing is not None and opened.limits is not None
