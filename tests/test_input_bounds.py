@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -24,6 +25,8 @@ from graphql import (
 )
 from graphql import build_schema as schema_from_sdl
 
+from backends import topics
+from backends.nats_link import key_token
 from schema import SDL_PATH
 from schema.bounds import BOUNDS, UnboundedArgument, apply_bounds
 from tests.conftest import TEST_SETTINGS, require_service
@@ -396,3 +399,37 @@ async def test_long_id_on_nats_is_bad_user_input_and_node_stays_up(
         assert (await http.get(f"{nats_server.url}/ready")).status_code == 200
     await still_serving(nats_server)
     _no_traceback(nats_server)
+
+
+# --- backends bounded by construction -------------------------------------------------
+
+
+_KV_KEY = re.compile(r"[-/_=.A-Za-z0-9]+")
+
+
+def _escaped_as_before(value: str) -> str:
+    """`topics.escape_token` as it was before tokens were bounded."""
+    safe = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+    if value and all(c in safe for c in value):
+        return value
+    if not value:
+        return "%"
+    return "".join(c if c in safe else "".join(f"%{b:02X}" for b in c.encode()) for c in value)
+
+
+def test_tokens_are_bounded_and_valid_ids_keep_theirs() -> None:
+    kept = ["room-1", "a" * 64, "alice@example.com", "ü" * 170, "名前 with spaces", "u" * 256, ""]
+    for value in kept:
+        assert topics.escape_token(value) == _escaped_as_before(value), value
+    long_ones = [LONG_ID, "ü" * 171, "x" * 1025, "🙂" * 300, "a.b*>" * 300]
+    tokens = {topics.escape_token(v) for v in long_ones}
+    assert len(tokens) == len(long_ones)
+    for token in tokens:
+        assert token.startswith("%%") and len(token) <= topics.MAX_TOKEN_LENGTH, token
+        assert not any(c in token for c in ".*> \t\r\n")
+    for value in long_ones:
+        assert _KV_KEY.fullmatch(key_token(value)), value
+    # Three of the longest tokens kept as they are still fit in a NATS
+    # protocol line (4096 bytes) with the stream prefix around them.
+    worst = ".".join(topics.escape_token("é" * 170) for _ in range(3))
+    assert 3000 < len(worst) < 4096 - 200
