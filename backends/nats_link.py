@@ -139,7 +139,7 @@ class NatsLink:
             while not self._closing:
                 try:
                     nc = await reopen()
-                except Unavailable as exc:
+                except Exception as exc:  # Unavailable, or anything else: retry
                     log.warning("NATS at %s: still unreachable: %s", self.shown_url, exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, _MAX_BACKOFF)

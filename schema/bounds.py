@@ -216,7 +216,7 @@ BOUNDS: Final[Mapping[str, Check]] = {
     "ChannelFilter.metadata": Json(),
 }
 """The bound of every argument and input field that needs one; the README's
-Security section lists them for clients."""
+"Input bounds" section lists them for clients."""
 
 
 # --- compiling them into the schema ----------------------------------------------------
