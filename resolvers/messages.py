@@ -32,7 +32,7 @@ from .rooms import membership, readable_room
 from .services import Services, Viewer
 from .stream_signals import LIVE, AccessChange, Signal
 from .typing_indicators import stop_typing
-from .validation import check_id, optional_text
+from .validation import optional_text
 
 _REPLAY_PAGE = 200
 
@@ -65,8 +65,6 @@ async def send_message(
 ) -> Message:
     room, _ = await membership(services, viewer, room_id)
     settings = services.settings
-    if thread_id is not None:
-        check_id(thread_id, "threadId")
     client_id = optional_text(client_message_id, "clientMessageId", max_length=128)
     if client_id is not None:
         # A retry of a message already stored costs no slot of the rate:

@@ -17,7 +17,7 @@ from serving.errors import BadUserInput, Forbidden, LimitExceeded, NotFound
 
 from .posting import post, revoke_access
 from .services import Services, Viewer
-from .validation import check_id, check_payload_size, new_id, optional_text, required_text
+from .validation import check_payload_size, new_id, optional_text, required_text
 
 _NAME_MAX = 200
 _DESCRIPTION_MAX = 2000
@@ -86,7 +86,7 @@ async def create_room(
     services.require("rooms")
     check_payload_size(_METADATA_MAX, "metadata", metadata)
     room = Room(
-        id=check_id(room_id, "id") if room_id is not None else new_id(),
+        id=room_id if room_id is not None else new_id(),
         name=required_text(name, "name", max_length=_NAME_MAX),
         description=optional_text(description, "description", max_length=_DESCRIPTION_MAX),
         owner=viewer.user_id,
@@ -211,7 +211,6 @@ async def add_member(
     services: Services, viewer: Viewer, room_id: str, user_id: str, role: Role
 ) -> Member:
     room, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
-    required_text(user_id, "userId", max_length=256)
     if role is Role.OWNER:
         raise BadUserInput(
             "a room has one owner: use setMemberRole(role: OWNER) to hand it on", argument="role"

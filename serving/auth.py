@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import tempfile
 import time
@@ -34,6 +35,7 @@ __all__ = [
     "bearer_token",
     "check_user_id",
     "load_or_create_secret",
+    "user_id_problem",
 ]
 
 SECRET_FILE_NAME = "jwt-secret"
@@ -43,6 +45,7 @@ LEEWAY = timedelta(seconds=5)
 _REMEMBERED_TOKENS = 4096
 _MIN_SECRET_BYTES = 32
 _MIN_RSA_BITS = 2048
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 class AuthError(Exception):
@@ -61,15 +64,27 @@ def bearer_token(header_value: str | None) -> str | None:
     return None
 
 
+def user_id_problem(user_id: object) -> str | None:
+    """Why ``user_id`` is not a usable user id, or ``None`` if it is.
+
+    The one rule for user ids: a token's ``sub`` and every ``userId`` argument
+    follow it, so every user who can sign in can also be addressed.
+    """
+    if not isinstance(user_id, str) or not user_id:
+        return "must be a non-empty string"
+    if len(user_id) > MAX_USER_ID_LENGTH:
+        return f"is longer than {MAX_USER_ID_LENGTH} characters"
+    if _CONTROL.search(user_id):
+        return "contains control characters"
+    return None
+
+
 def check_user_id(user_id: object) -> str:
     """Return ``user_id`` if it is a usable user id, else raise :class:`AuthError`."""
-    if not isinstance(user_id, str) or not user_id:
-        raise AuthError("token subject must be a non-empty string")
-    if len(user_id) > MAX_USER_ID_LENGTH:
-        raise AuthError(f"token subject is longer than {MAX_USER_ID_LENGTH} characters")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in user_id):
-        raise AuthError("token subject contains control characters")
-    return user_id
+    problem = user_id_problem(user_id)
+    if problem is not None:
+        raise AuthError(f"token subject {problem}")
+    return str(user_id)
 
 
 # --- the generated secret --------------------------------------------------------
