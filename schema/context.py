@@ -20,6 +20,9 @@ class Context:
     connection_params: dict[str, Any] | None = field(default=None)
     websocket: Any = None
     reads_everything: bool = False
+    # When the token that opened this WebSocket is refused (epoch seconds):
+    # the connection ends then (transport/session_expiry.py).
+    session_ends_at: float | None = None
 
     @classmethod
     def for_shared_stream(cls, services: Services) -> Context:

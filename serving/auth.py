@@ -261,15 +261,21 @@ class TokenAuthority:
 
     def verify(self, token: str | None) -> str:
         """Check ``token`` and return its user id (the ``sub`` claim)."""
+        return self.verify_session(token)[0]
+
+    def verify_session(self, token: str | None) -> tuple[str, float]:
+        """Like :meth:`verify`, with the moment (seconds since the epoch) from
+        which the token is refused: a session opened with it must end then."""
         if not token:
             raise AuthError("missing token")
         if len(token) > MAX_TOKEN_LENGTH:
             raise AuthError(f"token is longer than {MAX_TOKEN_LENGTH} characters")
         user_id, expires = self._verified(token)
+        refused_from = expires + LEEWAY.total_seconds()
         # A verified token is remembered (see __init__) until it expires.
-        if time.time() > expires + LEEWAY.total_seconds():
+        if time.time() > refused_from:
             raise AuthError("token expired")
-        return user_id
+        return user_id, refused_from
 
     def _verify(self, token: str) -> tuple[str, float]:
         """The token's user id and expiry; AuthError if it is not valid now."""
