@@ -95,7 +95,7 @@ async def sse_single_session(server: LiveServer, token: str, room: str) -> list[
 
 async def all_events(events: Any) -> list[Any]:
     """Every event until the server ends the stream."""
-    seen = []
+    seen: list[tuple[str, Any]] = []
     async with asyncio.timeout(EXPIRY_WAIT):
         while True:
             try:
