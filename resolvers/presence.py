@@ -2,7 +2,14 @@
 
 Each WebSocket connection is a presence entry that expires unless the
 heartbeat refreshes it, so a process that dies leaves no one online. Changes
-are published to the user's topic and to the topic of every room they are in.
+are published to the user's topic (one of a few shared by all users, see
+`topics.user_presence`) and to the topic of every room they are in.
+
+Who may see whose presence: with `presence_visibility: rooms` (the default)
+a user sees their own and that of users who share a room with them, and a
+room's presence only as its member; with `everyone`, anyone's. A user whose
+presence the viewer may not see looks exactly like a user never seen: left
+out of `presence(userIds:)`, and never reported by its subscription.
 """
 
 from __future__ import annotations
@@ -15,11 +22,9 @@ from backends.events import AccessEvent, PresenceEvent
 from backends.records import PresenceEntry, Status
 from serving.errors import BadUserInput
 
-from .rooms import readable_room
+from .rooms import membership, readable_room
 from .services import Services, Viewer
 from .validation import optional_text
-
-_MAX_WATCHED_USERS = 200
 
 
 async def open_connection(services: Services, user_id: str, conn_id: str) -> None:
@@ -83,15 +88,44 @@ async def presence_of(
     services: Services, viewer: Viewer, user_ids: list[str]
 ) -> list[PresenceEntry]:
     services.require("presence")
-    check_user_ids(user_ids)
-    return await services.backends.presence.get(user_ids)
+    check_user_ids(services, user_ids)
+    visible = await visible_users(services, viewer, user_ids)
+    return await services.backends.presence.get([u for u in user_ids if u in visible])
 
 
 async def room_presence(services: Services, viewer: Viewer, room_id: str) -> list[PresenceEntry]:
     services.require("presence")
-    await readable_room(services, viewer, room_id)
+    await may_see_room_presence(services, viewer, room_id)
     members = await services.backends.rooms.members(room_id)
     return await services.backends.presence.get([m.user_id for m in members])
+
+
+async def visible_users(services: Services, viewer: Viewer, user_ids: list[str]) -> set[str]:
+    """Those of `user_ids` whose presence the viewer may see."""
+    wanted = set(user_ids)
+    if services.settings.presence_visibility == "everyone" or viewer.reads_everything:
+        return wanted
+    rooms = services.backends.rooms
+    visible = {viewer.user_id} & wanted
+    others = list(wanted - visible)
+    mine = {room.id for room in await rooms.list_joined(viewer.user_id)} if others else set()
+    if not mine:
+        return visible
+    theirs = await asyncio.gather(*(rooms.list_joined(u) for u in others))
+    for user, joined in zip(others, theirs, strict=True):
+        if any(room.id in mine for room in joined):
+            visible.add(user)
+    return visible
+
+
+async def may_see_room_presence(services: Services, viewer: Viewer, room_id: str) -> None:
+    """Raise unless the viewer may see the presence of the room's members:
+    it must be readable, and with `presence_visibility: rooms` the viewer
+    must be a member (members share the room; others would not)."""
+    if services.settings.presence_visibility == "everyone" or viewer.reads_everything:
+        await readable_room(services, viewer, room_id)
+    else:
+        await membership(services, viewer, room_id)
 
 
 async def may_watch_presence(
@@ -101,10 +135,10 @@ async def may_watch_presence(
     presence topic (None when watching chosen users)."""
     services.require("presence")
     if room_id is not None and user_ids is None:
-        await readable_room(services, viewer, room_id)
+        await may_see_room_presence(services, viewer, room_id)
         return topics.room_presence(room_id)
     if user_ids is not None and room_id is None:
-        check_user_ids(user_ids)
+        check_user_ids(services, user_ids)
         return None
     raise BadUserInput("pass exactly one of roomId and userIds", argument="roomId")
 
@@ -114,7 +148,7 @@ async def presence_stream(
 ) -> AsyncIterator[PresenceEntry]:
     topic = await may_watch_presence(services, viewer, room_id, user_ids)
     if topic is None or room_id is None:  # watching chosen users (and narrowing room_id)
-        async for entry in _merged_user_streams(services, user_ids or []):
+        async for entry in _merged_user_streams(services, viewer, user_ids or []):
             yield entry
         return
     async with services.backends.hub.subscribe(topic) as live:
@@ -122,34 +156,40 @@ async def presence_stream(
             if isinstance(item, PresenceEvent):
                 yield item.entry
             elif isinstance(item, AccessEvent):
-                await readable_room(services, viewer, room_id)
+                await may_see_room_presence(services, viewer, room_id)
 
 
 async def _merged_user_streams(
-    services: Services, user_ids: list[str]
+    services: Services, viewer: Viewer, user_ids: list[str]
 ) -> AsyncIterator[PresenceEntry]:
+    """Changes of `user_ids` the viewer may see, from the few shared topics
+    they are published on (one subscription per topic, not per user)."""
+    wanted = frozenset(user_ids)
     queue: asyncio.Queue[PresenceEntry | BaseException] = asyncio.Queue(
         maxsize=services.settings.subscriber_queue_size
     )
 
-    async def pump(user_id: str) -> None:
+    async def pump(topic: str) -> None:
         try:
-            async with services.backends.hub.subscribe(topics.user_presence(user_id)) as live:
+            async with services.backends.hub.subscribe(topic) as live:
                 async for item in live:
-                    if isinstance(item, PresenceEvent):
+                    if isinstance(item, PresenceEvent) and item.entry.user_id in wanted:
                         # Waiting here lets the hub's bounded queue cut off a reader
                         # that stopped reading.
                         await queue.put(item.entry)
         except Exception as exc:  # surfaced to the reader below
             await queue.put(exc)
 
-    tasks = [asyncio.create_task(pump(u)) for u in dict.fromkeys(user_ids)]
+    shared_topics = dict.fromkeys(topics.user_presence(u) for u in user_ids)
+    tasks = [asyncio.create_task(pump(t)) for t in shared_topics]
     try:
         while True:
             item = await queue.get()
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            # Checked at each change: who shares a room with whom changes too.
+            if item.user_id in await visible_users(services, viewer, [item.user_id]):
+                yield item
     finally:
         for task in tasks:
             task.cancel()
@@ -170,7 +210,8 @@ async def _publish_entries(services: Services, entries: list[PresenceEntry]) -> 
         services.metrics.presence_updates.inc()
 
 
-def check_user_ids(user_ids: list[str]) -> None:
-    """BAD_USER_INPUT when more users are asked for than one stream may watch."""
-    if len(user_ids) > _MAX_WATCHED_USERS:
-        raise BadUserInput(f"at most {_MAX_WATCHED_USERS} userIds", argument="userIds")
+def check_user_ids(services: Services, user_ids: list[str]) -> None:
+    """BAD_USER_INPUT when more users are asked for than `max_presence_user_ids`."""
+    limit = services.settings.max_presence_user_ids
+    if len(user_ids) > limit:
+        raise BadUserInput(f"at most {limit} userIds", argument="userIds")
