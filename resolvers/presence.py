@@ -22,6 +22,7 @@ from backends.events import AccessEvent, PresenceEvent
 from backends.records import PresenceEntry, Status
 from serving.errors import BadUserInput
 
+from .event_rates import spend_event_budget
 from .rooms import membership, readable_room
 from .services import Services, Viewer
 from .validation import optional_text
@@ -79,6 +80,7 @@ async def set_presence(
 ) -> PresenceEntry:
     services.require("presence")
     text = optional_text(status_text, "statusText", max_length=256)
+    await spend_event_budget(services, viewer, "presence")
     entry = await services.backends.presence.set_status(viewer.user_id, status, text)
     await _publish_entries(services, [entry])
     return entry

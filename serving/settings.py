@@ -347,8 +347,8 @@ class Settings(BaseSettings):
     max_presence_user_ids: int = Field(default=100, ge=1)
     # Whose presence a user may see: users sharing a room with them, or everyone.
     presence_visibility: Literal["rooms", "everyone"] = "rooms"
-    # Typing transitions (start after stop, stop after start) per user and second.
-    max_typing_per_second: int = Field(default=5, ge=1)
+    # Typing starts (not refreshes) per user and second; stops follow starts.
+    max_typing_per_second: int = Field(default=3, ge=1)
     # Presence changes (setPresence) per user and minute.
     max_presence_changes_per_minute: int = Field(default=30, ge=1)
     # Room changes that notify others (join, leave, update, members) per user and minute.
