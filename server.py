@@ -83,11 +83,17 @@ def create_app(settings: Settings) -> ASGIApp:
             subscriber_capacity=settings.subscriber_queue_size,
         )
         metrics = Metrics()
+        services = Services(settings=settings, backends=backends, metrics=metrics)
+        watch = services.presence_watch
         metrics.subscriptions_active.set_function(
-            lambda: backends.hub.subscriber_count() + graphql.shared.live_members()
+            lambda: (
+                backends.hub.subscriber_count()
+                + graphql.shared.live_members()
+                + watch.live_watchers()
+            )
         )
         metrics.shared_executions.set_function(graphql.shared.group_count)
-        services = Services(settings=settings, backends=backends, metrics=metrics)
+        metrics.presence_topics.set_function(watch.topic_count)
         housekeeping = asyncio.create_task(run_housekeeping(services), name="housekeeping")
         # What is alive now (the schemas, modules, backends) lives as long as
         # the process: keep it out of the garbage collector's full passes,

@@ -164,38 +164,15 @@ async def presence_stream(
 async def _merged_user_streams(
     services: Services, viewer: Viewer, user_ids: list[str]
 ) -> AsyncIterator[PresenceEntry]:
-    """Changes of `user_ids` the viewer may see, from the few shared topics
-    they are published on (one subscription per topic, not per user)."""
-    wanted = frozenset(user_ids)
-    queue: asyncio.Queue[PresenceEntry | BaseException] = asyncio.Queue(
-        maxsize=services.settings.subscriber_queue_size
+    """Changes of `user_ids` the viewer may see (resolvers/presence_watch.py)."""
+    watch = services.presence_watch.watch(
+        services.backends.hub, user_ids, services.settings.subscriber_queue_size
     )
-
-    async def pump(topic: str) -> None:
-        try:
-            async with services.backends.hub.subscribe(topic) as live:
-                async for item in live:
-                    if isinstance(item, PresenceEvent) and item.entry.user_id in wanted:
-                        # Waiting here lets the hub's bounded queue cut off a reader
-                        # that stopped reading.
-                        await queue.put(item.entry)
-        except Exception as exc:  # surfaced to the reader below
-            await queue.put(exc)
-
-    shared_topics = dict.fromkeys(topics.user_presence(u) for u in user_ids)
-    tasks = [asyncio.create_task(pump(t)) for t in shared_topics]
-    try:
-        while True:
-            item = await queue.get()
-            if isinstance(item, BaseException):
-                raise item
+    async with watch as changes:
+        async for entry in changes:
             # Checked at each change: who shares a room with whom changes too.
-            if item.user_id in await visible_users(services, viewer, [item.user_id]):
-                yield item
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            if entry.user_id in await visible_users(services, viewer, [entry.user_id]):
+                yield entry
 
 
 async def publish_presence(services: Services, user_ids: list[str]) -> None:

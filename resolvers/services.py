@@ -12,6 +12,8 @@ from serving.errors import FeatureDisabled
 from serving.metrics import Metrics
 from serving.settings import Settings
 
+from .presence_watch import PresenceWatch
+
 
 @dataclass(frozen=True, slots=True)
 class Viewer:
@@ -59,6 +61,8 @@ class Services:
     # conn_id -> user_id of this process's WebSocket connections, refreshed
     # by the presence heartbeat.
     connections: dict[str, str] = field(default_factory=dict)
+    # presence(userIds:) subscriptions, over a few shared topics.
+    presence_watch: PresenceWatch = field(default_factory=PresenceWatch)
 
     def require(self, feature: str) -> None:
         enabled = {

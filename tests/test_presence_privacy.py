@@ -83,9 +83,7 @@ async def test_presence_subscriptions_follow_visibility(server: LiveServer) -> N
         refused = await wc.subscribe(WATCH_ROOM, roomId=room)
         frame = await refused.frame()
         assert frame["payload"]["errors"][0]["extensions"]["code"] == "FORBIDDEN"
-        await server.wait_subscribers(
-            len({topics.user_presence(b)}) + len({topics.user_presence(u) for u in (b, c)})
-        )
+        await server.wait_subscribers(2)
         async with ws_connect(server, bob.token):
             assert (await friend.next())["presence"] == {"userId": b, "status": "ONLINE"}
             await bob.execute(SET_PRESENCE, status="BUSY")
@@ -116,10 +114,6 @@ async def test_appearing_offline_freezes_last_seen(server: LiveServer) -> None:
 # --- what watching many users costs ----------------------------------------------------
 
 
-def presence_topics(user_ids: list[str]) -> int:
-    return len({topics.user_presence(u) for u in user_ids})
-
-
 async def test_watching_many_users_takes_a_bounded_number_of_topics(
     make_server: type[LiveServer], tmp_path: Path
 ) -> None:
@@ -130,26 +124,36 @@ async def test_watching_many_users_takes_a_bounded_number_of_topics(
         "backend": "redis",
         "backend_urls": [f"redis://127.0.0.1:6379/0?namespace={namespace}"],
         "presence_visibility": "everyone",
-        "max_connections_per_user": 5,
     }
     server = make_server(tmp_path / "node", settings).start()
-    watcher = server.client(unique("w"))
-    groups = [[unique(f"u{n}") for _ in range(100)] for n in range(3)]
-    async with ws_connect(server, watcher.token) as ws:
-        subs = [await ws.subscribe(WATCH_USERS, ids=ids) for ids in groups]
-        # 300 users watched: a subscription per presence topic, at most
-        # PRESENCE_SHARDS each, not one per user.
-        await server.wait_subscribers(sum(presence_topics(ids) for ids in groups))
-        assert server.metric("streaming_subscriptions_active") <= 3 * topics.PRESENCE_SHARDS
-        # Upstream, the node holds one Redis subscription per topic.
+    watchers = [server.client(unique("w")) for _ in range(3)]
+    groups = [[unique(f"u{n}") for _ in range(100)] for n in range(6)]
+    everyone = [u for ids in groups for u in ids]
+    async with (
+        ws_connect(server, watchers[0].token) as first,
+        ws_connect(server, watchers[1].token) as second,
+        ws_connect(server, watchers[2].token) as third,
+    ):
+        subs = [
+            await ws.subscribe(WATCH_USERS, ids=ids)
+            for ws, ids in zip((first, second, third) * 2, groups, strict=True)
+        ]
+        # 600 users watched by 6 subscriptions: each is one subscription, and
+        # the process holds one topic per shard the users fall in, at most
+        # PRESENCE_SHARDS, however many users there are.
+        await server.wait_subscribers(len(subs))
+        shards = len({topics.user_presence(u) for u in everyone})
+        assert server.metric("streaming_presence_topics") == shards <= topics.PRESENCE_SHARDS
+        # Upstream too: one Redis subscription per topic.
         redis = Redis(host="127.0.0.1", port=6379)
         try:
             channels = await redis.pubsub_channels(f"{namespace}:users.presence.*")
         finally:
             await redis.aclose()
-        assert 0 < len(channels) <= topics.PRESENCE_SHARDS
-        # Sharing topics filters right: a watched user's change arrives, an
-        # unwatched one's (likely on the same topic) does not.
+        assert len(channels) == shards
+
+        # Sharing topics filters right: a watched user's change reaches its
+        # watcher only; an unwatched one on the same topic reaches nobody.
         target = groups[1][0]
         bystander = next(
             u
@@ -161,5 +165,9 @@ async def test_watching_many_users_takes_a_bounded_number_of_topics(
         async with ws_connect(server, server.client(target).token):
             got = await subs[1].next()
             assert got["presence"] == {"userId": target, "status": "ONLINE"}
-        subs[0].assert_quiet()
+        for n, sub in enumerate(subs):
+            if n != 1:
+                sub.assert_quiet()
         await asyncio.gather(*(sub.complete() for sub in subs))
+        await server.wait_subscribers(0)
+        await server.wait_metric("streaming_presence_topics", 0)
