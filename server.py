@@ -84,16 +84,11 @@ def create_app(settings: Settings) -> ASGIApp:
         )
         metrics = Metrics()
         services = Services(settings=settings, backends=backends, metrics=metrics)
-        watch = services.presence_watch
         metrics.subscriptions_active.set_function(
-            lambda: (
-                backends.hub.subscriber_count()
-                + graphql.shared.live_members()
-                + watch.live_watchers()
-            )
+            lambda: services.live_subscriptions + graphql.shared.live_members()
         )
         metrics.shared_executions.set_function(graphql.shared.group_count)
-        metrics.presence_topics.set_function(watch.topic_count)
+        metrics.presence_topics.set_function(services.presence_watch.topic_count)
         housekeeping = asyncio.create_task(run_housekeeping(services), name="housekeeping")
         # What is alive now (the schemas, modules, backends) lives as long as
         # the process: keep it out of the garbage collector's full passes,

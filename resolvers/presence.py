@@ -3,7 +3,8 @@
 Each WebSocket connection is a presence entry that expires unless the
 heartbeat refreshes it, so a process that dies leaves no one online. Changes
 are published to the user's topic (one of a few shared by all users, see
-`topics.user_presence`) and to the topic of every room they are in.
+`topics.user_presence` and presence_watch.py) and to the topic of every room
+they are in.
 
 Who may see whose presence: with `presence_visibility: rooms` (the default)
 a user sees their own and that of users who share a room with them, and a
@@ -15,16 +16,18 @@ out of `presence(userIds:)`, and never reported by its subscription.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from backends import topics
 from backends.events import AccessEvent, PresenceEvent
+from backends.hub import RESYNC
 from backends.records import PresenceEntry, Status
 from serving.errors import BadUserInput
 
 from .event_rates import spend_event_budget
 from .rooms import membership, readable_room
 from .services import Services, Viewer
+from .stream_signals import LIVE, AccessChange, Signal
 from .validation import optional_text
 
 
@@ -105,7 +108,7 @@ async def room_presence(services: Services, viewer: Viewer, room_id: str) -> lis
 async def visible_users(services: Services, viewer: Viewer, user_ids: list[str]) -> set[str]:
     """Those of `user_ids` whose presence the viewer may see."""
     wanted = set(user_ids)
-    if services.settings.presence_visibility == "everyone" or viewer.reads_everything:
+    if services.settings.presence_visibility == "everyone":
         return wanted
     rooms = services.backends.rooms
     visible = {viewer.user_id} & wanted
@@ -124,55 +127,59 @@ async def may_see_room_presence(services: Services, viewer: Viewer, room_id: str
     """Raise unless the viewer may see the presence of the room's members:
     it must be readable, and with `presence_visibility: rooms` the viewer
     must be a member (members share the room; others would not)."""
-    if services.settings.presence_visibility == "everyone" or viewer.reads_everything:
+    if services.settings.presence_visibility == "everyone":
         await readable_room(services, viewer, room_id)
     else:
         await membership(services, viewer, room_id)
 
 
-async def may_watch_presence(
+async def admits_presence(
+    services: Services, viewer: Viewer, room_id: str | None, entry: PresenceEntry
+) -> bool:
+    """Whether a change from the presence stream reaches this viewer: a
+    room's (whose members they may see, as `authorize` checked), or a
+    watched user's they may see now (who shares a room with whom changes)."""
+    if room_id is not None:
+        return True
+    return entry.user_id in await visible_users(services, viewer, [entry.user_id])
+
+
+async def authorize_presence_stream(
     services: Services, viewer: Viewer, room_id: str | None, user_ids: list[str] | None
-) -> str | None:
-    """Raise unless the viewer may watch this presence; else the room's
-    presence topic (None when watching chosen users)."""
+) -> None:
+    """Raise the error the viewer gets for watching this presence, if any."""
     services.require("presence")
     if room_id is not None and user_ids is None:
         await may_see_room_presence(services, viewer, room_id)
-        return topics.room_presence(room_id)
-    if user_ids is not None and room_id is None:
+    elif user_ids is not None and room_id is None:
         check_user_ids(services, user_ids)
-        return None
-    raise BadUserInput("pass exactly one of roomId and userIds", argument="roomId")
+    else:
+        raise BadUserInput("pass exactly one of roomId and userIds", argument="roomId")
 
 
 async def presence_stream(
-    services: Services, viewer: Viewer, room_id: str | None, user_ids: list[str] | None
-) -> AsyncIterator[PresenceEntry]:
-    topic = await may_watch_presence(services, viewer, room_id, user_ids)
-    if topic is None or room_id is None:  # watching chosen users (and narrowing room_id)
-        async for entry in _merged_user_streams(services, viewer, user_ids or []):
-            yield entry
+    services: Services, room_id: str | None, user_ids: list[str] | None
+) -> AsyncGenerator[PresenceEntry | Signal, None]:
+    """Presence changes of the room's members or of the given users, for any
+    reader (who may see which user's: `admits_presence`)."""
+    if room_id is None:
+        watch = services.presence_watch.watch(
+            services.backends.hub, user_ids or [], services.settings.subscriber_queue_size
+        )
+        async with watch as changes:
+            yield LIVE
+            async for entry in changes:
+                yield entry
         return
-    async with services.backends.hub.subscribe(topic) as live:
+    async with services.backends.hub.subscribe(topics.room_presence(room_id)) as live:
+        yield LIVE
         async for item in live:
             if isinstance(item, PresenceEvent):
                 yield item.entry
             elif isinstance(item, AccessEvent):
-                await may_see_room_presence(services, viewer, room_id)
-
-
-async def _merged_user_streams(
-    services: Services, viewer: Viewer, user_ids: list[str]
-) -> AsyncIterator[PresenceEntry]:
-    """Changes of `user_ids` the viewer may see (resolvers/presence_watch.py)."""
-    watch = services.presence_watch.watch(
-        services.backends.hub, user_ids, services.settings.subscriber_queue_size
-    )
-    async with watch as changes:
-        async for entry in changes:
-            # Checked at each change: who shares a room with whom changes too.
-            if entry.user_id in await visible_users(services, viewer, [entry.user_id]):
-                yield entry
+                yield AccessChange(item.user_id)
+            elif item is RESYNC:
+                yield AccessChange(None)
 
 
 async def publish_presence(services: Services, user_ids: list[str]) -> None:

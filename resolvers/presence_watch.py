@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from backends import topics
 from backends.events import Event, PresenceEvent
-from backends.hub import BoundedStream, Hub, internal_subscriptions
+from backends.hub import BoundedStream, Hub
 from backends.records import PresenceEntry
 
 __all__ = ["PresenceWatch", "Watcher"]
@@ -30,7 +30,6 @@ class Watcher(BoundedStream[PresenceEntry]):
     def __init__(self, user_ids: Iterable[str], capacity: int) -> None:
         super().__init__(capacity, "presence changes queued")
         self.user_ids = frozenset(user_ids)
-        self.live = False
 
 
 @dataclass
@@ -51,10 +50,6 @@ class PresenceWatch:
         """Hub topics held for watchers now (at most PRESENCE_SHARDS)."""
         return len(self._topics)
 
-    def live_watchers(self) -> int:
-        """Watchers receiving changes (each is one client subscription)."""
-        return len({w for t in self._topics.values() for w in t.watchers if w.live})
-
     @contextlib.asynccontextmanager
     async def watch(
         self, hub: Hub[Event], user_ids: Iterable[str], capacity: int
@@ -70,17 +65,14 @@ class PresenceWatch:
             entry = self._topics.get(name)
             if entry is None:
                 entry = self._topics[name] = _Topic()
-                with internal_subscriptions(entry.subscribed.set):
-                    entry.reader = asyncio.create_task(self._read(hub, name, entry))
+                entry.reader = asyncio.create_task(self._read(hub, name, entry))
             entry.watchers.add(watcher)
             entries.append((name, entry))
         try:
             for _, entry in entries:
                 await _subscribed(entry)
-            watcher.live = True
             yield watcher
         finally:
-            watcher.live = False
             for user_id in watcher.user_ids:
                 watching = self._by_user.get(user_id)
                 if watching is not None:
@@ -98,6 +90,7 @@ class PresenceWatch:
     async def _read(self, hub: Hub[Event], name: str, entry: _Topic) -> None:
         try:
             async with hub.subscribe(name) as live:
+                entry.subscribed.set()
                 async for item in live:
                     if isinstance(item, PresenceEvent):
                         for watcher in list(self._by_user.get(item.entry.user_id, ())):

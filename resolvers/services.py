@@ -17,16 +17,10 @@ from .presence_watch import PresenceWatch
 
 @dataclass(frozen=True, slots=True)
 class Viewer:
-    """The authenticated user, and their WebSocket connection if any.
-
-    `reads_everything` is for one caller only: the shared execution of
-    identical subscriptions, which reads on behalf of subscribers whose
-    access was each checked when they joined (resolvers/access.py).
-    """
+    """The authenticated user, and their WebSocket connection if any."""
 
     user_id: str
     conn_id: str | None = None
-    reads_everything: bool = False
 
 
 class KeyedLocks:
@@ -63,6 +57,9 @@ class Services:
     connections: dict[str, str] = field(default_factory=dict)
     # presence(userIds:) subscriptions, over a few shared topics.
     presence_watch: PresenceWatch = field(default_factory=PresenceWatch)
+    # This process's subscriptions that run on their own and are live (the
+    # shared executions count their subscribers themselves).
+    live_subscriptions: int = 0
 
     def require(self, feature: str) -> None:
         enabled = {
