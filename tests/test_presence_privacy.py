@@ -171,3 +171,22 @@ async def test_watching_many_users_takes_a_bounded_number_of_topics(
         await asyncio.gather(*(sub.complete() for sub in subs))
         await server.wait_subscribers(0)
         await server.wait_metric("streaming_presence_topics", 0)
+
+
+async def test_a_removed_member_stops_seeing_the_room_presence(server: LiveServer) -> None:
+    a, b = unique("alice"), unique("bob")
+    alice, bob = server.client(a), server.client(b)
+    room = await room_of(alice, bob)  # public: bob could still read it
+    async with ws_connect(server, bob.token) as ws:
+        sub = await ws.subscribe(WATCH_ROOM, roomId=room)
+        await server.wait_subscribers(1)
+        await alice.execute(
+            "mutation($r: ID!, $u: ID!) { removeMember(roomId: $r, userId: $u) }", r=room, u=b
+        )
+        frame = await sub.frame()
+        assert frame["type"] == "next", frame
+        assert frame["payload"]["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+        assert (await sub.frame())["type"] == "complete"
+        await server.wait_subscribers(0)
+    # The query agrees.
+    assert (await bob.error(ROOM_PRESENCE, roomId=room)).code == "FORBIDDEN"
