@@ -551,6 +551,9 @@ class _Presence:
     # Whether the user was last known online, so that sweep reports each
     # going-offline exactly once even if a read pruned the connections first.
     was_online: bool = False
+    # The last seen time shown while the user appears offline: frozen when
+    # they chose OFFLINE, so their activity does not show through it.
+    hidden_since: datetime | None = None
 
 
 class MemoryPresenceStore:
@@ -578,7 +581,7 @@ class MemoryPresenceStore:
         return PresenceEntry(
             user_id=user_id,
             status=user.status if online else Status.OFFLINE,
-            last_seen=user.last_seen,
+            last_seen=user.last_seen if user.hidden_since is None else user.hidden_since,
             status_text=user.status_text,
         )
 
@@ -628,6 +631,11 @@ class MemoryPresenceStore:
     ) -> PresenceEntry:
         user = self._user(user_id)
         self._prune(user, time.monotonic())
+        if status is not Status.OFFLINE:
+            user.hidden_since = None
+        elif user.hidden_since is None:
+            # Seen now if online; else when they were last.
+            user.hidden_since = utcnow() if user.connections else user.last_seen
         user.status = status
         user.status_text = status_text
         return self._entry(user_id, user)

@@ -549,14 +549,14 @@ class NatsPresenceStore:
         if status is None and conns is None:
             return None
         status = status or {"status": Status.ONLINE.value, "text": None}
-        seen = [_time(d["last_seen"]) for d in (status, conns) if d and "last_seen" in d]
         now = time.time()
         online = conns is not None and any(c["exp"] > now for c in conns["conns"].values())
         chosen = Status(status["status"])
+        hidden = status.get("hidden")
         return PresenceEntry(
             user_id=user_id,
             status=chosen if online else Status.OFFLINE,
-            last_seen=max(seen) if seen else utcnow(),
+            last_seen=_seen(status, conns) if hidden is None else _time(hidden),
             status_text=status["text"],
         )
 
@@ -565,9 +565,18 @@ class NatsPresenceStore:
     ) -> PresenceEntry:
         async def change(doc: Any) -> tuple[Any, None]:
             seen = (doc or {}).get("last_seen") or _iso(utcnow())
-            return {"status": status.value, "text": status_text, "last_seen": seen}, None
+            new = {"status": status.value, "text": status_text, "last_seen": seen}
+            if status is Status.OFFLINE:
+                # Appearing offline freezes the last seen time shown.
+                new["hidden"] = (doc or {}).get("hidden") or _iso(hidden_since)
+            return new, None
 
         async with self._link.guard():
+            conns, _ = await self._live.read(self._conns_key(user_id))
+            now = time.time()
+            online = conns is not None and any(c["exp"] > now for c in conns["conns"].values())
+            status_doc, _ = await self._state.read(self._status_key(user_id))
+            hidden_since = utcnow() if online else _seen(status_doc, conns)
             await self._state.mutate(self._status_key(user_id), change)
             entry = await self._entry(user_id)
         if entry is None:
@@ -596,6 +605,12 @@ class NatsPresenceStore:
 
     async def close(self) -> None:
         return None
+
+
+def _seen(status: Any, conns: Any) -> datetime:
+    """The last seen time kept in a user's status and connections documents."""
+    seen = [_time(d["last_seen"]) for d in (status, conns) if d and "last_seen" in d]
+    return max(seen) if seen else utcnow()
 
 
 def _user_of(key: str) -> str:

@@ -13,6 +13,8 @@ Unix epoch, read back as UTC.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
@@ -146,6 +148,20 @@ def _dump(value: Any) -> str:
 
 Row = Sequence[Any]
 
+# SQLite gives the -wal and -shm files the database file's own mode.
+_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def _create_private(path: Path) -> None:
+    """Make the database file (and its folder, when new) private to this
+    user: the history of private rooms must not be readable by others on a
+    shared host, and SQLite would create the file 0644 under a usual umask."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for suffix in _SIDE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{path}{suffix}", 0o600)
+
 
 class SqliteDatabase:
     """One SQLite file: the connection, its lock, and the schema."""
@@ -160,7 +176,7 @@ class SqliteDatabase:
         """Open (creating if needed) the database file and its schema."""
         path = Path(path)
         if str(path) != ":memory:":
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(path)
         connection = await aiosqlite.connect(path, isolation_level=None)
         try:
             await connection.execute("PRAGMA journal_mode = WAL")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import string
+import zlib
 from typing import Final
 
 _SAFE = frozenset(string.ascii_letters + string.digits + "_-")
@@ -54,8 +55,16 @@ def room_presence(room_id: str) -> str:
     return f"room.{escape_token(room_id)}.presence"
 
 
+# Users' presence changes travel on this many topics, each user's on one
+# chosen by a hash of its id: a watcher of any number of users needs at most
+# this many subscriptions, and a node at most this many upstream ones.
+PRESENCE_SHARDS = 16
+
+
 def user_presence(user_id: str) -> str:
-    return f"user.{escape_token(user_id)}.presence"
+    """The topic carrying `user_id`'s presence changes, shared with the other
+    users of its shard (readers filter by user)."""
+    return f"users.presence.{zlib.crc32(user_id.encode()) % PRESENCE_SHARDS}"
 
 
 def channel_messages(channel_id: str) -> str:

@@ -133,6 +133,7 @@ class Bench:
     args: argparse.Namespace
     tmp: Path
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(48))
+    metrics_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     results: dict[str, Any] = field(default_factory=dict)
     _tokens: list[str] = field(default_factory=list)
 
@@ -142,6 +143,7 @@ class Bench:
         settings = {
             "backend": "sqlite",
             "jwt_secret": self.secret,
+            "metrics_token": self.metrics_token,
             "log_level": "warning",
             "max_connections_per_user": 100,
             "max_messages_per_second": 1_000_000,
@@ -267,6 +269,8 @@ class Bench:
             cmd += ["--publish-token", server.publish_token]
         if server.tokens_file:
             cmd += ["--tokens-file", str(server.tokens_file)]
+        if server.ready == "metrics":
+            cmd += ["--metrics-token", self.metrics_token]
         if self.args.workers:
             cmd += ["--workers", str(self.args.workers)]
         try:

@@ -15,6 +15,7 @@ from backends.errors import Conflict, LimitReached
 from backends.records import Member, MessageKind, NewMessage, Role, Room
 from serving.errors import BadUserInput, Forbidden, LimitExceeded, NotFound
 
+from .event_rates import spend_event_budget
 from .posting import post, revoke_access
 from .services import Services, Viewer
 from .validation import check_payload_size, new_id, optional_text, required_text
@@ -84,6 +85,7 @@ async def create_room(
     room_id: str | None,
 ) -> Room:
     services.require("rooms")
+    await spend_event_budget(services, viewer, "rooms")
     check_payload_size(_METADATA_MAX, "metadata", metadata)
     room = Room(
         id=room_id if room_id is not None else new_id(),
@@ -115,6 +117,7 @@ async def create_room(
 async def update_room(
     services: Services, viewer: Viewer, room_id: str, changes: dict[str, Any]
 ) -> Room:
+    await spend_event_budget(services, viewer, "rooms")
     room, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
     fields: dict[str, Any] = {}
     if "name" in changes:
@@ -150,6 +153,7 @@ async def update_room(
 
 
 async def delete_room(services: Services, viewer: Viewer, room_id: str) -> bool:
+    await spend_event_budget(services, viewer, "rooms")
     room, _ = await membership(services, viewer, room_id, at_least=Role.OWNER)
     # This incarnation only: the id may have been deleted and made again since.
     deleted = await services.backends.rooms.delete(room_id, incarnation=room.incarnation)
@@ -159,6 +163,7 @@ async def delete_room(services: Services, viewer: Viewer, room_id: str) -> bool:
 
 
 async def join_room(services: Services, viewer: Viewer, room_id: str) -> Room:
+    await spend_event_budget(services, viewer, "rooms")
     room = await readable_room(services, viewer, room_id)
     rooms = services.backends.rooms
     if await rooms.get_member(room_id, viewer.user_id) is not None:
@@ -186,6 +191,7 @@ async def join_room(services: Services, viewer: Viewer, room_id: str) -> Room:
 
 
 async def leave_room(services: Services, viewer: Viewer, room_id: str) -> bool:
+    await spend_event_budget(services, viewer, "rooms")
     room, member = await membership(services, viewer, room_id)
     if member.role is Role.OWNER:
         raise Forbidden(
@@ -210,6 +216,7 @@ async def leave_room(services: Services, viewer: Viewer, room_id: str) -> bool:
 async def add_member(
     services: Services, viewer: Viewer, room_id: str, user_id: str, role: Role
 ) -> Member:
+    await spend_event_budget(services, viewer, "rooms")
     room, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
     if role is Role.OWNER:
         raise BadUserInput(
@@ -251,6 +258,7 @@ async def add_member(
 
 
 async def remove_member(services: Services, viewer: Viewer, room_id: str, user_id: str) -> bool:
+    await spend_event_budget(services, viewer, "rooms")
     _, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
     target = await _outranked_member(services, me, room_id, user_id)
     if target is None:
@@ -266,6 +274,7 @@ async def remove_member(services: Services, viewer: Viewer, room_id: str, user_i
 async def set_member_role(
     services: Services, viewer: Viewer, room_id: str, user_id: str, role: Role
 ) -> Member:
+    await spend_event_budget(services, viewer, "rooms")
     await membership(services, viewer, room_id, at_least=Role.OWNER)
     rooms = services.backends.rooms
     target = await rooms.get_member(room_id, user_id)
@@ -296,6 +305,7 @@ async def set_member_role(
 
 
 async def ban_member(services: Services, viewer: Viewer, room_id: str, user_id: str) -> bool:
+    await spend_event_budget(services, viewer, "rooms")
     _, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
     if user_id == viewer.user_id:
         raise BadUserInput("you cannot ban yourself", argument="userId")

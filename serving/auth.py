@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_USER_ID_LENGTH",
+    "METRICS_TOKEN_FILE_NAME",
     "SECRET_FILE_NAME",
     "AuthError",
     "TokenAuthority",
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 SECRET_FILE_NAME = "jwt-secret"
+METRICS_TOKEN_FILE_NAME = "metrics-token"
 MAX_USER_ID_LENGTH = 256
 MAX_TOKEN_LENGTH = 8192
 LEEWAY = timedelta(seconds=5)
@@ -102,17 +104,22 @@ def _read_secret(path: Path) -> str:
     return secret
 
 
-def load_or_create_secret(data_dir: Path) -> str:
-    """Read ``data_dir/jwt-secret``, creating it (mode 0600) on first use.
+def load_or_create_secret(data_dir: Path, name: str = SECRET_FILE_NAME) -> str:
+    """Read ``data_dir/<name>`` (the JWT secret by default), creating it (mode
+    0600, in a folder made 0700) on first use.
 
     Safe when several processes start at once: the file is written whole under a
     temporary name and linked into place without replacing one that another process
     created first; the loser reads the winner's secret.
     """
-    path = data_dir / SECRET_FILE_NAME
+    path = data_dir / name
     try:
         with contextlib.suppress(FileNotFoundError):
-            return _read_secret(path)
+            secret = _read_secret(path)
+            # Written 0600 by any version, unless someone loosened it since.
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+            return secret
         return _create_secret(data_dir, path)
     except OSError as exc:
         raise AuthError(
@@ -123,7 +130,7 @@ def load_or_create_secret(data_dir: Path) -> str:
 def _create_secret(data_dir: Path, path: Path) -> str:
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
-    fd, tmp_name = tempfile.mkstemp(dir=data_dir, prefix=f".{SECRET_FILE_NAME}.", suffix=".tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=data_dir, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as tmp:  # mkstemp made it 0600
             tmp.write(secret + "\n")
@@ -269,15 +276,21 @@ class TokenAuthority:
 
     def verify(self, token: str | None) -> str:
         """Check ``token`` and return its user id (the ``sub`` claim)."""
+        return self.verify_session(token)[0]
+
+    def verify_session(self, token: str | None) -> tuple[str, float]:
+        """Like :meth:`verify`, with the moment (seconds since the epoch) from
+        which the token is refused: a session opened with it must end then."""
         if not token:
             raise AuthError("missing token")
         if len(token) > MAX_TOKEN_LENGTH:
             raise AuthError(f"token is longer than {MAX_TOKEN_LENGTH} characters")
         user_id, expires = self._verified(token)
+        refused_from = expires + LEEWAY.total_seconds()
         # A verified token is remembered (see __init__) until it expires.
-        if time.time() > expires + LEEWAY.total_seconds():
+        if time.time() > refused_from:
             raise AuthError("token expired")
-        return user_id
+        return user_id, refused_from
 
     def _verify(self, token: str) -> tuple[str, float]:
         """The token's user id and expiry; AuthError if it is not valid now."""
