@@ -184,11 +184,12 @@ async def test_one_expired_connection_of_several_keeps_the_user_online(
 
 
 async def test_heartbeat_extends_a_live_connection(presence_store: PresenceStore) -> None:
-    await presence_store.connect("alice", "c1", ttl=0.2)
+    # A TTL well above one round trip to a loaded backend, outlived twice over.
+    await presence_store.connect("alice", "c1", ttl=0.6)
     [first] = await presence_store.get(["alice"])
-    keep_until = time.monotonic() + 0.5
+    keep_until = time.monotonic() + 1.2
     while time.monotonic() < keep_until:
-        await presence_store.heartbeat("alice", "c1", ttl=0.2)
+        await presence_store.heartbeat("alice", "c1", ttl=0.6)
         assert await presence_store.sweep() == []
         assert await status_of(presence_store, "alice") is Status.ONLINE
         await asyncio.sleep(0.05)  # pacing between heartbeats, as a client would
