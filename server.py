@@ -39,6 +39,8 @@ from serving.server_timing import ServerTiming
 from serving.settings import Settings, SettingsError, load_settings, parse_duration
 from transport import routes
 from transport.graphql_view import GraphQLView
+from transport.http_protocol import LIMITS_KEY, ConnectionLimits, protocol_options
+from transport.request_body import BoundedBody
 
 log = logging.getLogger("forge_streaming")
 
@@ -50,6 +52,7 @@ def create_app(settings: Settings) -> ASGIApp:
         max_depth=settings.max_query_depth,
         max_aliases=settings.max_aliases,
         max_tokens=settings.max_tokens,
+        max_bytes=settings.request_byte_limit,
     )
     graphql = GraphQLView(
         schema,
@@ -82,8 +85,14 @@ def create_app(settings: Settings) -> ASGIApp:
         gc.collect()
         gc.freeze()
         log.info("node %s ready on %s", settings.node_id, settings.backend)
+        limits = ConnectionLimits(
+            header_timeout=settings.header_timeout.total_seconds(),
+            max_connections=settings.max_connections,
+        )
         try:
-            yield {"services": services}
+            # The connection limits are read by our uvicorn protocol
+            # (transport/http_protocol.py), which uvicorn hands this state.
+            yield {"services": services, LIMITS_KEY: limits}
         finally:
             housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -100,7 +109,12 @@ def create_app(settings: Settings) -> ASGIApp:
         lifespan=lifespan,
     )
 
-    timed = ServerTiming(app)
+    # Every request's bytes bounded before the app reads them.
+    timed = BoundedBody(
+        ServerTiming(app),
+        max_bytes=settings.request_byte_limit,
+        timeout=settings.body_timeout.total_seconds(),
+    )
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
         # GraphQL WebSockets go straight to the view: Starlette's middleware
@@ -223,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         app: Any = "server:app_from_environment"
     else:
         app = create_app(settings)
+    http_protocol, ws_protocol = protocol_options()
     uvicorn.run(
         app,
         factory=settings.workers > 1,
@@ -233,10 +248,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         ws_ping_interval=settings.ping_interval.total_seconds(),
         ws_ping_timeout=settings.pong_timeout.total_seconds(),
         ws_per_message_deflate=settings.websocket_compression,
-        # uvicorn's sans-I/O protocol (no task per connection), lighter
-        # still; shared payloads are written to it directly
+        # A WebSocket message is bounded like an HTTP request (its frame
+        # header says the size; over it: close 1009, nothing read).
+        ws_max_size=settings.request_byte_limit,
+        # Our protocols where uvicorn is the version they were written for:
+        # HTTP with a header timeout and the connection cap
+        # (transport/http_protocol.py); uvicorn's sans-I/O WebSocket protocol
+        # made lighter, shared payloads written to it directly
         # (transport/websocket_protocol.py, transport/direct_frames.py).
-        ws="transport.websocket_protocol:WebSocketProtocol",
+        http=http_protocol,
+        ws=ws_protocol,
+        timeout_keep_alive=settings.idle_timeout.total_seconds(),  # type: ignore[arg-type]
+        # uvicorn's own cap (503 once a request's headers are in), which
+        # also counts running tasks; ours refuses the connection itself.
+        limit_concurrency=settings.max_connections,
         # Open SSE streams never finish by themselves: don't let them hold
         # a shutdown (or a restart) for longer than this.
         timeout_graceful_shutdown=5,

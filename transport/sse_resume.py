@@ -12,8 +12,11 @@ Both work on the request's document text, before Strawberry parses it:
 - `Last-Event-ID` becomes the `after` argument: it sets the `after` variable,
   or replaces a literal `after`, or is added to the arguments.
 
-A document that does not parse, or whose operation is not a `roomMessages`
-subscription, is passed through untouched; Strawberry reports its errors.
+The document is read under the document limits (its size and tokens, see
+schema/document_limits.py), from the schema's store when it was seen before.
+A document that does not pass them or does not parse, or whose operation is
+not a `roomMessages` subscription, is passed through untouched; Strawberry
+reports its errors.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from graphql import (
     OperationDefinitionNode,
     OperationType,
     VariableNode,
-    parse,
 )
+
+from schema import ValidDocuments
 
 ROOM_MESSAGES = "roomMessages"
 _CURSOR = "cursor"
@@ -65,6 +69,7 @@ def _valid_id(value: str) -> bool:
 
 
 def prepare(
+    documents: ValidDocuments,
     query: str | None,
     variables: dict[str, Any] | None,
     operation_name: str | None,
@@ -74,7 +79,7 @@ def prepare(
     if not query:
         return Resumable(query, variables)
     try:
-        document = parse(query)
+        document = documents.parse(query)
     except GraphQLError:
         return Resumable(query, variables)
     operation = _operation(document.definitions, operation_name)

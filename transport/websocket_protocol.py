@@ -12,8 +12,13 @@ not what it does:
 - the upgrade response is dropped once sent (its header objects); the ASGI
   scope keeps the request headers the app reads.
 
-It relies on uvicorn's attributes (`queue`, `writable`, `response`), so
-uvicorn is pinned in pyproject.toml.
+And one thing it does differently: a text message that is not UTF-8 closes
+the connection with 1007 (RFC 6455 section 8.1), as uvicorn does, but
+without logging a traceback for what is only a client's mistake.
+
+It relies on uvicorn's attributes (`queue`, `writable`, `response`, `frames`,
+`read_paused`), so uvicorn is pinned in pyproject.toml and server.py names
+this class only for that version (transport/http_protocol.py).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any, cast
 
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import CloseCode
 
 
 class _Inbox:
@@ -99,3 +105,21 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if message["type"] == "websocket.accept" and "response" in vars(self):
             del self.response  # read only until the handshake completes
+
+    def send_receive_event_to_app(self) -> None:
+        if self.curr_msg_data_type != "text" or self.close_sent:
+            super().send_receive_event_to_app()
+            return
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            self.logger.debug("closing a WebSocket that sent a text message not in UTF-8")
+            self.conn.send_close(CloseCode.INVALID_DATA, "invalid UTF-8")
+            self.handle_parser_exception()
+            return
+        self.queue.put_nowait({"type": "websocket.receive", "text": text})
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
