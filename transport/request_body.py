@@ -5,7 +5,10 @@ whose body by its `Content-Length`, is over `max_bytes` is answered 413
 PAYLOAD_TOO_LARGE without reading anything; a body without a length
 (chunked) is counted as it comes and refused the moment it passes the
 limit. A body that does not arrive within `timeout` is answered 408. Both
-answers close the connection (the rest of the body is never read).
+answers close the connection. Before a 413 the body the client is sending
+anyway is read and dropped, up to a bound (`_DRAIN_BYTES`, `_DRAIN_SECONDS`):
+a socket closed with bytes unread is reset, and the client would lose the
+answer with it.
 
 The app gets the body in one `http.request` message, then the server's own
 `receive` (an SSE stream waits there for the client to go).
@@ -14,6 +17,7 @@ The app gets the body in one `http.request` message, then the server's own
 from __future__ import annotations
 
 import asyncio
+from contextlib import suppress
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -49,6 +53,10 @@ def _declared_length(scope: Scope) -> int | None:
     return length
 
 
+_DRAIN_BYTES = 1 << 20
+_DRAIN_SECONDS = 2.0
+
+
 class _TooLarge(Exception):
     pass
 
@@ -67,6 +75,8 @@ class BoundedBody:
         if len(scope.get("query_string", b"")) > self.max_bytes or (
             length is not None and length > self.max_bytes
         ):
+            if length is not None and length <= _DRAIN_BYTES:
+                await _drop(receive, _DRAIN_BYTES)
             await self._too_large(send)
             return
         if not length:  # no body: nothing to read first
@@ -76,6 +86,7 @@ class BoundedBody:
             async with asyncio.timeout(self.timeout):
                 body = await self._read(receive)
         except _TooLarge:
+            await _drop(receive, _DRAIN_BYTES)
             await self._too_large(send)
             return
         except TimeoutError:
@@ -103,6 +114,18 @@ class BoundedBody:
     async def _too_large(self, send: Send) -> None:
         message = f"The request is larger than {self.max_bytes} bytes"
         await _answer(send, 413, "PAYLOAD_TOO_LARGE", message)
+
+
+async def _drop(receive: Receive, limit: int) -> None:
+    """Read and forget up to `limit` bytes of body, for a while at most."""
+    dropped = 0
+    with suppress(TimeoutError):
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            while dropped <= limit:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
+                dropped += len(message.get("body", b""))
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
