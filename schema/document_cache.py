@@ -24,12 +24,15 @@ document that fails is never kept; it is checked, and refused, each time.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from graphql import DocumentNode, GraphQLError, GraphQLSchema, Token, specified_rules
+from graphql import DocumentNode, GraphQLError, GraphQLSchema, Token, parse, specified_rules
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
+from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from .document_limits import DocumentLimits
 
@@ -114,18 +117,37 @@ class ValidDocuments:
         return validate_document(self._schema, document, tuple(specified_rules))
 
 
+_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
+_KINDS = (OperationType.QUERY, OperationType.MUTATION, OperationType.SUBSCRIPTION)
+
+
+def _stand_in(context: ExecutionContext) -> DocumentNode | None:
+    """A tiny document Strawberry takes in place of one refused unparsed
+    (it cannot be told "refused" from `on_parse`, where a raise escapes its
+    error handling): an operation of an allowed type and of the requested
+    name, so it goes on to validation, where the refusal is answered."""
+    kind = next((k for k in _KINDS if k in context.allowed_operations), None)
+    name = context.operation_name or ""
+    if kind is None or (name and not _NAME.fullmatch(name)):
+        return None
+    return parse(f"{kind.value} {name} {{ __typename }}")
+
+
 class DocumentCache(SchemaExtension):
     """Strawberry's parse and validation under the limits, through the store.
 
-    The token limit is the parser's own (Strawberry raises its syntax error
-    as usual); depth and aliases are checked before Strawberry validates,
-    and a document over them is refused without the other rules running.
+    A document over the byte or token limit is refused before it is parsed
+    (Strawberry is handed a stand-in and the refusal as its validation
+    errors); the parser enforces the token limit exactly; depth and aliases
+    are checked before Strawberry validates, and a document over them is
+    refused without the other rules running.
     """
 
     def __init__(self, documents: ValidDocuments) -> None:
         super().__init__()
         self._documents = documents
         self._hit = False
+        self._refused: GraphQLError | None = None
 
     def on_operation(self) -> Iterator[None]:
         self.execution_context.parse_options["max_tokens"] = self._documents.limits.max_tokens
@@ -138,11 +160,19 @@ class DocumentCache(SchemaExtension):
             if document is not None:
                 context.graphql_document = document
                 self._hit = True
+            else:
+                refused = self._documents.limits.refusal(context.query)
+                stand_in = None if refused is None else _stand_in(context)
+                if stand_in is not None:
+                    context.graphql_document = stand_in
+                    self._refused = refused
         yield
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
-        if self._hit:
+        if self._refused is not None:
+            context.pre_execution_errors = [self._refused]
+        elif self._hit:
             context.pre_execution_errors = []  # it validated before: skip validation
         elif context.graphql_document is not None and context.pre_execution_errors is None:
             problems = self._documents.limits.problems(context.graphql_document)
@@ -151,6 +181,7 @@ class DocumentCache(SchemaExtension):
         yield
         if (
             not self._hit
+            and self._refused is None
             and context.query is not None
             and context.graphql_document is not None
             and context.pre_execution_errors == []

@@ -8,6 +8,7 @@ from graphql import DocumentNode, GraphQLError, parse, validate
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 
 from schema import ValidDocuments, build_schema
+from schema.document_cache import token_count
 from schema.document_limits import DocumentLimits
 from serving.settings import Settings
 from transport.http_protocol import (
@@ -130,3 +131,47 @@ def test_request_limit_fits_the_largest_message() -> None:
 def test_other_uvicorn_versions_run_uvicorns_own_protocols() -> None:
     assert protocol_options("0.54.0") == (HTTP_PROTOCOL, WS_PROTOCOL)
     assert protocol_options("0.99.1") == (FALLBACK_HTTP, FALLBACK_WS)
+
+
+TOKENS_CORPUS = [
+    *CORPUS,
+    '{ a: history(roomId: "say \\"hi\\", #not a comment") { edges { cursor } } }',
+    "# a comment { with braces }\n{ me } # another",
+    'mutation { sendMessage(input: {roomId: "r", data: {n: -1.5e3, ok: true, x: null}}) { id } }',
+    'query Q($a: [ID!]! = ["x"], $b: Int = 0) @d { f(a: $a, b: $b) { ...on X { y } } }',
+    '{ f(s: """block "quoted" \\""" still "" inside""") }',
+    '{ f(s: """\nmulti\nline\n""") , g }',
+]
+
+
+def test_tokens_are_counted_before_parsing_exactly_as_the_parser_counts() -> None:
+    for query in TOKENS_CORPUS:
+        counted = token_count(parse(query)) - 2  # the start and end of the document
+        for limit in (counted - 1, counted):
+            limits = DocumentLimits(max_bytes=1 << 20, max_tokens=limit, max_depth=9, max_aliases=9)
+            padded = query + " " * limit  # long enough to be counted at all
+            refusal = limits.refusal(padded)
+            try:
+                parse(padded, max_tokens=limit)
+            except GraphQLError as error:
+                assert refusal is not None, (query, limit)
+                assert refusal.message == error.message
+                assert refusal.locations == error.locations, query
+            else:
+                assert refusal is None, (query, limit)
+
+
+def test_counting_tokens_is_linear_whatever_the_document_holds() -> None:
+    limits = DocumentLimits(max_bytes=1 << 20, max_tokens=5000, max_depth=9, max_aliases=9)
+    # Unterminated strings and escaped quotes, which a backtracking pattern
+    # would scan again from every quote.
+    for hostile in ('"\\"' * 100_000, '"""' + '\\"' * 100_000, '"a' * 100_000):
+        assert limits.refusal(hostile) is not None or parse_fails(hostile)
+
+
+def parse_fails(query: str) -> bool:
+    try:
+        parse(query, max_tokens=5000)
+    except GraphQLError:
+        return True
+    return False

@@ -126,7 +126,7 @@ async def test_websockets_and_event_streams_are_not_cut_off(server: LiveServer) 
         for _ in range(2):
             async with raw(server) as (reader, _):
                 assert status(await until_closed(reader)) == 408
-        send = 'mutation($r: ID!) { sendMessage(input: {roomId: $r, data: {t: 1}}) { id } }'
+        send = "mutation($r: ID!) { sendMessage(input: {roomId: $r, data: {t: 1}}) { id } }"
         await owner.execute(send, r=room)
         assert (await op.next())["roomMessages"] == {"data": {"t": 1}}
         assert (await events.expect("next"))["data"]["roomMessages"] == {"data": {"t": 1}}
