@@ -34,6 +34,7 @@ from resolvers.services import Services
 from schema import SDL_PATH, build_schema, export_sdl
 from serving import graphiql
 from serving.auth import AuthError, TokenAuthority
+from serving.heap import give_back_freed_memory
 from serving.metrics import Metrics
 from serving.server_timing import ServerTiming
 from serving.settings import Settings, SettingsError, load_settings, parse_duration
@@ -43,6 +44,8 @@ from transport.http_protocol import LIMITS_KEY, ConnectionLimits, protocol_optio
 from transport.request_body import BoundedBody
 
 log = logging.getLogger("forge_streaming")
+
+_TRIM_EVERY = 2.0  # seconds between handing freed heap pages back (serving/heap.py)
 
 
 def create_app(settings: Settings) -> ASGIApp:
@@ -79,6 +82,7 @@ def create_app(settings: Settings) -> ASGIApp:
         metrics.shared_executions.set_function(graphql.shared.group_count)
         services = Services(settings=settings, backends=backends, metrics=metrics)
         housekeeping = asyncio.create_task(run_housekeeping(services), name="housekeeping")
+        heap = asyncio.create_task(give_back_freed_memory(_TRIM_EVERY), name="heap-trim")
         # What is alive now (the schemas, modules, backends) lives as long as
         # the process: keep it out of the garbage collector's full passes,
         # which otherwise walk it all and stall requests now and then.
@@ -94,9 +98,10 @@ def create_app(settings: Settings) -> ASGIApp:
             # (transport/http_protocol.py), which uvicorn hands this state.
             yield {"services": services, LIMITS_KEY: limits}
         finally:
-            housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await housekeeping
+            for task in (housekeeping, heap):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await backends.close()
 
     app = Starlette(

@@ -9,11 +9,13 @@ a free loopback port and a separate prober process that GETs /health every
 beforehand (40 % plain HTTP POSTs, 30 % graphql-transport-ws subscriptions,
 30 % SSE POSTs, one user each):
 
+0. for comparison, `--count` small valid documents (`{ me }`) all at once:
+   what any burst of that many requests costs;
 1. `--count` documents over `max_request_bytes`, all sent at once: each must
    be refused (413; WebSocket close 1009);
 2. `--count` documents under it but over `max_tokens` (distinct
    subscriptions, the shape shared-execution planning reads first), all at
-   once: each must be refused by the parser (a GraphQL error; close 4400).
+   once: each must be refused before parsing (a GraphQL error; close 4400).
 
 It prints /health p50/p99/max while each burst is in flight and overall, the
 refusals counted, and the server's RSS before the bursts and after them
@@ -26,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -120,19 +123,34 @@ class HttpPost:
         )
         with contextlib.suppress(ConnectionError):  # refused before it was all sent
             await self.writer.drain()
-        answer = bytearray()
-        while b"event: complete" not in answer and b"Syntax Error" not in answer:
-            chunk = await self.reader.read(65536)
-            if not chunk:
-                break
-            answer += chunk
-            if answer.startswith(b"HTTP/1.1 413"):
-                break
+        try:
+            head = await self.reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return "closed"
+        length = next(
+            (
+                int(v)
+                for k, _, v in (line.partition(b":") for line in head.split(b"\r\n"))
+                if k.lower() == b"content-length"
+            ),
+            None,
+        )
+        answer = bytearray(head)
+        if length is not None:
+            answer += await self.reader.readexactly(length)
+        else:  # an event stream: until it completes
+            while b"event: complete" not in answer:
+                chunk = await self.reader.read(65536)
+                if not chunk:
+                    break
+                answer += chunk
         self.writer.close()
         if answer.startswith(b"HTTP/1.1 413"):
             return "413"
         if b"more than" in answer and b"tokens" in answer:
             return "sse tokens error" if self.sse else "tokens error"
+        if b'"data"' in answer and answer.startswith(b"HTTP/1.1 200"):
+            return "sse data" if self.sse else "data"
         return answer[:60].decode(errors="replace") or "closed"
 
 
@@ -173,10 +191,11 @@ Client = HttpPost | WsSubscribe
 
 
 async def burst(
-    port: int, tokens: list[str], document: Callable[[int], str]
-) -> tuple[float, float, Counter[str]]:
+    port: int, pid: int, tokens: list[str], document: Callable[[int], str]
+) -> tuple[float, float, Counter[str], float]:
     """Open one client per token, then send every document at once; the
-    window (start, end) of the sends and what came back."""
+    window (start, end) of the sends, what came back, and the server's CPU
+    seconds from the first send to the last answer."""
     count = len(tokens)
     clients: list[Client] = []
     for i, token in enumerate(tokens):
@@ -189,13 +208,15 @@ async def burst(
             clients.append(HttpPost(port, token, sse=True))
     await gather_in_batches([c.open() for c in clients])
     documents = [document(i) for i in range(count)]
+    cpu = cpu_seconds(pid)
     start = time.time()
     answers = await asyncio.gather(
         *(c.send(d) for c, d in zip(clients, documents, strict=True)), return_exceptions=True
     )
     end = time.time()
+    cpu = cpu_seconds(pid) - cpu
     counted = Counter(a if isinstance(a, str) else type(a).__name__ for a in answers)
-    return start, end, counted
+    return start, end, counted, cpu
 
 
 async def gather_in_batches(work: list[Awaitable[None]], size: int = 100) -> None:
@@ -211,6 +232,11 @@ def rss(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentiles(samples: list[tuple[float, float | None]], start: float, end: float) -> str:
@@ -291,15 +317,21 @@ def main() -> int:
         log(f"limits: {limit} bytes, {max_tokens} tokens; {args.count} documents per burst")
         # Warm up every path once, so the RSS before includes what any use loads.
         warm = [authority.mint(f"warm-{i}") for i in range(10)]
-        asyncio.run(burst(port, warm, lambda n: "{ me }"))
+        asyncio.run(burst(port, server.pid, warm, lambda n: "{ me }"))
+        time.sleep(SETTLE)
+        tokens = [authority.mint(f"abuser-{i:05d}") for i in range(args.count)]
+        log("burst 0: small valid documents, for comparison")
+        b0 = asyncio.run(burst(port, server.pid, tokens, lambda n: "{ me }"))
+        log(f"  answers: {dict(b0[2])}")
         time.sleep(SETTLE)
         before = rss(server.pid)
-        tokens = [authority.mint(f"abuser-{i:05d}") for i in range(args.count)]
         log("burst 1: documents over the byte limit")
-        b1 = asyncio.run(burst(port, tokens, lambda n: over_bytes(limit, n)))
+        b1 = asyncio.run(burst(port, server.pid, tokens, lambda n: over_bytes(limit, n)))
         log(f"  answers: {dict(b1[2])}")
+        time.sleep(SETTLE)
+        middle = rss(server.pid)
         log("burst 2: documents over the token limit")
-        b2 = asyncio.run(burst(port, tokens, lambda n: over_tokens(max_tokens, n)))
+        b2 = asyncio.run(burst(port, server.pid, tokens, lambda n: over_tokens(max_tokens, n)))
         log(f"  answers: {dict(b2[2])}")
         time.sleep(SETTLE)
         after = rss(server.pid)
@@ -312,18 +344,21 @@ def main() -> int:
         if prober is not None and prober.poll() is None:
             prober.kill()
         stop(server)
+    rows = [
+        (f"small valid documents ({args.count} at once)", b0),
+        (f"over the byte limit ({args.count} at once)", b1),
+        (f"over the token limit ({args.count} at once)", b2),
+    ]
+    for label, (start, end, answers, cpu) in rows:
+        print(f"{label:<42} /health {percentiles(samples, start, end)}")
+        print(f"{'':<42} answers: {dict(answers)}")
+        per = cpu / args.count * 1000
+        print(f"{'':<42} server CPU {cpu:.2f} s, {per:.2f} ms a document")
+    print(f"{'both oversized bursts':<42} /health {percentiles(samples, b1[0], b2[1])}")
     print(
-        f"over the byte limit ({args.count} at once):  /health {percentiles(samples, b1[0], b1[1])}"
-    )
-    print(f"  refused: {dict(b1[2])}")
-    print(
-        f"over the token limit ({args.count} at once): /health {percentiles(samples, b2[0], b2[1])}"
-    )
-    print(f"  refused: {dict(b2[2])}")
-    print(f"both bursts:                      /health {percentiles(samples, b1[0], b2[1])}")
-    print(
-        f"server RSS: {before / 2**20:.1f} MiB before, {after / 2**20:.1f} MiB after "
-        f"(settled {SETTLE:.0f} s): {(after - before) / 2**20:+.1f} MiB"
+        f"server RSS: {before / 2**20:.1f} MiB before the oversized bursts, "
+        f"{middle / 2**20:.1f} MiB after the first, {after / 2**20:.1f} MiB after both "
+        f"(each settled {SETTLE:.0f} s): {(after - before) / 2**20:+.1f} MiB"
     )
     print(f"tracebacks in the server log: {tracebacks}")
     return 0

@@ -38,10 +38,9 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    Source,
+    SourceLocation,
     parse,
 )
-from graphql.error import GraphQLSyntaxError
 
 _SHOWN_COUNT = 10**12  # larger alias counts are not written out in full
 
@@ -57,6 +56,18 @@ _TOKEN = re.compile(
     r"|\.\.\.|[!$&():=@\[\]{|}]"  # a punctuator
 )
 _IGNORED = r"[ \t\n\r,\ufeff]*+"
+
+
+def _location(query: str, position: int) -> SourceLocation:
+    """Line and column (from 1) of `position`, as graphql-core counts them
+    (CRLF, LF or CR ends a line)."""
+    lines = (
+        query.count("\n", 0, position)
+        + query.count("\r", 0, position)
+        - query.count("\r\n", 0, position)
+    )
+    line_start = max(query.rfind("\n", 0, position), query.rfind("\r", 0, position)) + 1
+    return SourceLocation(lines + 1, position - line_start + 1)
 
 
 def _over_limit(max_tokens: int) -> re.Pattern[str]:
@@ -103,11 +114,13 @@ class DocumentLimits:
         over = self._over.match(query)
         if over is None:
             return None
-        return GraphQLSyntaxError(
-            Source(query),
-            over.end(),
-            f"Document contains more than {self.max_tokens} tokens. Parsing aborted.",
+        error = GraphQLError(
+            f"Syntax Error: Document contains more than {self.max_tokens} tokens. Parsing aborted."
         )
+        # Where graphql-core's parser would stop, found in C (its own
+        # get_location walks every line in Python).
+        error.locations = [_location(query, over.end())]
+        return error
 
     def parse(self, query: str) -> DocumentNode:
         """The document, or GraphQLError when it is too large, has too many
