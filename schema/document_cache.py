@@ -127,10 +127,12 @@ def _stand_in(context: ExecutionContext) -> DocumentNode | None:
     error handling): an operation of an allowed type and of the requested
     name, so it goes on to validation, where the refusal is answered."""
     kind = next((k for k in _KINDS if k in context.allowed_operations), None)
-    name = context.operation_name or ""
-    if kind is None or (name and not _NAME.fullmatch(name)):
+    if kind is None:
         return None
-    return parse(f"{kind.value} {name} {{ __typename }}")
+    # A requested name that is not a GraphQL name matches no operation of
+    # any document: the stand-in has none, and Strawberry says so.
+    name = context.operation_name or ""
+    return parse(f"{kind.value} {name if _NAME.fullmatch(name) else ''} {{ __typename }}")
 
 
 class DocumentCache(SchemaExtension):

@@ -175,3 +175,18 @@ def parse_fails(query: str) -> bool:
     except GraphQLError:
         return True
     return False
+
+
+async def test_strawberry_refuses_unparsed_what_is_over_the_limits() -> None:
+    schema = build_schema(max_tokens=50, max_bytes=4096)
+    many = "query Q { " + "me " * 60 + "}"
+    refused = "Syntax Error: Document contains more than 50 tokens. Parsing aborted."
+    for name in (None, "Q", "Other"):
+        result = await schema.execute(many, operation_name=name)
+        assert result.errors is not None
+        assert [e.message for e in result.errors] == [refused], name
+        assert result.errors[0].extensions == {"code": "GRAPHQL_VALIDATION_FAILED"}
+        assert schema.documents.get(many) is None
+    result = await schema.execute("{ me }" + " " * 4096)
+    assert result.errors is not None
+    assert result.errors[0].extensions == {"code": "PAYLOAD_TOO_LARGE"}
