@@ -47,7 +47,7 @@ SUPPORTED_UVICORN = "0.54."  # the minor version these internals were read from
 HTTP_PROTOCOL = "transport.http_protocol:HttpProtocol"
 WS_PROTOCOL = "transport.websocket_protocol:WebSocketProtocol"
 # uvicorn's own, as named in its settings: what runs with another uvicorn.
-FALLBACK_HTTP = "httptools"
+FALLBACK_HTTP = "auto"
 FALLBACK_WS = "websockets-sansio"
 
 

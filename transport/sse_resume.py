@@ -12,10 +12,10 @@ Both work on the request's document text, before Strawberry parses it:
 - `Last-Event-ID` becomes the `after` argument: it sets the `after` variable,
   or replaces a literal `after`, or is added to the arguments.
 
-The document is read under the document limits (its size and tokens, see
-schema/document_limits.py), from the schema's store when it was seen before.
-A document that does not pass them or does not parse, or whose operation is
-not a `roomMessages` subscription, is passed through untouched; Strawberry
+The document is checked as every path checks it (schema/document_cache.py:
+the limits first, then validation; from the schema's store when it was seen
+before). A document that does not pass, or whose operation is not a
+`roomMessages` subscription, is passed through untouched; Strawberry
 reports its errors.
 """
 
@@ -27,7 +27,6 @@ from typing import Any
 import orjson
 from graphql import (
     FieldNode,
-    GraphQLError,
     OperationDefinitionNode,
     OperationType,
     VariableNode,
@@ -78,9 +77,10 @@ def prepare(
     """Rewrite a `roomMessages` subscription for ids and `Last-Event-ID`."""
     if not query:
         return Resumable(query, variables)
-    try:
-        document = documents.parse(query)
-    except GraphQLError:
+    # Checked (and, when valid, kept) as Strawberry will check it: an
+    # unchanged document is then not parsed twice.
+    document = documents.check(query)
+    if isinstance(document, list):
         return Resumable(query, variables)
     operation = _operation(document.definitions, operation_name)
     if operation is None or operation.operation is not OperationType.SUBSCRIPTION:
