@@ -76,11 +76,11 @@ def create_app(settings: Settings) -> ASGIApp:
             subscriber_capacity=settings.subscriber_queue_size,
         )
         metrics = Metrics()
+        services = Services(settings=settings, backends=backends, metrics=metrics)
         metrics.subscriptions_active.set_function(
-            lambda: backends.hub.subscriber_count() + graphql.shared.live_members()
+            lambda: services.live_subscriptions + graphql.shared.live_members()
         )
         metrics.shared_executions.set_function(graphql.shared.group_count)
-        services = Services(settings=settings, backends=backends, metrics=metrics)
         housekeeping = asyncio.create_task(run_housekeeping(services), name="housekeeping")
         heap = asyncio.create_task(give_back_freed_memory(_TRIM_EVERY), name="heap-trim")
         # What is alive now (the schemas, modules, backends) lives as long as

@@ -18,9 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from contextvars import ContextVar
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
 
@@ -40,23 +39,6 @@ class _Resync:
 
 RESYNC: Final = _Resync()
 """Yielded to subscribers after an outage: events may have been missed."""
-
-
-_internal_observer: ContextVar[Callable[[], None] | None] = ContextVar(
-    "hub_internal_observer", default=None
-)
-
-
-@contextmanager
-def internal_subscriptions(on_subscribed: Callable[[], None]) -> Iterator[None]:
-    """Subscriptions made in this context (and tasks started from it) are the
-    server's own, not a client's: `subscriber_count` leaves them out, and
-    `on_subscribed` is called as each one is registered."""
-    token = _internal_observer.set(on_subscribed)
-    try:
-        yield
-    finally:
-        _internal_observer.reset(token)
 
 
 class SlowConsumer(Exception):
@@ -140,10 +122,9 @@ class BoundedStream(Generic[T]):
 class Subscription(BoundedStream[T | _Resync]):
     """A local subscriber's bounded queue; iterate it for events."""
 
-    def __init__(self, topic: str, capacity: int, *, internal: bool = False) -> None:
+    def __init__(self, topic: str, capacity: int) -> None:
         super().__init__(capacity, f"events queued on {topic}")
         self.topic = topic
-        self.internal = internal
 
 
 @dataclass
@@ -192,14 +173,13 @@ class Hub(Generic[T]):
         await self._backend.publish(topic, self._encode(event))
 
     def subscriber_count(self, topic: str | None = None) -> int:
-        """Local client subscribers of `topic`, or of every topic."""
+        """Local subscribers of `topic`, or of every topic."""
         entries = self._topics.values() if topic is None else [self._topics.get(topic)]
-        return sum(1 for entry in entries if entry for sub in entry.subscribers if not sub.internal)
+        return sum(len(entry.subscribers) for entry in entries if entry)
 
     @asynccontextmanager
     async def subscribe(self, topic: str) -> AsyncIterator[Subscription[T]]:
-        observer = _internal_observer.get()
-        sub: Subscription[T] = Subscription(topic, self._capacity, internal=observer is not None)
+        sub: Subscription[T] = Subscription(topic, self._capacity)
         entry = self._topics.setdefault(topic, _Topic())
         entry.users += 1
         try:
@@ -208,8 +188,6 @@ class Hub(Generic[T]):
                     await self._backend.subscribe(topic)
                     entry.upstream = True
                 entry.subscribers.add(sub)
-            if observer is not None:
-                observer()
             try:
                 yield sub
             finally:

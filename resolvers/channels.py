@@ -6,18 +6,20 @@ access; to everyone else it does not exist (NOT_FOUND).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
 from backends import topics
 from backends.errors import Conflict
 from backends.events import AccessEvent, MessageEvent
+from backends.hub import RESYNC
 from backends.records import Channel, Message, MessageKind, utcnow
 from serving.errors import BadUserInput, Forbidden, NotFound
 
 from .posting import check_outgoing
 from .services import Services, Viewer
+from .stream_signals import LIVE, AccessChange, Signal
 from .validation import check_id, new_id, optional_text, required_text
 
 
@@ -51,8 +53,7 @@ async def visible_channel(services: Services, viewer: Viewer, channel_id: str) -
 
 async def _may_see(services: Services, viewer: Viewer, channel: Channel) -> bool:
     return (
-        viewer.reads_everything
-        or not channel.is_private
+        not channel.is_private
         or channel.created_by == viewer.user_id
         or await services.backends.channels.is_granted(channel.id, viewer.user_id)
     )
@@ -103,9 +104,7 @@ async def _owned_channel(services: Services, viewer: Viewer, channel_id: str) ->
 async def delete_channel(services: Services, viewer: Viewer, channel_id: str) -> bool:
     await _owned_channel(services, viewer, channel_id)
     deleted = await services.backends.channels.delete(channel_id)
-    await services.backends.hub.publish(
-        topics.channel_messages(channel_id), AccessEvent(channel_id, None)
-    )
+    await revoke_channel_access(services, channel_id, None)
     return deleted
 
 
@@ -121,9 +120,7 @@ async def revoke_channel(services: Services, viewer: Viewer, channel_id: str, us
     await _owned_channel(services, viewer, channel_id)
     revoked = await services.backends.channels.revoke(channel_id, user_id)
     if revoked:
-        await services.backends.hub.publish(
-            topics.channel_messages(channel_id), AccessEvent(channel_id, user_id)
-        )
+        await revoke_channel_access(services, channel_id, user_id)
     return revoked
 
 
@@ -153,20 +150,30 @@ async def publish(
     return message
 
 
-async def may_watch_channel(services: Services, viewer: Viewer, channel_id: str) -> str:
-    """Raise unless the viewer may read the channel live; else its topic."""
+async def authorize_channel_stream(services: Services, viewer: Viewer, channel_id: str) -> None:
+    """Raise the error the viewer gets for reading the channel live, if any."""
     await visible_channel(services, viewer, channel_id)
-    return topics.channel_messages(channel_id)
 
 
 async def channel_stream(
-    services: Services, viewer: Viewer, channel_id: str, message_filter: MessageFilter
-) -> AsyncIterator[Message]:
-    topic = await may_watch_channel(services, viewer, channel_id)
-    async with services.backends.hub.subscribe(topic) as live:
+    services: Services, channel_id: str, message_filter: MessageFilter
+) -> AsyncGenerator[Message | Signal, None]:
+    """The channel's messages that pass the filter, for any reader."""
+    async with services.backends.hub.subscribe(topics.channel_messages(channel_id)) as live:
+        yield LIVE
         async for item in live:
             if isinstance(item, MessageEvent):
                 if message_filter.matches(item.message):
                     yield item.message
             elif isinstance(item, AccessEvent):
-                await visible_channel(services, viewer, channel_id)
+                yield AccessChange(item.user_id)
+            elif item is RESYNC:
+                yield AccessChange(None)
+
+
+async def revoke_channel_access(services: Services, channel_id: str, user_id: str | None) -> None:
+    """Tell live readers of the channel that `user_id` (None: everyone) may
+    have lost access: each re-checks (resolvers/subscriptions.py)."""
+    await services.backends.hub.publish(
+        topics.channel_messages(channel_id), AccessEvent(channel_id, user_id)
+    )

@@ -8,7 +8,7 @@ sees every message once, in offset order, whatever order the fan-out used.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from .cursors import Cursor, parse_cursor
 from .posting import check_outgoing, post
 from .rooms import membership, readable_room
 from .services import Services, Viewer
+from .stream_signals import LIVE, AccessChange, Signal
 from .typing_indicators import stop_typing
 from .validation import check_id, optional_text
 
@@ -158,27 +159,24 @@ def _offset(cursor: Cursor, epoch: str) -> int:
     return cursor.offset
 
 
-async def may_read_room_stream(services: Services, viewer: Viewer, room_id: str) -> str:
-    """Raise unless the viewer may read the room live; else its topic."""
+async def authorize_room_stream(
+    services: Services, viewer: Viewer, room_id: str, *, after: str | None
+) -> None:
+    """Raise the error the viewer gets for reading the room live, if any."""
     await readable_room(services, viewer, room_id)
-    return topics.room_messages(room_id)
+    if after is not None:
+        services.require("history")
 
 
 async def room_stream(
-    services: Services,
-    viewer: Viewer,
-    room_id: str,
-    *,
-    after: str | None,
-    thread_id: str | None,
-) -> AsyncIterator[Message]:
-    topic = await may_read_room_stream(services, viewer, room_id)
+    services: Services, room_id: str, *, after: str | None, thread_id: str | None
+) -> AsyncGenerator[Message | Signal, None]:
+    """The room's messages after the cursor, then live; for any reader."""
     cursor = parse_cursor(after, argument="after") if after else None
-    if cursor is not None:
-        services.require("history")
     store = services.backends.messages
     reader = _Reader(services, room_id, thread_id)
-    async with services.backends.hub.subscribe(topic) as live:
+    async with services.backends.hub.subscribe(topics.room_messages(room_id)) as live:
+        yield LIVE
         position = await store.position(room_id)
         reader.epoch = position.epoch
         if cursor is None:
@@ -194,13 +192,15 @@ async def room_stream(
                 yield message
         async for item in live:
             if item is RESYNC:
+                # Access changes may have been missed with the messages.
+                yield AccessChange(None)
                 async for message in reader.catch_up(before=None):
                     yield message
             elif isinstance(item, MessageEvent):
                 async for message in reader.receive(item.message):
                     yield message
             elif isinstance(item, AccessEvent):
-                await readable_room(services, viewer, room_id)
+                yield AccessChange(item.user_id)
 
 
 def _gap_notice(room_id: str, cursor: Cursor, epoch: str, first_offset: int) -> Message | None:

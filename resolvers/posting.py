@@ -49,7 +49,9 @@ async def post(services: Services, new: NewMessage) -> tuple[Message, bool]:
 
 
 async def revoke_access(services: Services, room_id: str, user_id: str | None) -> None:
-    """Tell live readers of the room that `user_id` (None: everyone) lost access."""
+    """Tell live readers of the room that `user_id` (None: everyone) may have
+    lost access: each re-checks (resolvers/subscriptions.py). Every mutation
+    that can narrow who reads a room calls this once it has committed."""
     event = AccessEvent(target_id=room_id, user_id=user_id)
     hub = services.backends.hub
     for topic in (

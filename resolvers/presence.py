@@ -8,15 +8,18 @@ are published to the user's topic and to the topic of every room they are in.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator
 
 from backends import topics
-from backends.events import AccessEvent, PresenceEvent
+from backends.events import AccessEvent, Event, PresenceEvent
+from backends.hub import RESYNC, Subscription
 from backends.records import PresenceEntry, Status
 from serving.errors import BadUserInput
 
 from .rooms import readable_room
 from .services import Services, Viewer
+from .stream_signals import LIVE, AccessChange, Signal
 from .validation import optional_text
 
 _MAX_WATCHED_USERS = 200
@@ -94,66 +97,74 @@ async def room_presence(services: Services, viewer: Viewer, room_id: str) -> lis
     return await services.backends.presence.get([m.user_id for m in members])
 
 
-async def may_watch_presence(
+async def authorize_presence_stream(
     services: Services, viewer: Viewer, room_id: str | None, user_ids: list[str] | None
-) -> str | None:
-    """Raise unless the viewer may watch this presence; else the room's
-    presence topic (None when watching chosen users)."""
+) -> None:
+    """Raise the error the viewer gets for watching this presence, if any."""
     services.require("presence")
     if room_id is not None and user_ids is None:
         await readable_room(services, viewer, room_id)
-        return topics.room_presence(room_id)
-    if user_ids is not None and room_id is None:
+    elif user_ids is not None and room_id is None:
         check_user_ids(user_ids)
-        return None
-    raise BadUserInput("pass exactly one of roomId and userIds", argument="roomId")
+    else:
+        raise BadUserInput("pass exactly one of roomId and userIds", argument="roomId")
 
 
 async def presence_stream(
-    services: Services, viewer: Viewer, room_id: str | None, user_ids: list[str] | None
-) -> AsyncIterator[PresenceEntry]:
-    topic = await may_watch_presence(services, viewer, room_id, user_ids)
-    if topic is None or room_id is None:  # watching chosen users (and narrowing room_id)
-        async for entry in _merged_user_streams(services, user_ids or []):
-            yield entry
+    services: Services, room_id: str | None, user_ids: list[str] | None
+) -> AsyncGenerator[PresenceEntry | Signal, None]:
+    """Presence changes of the room's members or of the given users, for any reader."""
+    if room_id is None:
+        async with contextlib.aclosing(_merged_user_streams(services, user_ids or [])) as merged:
+            async for entry in merged:
+                yield entry
         return
-    async with services.backends.hub.subscribe(topic) as live:
+    async with services.backends.hub.subscribe(topics.room_presence(room_id)) as live:
+        yield LIVE
         async for item in live:
             if isinstance(item, PresenceEvent):
                 yield item.entry
             elif isinstance(item, AccessEvent):
-                await readable_room(services, viewer, room_id)
+                yield AccessChange(item.user_id)
+            elif item is RESYNC:
+                yield AccessChange(None)
 
 
 async def _merged_user_streams(
     services: Services, user_ids: list[str]
-) -> AsyncIterator[PresenceEntry]:
+) -> AsyncGenerator[PresenceEntry | Signal, None]:
     queue: asyncio.Queue[PresenceEntry | BaseException] = asyncio.Queue(
         maxsize=services.settings.subscriber_queue_size
     )
 
-    async def pump(user_id: str) -> None:
+    async def pump(live: Subscription[Event]) -> None:
         try:
-            async with services.backends.hub.subscribe(topics.user_presence(user_id)) as live:
-                async for item in live:
-                    if isinstance(item, PresenceEvent):
-                        # Waiting here lets the hub's bounded queue cut off a reader
-                        # that stopped reading.
-                        await queue.put(item.entry)
+            async for item in live:
+                if isinstance(item, PresenceEvent):
+                    # Waiting here lets the hub's bounded queue cut off a reader
+                    # that stopped reading.
+                    await queue.put(item.entry)
         except Exception as exc:  # surfaced to the reader below
             await queue.put(exc)
 
-    tasks = [asyncio.create_task(pump(u)) for u in dict.fromkeys(user_ids)]
-    try:
-        while True:
-            item = await queue.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async with contextlib.AsyncExitStack() as subscribed:
+        hub = services.backends.hub
+        subscriptions = [
+            await subscribed.enter_async_context(hub.subscribe(topics.user_presence(u)))
+            for u in dict.fromkeys(user_ids)
+        ]
+        yield LIVE
+        tasks = [asyncio.create_task(pump(live)) for live in subscriptions]
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def publish_presence(services: Services, user_ids: list[str]) -> None:

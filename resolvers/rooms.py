@@ -27,11 +27,6 @@ async def readable_room(services: Services, viewer: Viewer, room_id: str) -> Roo
     """The room if the viewer may read it: public, or private and a member."""
     services.require("rooms")
     rooms = services.backends.rooms
-    if viewer.reads_everything:
-        room = await rooms.get(room_id)
-        if room is None:
-            raise NotFound(f"room {room_id!r} not found", roomId=room_id)
-        return room
     # Both at once: this check comes before every read and send.
     room, banned = await asyncio.gather(
         rooms.get(room_id), rooms.is_banned(room_id, viewer.user_id)
@@ -107,7 +102,7 @@ async def create_room(
 async def update_room(
     services: Services, viewer: Viewer, room_id: str, changes: dict[str, Any]
 ) -> Room:
-    room, _ = await membership(services, viewer, room_id, at_least=Role.ADMIN)
+    room, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
     fields: dict[str, Any] = {}
     if "name" in changes:
         fields["name"] = required_text(changes["name"], "name", max_length=_NAME_MAX)
@@ -121,6 +116,9 @@ async def update_room(
     if "is_private" in changes:
         if changes["is_private"] is None:
             raise BadUserInput("isPrivate must not be null", argument="isPrivate")
+        if room.is_private and not changes["is_private"] and me.role is not Role.OWNER:
+            # It would show the whole history to everyone.
+            raise Forbidden("only the owner may make a private room public", roomId=room_id)
         fields["is_private"] = changes["is_private"]
     updated = Room(
         id=room.id,
@@ -140,6 +138,8 @@ async def update_room(
         "room.updated",
         {"fields": sorted(_camel(k) for k in fields)},
     )
+    if updated.is_private and not room.is_private:
+        await revoke_access(services, room_id, None)
     return updated
 
 
@@ -171,7 +171,7 @@ async def join_room(services: Services, viewer: Viewer, room_id: str) -> Room:
 
 
 async def leave_room(services: Services, viewer: Viewer, room_id: str) -> bool:
-    room, member = await membership(services, viewer, room_id)
+    _, member = await membership(services, viewer, room_id)
     if member.role is Role.OWNER:
         raise Forbidden(
             "the owner cannot leave: hand ownership on with setMemberRole(role: OWNER) "
@@ -180,8 +180,7 @@ async def leave_room(services: Services, viewer: Viewer, room_id: str) -> bool:
         )
     await services.backends.rooms.remove_member(room_id, viewer.user_id)
     await _announce(services, room_id, MessageKind.LEAVE, viewer.user_id, "member.left", None)
-    if room.is_private:
-        await revoke_access(services, room_id, viewer.user_id)
+    await revoke_access(services, room_id, viewer.user_id)
     return True
 
 
@@ -212,7 +211,7 @@ async def add_member(
 
 
 async def remove_member(services: Services, viewer: Viewer, room_id: str, user_id: str) -> bool:
-    room, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
+    _, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
     target = await _outranked_member(services, me, room_id, user_id)
     if target is None:
         return False
@@ -220,8 +219,7 @@ async def remove_member(services: Services, viewer: Viewer, room_id: str, user_i
     await _announce(
         services, room_id, MessageKind.LEAVE, user_id, "member.removed", {"by": viewer.user_id}
     )
-    if room.is_private:
-        await revoke_access(services, room_id, user_id)
+    await revoke_access(services, room_id, user_id)
     return True
 
 
@@ -253,6 +251,7 @@ async def set_member_role(
         "member.role",
         {"userId": user_id, "role": role.value},
     )
+    await revoke_access(services, room_id, user_id)
     return updated
 
 

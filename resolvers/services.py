@@ -15,16 +15,10 @@ from serving.settings import Settings
 
 @dataclass(frozen=True, slots=True)
 class Viewer:
-    """The authenticated user, and their WebSocket connection if any.
-
-    `reads_everything` is for one caller only: the shared execution of
-    identical subscriptions, which reads on behalf of subscribers whose
-    access was each checked when they joined (resolvers/access.py).
-    """
+    """The authenticated user, and their WebSocket connection if any."""
 
     user_id: str
     conn_id: str | None = None
-    reads_everything: bool = False
 
 
 class KeyedLocks:
@@ -59,6 +53,9 @@ class Services:
     # conn_id -> user_id of this process's WebSocket connections, refreshed
     # by the presence heartbeat.
     connections: dict[str, str] = field(default_factory=dict)
+    # This process's subscriptions that run on their own and are live (the
+    # shared executions count their subscribers themselves).
+    live_subscriptions: int = 0
 
     def require(self, feature: str) -> None:
         enabled = {

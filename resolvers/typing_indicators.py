@@ -7,14 +7,16 @@ the room.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from backends import topics
 from backends.events import AccessEvent, TypingEvent
+from backends.hub import RESYNC
 from backends.records import TypingEntry
 
 from .rooms import membership, readable_room
 from .services import Services, Viewer
+from .stream_signals import LIVE, AccessChange, Signal
 
 
 async def start_typing(services: Services, viewer: Viewer, room_id: str) -> bool:
@@ -41,23 +43,25 @@ async def typing_users(services: Services, viewer: Viewer, room_id: str) -> list
     return await services.backends.typing.users(room_id)
 
 
-async def may_watch_typing(services: Services, viewer: Viewer, room_id: str) -> str:
-    """Raise unless the viewer may watch the room's typing; else its topic."""
+async def authorize_typing_stream(services: Services, viewer: Viewer, room_id: str) -> None:
+    """Raise the error the viewer gets for watching the room's typing, if any."""
     services.require("typing")
     await readable_room(services, viewer, room_id)
-    return topics.room_typing(room_id)
 
 
 async def typing_stream(
-    services: Services, viewer: Viewer, room_id: str
-) -> AsyncIterator[TypingEvent]:
-    topic = await may_watch_typing(services, viewer, room_id)
-    async with services.backends.hub.subscribe(topic) as live:
+    services: Services, room_id: str
+) -> AsyncGenerator[TypingEvent | Signal, None]:
+    """The room's typing changes, for any reader."""
+    async with services.backends.hub.subscribe(topics.room_typing(room_id)) as live:
+        yield LIVE
         async for item in live:
             if isinstance(item, TypingEvent):
                 yield item
             elif isinstance(item, AccessEvent):
-                await readable_room(services, viewer, room_id)
+                yield AccessChange(item.user_id)
+            elif item is RESYNC:
+                yield AccessChange(None)
 
 
 async def expire_typing(services: Services) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from strawberry.types import Info
 
 from resolvers.services import Services, Viewer
+from resolvers.subscriptions import SharedHooks
 from serving.errors import Unauthenticated
 
 
@@ -19,18 +20,20 @@ class Context:
     # Set by Strawberry from the WebSocket connection_init payload.
     connection_params: dict[str, Any] | None = field(default=None)
     websocket: Any = None
-    reads_everything: bool = False
+    # Set only for a shared execution, which has no viewer: it reads the
+    # viewer-independent stream and authorizes its subscribers itself.
+    shared: SharedHooks | None = None
 
     @classmethod
-    def for_shared_stream(cls, services: Services) -> Context:
-        """The context of a shared subscription's one execution (see Viewer)."""
-        return cls(services=services, user_id="", reads_everything=True)
+    def for_shared_stream(cls, services: Services, hooks: SharedHooks) -> Context:
+        """The context of a shared subscription's one execution."""
+        return cls(services=services, shared=hooks)
 
     @property
     def viewer(self) -> Viewer:
         if self.user_id is None:
             raise Unauthenticated("authentication required")
-        return Viewer(self.user_id, self.conn_id, self.reads_everything)
+        return Viewer(self.user_id, self.conn_id)
 
 
 GraphInfo = Info[Context, None]

@@ -1,13 +1,27 @@
+"""The subscription fields: each reads its entry in resolvers/subscriptions.py."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any, cast
 
 import strawberry
 
-from resolvers import channels, messages, presence, typing_indicators
+from backends import events, records
+from resolvers import channels, subscriptions
 
 from .context import GraphInfo
 from .types import ChannelFilter, Message, Presence, TypingEvent
+
+
+def _items(info: GraphInfo, field: str, args: dict[str, Any]) -> AsyncGenerator[object, None]:
+    """The viewer's authorized stream; in a shared execution, the stream its
+    subscribers were each authorized for (transport/shared.py)."""
+    ctx = info.context
+    if ctx.shared is not None:
+        return subscriptions.shared_stream(ctx.services, field, args, ctx.shared)
+    return subscriptions.authorized_stream(ctx.services, ctx.viewer, field, args)
 
 
 @strawberry.type
@@ -23,19 +37,18 @@ class Subscription:
         after: str | None = None,
         thread_id: strawberry.ID | None = None,
     ) -> AsyncGenerator[Message, None]:
-        ctx = info.context
-        async for m in messages.room_stream(
-            ctx.services, ctx.viewer, room_id, after=after, thread_id=thread_id
-        ):
-            yield Message.of(m)
+        args = {"roomId": room_id, "after": after, "threadId": thread_id}
+        async with aclosing(_items(info, "roomMessages", args)) as items:
+            async for m in items:
+                yield Message.of(cast(records.Message, m))
 
     @strawberry.subscription
     async def typing(
         self, info: GraphInfo, room_id: strawberry.ID
     ) -> AsyncGenerator[TypingEvent, None]:
-        ctx = info.context
-        async for event in typing_indicators.typing_stream(ctx.services, ctx.viewer, room_id):
-            yield TypingEvent.of(event)
+        async with aclosing(_items(info, "typing", {"roomId": room_id})) as items:
+            async for event in items:
+                yield TypingEvent.of(cast(events.TypingEvent, event))
 
     @strawberry.subscription(description="Changes for a room's members, or for the given users.")
     async def presence(
@@ -44,16 +57,15 @@ class Subscription:
         room_id: strawberry.ID | None = None,
         user_ids: list[strawberry.ID] | None = None,
     ) -> AsyncGenerator[Presence, None]:
-        ctx = info.context
         ids = None if user_ids is None else [str(u) for u in user_ids]
-        async for entry in presence.presence_stream(ctx.services, ctx.viewer, room_id, ids):
-            yield Presence.of(entry)
+        async with aclosing(_items(info, "presence", {"roomId": room_id, "userIds": ids})) as items:
+            async for entry in items:
+                yield Presence.of(cast(records.PresenceEntry, entry))
 
     @strawberry.subscription
     async def channel_messages(
         self, info: GraphInfo, channel_id: strawberry.ID, filter: ChannelFilter | None = None
     ) -> AsyncGenerator[Message, None]:
-        ctx = info.context
         message_filter = channels.MessageFilter()
         if filter is not None:
             message_filter = channels.MessageFilter(
@@ -61,10 +73,10 @@ class Subscription:
                 user_ids=None if filter.user_ids is None else frozenset(filter.user_ids),
                 metadata=_metadata_filter(filter.metadata),
             )
-        async for m in channels.channel_stream(
-            ctx.services, ctx.viewer, channel_id, message_filter
-        ):
-            yield Message.of(m)
+        args = {"channelId": channel_id, "filter": message_filter}
+        async with aclosing(_items(info, "channelMessages", args)) as items:
+            async for m in items:
+                yield Message.of(cast(records.Message, m))
 
 
 def _metadata_filter(value: object) -> dict[str, object] | None:

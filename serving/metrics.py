@@ -30,7 +30,9 @@ class Metrics:
             "streaming_presence_updates", "Presence changes published", registry=r
         )
         self.subscriptions_active = Gauge(
-            "streaming_subscriptions_active", "Local subscribers of the fan-out hub", registry=r
+            "streaming_subscriptions_active",
+            "Live subscriptions (each subscriber of a shared execution counts)",
+            registry=r,
         )
         self.shared_executions = Gauge(
             "streaming_shared_executions",

@@ -4,13 +4,15 @@ Subscriptions on one topic with the same document, variables and operation
 name run once: one execution per event, one encoded payload, handed to every
 subscriber as text; a subscriber's frame differs only in its operation id.
 
-Only subscriptions whose payload types are viewer-independent are shared
-(`SHAREABLE`; tests/test_shared.py guards that the types reachable from them
-have no viewer-dependent field), and only without a replay (`roomMessages`
-with `after` runs on its own; so does `presence(userIds:)`). Each
-subscriber's permission is checked when it joins (resolvers/access.py) and
-again when the access topic announces a change; a subscriber that is not
-allowed takes the unshared path, which answers it exactly as before.
+Which subscriptions may share says the field's entry in
+resolvers/subscriptions.py (tests/test_shared.py guards that the payload
+types reachable from them have no viewer-dependent field). The execution
+runs the field's viewer-independent stream; each subscriber is authorized
+by the field's `authorize` when it joins, and again, in order with the
+payloads, wherever the stream signals an access change that concerns it. A
+subscriber refused on joining takes the unshared path, which answers it
+exactly as before; one refused later is ended with the error the unshared
+path would give it, and the others go on.
 
 A subscriber on a connection that can take frames directly
 (transport/direct_frames.py) gets each payload written to its socket as the
@@ -41,18 +43,16 @@ from graphql.execution.values import get_argument_values, get_variable_values
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
-from backends.events import AccessEvent
-from backends.hub import BoundedStream, SlowConsumer, internal_subscriptions
-from resolvers.access import may_subscribe
+from backends.hub import BoundedStream, SlowConsumer
 from resolvers.services import KeyedLocks, Services, Viewer
+from resolvers.stream_signals import AccessChange
+from resolvers.subscriptions import FIELDS, SharedHooks, SubscriptionField
 from schema import ApiSchema, Context
 from serving.errors import ApiError
 
 from .direct_frames import DirectFrames
 
 log = logging.getLogger(__name__)
-
-SHAREABLE = frozenset({"roomMessages", "typing", "presence", "channelMessages"})
 
 
 @dataclass(frozen=True)
@@ -105,10 +105,17 @@ class Member(BoundedStream[bytes]):
 class _Group:
     plan: Plan
     members: set[Member] = field(default_factory=set)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Subscribers being authorized to join: the group stays while they are.
+    joining: int = 0
+    task: asyncio.Task[None] | None = None
     # Set once the execution holds its hub subscription: from then on no
     # event is missed, so the members count as live subscribers.
     live: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when the execution has ended: nobody joins any more.
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    # Access changes the stream signalled: a subscriber authorized while
+    # one came must be authorized again.
+    access_changes: int = 0
 
 
 def encode_result(result: ExecutionResult) -> bytes:
@@ -156,7 +163,8 @@ class SharedSubscriptions:
         node = selections[0]
         name = node.name.value
         subscription_type = self._graphql_schema.subscription_type
-        if name not in SHAREABLE or node.directives or subscription_type is None:
+        subscription = FIELDS.get(name)
+        if subscription is None or node.directives or subscription_type is None:
             return None
         coerced = get_variable_values(
             self._graphql_schema, operation.variable_definitions or (), variables or {}
@@ -164,10 +172,8 @@ class SharedSubscriptions:
         if isinstance(coerced, list):  # invalid variables: the unshared path says why
             return None
         args = get_argument_values(subscription_type.fields[name], node, coerced)
-        if name == "roomMessages" and args.get("after") is not None:
-            return None  # a replay is each subscriber's own
-        if name == "presence" and args.get("roomId") is None:
-            return None  # watching chosen users: rarely identical, not worth a group
+        if not subscription.shareable(args):
+            return None
         key = (query, orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS), operation_name)
         # A subscriber waits in its plan's frame for as long as it stays:
         # the group's own plan spares it a copy of the query and arguments.
@@ -185,45 +191,109 @@ class SharedSubscriptions:
         Its frames are `prefix + payload + }`, written with `direct` if given."""
         services: Services = context.services
         viewer = context.viewer
+        subscription = FIELDS[plan.field]
+        known = self._groups.get(plan.key)
+        # With a live group whose stream signals no access change meanwhile,
+        # this one check is enough: a later change reaches the member.
+        mark = known.access_changes if known is not None and known.live.is_set() else None
         try:
-            access_topic = await may_subscribe(services, viewer, plan.field, plan.args)
+            await subscription.authorize(services, viewer, plan.args)
         except ApiError:
             yield None
             return
-        member = Member(viewer, services.settings.subscriber_queue_size, prefix, direct)
         async with self._locks.hold(repr(plan.key)):
             group = self._groups.get(plan.key)
-            if group is None:
+            if group is None or group.ended.is_set():
                 group = self._groups[plan.key] = _Group(plan)
-                # The group's own hub subscriptions are not clients': the
-                # members are (see live_members).
-                with internal_subscriptions(group.live.set):
-                    group.tasks.append(asyncio.create_task(self._run(group, services)))
-                with internal_subscriptions(lambda: None):
-                    if access_topic is not None:
-                        watch = self._watch_access(group, services, access_topic)
-                        group.tasks.append(asyncio.create_task(watch))
-            group.members.add(member)
+                group.task = asyncio.create_task(self._run(group, services))
+            group.joining += 1
+        member: Member | None = None
+        try:
+            if group is not known or mark is None or group.access_changes != mark:
+                member = await self._admit(group, subscription, services, viewer, prefix, direct)
+            else:
+                member = self._member(group, services, viewer, prefix, direct)
+        finally:
+            group.joining -= 1
+            if member is None:
+                await self._leave(group)
+        if member is None:
+            yield None
+            return
         try:
             yield member
         finally:
-            async with self._locks.hold(repr(plan.key)):
-                group.members.discard(member)
-                if not group.members and self._groups.get(plan.key) is group:
-                    del self._groups[plan.key]
-                    for task in group.tasks:
-                        task.cancel()
-                    await asyncio.gather(*group.tasks, return_exceptions=True)
+            group.members.discard(member)
+            await self._leave(group)
+
+    def _member(
+        self,
+        group: _Group,
+        services: Services,
+        viewer: Viewer,
+        prefix: bytes,
+        direct: DirectFrames | None,
+    ) -> Member:
+        member = Member(viewer, services.settings.subscriber_queue_size, prefix, direct)
+        group.members.add(member)
+        return member
+
+    async def _admit(
+        self,
+        group: _Group,
+        subscription: SubscriptionField,
+        services: Services,
+        viewer: Viewer,
+        prefix: bytes,
+        direct: DirectFrames | None,
+    ) -> Member | None:
+        """Authorize the subscriber again once the group is live, until no
+        access change came meanwhile; None if refused or the group ended."""
+        live = asyncio.ensure_future(group.live.wait())
+        ended = asyncio.ensure_future(group.ended.wait())
+        try:
+            await asyncio.wait((live, ended), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            live.cancel()
+            ended.cancel()
+        while not group.ended.is_set():
+            seen = group.access_changes
+            try:
+                await subscription.authorize(services, viewer, group.plan.args)
+            except ApiError:
+                return None
+            if group.access_changes == seen and not group.ended.is_set():
+                return self._member(group, services, viewer, prefix, direct)
+        return None
+
+    async def _leave(self, group: _Group) -> None:
+        """Stop the group's execution once nobody is in it or joining it."""
+        key = group.plan.key
+        async with self._locks.hold(repr(key)):
+            if group.members or group.joining:
+                return
+            if self._groups.get(key) is group:
+                del self._groups[key]
+            task = group.task
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self, group: _Group, services: Services) -> None:
         """The group's one execution; its end (or failure) ends every member."""
         plan = group.plan
+
+        async def on_access_change(change: AccessChange) -> None:
+            group.access_changes += 1
+            await self._recheck(group, services, change)
+
+        hooks = SharedHooks(on_live=group.live.set, on_access_change=on_access_change)
         last: bytes | None = None
         try:
             results = await self._schema.subscribe(
                 plan.query,
                 variable_values=plan.variables,
-                context_value=Context.for_shared_stream(services),
+                context_value=Context.for_shared_stream(services, hooks),
                 operation_name=plan.operation_name,
             )
             async with contextlib.aclosing(results):
@@ -237,23 +307,28 @@ class SharedSubscriptions:
         except Exception:
             log.exception("shared subscription failed")
             last = encode_result(ExecutionResult(data=None, errors=[_internal()]))
+        finally:
+            group.ended.set()
         for member in list(group.members):
             member.end(last)
 
-    async def _watch_access(self, group: _Group, services: Services, topic: str) -> None:
-        """End the members who lose access, with the error the resolver gives."""
-        plan = group.plan
-        async with services.backends.hub.subscribe(topic) as events:
-            async for event in events:
-                if not isinstance(event, AccessEvent):
-                    continue
-                for member in list(group.members):
-                    if event.user_id not in (None, member.viewer.user_id):
-                        continue
-                    try:
-                        await may_subscribe(services, member.viewer, plan.field, plan.args)
-                    except ApiError as denied:
-                        member.end(_error_payload(denied))
+    async def _recheck(self, group: _Group, services: Services, change: AccessChange) -> None:
+        """End the members the change refuses, with the error the resolver gives."""
+        subscription = FIELDS[group.plan.field]
+        verdicts: dict[str, bytes | None] = {}  # one check per user
+        for member in list(group.members):
+            user_id = member.viewer.user_id
+            if not change.concerns(user_id) or member.finished():
+                continue
+            if user_id not in verdicts:
+                try:
+                    await subscription.authorize(services, member.viewer, group.plan.args)
+                    verdicts[user_id] = None
+                except ApiError as denied:
+                    verdicts[user_id] = _error_payload(denied)
+            refusal = verdicts[user_id]
+            if refusal is not None:
+                member.end(refusal)
 
 
 def _error_payload(error: ApiError) -> bytes:

@@ -1,0 +1,36 @@
+"""What a subscription stream yields besides its payloads.
+
+A stream (resolvers/subscriptions.py) is viewer-independent, so it cannot
+decide who may read it; it tells its reader when to decide. It yields `LIVE`
+once it holds its hub subscription (from then on no event is missed), and an
+`AccessChange` where an access change was announced on its topic, in order
+with the payloads: a reader removed from a room gets the LEAVE message that
+says so, then its error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+
+class _Live:
+    def __repr__(self) -> str:
+        return "LIVE"
+
+
+LIVE: Final = _Live()
+
+
+@dataclass(frozen=True, slots=True)
+class AccessChange:
+    """`user_id` may have lost access; None: anyone may have (the room or
+    channel changed or is gone, or events were missed in an outage)."""
+
+    user_id: str | None
+
+    def concerns(self, user_id: str) -> bool:
+        return self.user_id is None or self.user_id == user_id
+
+
+Signal = _Live | AccessChange
