@@ -45,7 +45,7 @@ from transport.request_body import BoundedBody
 
 log = logging.getLogger("forge_streaming")
 
-_TRIM_EVERY = 2.0  # seconds between handing freed heap pages back (serving/heap.py)
+_HEAP_LOOK_EVERY = 1.0  # seconds (serving/heap.py)
 
 
 def create_app(settings: Settings) -> ASGIApp:
@@ -82,7 +82,7 @@ def create_app(settings: Settings) -> ASGIApp:
         )
         metrics.shared_executions.set_function(graphql.shared.group_count)
         housekeeping = asyncio.create_task(run_housekeeping(services), name="housekeeping")
-        heap = asyncio.create_task(give_back_freed_memory(_TRIM_EVERY), name="heap-trim")
+        heap = asyncio.create_task(give_back_freed_memory(_HEAP_LOOK_EVERY), name="heap-trim")
         # What is alive now (the schemas, modules, backends) lives as long as
         # the process: keep it out of the garbage collector's full passes,
         # which otherwise walk it all and stall requests now and then.

@@ -52,7 +52,7 @@ from loadgen import raise_nofile  # noqa: E402
 from run import free_port, spawn, stop, wait_http  # noqa: E402
 
 PROBE_EVERY = 0.01  # seconds
-SETTLE = 3.0  # seconds after the last burst before the RSS is read
+SETTLE = 5.0  # seconds after a burst before the RSS is read
 TIMEOUT = 120.0
 
 
