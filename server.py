@@ -40,13 +40,18 @@ from serving.auth import (
     load_or_create_secret,
 )
 from serving.data_dir import make_private
+from serving.heap import give_back_freed_memory
 from serving.metrics import Metrics
 from serving.server_timing import ServerTiming
 from serving.settings import Settings, SettingsError, load_settings, parse_duration
 from transport import routes
 from transport.graphql_view import GraphQLView
+from transport.http_protocol import LIMITS_KEY, ConnectionLimits, protocol_options
+from transport.request_body import BoundedBody
 
 log = logging.getLogger("forge_streaming")
+
+_HEAP_LOOK_EVERY = 1.0  # seconds (serving/heap.py)
 
 
 def create_app(settings: Settings) -> ASGIApp:
@@ -62,6 +67,7 @@ def create_app(settings: Settings) -> ASGIApp:
         max_depth=settings.max_query_depth,
         max_aliases=settings.max_aliases,
         max_tokens=settings.max_tokens,
+        max_bytes=settings.request_byte_limit,
     )
     graphql = GraphQLView(
         schema,
@@ -90,18 +96,26 @@ def create_app(settings: Settings) -> ASGIApp:
         metrics.shared_executions.set_function(graphql.shared.group_count)
         metrics.presence_topics.set_function(services.presence_watch.topic_count)
         housekeeping = asyncio.create_task(run_housekeeping(services), name="housekeeping")
+        heap = asyncio.create_task(give_back_freed_memory(_HEAP_LOOK_EVERY), name="heap-trim")
         # What is alive now (the schemas, modules, backends) lives as long as
         # the process: keep it out of the garbage collector's full passes,
         # which otherwise walk it all and stall requests now and then.
         gc.collect()
         gc.freeze()
         log.info("node %s ready on %s", settings.node_id, settings.backend)
+        limits = ConnectionLimits(
+            header_timeout=settings.header_timeout.total_seconds(),
+            max_connections=settings.max_connections,
+        )
         try:
-            yield {"services": services}
+            # The connection limits are read by our uvicorn protocol
+            # (transport/http_protocol.py), which uvicorn hands this state.
+            yield {"services": services, LIMITS_KEY: limits}
         finally:
-            housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await housekeeping
+            for task in (housekeeping, heap):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await backends.close()
 
     app = Starlette(
@@ -114,7 +128,12 @@ def create_app(settings: Settings) -> ASGIApp:
         lifespan=lifespan,
     )
 
-    timed = ServerTiming(app)
+    # Every request's bytes bounded before the app reads them.
+    timed = BoundedBody(
+        ServerTiming(app),
+        max_bytes=settings.request_byte_limit,
+        timeout=settings.body_timeout.total_seconds(),
+    )
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
         # GraphQL WebSockets go straight to the view: Starlette's middleware
@@ -237,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         app: Any = "server:app_from_environment"
     else:
         app = create_app(settings)
+    http_protocol, ws_protocol = protocol_options()
     uvicorn.run(
         app,
         factory=settings.workers > 1,
@@ -247,10 +267,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         ws_ping_interval=settings.ping_interval.total_seconds(),
         ws_ping_timeout=settings.pong_timeout.total_seconds(),
         ws_per_message_deflate=settings.websocket_compression,
-        # uvicorn's sans-I/O protocol (no task per connection), lighter
-        # still; shared payloads are written to it directly
+        # A WebSocket message is bounded like an HTTP request (its frame
+        # header says the size; over it: close 1009, nothing read).
+        ws_max_size=settings.request_byte_limit,
+        # Our protocols where uvicorn is the version they were written for:
+        # HTTP with a header timeout and the connection cap
+        # (transport/http_protocol.py); uvicorn's sans-I/O WebSocket protocol
+        # made lighter, shared payloads written to it directly
         # (transport/websocket_protocol.py, transport/direct_frames.py).
-        ws="transport.websocket_protocol:WebSocketProtocol",
+        http=http_protocol,
+        ws=ws_protocol,
+        timeout_keep_alive=settings.idle_timeout.total_seconds(),  # type: ignore[arg-type]
+        # uvicorn's own cap (503 once a request's headers are in), which
+        # also counts running tasks; ours refuses the connection itself.
+        limit_concurrency=settings.max_connections,
         # Open SSE streams never finish by themselves: don't let them hold
         # a shutdown (or a restart) for longer than this.
         timeout_graceful_shutdown=5,

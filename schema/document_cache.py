@@ -1,54 +1,159 @@
-"""Each distinct valid document parsed and validated once.
+"""Each distinct valid document checked under the limits, and parsed and
+validated once.
+
+Every path that reads a document goes through `ValidDocuments`: Strawberry's
+execution (through the `DocumentCache` extension), shared-execution planning
+(transport/shared.py), graphql-sse's single connection mode and its resume
+(transport/sse_single.py, transport/sse_resume.py). In each the limits
+(schema/document_limits.py) come first: the size before parsing, the token
+limit while parsing, depth and aliases before any other validation rule.
 
 Clients send the same few documents again and again, and validating one
 takes longer than running it: about 2 ms for a history page, against well
 under a millisecond to execute. Strawberry's own caches do not help here:
 `ValidationCache` keys on the document object (a fresh one per request
-unless `ParserCache` is on) and on the validation rules, which the limiter
-extensions make anew per request; and a syntax error raised inside
-`ParserCache` escapes Strawberry's error handling.
+unless `ParserCache` is on) and on the validation rules; and a syntax error
+raised inside `ParserCache` escapes Strawberry's error handling.
 
 So this keeps, per schema, the parsed document of each query text that
-validated, in a bounded LRU. The key is the text alone: the parse options
-(the token limit) and the validation rules are fixed for a schema. A
-document that fails to parse or validate is never kept; Strawberry handles
-it as usual each time.
+passed every check, in an LRU bounded both in entries and in tokens (a
+parsed document holds about 400 bytes per token). The key is the text
+alone: the limits and the validation rules are fixed for a schema. A
+document that fails is never kept; it is checked, and refused, each time.
 """
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from graphql import DocumentNode
+from graphql import DocumentNode, GraphQLError, GraphQLSchema, Token, parse, specified_rules
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema import validate_document
+from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
+
+from .document_limits import DocumentLimits
+
+
+def token_count(document: DocumentNode) -> int:
+    """The tokens of a parsed document (they stay linked from its location)."""
+    if document.loc is None:
+        return 1
+    count = 0
+    token: Token | None = document.loc.start_token
+    while token is not None:
+        count += 1
+        token = token.next
+    return count
 
 
 class ValidDocuments:
-    """The LRU store, shared by every request of one schema."""
+    """The checks and the LRU store, shared by every request of one schema."""
 
-    def __init__(self, maxsize: int) -> None:
-        self._maxsize = maxsize
-        self._documents: OrderedDict[str, DocumentNode] = OrderedDict()
+    def __init__(
+        self, limits: DocumentLimits, *, max_entries: int = 512, max_tokens: int = 50_000
+    ) -> None:
+        self.limits = limits
+        self._max_entries = max_entries
+        self._max_tokens = max_tokens
+        self._tokens = 0
+        self._documents: OrderedDict[str, tuple[DocumentNode, int]] = OrderedDict()
+        self._schema: GraphQLSchema | None = None
+
+    def bind(self, schema: GraphQLSchema) -> None:
+        """The schema documents are validated against (it is built after this)."""
+        self._schema = schema
 
     def get(self, query: str) -> DocumentNode | None:
-        document = self._documents.get(query)
-        if document is not None:
-            self._documents.move_to_end(query)
-        return document
+        entry = self._documents.get(query)
+        if entry is None:
+            return None
+        self._documents.move_to_end(query)
+        return entry[0]
 
     def put(self, query: str, document: DocumentNode) -> None:
-        self._documents[query] = document
-        self._documents.move_to_end(query)
-        while len(self._documents) > self._maxsize:
-            self._documents.popitem(last=False)
+        """Keep a document that passed every check."""
+        if query in self._documents:
+            return
+        tokens = token_count(document)
+        if tokens > self._max_tokens:
+            return
+        self._documents[query] = (document, tokens)
+        self._tokens += tokens
+        while len(self._documents) > self._max_entries or self._tokens > self._max_tokens:
+            _, (_, dropped) = self._documents.popitem(last=False)
+            self._tokens -= dropped
+
+    def parse(self, query: str) -> DocumentNode:
+        """The document of `query`, kept or parsed under the byte and token
+        limits; GraphQLError otherwise. Not validated."""
+        return self.get(query) or self.limits.parse(query)
+
+    def check(self, query: str) -> DocumentNode | list[GraphQLError]:
+        """The valid document of `query`, or why it is refused."""
+        document = self.get(query)
+        if document is not None:
+            return document
+        try:
+            document = self.limits.parse(query)
+        except GraphQLError as error:
+            return [error]
+        errors = self.validate(document)
+        if errors:
+            return errors
+        self.put(query, document)
+        return document
+
+    def validate(self, document: DocumentNode) -> list[GraphQLError]:
+        """The limits first; only a document within them meets the other rules
+        (the ones Strawberry runs)."""
+        problems = self.limits.problems(document)
+        if problems:
+            return problems
+        if self._schema is None:
+            raise RuntimeError("ValidDocuments used before its schema was bound")
+        return validate_document(self._schema, document, tuple(specified_rules))
+
+
+_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
+_KINDS = (OperationType.QUERY, OperationType.MUTATION, OperationType.SUBSCRIPTION)
+
+
+def _stand_in(context: ExecutionContext) -> DocumentNode | None:
+    """A tiny document Strawberry takes in place of one refused unparsed
+    (it cannot be told "refused" from `on_parse`, where a raise escapes its
+    error handling): an operation of an allowed type and of the requested
+    name, so it goes on to validation, where the refusal is answered."""
+    kind = next((k for k in _KINDS if k in context.allowed_operations), None)
+    if kind is None:
+        return None
+    # A requested name that is not a GraphQL name matches no operation of
+    # any document: the stand-in has none, and Strawberry says so.
+    name = context.operation_name or ""
+    return parse(f"{kind.value} {name if _NAME.fullmatch(name) else ''} {{ __typename }}")
 
 
 class DocumentCache(SchemaExtension):
+    """Strawberry's parse and validation under the limits, through the store.
+
+    A document over the byte or token limit is refused before it is parsed
+    (Strawberry is handed a stand-in and the refusal as its validation
+    errors); the parser enforces the token limit exactly; depth and aliases
+    are checked before Strawberry validates, and a document over them is
+    refused without the other rules running.
+    """
+
     def __init__(self, documents: ValidDocuments) -> None:
         super().__init__()
         self._documents = documents
         self._hit = False
+        self._refused: GraphQLError | None = None
+
+    def on_operation(self) -> Iterator[None]:
+        self.execution_context.parse_options["max_tokens"] = self._documents.limits.max_tokens
+        yield
 
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
@@ -57,15 +162,28 @@ class DocumentCache(SchemaExtension):
             if document is not None:
                 context.graphql_document = document
                 self._hit = True
+            else:
+                refused = self._documents.limits.refusal(context.query)
+                stand_in = None if refused is None else _stand_in(context)
+                if stand_in is not None:
+                    context.graphql_document = stand_in
+                    self._refused = refused
         yield
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
-        if self._hit:
+        if self._refused is not None:
+            context.pre_execution_errors = [self._refused]
+        elif self._hit:
             context.pre_execution_errors = []  # it validated before: skip validation
+        elif context.graphql_document is not None and context.pre_execution_errors is None:
+            problems = self._documents.limits.problems(context.graphql_document)
+            if problems:  # refused: Strawberry then runs no other rule
+                context.pre_execution_errors = problems
         yield
         if (
             not self._hit
+            and self._refused is None
             and context.query is not None
             and context.graphql_document is not None
             and context.pre_execution_errors == []

@@ -65,6 +65,7 @@ CONFIG_ENV = ENV_PREFIX + "CONFIG"
 Role = Literal["broker", "messages", "rooms", "channels", "presence", "typing", "limits"]
 BackendName = Literal["memory", "sqlite", "redis", "nats"]
 
+_REQUEST_OVERHEAD = 64 * 1024  # bytes of a request besides its message
 _MIN_HMAC_SECRET = 32  # bytes; RFC 7518 section 3.2 asks for at least the hash size
 _MIN_METRICS_TOKEN = 16  # characters: guessing it must not be practical
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -341,7 +342,7 @@ class Settings(BaseSettings):
     # consumer; 1 MiB, as Centrifugo's client_queue_max_size.
     max_send_buffer: int = Field(default=1 << 20, ge=1024)
 
-    # Sessions, presence and user-triggered events (issue 9)
+    # Sessions, presence and user-triggered events
     # Operations one WebSocket or one SSE single-connection stream may run at once.
     max_subscriptions_per_connection: int = Field(default=100, ge=1)
     # Users one presence(userIds:) query or subscription may name.
@@ -356,6 +357,19 @@ class Settings(BaseSettings):
     max_room_changes_per_minute: int = Field(default=60, ge=1)
     # Bearer token for GET /metrics; unset: generated into <data_dir>/metrics-token.
     metrics_token: SecretStr | None = None
+
+    # Bytes of one request: an HTTP body (with its query string), a
+    # WebSocket message, and so a GraphQL document. Unset: derived from
+    # max_message_size (see request_byte_limit).
+    max_request_bytes: int | None = Field(default=None, ge=1024)
+
+    # connections: cut off clients that hold a socket without using it
+    header_timeout: PositiveDuration = timedelta(seconds=10)
+    body_timeout: PositiveDuration = timedelta(seconds=30)
+    idle_timeout: PositiveDuration = timedelta(seconds=5)
+    # Open connections of every kind; twice the 10,000 idle subscribers
+    # one node is sized for.
+    max_connections: int = Field(default=20_000, ge=1)
     # Per-message deflate costs CPU for every subscriber of every event.
     websocket_compression: bool = False
     workers: int = Field(default=1, ge=1, le=256)
@@ -478,6 +492,16 @@ class Settings(BaseSettings):
                     problems[key] = "only used with RS256; jwt_algorithm is HS256"
         for key in ("jwt_public_key_file", "jwt_private_key_file"):
             _check_file(key, getattr(self, key), problems)
+
+    @property
+    def request_byte_limit(self) -> int:
+        """`max_request_bytes`, or enough for the largest legal message: its
+        JSON may triple when a client escapes every character (a 2-byte
+        UTF-8 character written as `\\uXXXX` is 6 bytes), plus 64 KiB for
+        the document and the other variables."""
+        if self.max_request_bytes is not None:
+            return self.max_request_bytes
+        return 3 * self.max_message_size + _REQUEST_OVERHEAD
 
     @property
     def retention(self) -> timedelta | None:

@@ -25,7 +25,7 @@ from strawberry.types import ExecutionResult
 from backends.errors import LimitReached
 from resolvers.presence import close_connection, open_connection
 from resolvers.services import Services
-from schema import Context
+from schema import ApiSchema, Context, ValidDocuments
 from serving.auth import AuthError, TokenAuthority, bearer_token
 from serving.graphiql import graphiql_html
 from transport.shared import SharedSubscriptions
@@ -60,7 +60,7 @@ class GraphQLView(GraphQL[Context, None]):
 
     def __init__(
         self,
-        schema: Any,
+        schema: ApiSchema,
         authority: TokenAuthority,
         *,
         write_timeout: float,
@@ -69,6 +69,8 @@ class GraphQLView(GraphQL[Context, None]):
     ) -> None:
         super().__init__(schema, **options)
         self.authority = authority
+        # Every path checks documents through this (schema/document_cache.py).
+        self.documents: ValidDocuments = schema.documents
         self.shared = SharedSubscriptions(schema)
         self.stalled_writers = StalledWriters(write_timeout)
         self.max_send_buffer = max_send_buffer

@@ -29,22 +29,17 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import orjson
 from graphql import (
-    DocumentNode,
     FieldNode,
     GraphQLError,
     GraphQLSchema,
     OperationType,
     get_operation_ast,
-    parse,
-    validate,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
-from strawberry import Schema
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
@@ -52,7 +47,7 @@ from backends.hub import BoundedStream, SlowConsumer
 from resolvers.services import KeyedLocks, Services, Viewer
 from resolvers.stream_signals import AccessChange
 from resolvers.subscriptions import FIELDS, SharedHooks, SubscriptionField
-from schema import Context
+from schema import ApiSchema, Context
 from schema.bounds import check_arguments
 from serving.errors import ApiError
 
@@ -137,12 +132,11 @@ def encode_result(result: ExecutionResult) -> bytes:
 class SharedSubscriptions:
     """The groups of one process, keyed by document, variables and operation."""
 
-    def __init__(self, schema: Schema) -> None:
+    def __init__(self, schema: ApiSchema) -> None:
         self._schema = schema
         self._graphql_schema: GraphQLSchema = schema._schema
         self._groups: dict[tuple[str, bytes, str | None], _Group] = {}
         self._locks = KeyedLocks()
-        self._parse = lru_cache(maxsize=512)(self._parse_and_validate)
 
     def group_count(self) -> int:
         return len(self._groups)
@@ -151,19 +145,15 @@ class SharedSubscriptions:
         """Subscribers whose group's execution is receiving events."""
         return sum(len(g.members) for g in self._groups.values() if g.live.is_set())
 
-    def _parse_and_validate(self, query: str) -> DocumentNode | None:
-        try:
-            document = parse(query)
-        except GraphQLError:
-            return None
-        return None if validate(self._graphql_schema, document) else document
-
     def plan(
         self, query: str, variables: dict[str, Any] | None, operation_name: str | None
     ) -> Plan | None:
-        """The plan if this subscription can be shared, else None."""
-        document = self._parse(query)
-        if document is None:
+        """The plan if this subscription can be shared, else None (also when
+        its document is refused: the unshared path says why)."""
+        # Checked under the document limits, and kept only if valid, in the
+        # schema's one store of valid documents (schema/document_cache.py).
+        document = self._schema.documents.check(query)
+        if isinstance(document, list):
             return None
         operation = get_operation_ast(document, operation_name)
         if operation is None or operation.operation is not OperationType.SUBSCRIPTION:

@@ -332,6 +332,7 @@ class Operation:
         self.request = request
         self.data = data
         self.resumable: Resumable = prepare(
+            view.documents,
             data.query,
             data.variables,
             data.operation_name,

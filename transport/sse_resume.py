@@ -12,8 +12,11 @@ Both work on the request's document text, before Strawberry parses it:
 - `Last-Event-ID` becomes the `after` argument: it sets the `after` variable,
   or replaces a literal `after`, or is added to the arguments.
 
-A document that does not parse, or whose operation is not a `roomMessages`
-subscription, is passed through untouched; Strawberry reports its errors.
+The document is checked as every path checks it (schema/document_cache.py:
+the limits first, then validation; from the schema's store when it was seen
+before). A document that does not pass, or whose operation is not a
+`roomMessages` subscription, is passed through untouched; Strawberry
+reports its errors.
 """
 
 from __future__ import annotations
@@ -24,12 +27,12 @@ from typing import Any
 import orjson
 from graphql import (
     FieldNode,
-    GraphQLError,
     OperationDefinitionNode,
     OperationType,
     VariableNode,
-    parse,
 )
+
+from schema import ValidDocuments
 
 ROOM_MESSAGES = "roomMessages"
 _CURSOR = "cursor"
@@ -65,6 +68,7 @@ def _valid_id(value: str) -> bool:
 
 
 def prepare(
+    documents: ValidDocuments,
     query: str | None,
     variables: dict[str, Any] | None,
     operation_name: str | None,
@@ -73,9 +77,10 @@ def prepare(
     """Rewrite a `roomMessages` subscription for ids and `Last-Event-ID`."""
     if not query:
         return Resumable(query, variables)
-    try:
-        document = parse(query)
-    except GraphQLError:
+    # Checked (and, when valid, kept) as Strawberry will check it: an
+    # unchanged document is then not parsed twice.
+    document = documents.check(query)
+    if isinstance(document, list):
         return Resumable(query, variables)
     operation = _operation(document.definitions, operation_name)
     if operation is None or operation.operation is not OperationType.SUBSCRIPTION:

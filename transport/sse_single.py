@@ -40,14 +40,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from graphql import GraphQLError, GraphQLSchema, parse, validate
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from backends.errors import LimitReached
 from backends.hub import SlowConsumer
 from resolvers.services import Services
-from schema import Context
+from schema import Context, ValidDocuments
 
 from .session_expiry import SessionExpiry
 from .sse import (
@@ -195,7 +195,7 @@ class Reservations:
             return error_response(
                 429, f"too many operations on this stream ({limit})", "LIMIT_EXCEEDED"
             )
-        errors = _invalid(self.sse.view.schema, operation)
+        errors = _invalid(self.sse.view.documents, operation)
         if errors:
             return JSONResponse({"errors": errors}, status_code=400)
         context = Context(services=services, user_id=user_id, conn_id=reservation.presence.conn_id)
@@ -258,15 +258,13 @@ class Reservations:
         await reservation.presence.close()
 
 
-def _invalid(schema: Any, operation: Operation) -> list[dict[str, Any]]:
-    """Parse and standard validation errors, answered as 400 before the 202.
-
-    The server's own limits (depth, aliases, tokens) run when Strawberry
-    executes; their errors arrive on the stream as a `next` with errors.
-    """
-    graphql_schema: GraphQLSchema = schema._schema
-    try:
-        errors = list(validate(graphql_schema, parse(operation.resumable.query or "")))
-    except GraphQLError as exc:
-        errors = [exc]
-    return [{**e.formatted, "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}} for e in errors]
+def _invalid(documents: ValidDocuments, operation: Operation) -> list[dict[str, Any]]:
+    """Why the document is refused (size, tokens, syntax, depth, aliases,
+    validation), answered as 400 before the 202; the checks are the ones
+    every path runs (schema/document_cache.py), the limits first."""
+    checked = documents.check(operation.resumable.query or "")
+    errors: list[GraphQLError] = checked if isinstance(checked, list) else []
+    return [
+        {**e.formatted, "extensions": {"code": "GRAPHQL_VALIDATION_FAILED", **(e.extensions or {})}}
+        for e in errors
+    ]

@@ -12,8 +12,19 @@ not what it does:
 - the upgrade response is dropped once sent (its header objects); the ASGI
   scope keeps the request headers the app reads.
 
-It relies on uvicorn's attributes (`queue`, `writable`, `response`), so
-uvicorn is pinned in pyproject.toml.
+And two things it does differently:
+- a text message that is not UTF-8 closes the connection with 1007 (RFC 6455
+  section 8.1), as uvicorn does, but without logging a traceback for what is
+  only a client's mistake;
+- once the server itself has closed the connection (a frame it cannot take:
+  too large, not UTF-8; or no pong in time), a send from the app is told the
+  client is gone (`ClientDisconnected`, as after a disconnect) instead of
+  uvicorn's RuntimeError for an app that sends after its own close: the app
+  did not close, and learns it only from the disconnect it has not read yet.
+
+It relies on uvicorn's attributes (`queue`, `writable`, `response`, `frames`,
+`read_paused`), so uvicorn is pinned in pyproject.toml and server.py names
+this class only for that version (transport/http_protocol.py).
 """
 
 from __future__ import annotations
@@ -22,7 +33,9 @@ import asyncio
 from typing import Any, cast
 
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import CloseCode
 
 
 class _Inbox:
@@ -94,8 +107,37 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = cast("asyncio.Queue[ASGIReceiveEvent]", _Inbox())
         self.writable = cast(asyncio.Event, _Flag())
+        self.failed = False  # closed by the server, not by the app
+
+    def handle_parser_exception(self) -> None:
+        self.failed = True
+        super().handle_parser_exception()
+
+    def keepalive_timeout(self) -> None:
+        self.failed = True
+        super().keepalive_timeout()
 
     async def send(self, message: ASGISendEvent) -> None:
+        if self.failed and message["type"] == "websocket.send":
+            raise ClientDisconnected
         await super().send(message)
         if message["type"] == "websocket.accept" and "response" in vars(self):
             del self.response  # read only until the handshake completes
+
+    def send_receive_event_to_app(self) -> None:
+        if self.curr_msg_data_type != "text" or self.close_sent:
+            super().send_receive_event_to_app()
+            return
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            self.logger.debug("closing a WebSocket that sent a text message not in UTF-8")
+            self.conn.send_close(CloseCode.INVALID_DATA, "invalid UTF-8")
+            self.handle_parser_exception()
+            return
+        self.queue.put_nowait({"type": "websocket.receive", "text": text})
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
