@@ -6,6 +6,8 @@ import asyncio
 import logging
 import time
 
+from backends.errors import Unavailable
+
 from .presence import expire_presence, heartbeat
 from .services import Services
 from .typing_indicators import expire_typing
@@ -32,6 +34,9 @@ async def run_housekeeping(services: Services) -> None:
         for step in steps:
             try:
                 await step(services)
+            except Unavailable as exc:
+                # An outage is no bug (and /ready reports it): one line, no traceback.
+                log.warning("housekeeping step %s failed: %s", step.__name__, exc)
             except Exception:
                 log.exception("housekeeping step failed")
         await asyncio.sleep(_TICK)
