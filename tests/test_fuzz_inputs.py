@@ -11,15 +11,14 @@ healthy. An accepted payload reads back as it was sent.
 from __future__ import annotations
 
 import json
-import queue
-import threading
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import h11
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -334,50 +333,63 @@ def sse_first_event(
     live: LiveServer, token: str, body: dict[str, Any], headers: dict[bytes, bytes]
 ) -> tuple[str, Any] | None:
     """The first event of a distinct-connections SSE stream, or None when
-    the server holds the subscription live without sending anything."""
-    events: queue.Queue[tuple[str, Any] | None] = queue.Queue()
-    client = httpx.Client(timeout=httpx.Timeout(TIMEOUT, read=None))
-    request = client.build_request(
-        "POST",
-        f"{live.url}/graphql",
-        content=dumps(body).encode(),
-        headers={
-            b"Authorization": f"Bearer {token}".encode(),
-            b"Accept": b"text/event-stream",
-            b"Content-Type": b"application/json",
-            **headers,
-        },
+    the server holds the subscription live without sending anything.
+
+    On a plain socket (with h11 for the HTTP framing): closing it ends the
+    stream at once, wherever the reading stands.
+    """
+    content = dumps(body).encode()
+    http = h11.Connection(our_role=h11.CLIENT)
+    request = h11.Request(
+        method="POST",
+        target="/graphql",
+        headers=[
+            (b"Host", f"127.0.0.1:{live.port}".encode()),
+            (b"Authorization", f"Bearer {token}".encode()),
+            (b"Accept", b"text/event-stream"),
+            (b"Content-Type", b"application/json"),
+            (b"Content-Length", str(len(content)).encode()),
+            *headers.items(),
+        ],
     )
-    response = client.send(request, stream=True)
-
-    def read() -> None:
-        event = None
+    with socket.create_connection(("127.0.0.1", live.port), timeout=TIMEOUT) as sock:
+        sock.sendall(http.send(request) + http.send(h11.Data(data=content)))
+        sock.sendall(http.send(h11.EndOfMessage()))
         try:
-            for line in response.iter_lines():
-                if line.startswith("event:"):
-                    event = line.partition(":")[2].strip()
-                elif line.startswith("data:") and event is not None:
-                    events.put((event, json.loads(line.partition(":")[2])))
-                    return
-        except httpx.HTTPError:
-            pass
-        events.put(None)
+            return _first_event(sock, http, live)
+        finally:
+            sock.close()
+            live.wait_idle()
 
-    try:
-        assert response.status_code < 500, response.status_code
-        if response.status_code != 200:
-            return ("http", {"status": response.status_code})
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
+
+def _first_event(
+    sock: socket.socket, http: h11.Connection, live: LiveServer
+) -> tuple[str, Any] | None:
+    stream = b""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        event = http.next_event()
+        if event is h11.NEED_DATA:
+            sock.settimeout(0.02)  # polling both the socket and the server's count
             try:
-                return events.get(timeout=0.02)  # polling the stream and the server's count
-            except queue.Empty:
+                http.receive_data(sock.recv(65536))
+            except TimeoutError:
                 if live.metric("streaming_subscriptions_active") >= 1:
                     return None
-        raise AssertionError("the stream neither answered nor went live")
-    finally:
-        response.close()
-        client.close()
-        live.wait_idle()
+            continue
+        if isinstance(event, h11.Response):
+            assert event.status_code < 500, event
+            if event.status_code != 200:
+                return ("http", {"status": event.status_code})
+        elif isinstance(event, h11.Data):
+            stream += bytes(event.data)
+            *blocks, stream = stream.split(b"\n\n")
+            for block in blocks:
+                fields = dict(
+                    line.split(b":", 1) for line in block.splitlines() if not line.startswith(b":")
+                )
+                if b"event" in fields:
+                    return fields[b"event"].strip().decode(), json.loads(fields[b"data"])
+        elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+            raise AssertionError(f"the stream ended without an event: {stream!r}")
+    raise AssertionError("the stream neither answered nor went live")
