@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from typing import Any
@@ -45,9 +46,28 @@ def _bounded(value: str, argument: str, max_length: int) -> str:
 def encoded_size(argument: str, *values: Any) -> int:
     """Size in bytes of the values as JSON; BAD_USER_INPUT if they are not JSON."""
     try:
-        return sum(len(orjson.dumps(v)) for v in values)
+        encoded = [orjson.dumps(v) for v in values]
     except (orjson.JSONEncodeError, TypeError) as exc:
         raise BadUserInput(f"{argument} is not valid JSON: {exc}", argument=argument) from exc
+    # orjson writes an infinite float (a literal 1e400 in the document) as
+    # null: refuse it rather than store another value. Only a payload with a
+    # null can hold one, so the walk is rare.
+    if any(b"null" in e for e in encoded) and not all(_finite(v) for v in values):
+        raise BadUserInput(
+            f"{argument} is not valid JSON: a number out of range (such as 1e400)",
+            argument=argument,
+        )
+    return sum(len(e) for e in encoded)
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return all(_finite(item) for item in value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    return True
 
 
 def check_payload_size(limit: int, argument: str, *values: Any) -> None:

@@ -40,6 +40,7 @@ from tests.fuzzing import (
     odd_digits,
     post_raw,
     raw_json,
+    raw_numbers,
 )
 from tests.fuzzing import any_text as text
 from tests.live import TIMEOUT, LiveServer, unique
@@ -263,6 +264,27 @@ def test_json_payloads(fuzzed: Fuzzed, data: st.DataObject) -> None:
         else:
             # A number JSON cannot carry (1e400) must be refused, not changed.
             raise AssertionError(f"accepted a non-finite number and stored {stored}")
+    assert_healthy(fuzzed.live)
+
+
+@given(data=st.data())
+@FUZZ
+def test_number_literals_in_the_document(fuzzed: Fuzzed, data: st.DataObject) -> None:
+    """Numbers written into the document itself (`data: 1e400`) are parsed
+    by the JSON scalar, not by a JSON decoder: refused, or stored as sent."""
+    number = data.draw(raw_numbers, label="number")
+    shape = data.draw(st.sampled_from(["{0}", "[{0}]", "{{n: {0}}}"]), label="shape")
+    literal = shape.format(number)
+    query = (
+        f"mutation($room: ID!) {{ sendMessage(input: {{roomId: $room, data: {literal}}}) "
+        "{ data } }"
+    )
+    answer = graphql(fuzzed.live, fuzzed.token, query, room=fuzzed.room)
+    stored = (answer.get("data") or {}).get("sendMessage")
+    if stored is not None:
+        sent = json.loads(shape.format(number).replace("n:", '"n":'))
+        assert finite(sent), f"accepted {literal} and stored {stored['data']}"
+        assert stored["data"] == sent, f"sent {literal}, stored {stored['data']}"
     assert_healthy(fuzzed.live)
 
 
