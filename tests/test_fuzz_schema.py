@@ -23,7 +23,7 @@ from tests.conftest import TEST_SETTINGS
 from tests.live import ROOT, TIMEOUT, LiveServer
 
 SCHEMA_FILE = ROOT / "schema" / "schema.graphql"
-EXAMPLES_PER_OPERATION = 15
+EXAMPLES_PER_OPERATION = 25
 USER = "fuzzer"
 
 # The committed schema is what the server serves (`server.py schema --check`
