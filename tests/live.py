@@ -189,6 +189,10 @@ class LiveServer:
         return GraphQLClient(self, None if user_id is None else self.token(user_id))
 
 
+# The lines that join chained exceptions into one traceback.
+_CHAINED = ("During handling", "The above exception", TRACEBACK)
+
+
 def _traceback_at(lines: list[str], start: int) -> str:
     """The traceback starting at `lines[start]`, with the line before it (the
     log message), up to its exception line (following chained exceptions)."""
@@ -196,9 +200,9 @@ def _traceback_at(lines: list[str], start: int) -> str:
     while end < len(lines) and end - start < 200:
         line = lines[end]
         end += 1
-        if line and not line[0].isspace():
+        if line and not line[0].isspace() and not line.startswith(_CHAINED):
             following = next((x for x in lines[end:] if x.strip()), "")
-            if not following.startswith(("During handling", "The above exception")):
+            if not following.startswith(_CHAINED):
                 break
     return "\n".join(lines[max(start - 1, 0) : end])
 
