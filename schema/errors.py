@@ -7,7 +7,7 @@ import logging
 
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
-from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from backends import errors as backend_errors
 from backends.hub import HubClosed, SlowConsumer
@@ -37,6 +37,10 @@ def is_client_error(error: GraphQLError) -> bool:
 
 
 def _replacement(original: BaseException | None) -> ApiError | None:
+    if isinstance(original, CannotGetOperationTypeError):
+        # `operationName` names no operation of the document (or it has
+        # several and none is named): the client's doing.
+        return BadUserInput(original.as_http_error_reason(), argument="operationName")
     for source, target, message in _TRANSLATED:
         if isinstance(original, source):
             return target(message or str(original))
@@ -88,7 +92,10 @@ def log_unexpected(errors: list[GraphQLError]) -> None:
         if is_client_error(error):
             continue
         original = error.original_error
-        if _replacement(original) is not None:
+        replacement = _replacement(original)
+        if isinstance(replacement, BadUserInput):
+            continue
+        if replacement is not None:
             log.warning("backend fault at %s: %r", error.path, original)
         else:
             log.error("unexpected error at %s", error.path, exc_info=original)

@@ -26,6 +26,39 @@ TEST_SETTINGS = {
 }
 
 
+# Bytes of each server log (by path) already checked for tracebacks.
+_CHECKED = pytest.StashKey[dict[Path, int]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """A test fails when a server it used logged a traceback during it.
+
+    Every server a test holds as a fixture value is checked, from where the
+    last test's check ended (so its start-up counts too) to after the
+    test's teardown (so closing its clients counts too). Servers a test
+    starts itself through `make_server` are checked when they stop.
+    """
+    result = yield
+    checked = item.session.stash.setdefault(_CHECKED, {})
+    for live in _live_servers(item):
+        if live.log_path is None:
+            continue
+        since = checked.get(live.log_path, 0)
+        checked[live.log_path] = live.log_size()
+        live.assert_no_traceback(since)
+    return result
+
+
+def _live_servers(item: pytest.Item) -> list[LiveServer]:
+    values = (getattr(item, "funcargs", None) or {}).values()
+    found: dict[int, LiveServer] = {}
+    for value in values:
+        if isinstance(value, LiveServer):
+            found[id(value)] = value
+    return list(found.values())
+
+
 @pytest.fixture(scope="module")
 def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live = LiveServer(tmp_path_factory.mktemp("server"), dict(TEST_SETTINGS)).start()
@@ -57,6 +90,9 @@ def make_server(tmp_path: Path) -> Iterator[type[LiveServer]]:
     yield _Started
     for live in started:
         live.stop()
+    # A server started twice (a restart) appends to one log: check it once.
+    for live in {id(live): live for live in started}.values():
+        live.assert_no_traceback()
 
 
 def service_available(port: int) -> bool:

@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ from serving.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 10.0
+# How Python starts every traceback it prints (plain and exception groups).
+TRACEBACK = "Traceback (most recent call last):"
 
 
 def free_port() -> int:
@@ -164,6 +166,34 @@ class LiveServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
+    def log_size(self) -> int:
+        """Bytes the log holds now: a mark for `tracebacks(since=...)`."""
+        if self.log_path is None or not self.log_path.exists():
+            return 0
+        return self.log_path.stat().st_size
+
+    def tracebacks(self, since: int = 0) -> list[str]:
+        """Each Python traceback the log gained after byte `since`, with the
+        line that introduced it: none may come from anything a client sends."""
+        if self.log_path is None or not self.log_path.exists():
+            return []
+        with self.log_path.open("rb") as log:
+            log.seek(since)
+            lines = log.read().decode(errors="replace").splitlines()
+        return [_traceback_at(lines, at) for at, line in enumerate(lines) if TRACEBACK in line]
+
+    def assert_no_traceback(self, since: int = 0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            # One round trip: whatever the server logged before it is written.
+            with suppress(httpx.HTTPError):
+                httpx.get(f"{self.url}/health", timeout=TIMEOUT)
+        found = self.tracebacks(since)
+        if found:
+            raise AssertionError(
+                f"the server on port {self.port} logged {len(found)} traceback(s) "
+                f"({self.log_path}); the first:\n{found[0]}"
+            )
+
     def token(self, user_id: str) -> str:
         """A token this server accepts, signed as `server.py token` would."""
         settings = load_settings(self.data_dir / "config.yaml", data_dir=self.data_dir)
@@ -171,6 +201,24 @@ class LiveServer:
 
     def client(self, user_id: str | None) -> GraphQLClient:
         return GraphQLClient(self, None if user_id is None else self.token(user_id))
+
+
+# The lines that join chained exceptions into one traceback.
+_CHAINED = ("During handling", "The above exception", TRACEBACK)
+
+
+def _traceback_at(lines: list[str], start: int) -> str:
+    """The traceback starting at `lines[start]`, with the line before it (the
+    log message), up to its exception line (following chained exceptions)."""
+    end = start + 1
+    while end < len(lines) and end - start < 200:
+        line = lines[end]
+        end += 1
+        if line and not line[0].isspace() and not line.startswith(_CHAINED):
+            following = next((x for x in lines[end:] if x.strip()), "")
+            if not following.startswith(_CHAINED):
+                break
+    return "\n".join(lines[max(start - 1, 0) : end])
 
 
 class GraphQLError(Exception):

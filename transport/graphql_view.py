@@ -9,7 +9,9 @@ connection, counted against the per-user connection limit.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -94,7 +96,16 @@ class GraphQLView(GraphQL[Context, None]):
     def decode_json(self, data: str | bytes) -> object:
         # Strict JSON: json.loads would take NaN and Infinity, which no
         # client can read back (they would be stored as null).
-        return orjson.loads(data)
+        value = orjson.loads(data)
+        # orjson reads an integer beyond 64 bits as a float: another number.
+        # Only a long run of digits can be one; then Python's parser tells.
+        raw = data.encode() if isinstance(data, str) else data
+        if _LONG_INTEGER.search(raw):
+            try:
+                json.loads(raw, parse_int=_int64)
+            except RecursionError:  # orjson took the nesting; json refuses it
+                raise json.JSONDecodeError("nested too deeply", "", 0) from None
+        return value
 
     def parse_json(self, data: str | bytes) -> Any:
         value = super().parse_json(data)
@@ -170,3 +181,15 @@ class GraphQLView(GraphQL[Context, None]):
             await close_connection(ctx.services, ctx.user_id, ctx.conn_id)
         except Exception:
             log.exception("could not release a closed connection")
+
+
+# 2**64 has 20 digits; -(2**63) - 1 has 19 after its minus.
+_LONG_INTEGER = re.compile(rb"[0-9]{20}|-[0-9]{19}")
+_INT64 = range(-(2**63), 2**64)  # the integers orjson reads as integers
+
+
+def _int64(text: str) -> int:
+    # The length first: int() refuses thousands of digits with a ValueError.
+    if len(text.lstrip("-")) > 20 or int(text) not in _INT64:
+        raise json.JSONDecodeError("an integer beyond 64 bits", text, 0)
+    return int(text)

@@ -47,6 +47,7 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.types.unset import UnsetType
 
+from backends.errors import Unavailable
 from backends.hub import SlowConsumer
 from schema import Context
 
@@ -71,6 +72,7 @@ TOO_MANY_INITS = 4429
 # "Terminated" and reconnects on it; 1011 would be fatal (no retry) there.
 PONG_TIMEOUT = 4499
 INTERNAL_ERROR = 4500
+UNAVAILABLE_REASON = "UNAVAILABLE: the backend is unavailable, try again"
 # Our own: the subscriber's bounded buffer of results to send overflowed.
 SLOW_CONSUMER = 4008
 
@@ -385,6 +387,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 return
         try:
             await super().handle_message(message)
+        except Unavailable as exc:  # an outage, not a bug: one line, no traceback
+            log.warning("graphql-transport-ws message handling failed: %s", exc)
+            await self.websocket.close(code=INTERNAL_ERROR, reason=UNAVAILABLE_REASON)
         except Exception:  # a bug of ours: say so, never leave the socket half-dead
             log.exception("graphql-transport-ws message handling failed")
             await self.websocket.close(code=INTERNAL_ERROR, reason="Internal server error")
@@ -565,6 +570,9 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             return
         try:
             await self.handle_message(cast("legacy_ws.OperationMessage", frame))
+        except Unavailable as exc:  # an outage, not a bug: one line, no traceback
+            log.warning("graphql-ws message handling failed: %s", exc)
+            await self.websocket.close(code=INTERNAL_ERROR, reason=UNAVAILABLE_REASON)
         except Exception:  # a bug of ours: say so, never leave the socket half-dead
             log.exception("graphql-ws message handling failed")
             await self.websocket.close(code=INTERNAL_ERROR, reason="Internal server error")
