@@ -27,10 +27,15 @@ from types import MappingProxyType
 from typing import Any
 
 from . import channels, messages, presence, typing_indicators
+from .resume import ResumeMap
 from .services import Services, Viewer
 from .stream_signals import LIVE, AccessChange
 
 Args = Mapping[str, Any]
+
+
+def _as_is(args: Args, resume: ResumeMap) -> Args:
+    return args
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +45,18 @@ class SubscriptionField:
     # Whether identical subscriptions may share one execution: the payload
     # never depends on the viewer, but a replay is each reader's own.
     shareable: Callable[[Args], bool]
+    # The args it runs with on a connection that sent a resume map
+    # (resume.py): decided before `shareable`, so a resumed one runs alone.
+    resumed: Callable[[Args, ResumeMap], Args] = _as_is
 
 
 def _always(args: Args) -> bool:
     return True
+
+
+def _resumed_room_messages(args: Args, resume: ResumeMap) -> Args:
+    after = resume.after(args["roomId"], args.get("threadId"), args.get("after"))
+    return args if after == args.get("after") else {**args, "after": after}
 
 
 FIELDS: Mapping[str, SubscriptionField] = MappingProxyType(
@@ -56,6 +69,7 @@ FIELDS: Mapping[str, SubscriptionField] = MappingProxyType(
                 services, args["roomId"], after=args.get("after"), thread_id=args.get("threadId")
             ),
             shareable=lambda args: args.get("after") is None,
+            resumed=_resumed_room_messages,
         ),
         "typing": SubscriptionField(
             authorize=lambda services, viewer, args: typing_indicators.authorize_typing_stream(

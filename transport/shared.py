@@ -49,6 +49,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
 from backends.hub import BoundedStream, SlowConsumer
+from resolvers.resume import NO_RESUME, ResumeMap
 from resolvers.services import KeyedLocks, Services, Viewer
 from resolvers.stream_signals import AccessChange
 from resolvers.subscriptions import FIELDS, SharedHooks, SubscriptionField
@@ -158,9 +159,15 @@ class SharedSubscriptions:
         return None if validate(self._graphql_schema, document) else document
 
     def plan(
-        self, query: str, variables: dict[str, Any] | None, operation_name: str | None
+        self,
+        query: str,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        resume: ResumeMap = NO_RESUME,
     ) -> Plan | None:
-        """The plan if this subscription can be shared, else None."""
+        """The plan if this subscription can be shared, else None. `resume`
+        is its connection's resume map: a subscription it resumes replays,
+        so it runs alone."""
         document = self._parse(query)
         if document is None:
             return None
@@ -182,7 +189,7 @@ class SharedSubscriptions:
         if isinstance(coerced, list):  # invalid variables: the unshared path says why
             return None
         args = get_argument_values(subscription_type.fields[name], node, coerced)
-        if not subscription.shareable(args):
+        if not subscription.shareable(subscription.resumed(args, resume)):
             return None
         key = (query, orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS), operation_name)
         # A subscriber waits in its plan's frame for as long as it stays:
