@@ -1,4 +1,5 @@
-// Command-line options shared by the examples: --url, --token, --room, --text.
+// Command-line options shared by the examples: --url, --token, --room, --text,
+// --mode (graphql-sse) and --count (the following examples: messages to wait for).
 import { parseArgs } from 'node:util';
 
 export function options(defaults) {
@@ -9,6 +10,7 @@ export function options(defaults) {
       room: { type: 'string', default: 'general' },
       text: { type: 'string', default: defaults.text },
       mode: { type: 'string', default: 'distinct' },
+      count: { type: 'string', default: '1' },
     },
   });
   if (!values.token) {
