@@ -20,13 +20,15 @@ from gql.transport.websockets import WebsocketsTransport
 from resume import Resume
 
 JOIN = gql("mutation Join($room: ID!) { joinRoom(roomId: $room) { id } }")
-CREATE = gql(
-    "mutation Create($room: ID!, $name: String!) { createRoom(input: {id: $room, name: $name}) { id } }"
-)
+CREATE = gql("""
+mutation Create($room: ID!, $name: String!) { createRoom(input: {id: $room, name: $name}) { id } }
+""")
 LAST = gql("query Last($room: ID!) { history(roomId: $room, last: 1) { pageInfo { endCursor } } }")
-SEND = gql(
-    "mutation Send($room: ID!, $text: String!) { sendMessage(input: {roomId: $room, data: {text: $text}}) { id } }"
-)
+SEND = gql("""
+mutation Send($room: ID!, $text: String!) {
+  sendMessage(input: {roomId: $room, data: {text: $text}}) { id }
+}
+""")
 MESSAGES = gql("""
 subscription Messages($room: ID!, $after: String) {
   roomMessages(roomId: $room, after: $after) { type userId data cursor }
