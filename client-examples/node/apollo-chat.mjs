@@ -7,7 +7,7 @@ import { ApolloClient, ApolloLink, HttpLink, InMemoryCache, gql } from '@apollo/
 import { GraphQLWsLink } from '@apollo/client/link/subscriptions';
 import { getMainDefinition } from '@apollo/client/utilities';
 import WebSocket from 'ws'; // Node 20 has no global WebSocket
-import { errorCode, options } from './args.mjs';
+import { describe, errorCode, options } from './args.mjs';
 import { createResumableClient } from './resume.mjs';
 
 const JOIN = gql`mutation Join($room: ID!) { joinRoom(roomId: $room) { id } }`;
@@ -21,12 +21,11 @@ const MESSAGES = gql`subscription Messages($room: ID!, $after: String) {
 const { url, token, room, text, count } = options({ url: 'http://127.0.0.1:8000/graphql', text: '' });
 const Authorization = `Bearer ${token}`;
 
+// Node 20 has no global WebSocket, and GraphQLWsLink reads the global one when
+// it reports a connection error: set it (graphql-ws then uses it too).
+globalThis.WebSocket ??= WebSocket;
 const wsLink = new GraphQLWsLink(
-  createResumableClient({
-    url: url.replace(/^http/, 'ws'),
-    webSocketImpl: WebSocket,
-    connectionParams: { Authorization },
-  }),
+  createResumableClient({ url: url.replace(/^http/, 'ws'), connectionParams: { Authorization } }),
 );
 const httpLink = new HttpLink({ uri: url, headers: { Authorization } });
 const isSubscription = ({ query }) => {
@@ -65,7 +64,7 @@ try {
     if (text) client.mutate({ mutation: SEND, variables: { room, text } }).catch(reject);
   });
 } catch (err) {
-  console.error(err instanceof Error ? err : JSON.stringify(err));
+  console.error(describe(err));
   process.exitCode = 1;
 } finally {
   client.stop();

@@ -25,3 +25,11 @@ export function errorCode(err) {
   const errors = Array.isArray(err) ? err : err?.errors ?? err?.graphQLErrors ?? [];
   return errors[0]?.extensions?.code;
 }
+
+// An error as a line of text, whatever a client reports it as (an Error,
+// GraphQL errors, or a WebSocket CloseEvent once it gives up reconnecting).
+export function describe(err) {
+  if (err instanceof Error) return err.stack ?? String(err);
+  if (err && typeof err === 'object' && 'code' in err) return `closed: ${err.code} ${err.reason ?? ''}`;
+  return JSON.stringify(err);
+}

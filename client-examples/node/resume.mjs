@@ -87,10 +87,18 @@ export function createResumeTracker() {
 }
 
 // A graphql-ws client (same options, same methods) whose subscriptions resume
-// where they were after a reconnect. Reconnecting itself is graphql-ws's own,
-// with its default retry settings.
+// where they were after a reconnect. Reconnecting is graphql-ws's own, with
+// its default retry settings but one: graphql-ws retries only after a close
+// event, and a server that is down (restarting, say) fails the connection
+// attempt with an error event first, which would end every subscription.
+// Here any failure is retried (within `retryAttempts`, 5 by default, with
+// graphql-ws's backoff); fatal close codes such as 4400 and 4401 still end them.
 export function createResumableClient(options, tracker = createResumeTracker()) {
-  const client = createClient({ ...options, connectionParams: tracker.connectionParams(options.connectionParams) });
+  const client = createClient({
+    shouldRetry: () => true,
+    ...options,
+    connectionParams: tracker.connectionParams(options.connectionParams),
+  });
   function subscribe(payload, sink) {
     const tracked = tracker.track(payload);
     const unsubscribe = client.subscribe(payload, {

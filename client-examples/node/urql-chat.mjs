@@ -6,7 +6,7 @@
 // exactly once, in order.
 import { Client, cacheExchange, fetchExchange, gql, subscriptionExchange } from '@urql/core';
 import WebSocket from 'ws'; // Node 20 has no global WebSocket
-import { errorCode, options } from './args.mjs';
+import { describe, errorCode, options } from './args.mjs';
 import { createResumableClient } from './resume.mjs';
 
 const JOIN = gql`mutation Join($room: ID!) { joinRoom(roomId: $room) { id } }`;
@@ -69,7 +69,7 @@ try {
     if (text) execute(client.mutation(SEND, { room, text })).catch(reject);
   });
 } catch (err) {
-  console.error(err instanceof Error ? err : JSON.stringify(err));
+  console.error(describe(err));
   process.exitCode = 1;
 } finally {
   await ws.dispose();

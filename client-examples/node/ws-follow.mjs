@@ -4,7 +4,7 @@
 // (resume.mjs) in place of `createClient`; reconnecting is graphql-ws's own,
 // with its default settings.
 import WebSocket from 'ws'; // Node 20 has no global WebSocket
-import { errorCode, options } from './args.mjs';
+import { describe, errorCode, options } from './args.mjs';
 import { createResumableClient } from './resume.mjs';
 
 const JOIN = 'mutation Join($room: ID!) { joinRoom(roomId: $room) { id } }';
@@ -51,7 +51,7 @@ try {
     if (message.type === 'MESSAGE' && ++received >= Number(count)) break;
   }
 } catch (err) {
-  console.error(err instanceof Error ? err : JSON.stringify(err));
+  console.error(describe(err));
   process.exitCode = 1;
 } finally {
   await client.dispose();
