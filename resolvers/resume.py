@@ -73,7 +73,8 @@ def parse_resume(params: Mapping[str, object] | None, *, history: bool = True) -
         return NO_RESUME
     if not isinstance(value, dict):
         raise _bad("must be an object")
-    if value.get("version") != VERSION:
+    version = value.get("version")
+    if type(version) is not int or version != VERSION:  # not True, not 1.0
         raise _bad(f"version must be {VERSION}")
     unknown = sorted(str(k)[:40] for k in value if k not in ("version", "roomMessages"))
     if unknown:

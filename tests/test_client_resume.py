@@ -154,6 +154,7 @@ MALFORMED = {
     "not an object": ("x", "must be an object"),
     "no version": ({"roomMessages": []}, "version must be 1"),
     "another version": ({"version": 2, "roomMessages": []}, "version must be 1"),
+    "version true": ({"version": True, "roomMessages": []}, "version must be 1"),
     "unknown key": ({"version": 1, "channelMessages": {}}, "unknown key 'channelMessages'"),
     "not a list": ({"version": 1, "roomMessages": {"r": "e:1"}}, "roomMessages must be a list"),
     "too many": (

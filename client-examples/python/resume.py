@@ -74,9 +74,8 @@ class Resume:
 
     def __init__(self, init_payload: dict[str, Any]) -> None:
         self.init_payload = init_payload
-        self._live: dict[
-            int, tuple[int, str, str | None, str]
-        ] = {}  # id -> (at, room, thread, cursor)
+        # subscription -> (when updated, roomId, threadId, last cursor)
+        self._live: dict[int, tuple[int, str, str | None, str]] = {}
         self._ids = itertools.count()
         self._clock = itertools.count()
         self._update()
