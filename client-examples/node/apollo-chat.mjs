@@ -45,7 +45,7 @@ try {
     await client.mutate({ mutation: CREATE, variables: { room, name: room } });
   }
   // From the newest message on; after a reconnect, from the last one received.
-  const last = await client.query({ query: LAST, variables: { room }, fetchPolicy: 'network-only' });
+  const last = await client.query({ query: LAST, variables: { room } });
   const after = last.data.history.pageInfo.endCursor;
   await new Promise((resolve, reject) => {
     let received = 0;

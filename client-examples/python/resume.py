@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -60,7 +60,9 @@ def room_messages_field(
         field = definition.selection_set.selections[0]
         if not isinstance(field, FieldNode) or field.name.value != "roomMessages":
             return None
-        args = {a.name.value: value_from_ast_untyped(a.value, variables) for a in field.arguments}
+        args = {
+            a.name.value: value_from_ast_untyped(a.value, variables) for a in field.arguments or ()
+        }
         if args.get("roomId") is None:
             return None
         key = field.alias.value if field.alias else "roomMessages"
@@ -100,7 +102,7 @@ class Resume:
         request: GraphQLRequest,
         *,
         retry_wait: float = 0.25,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """`session.subscribe(request)`, subscribing again (same request)
         whenever the connection drops, until the subscription completes or fails."""
         field = room_messages_field(request.document, request.variable_values)
