@@ -33,7 +33,13 @@ from resolvers.housekeeping import run_housekeeping
 from resolvers.services import Services
 from schema import SDL_PATH, build_schema, export_sdl
 from serving import graphiql
-from serving.auth import AuthError, TokenAuthority
+from serving.auth import (
+    METRICS_TOKEN_FILE_NAME,
+    AuthError,
+    TokenAuthority,
+    load_or_create_secret,
+)
+from serving.data_dir import make_private
 from serving.metrics import Metrics
 from serving.server_timing import ServerTiming
 from serving.settings import Settings, SettingsError, load_settings, parse_duration
@@ -45,7 +51,13 @@ log = logging.getLogger("forge_streaming")
 
 def create_app(settings: Settings) -> ASGIApp:
     """The ASGI app; backends open in its lifespan and close with it."""
+    make_private(settings.data_dir)
     authority = TokenAuthority.from_settings(settings)
+    metrics_token = (
+        settings.metrics_token.get_secret_value()
+        if settings.metrics_token is not None
+        else load_or_create_secret(settings.data_dir, METRICS_TOKEN_FILE_NAME)
+    )
     schema = build_schema(
         max_depth=settings.max_query_depth,
         max_aliases=settings.max_aliases,
@@ -60,6 +72,7 @@ def create_app(settings: Settings) -> ASGIApp:
         write_timeout=settings.write_timeout.total_seconds(),
         max_send_buffer=settings.max_send_buffer,
         allowed_origins=settings.allowed_origins,
+        max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
     )
 
     @asynccontextmanager
@@ -75,6 +88,7 @@ def create_app(settings: Settings) -> ASGIApp:
             lambda: services.live_subscriptions + graphql.shared.live_members()
         )
         metrics.shared_executions.set_function(graphql.shared.group_count)
+        metrics.presence_topics.set_function(services.presence_watch.topic_count)
         housekeeping = asyncio.create_task(run_housekeeping(services), name="housekeeping")
         # What is alive now (the schemas, modules, backends) lives as long as
         # the process: keep it out of the garbage collector's full passes,
@@ -95,7 +109,7 @@ def create_app(settings: Settings) -> ASGIApp:
             # PUT and DELETE: graphql-sse single connection mode (transport/sse_single.py).
             Route("/graphql", graphql, methods=["GET", "POST", "PUT", "DELETE"]),
             Mount(graphiql.MOUNT_PATH, app=StaticFiles(directory=graphiql.STATIC_DIR)),
-            *routes.routes,
+            *routes.build_routes(metrics_token),
         ],
         lifespan=lifespan,
     )

@@ -3,6 +3,7 @@
 BackendError
 ├── Conflict          the id is taken
 ├── Missing           the room or channel does not exist (any more)
+│   └── ForeignStream the room's history belongs to another incarnation of the room
 ├── LimitReached      a per-user quota would be exceeded
 └── Unavailable       the backing service cannot be reached
 """
@@ -18,6 +19,19 @@ class Conflict(BackendError):
 
 class Missing(BackendError, LookupError):
     pass
+
+
+class ForeignStream(Missing):
+    """The room's history belongs to another incarnation of the room.
+
+    Only the RoomStore knows whether that incarnation is dead (then the
+    caller drops it with `drop_room(room, incarnation=found)` and tries
+    again) or newer than the caller's (then the caller's room is gone).
+    """
+
+    def __init__(self, room_id: str, found: str) -> None:
+        super().__init__(f"room {room_id!r} does not exist")
+        self.found = found
 
 
 class LimitReached(BackendError):

@@ -9,7 +9,6 @@ times reported are wall-clock UTC.
 from __future__ import annotations
 
 import bisect
-import secrets
 import time
 from collections import deque
 from collections.abc import Collection
@@ -19,10 +18,11 @@ from typing import Any
 
 import orjson
 
-from .errors import Conflict, LimitReached, Missing
+from .errors import Conflict, ForeignStream, LimitReached, Missing
 from .events import decode_message, encode_message
 from .opened import Opened
 from .records import (
+    LEGACY_INCARNATION,
     Channel,
     HistoryPage,
     Member,
@@ -34,6 +34,8 @@ from .records import (
     Status,
     StreamPosition,
     TypingEntry,
+    incarnation_of,
+    new_epoch,
     utcnow,
 )
 
@@ -45,10 +47,6 @@ __all__ = [
     "MemoryRoomStore",
     "MemoryTypingStore",
 ]
-
-
-def new_epoch() -> str:
-    return secrets.token_hex(4)
 
 
 def require_utc(value: datetime, what: str) -> datetime:
@@ -94,20 +92,30 @@ class MemoryMessageStore:
         self._retention = retention
         self._streams: dict[str, _Stream] = {}
 
-    def _stream(self, room_id: str) -> _Stream:
+    def _stream(self, room_id: str, incarnation: str) -> _Stream:
+        """The room's history, started if it has none; ForeignStream if it
+        belongs to another incarnation."""
         stream = self._streams.get(room_id)
         if stream is None:
-            stream = self._streams[room_id] = _Stream(epoch=new_epoch())
+            stream = self._streams[room_id] = _Stream(epoch=new_epoch(incarnation))
+        elif incarnation_of(stream.epoch) != incarnation:
+            raise ForeignStream(room_id, incarnation_of(stream.epoch))
+        return stream
+
+    def _ours(self, room_id: str, incarnation: str) -> _Stream | None:
+        stream = self._streams.get(room_id)
+        if stream is None or incarnation_of(stream.epoch) != incarnation:
+            return None
         return stream
 
     def _cutoff(self) -> datetime | None:
         return None if self._retention is None else utcnow() - self._retention
 
-    async def append(self, message: NewMessage) -> tuple[Message, bool]:
+    async def append(self, message: NewMessage, *, incarnation: str) -> tuple[Message, bool]:
         if message.room_id is None:
             raise ValueError("a stored message needs a room_id")
         timestamp = require_utc(message.timestamp, "timestamp")
-        stream = self._stream(message.room_id)
+        stream = self._stream(message.room_id, incarnation)
         cid = message.client_message_id
         if cid is not None:
             first = stream.by_client_id.get((message.user_id, cid))
@@ -132,10 +140,18 @@ class MemoryMessageStore:
             stream.by_client_id[(message.user_id, cid)] = stored
         return decode_message(raw), True
 
+    async def find_client_message(
+        self, room_id: str, user_id: str, client_message_id: str, *, incarnation: str
+    ) -> Message | None:
+        stream = self._ours(room_id, incarnation)
+        first = None if stream is None else stream.by_client_id.get((user_id, client_message_id))
+        return None if first is None else decode_message(first.raw)
+
     async def page(
         self,
         room_id: str,
         *,
+        incarnation: str,
         limit: int,
         after: int | None = None,
         before: int | None = None,
@@ -143,7 +159,7 @@ class MemoryMessageStore:
         thread_id: str | None = None,
     ) -> HistoryPage:
         check_page_args(limit)
-        stream = self._streams.get(room_id)
+        stream = self._ours(room_id, incarnation)
         if stream is None:
             return HistoryPage(messages=[], has_more=False)
         lo = 0 if after is None else bisect.bisect_right(stream.offsets, after)
@@ -170,8 +186,8 @@ class MemoryMessageStore:
             picked.reverse()
         return HistoryPage(messages=[decode_message(m.raw) for m in picked], has_more=has_more)
 
-    async def position(self, room_id: str) -> StreamPosition:
-        stream = self._stream(room_id)
+    async def position(self, room_id: str, *, incarnation: str) -> StreamPosition:
+        stream = self._stream(room_id, incarnation)
         cutoff = self._cutoff()
         first = next(
             (m.offset for m in stream.messages if cutoff is None or m.timestamp >= cutoff), 0
@@ -197,8 +213,10 @@ class MemoryMessageStore:
             }
         return removed
 
-    async def drop_room(self, room_id: str) -> None:
-        self._streams.pop(room_id, None)
+    async def drop_room(self, room_id: str, *, incarnation: str | None = None) -> None:
+        stream = self._streams.get(room_id)
+        if stream is not None and incarnation in (None, incarnation_of(stream.epoch)):
+            del self._streams[room_id]
 
     async def close(self) -> None:
         return None
@@ -217,6 +235,7 @@ def encode_room(room: Room) -> bytes:
             "description": room.description,
             "metadata": room.metadata,
             "created_at": require_utc(room.created_at, "created_at").isoformat(),
+            "incarnation": room.incarnation,
         }
     )
 
@@ -231,6 +250,7 @@ def decode_room(raw: bytes) -> Room:
         description=d["description"],
         metadata=d["metadata"],
         created_at=datetime.fromisoformat(d["created_at"]),
+        incarnation=d.get("incarnation", LEGACY_INCARNATION),
     )
 
 
@@ -242,19 +262,32 @@ def _room_order(room: Room) -> tuple[datetime, str]:
 class _RoomState:
     raw: bytes
     members: dict[str, Member] = field(default_factory=dict)
+    added: set[str] = field(default_factory=set)  # members others added
     bans: set[str] = field(default_factory=set)
 
 
+def is_added_by_other(member: Member, added_by: str | None) -> bool:
+    """Whether `add_member` puts the user in by someone else's hand."""
+    return added_by is not None and added_by != member.user_id
+
+
 class MemoryRoomStore:
-    """Rooms, members and bans in dicts, with a per-user index of rooms joined."""
+    """Rooms, members and bans in dicts, with per-user indexes of the rooms
+    joined and of those among them that others added the user to."""
 
     def __init__(self) -> None:
         self._rooms: dict[str, _RoomState] = {}
         self._joined: dict[str, set[str]] = {}
+        self._added: dict[str, set[str]] = {}
 
     def _check_room_limit(self, user_id: str, limit: int | None) -> None:
-        if limit is not None and len(self._joined.get(user_id, ())) >= limit:
+        own = len(self._joined.get(user_id, ())) - len(self._added.get(user_id, ()))
+        if limit is not None and own >= limit:
             raise LimitReached("rooms", limit)
+
+    def _check_additions_limit(self, user_id: str, limit: int | None) -> None:
+        if limit is not None and len(self._added.get(user_id, ())) >= limit:
+            raise LimitReached("room additions", limit)
 
     def _state(self, room_id: str) -> _RoomState:
         state = self._rooms.get(room_id)
@@ -263,11 +296,12 @@ class MemoryRoomStore:
         return state
 
     def _forget_membership(self, room_id: str, user_id: str) -> None:
-        joined = self._joined.get(user_id)
-        if joined is not None:
-            joined.discard(room_id)
-            if not joined:
-                del self._joined[user_id]
+        for index in (self._joined, self._added):
+            rooms = index.get(user_id)
+            if rooms is not None:
+                rooms.discard(room_id)
+                if not rooms:
+                    del index[user_id]
 
     async def create(self, room: Room, *, max_rooms_per_user: int | None = None) -> Member:
         if room.id in self._rooms:
@@ -291,12 +325,22 @@ class MemoryRoomStore:
     async def update(self, room: Room) -> None:
         state = self._state(room.id)
         current = decode_room(state.raw)
-        state.raw = encode_room(replace(room, owner=current.owner, created_at=current.created_at))
+        state.raw = encode_room(
+            replace(
+                room,
+                owner=current.owner,
+                created_at=current.created_at,
+                incarnation=current.incarnation,
+            )
+        )
 
-    async def delete(self, room_id: str) -> bool:
-        state = self._rooms.pop(room_id, None)
+    async def delete(self, room_id: str, *, incarnation: str | None = None) -> bool:
+        state = self._rooms.get(room_id)
         if state is None:
             return False
+        if incarnation is not None and decode_room(state.raw).incarnation != incarnation:
+            return False
+        del self._rooms[room_id]
         for user_id in state.members:
             self._forget_membership(room_id, user_id)
         return True
@@ -316,22 +360,35 @@ class MemoryRoomStore:
         return self._sorted_rooms(self._joined.get(user_id, set()))
 
     async def add_member(
-        self, member: Member, *, max_rooms_per_user: int | None = None
+        self,
+        member: Member,
+        *,
+        max_rooms_per_user: int | None = None,
+        added_by: str | None = None,
+        max_room_additions: int | None = None,
     ) -> tuple[Member, bool]:
         state = self._state(member.room_id)
         existing = state.members.get(member.user_id)
         if existing is not None:
             return existing, False
-        self._check_room_limit(member.user_id, max_rooms_per_user)
+        by_other = is_added_by_other(member, added_by)
+        if by_other:
+            self._check_additions_limit(member.user_id, max_room_additions)
+        else:
+            self._check_room_limit(member.user_id, max_rooms_per_user)
         stored = replace(member, joined_at=require_utc(member.joined_at, "joined_at"))
         state.members[member.user_id] = stored
         self._joined.setdefault(member.user_id, set()).add(member.room_id)
+        if by_other:
+            state.added.add(member.user_id)
+            self._added.setdefault(member.user_id, set()).add(member.room_id)
         return stored, True
 
     async def remove_member(self, room_id: str, user_id: str) -> bool:
         state = self._rooms.get(room_id)
         if state is None or state.members.pop(user_id, None) is None:
             return False
+        state.added.discard(user_id)
         self._forget_membership(room_id, user_id)
         return True
 
@@ -373,6 +430,7 @@ class MemoryRoomStore:
         state = self._state(room_id)
         state.bans.add(user_id)
         if state.members.pop(user_id, None) is not None:
+            state.added.discard(user_id)
             self._forget_membership(room_id, user_id)
 
     async def unban(self, room_id: str, user_id: str) -> bool:
@@ -493,6 +551,9 @@ class _Presence:
     # Whether the user was last known online, so that sweep reports each
     # going-offline exactly once even if a read pruned the connections first.
     was_online: bool = False
+    # The last seen time shown while the user appears offline: frozen when
+    # they chose OFFLINE, so their activity does not show through it.
+    hidden_since: datetime | None = None
 
 
 class MemoryPresenceStore:
@@ -520,7 +581,7 @@ class MemoryPresenceStore:
         return PresenceEntry(
             user_id=user_id,
             status=user.status if online else Status.OFFLINE,
-            last_seen=user.last_seen,
+            last_seen=user.last_seen if user.hidden_since is None else user.hidden_since,
             status_text=user.status_text,
         )
 
@@ -570,6 +631,11 @@ class MemoryPresenceStore:
     ) -> PresenceEntry:
         user = self._user(user_id)
         self._prune(user, time.monotonic())
+        if status is not Status.OFFLINE:
+            user.hidden_since = None
+        elif user.hidden_since is None:
+            # Seen now if online; else when they were last.
+            user.hidden_since = utcnow() if user.connections else user.last_seen
         user.status = status
         user.status_text = status_text
         return self._entry(user_id, user)

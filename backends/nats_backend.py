@@ -165,6 +165,7 @@ class NatsBroker(BroadcastBackend):
         self._prefix = f"{link.namespace}."
         self._subs: dict[str, Subscription] = {}
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        link.on_reopened(self.reopened)
 
     async def connect(self) -> None:
         self._link.check_connected()
@@ -209,12 +210,35 @@ class NatsBroker(BroadcastBackend):
             await self._link.nc.flush(timeout=2)
         self._put(Event(RESYNC_CHANNEL, ""))
 
+    async def reopened(self) -> None:
+        """A new connection replaced a closed one: subscribe every topic on
+        it again, then have subscribers catch up from history."""
+        groups = list(self._subs)
+        try:
+            async with self._link.guard():
+                for group in groups:
+                    sub = await self._link.nc.subscribe(self._prefix + group, cb=self._received)
+                    if group in self._subs:  # not unsubscribed meanwhile
+                        self._subs[group] = sub
+                    else:
+                        await sub.unsubscribe()
+                await self._link.nc.flush(timeout=2)
+        except Unavailable as exc:
+            # Lost again: the link opens another connection and calls this again.
+            log.warning("NATS fan-out: cannot subscribe again: %s", exc)
+        self._put(Event(RESYNC_CHANNEL, ""))
+
 
 # --- opening ------------------------------------------------------------------
 
 
-async def _connect(target: NatsTarget, on_reconnect: Callable[[], Awaitable[None]]) -> Client:
-    """Connect once, failing within a few seconds; then reconnect forever."""
+async def _connect(
+    target: NatsTarget,
+    on_reconnect: Callable[[], Awaitable[None]],
+    on_closed: Callable[[], None] = lambda: None,
+) -> Client:
+    """Connect once, failing within a few seconds; then reconnect forever
+    (until a protocol error closes it: then `on_closed` runs)."""
     connecting = True
     seen: list[BaseException] = []
 
@@ -232,6 +256,10 @@ async def _connect(target: NatsTarget, on_reconnect: Callable[[], Awaitable[None
         log.warning("NATS at %s: reconnected", target.shown)
         await on_reconnect()
 
+    async def closed_cb() -> None:
+        if not connecting:
+            on_closed()
+
     try:
         nc = await nats.connect(
             servers=[target.server],
@@ -246,6 +274,7 @@ async def _connect(target: NatsTarget, on_reconnect: Callable[[], Awaitable[None
             error_cb=error_cb,
             disconnected_cb=disconnected_cb,
             reconnected_cb=reconnected_cb,
+            closed_cb=closed_cb,
         )
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         seen.append(exc)
@@ -283,9 +312,19 @@ async def open_stores(url: str, roles: Collection[str], *, retention: timedelta 
         for broker in brokers:
             await broker.reconnected()
 
-    nc = await _connect(target, on_reconnect)
+    links: list[NatsLink] = []
+
+    def on_closed() -> None:
+        for link in links:
+            link.connection_closed()
+
+    async def reopen() -> Client:
+        return await _connect(target, on_reconnect, on_closed)
+
+    nc = await _connect(target, on_reconnect, on_closed)
     try:
-        link = NatsLink(nc, namespace=target.namespace, url=url)
+        link = NatsLink(nc, namespace=target.namespace, url=url, reopen=reopen)
+        links.append(link)
         v = nc.connected_server_version
         check_server_version(f"{v.major}.{v.minor}.{v.patch}", roles, where=target.shown)
         ns = target.namespace
@@ -315,12 +354,12 @@ async def open_stores(url: str, roles: Collection[str], *, retention: timedelta 
         if "limits" in roles:
             opened.limits = NatsRateLimiter(link, live)
     except BaseException:
+        links.clear()  # closing on purpose: nothing to open again
         await nc.close()
         raise
 
     async def close() -> None:
-        if not nc.is_closed:
-            await nc.close()
+        await link.close()
 
     opened.ping = link.ping
     opened.close = close

@@ -18,9 +18,16 @@ trimmed or purged) offsets continue from it, so they are never reused; when
 it is missing (new room, KV lost with the server's data) or names another
 stream (the stream was deleted and made again), the room gets a new epoch.
 
+Incarnations: a room's subject belongs to the room incarnation its epoch
+names (`<incarnation>.<n>`, in every message and in the epoch document).
+An append or position for another incarnation raises ForeignStream, reads
+skip it, and `drop_room(room, incarnation=...)` purges only up to the last
+message it saw of that incarnation, so appends of a newer one survive it.
+
 client_message_id: the publish carries `Nats-Msg-Id` (JetStream drops a
 duplicate within its 2-minute window, even when two nodes race), and the
-key `cmid.<room>.<user>.<id>` remembers the message's stream sequence
+key `icmid.<room>.<incarnation>.<user>.<id>` (`cmid.<room>.<user>.<id>` for
+a legacy room) remembers the message's stream sequence
 beyond that window; a key whose message is gone (trimmed) no longer counts.
 
 Paging reads with direct get `next_by_subj` (one request per message of the
@@ -39,7 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -50,10 +56,20 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import DiscardPolicy, RawStreamMsg, StorageType
 
+from .errors import ForeignStream
 from .events import decode_message, encode_message
 from .memory import check_page_args, require_utc
 from .nats_link import Bucket, NatsLink, key_token, replay
-from .records import HistoryPage, Message, NewMessage, StreamPosition, utcnow
+from .records import (
+    LEGACY_INCARNATION,
+    HistoryPage,
+    Message,
+    NewMessage,
+    StreamPosition,
+    incarnation_of,
+    new_epoch,
+    utcnow,
+)
 from .topics import escape_token
 
 _TS: Final = "Forge-Ts"
@@ -65,10 +81,6 @@ _UNIX_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 def _micros(value: datetime) -> int:
     return (value - _UNIX_EPOCH) // timedelta(microseconds=1)
-
-
-def _new_epoch() -> str:
-    return secrets.token_hex(4)
 
 
 @dataclass(slots=True)
@@ -196,10 +208,14 @@ class NatsMessageStore:
 
     # --- the tail: epoch and last offset ------------------------------------
 
-    async def _fetch_tail(self, room_id: str, *, create: bool) -> _Tail | None:
+    async def _fetch_tail(self, room_id: str, incarnation: str) -> _Tail:
+        """The room's tail, its history started for `incarnation` if it has
+        none; ForeignStream if it belongs to another incarnation."""
         last = await self._get(subject=self._subject(room_id))
         if last is not None and last.seq is not None:
             message = self._decode(last)
+            if incarnation_of(message.epoch) != incarnation:
+                raise ForeignStream(room_id, incarnation_of(message.epoch))
             return _Tail(message.epoch, message.offset, last.seq)
         key = self._epoch_key(room_id)
         for _ in range(20):
@@ -207,11 +223,11 @@ class NatsMessageStore:
             if doc is not None and doc["stream"] != self._created:
                 await self.ensure_stream()  # maybe another node remade the stream
             if doc is not None and doc["stream"] == self._created:
+                if incarnation_of(doc["epoch"]) != incarnation:
+                    raise ForeignStream(room_id, incarnation_of(doc["epoch"]))
                 return _Tail(doc["epoch"], doc["last_offset"], 0)
-            if not create:
-                return None
             # A new room, or its history went with the stream: a new epoch.
-            epoch = _new_epoch()
+            epoch = new_epoch(incarnation)
             fresh = {"epoch": epoch, "stream": self._created, "last_offset": 0}
             if await self._kv.write(key, fresh, last=revision) is not None:
                 return _Tail(epoch, 0, 0)
@@ -229,10 +245,18 @@ class NatsMessageStore:
 
     # --- client_message_id ---------------------------------------------------
 
-    def _cmid_key(self, room_id: str, user_id: str, cid: str) -> str:
-        return f"cmid.{key_token(room_id)}.{key_token(user_id)}.{key_token(cid)}"
+    @staticmethod
+    def _cmid_prefix(room_id: str, incarnation: str) -> str:
+        if incarnation == LEGACY_INCARNATION:
+            return f"cmid.{key_token(room_id)}."
+        return f"icmid.{key_token(room_id)}.{key_token(incarnation)}."
 
-    async def _first_with_cmid(self, room_id: str, key: str) -> tuple[Message | None, int]:
+    def _cmid_key(self, room_id: str, incarnation: str, user_id: str, cid: str) -> str:
+        return f"{self._cmid_prefix(room_id, incarnation)}{key_token(user_id)}.{key_token(cid)}"
+
+    async def _first_with_cmid(
+        self, room_id: str, incarnation: str, key: str
+    ) -> tuple[Message | None, int]:
         doc, revision = await self._kv.read(key)
         if doc is None:
             return None, revision
@@ -240,28 +264,42 @@ class NatsMessageStore:
         if msg is None or msg.subject != self._subject(room_id):
             return None, revision
         message = self._decode(msg)
-        return (message if message.id == doc["id"] else None), revision
+        if message.id != doc["id"] or incarnation_of(message.epoch) != incarnation:
+            return None, revision
+        return message, revision
+
+    async def find_client_message(
+        self, room_id: str, user_id: str, client_message_id: str, *, incarnation: str
+    ) -> Message | None:
+        key = self._cmid_key(room_id, incarnation, user_id, client_message_id)
+        async with self._link.guard():
+            first, _ = await self._first_with_cmid(room_id, incarnation, key)
+        return first
 
     # --- the role -------------------------------------------------------------
 
-    async def append(self, message: NewMessage) -> tuple[Message, bool]:
+    async def append(self, message: NewMessage, *, incarnation: str) -> tuple[Message, bool]:
         if message.room_id is None:
             raise ValueError("a stored message needs a room_id")
         timestamp = require_utc(message.timestamp, "timestamp")
         room_id = message.room_id
         subject = self._subject(room_id)
         cid = message.client_message_id
-        cmid_key = None if cid is None else self._cmid_key(room_id, message.user_id, cid)
+        cmid_key = (
+            None if cid is None else self._cmid_key(room_id, incarnation, message.user_id, cid)
+        )
         async with self._link.guard(), self._room_lock(room_id):
             for _ in range(200):
+                tail = self._tails.get(room_id)
+                if tail is None or incarnation_of(tail.epoch) != incarnation:
+                    # Not cached, or cached for another incarnation: ask the stream.
+                    self._tails.pop(room_id, None)
+                    tail = await self._fetch_tail(room_id, incarnation)
                 generation = 0
                 if cmid_key is not None:
-                    first, generation = await self._first_with_cmid(room_id, cmid_key)
+                    first, generation = await self._first_with_cmid(room_id, incarnation, cmid_key)
                     if first is not None:
                         return first, False
-                tail = self._tails.get(room_id) or await self._fetch_tail(room_id, create=True)
-                if tail is None:
-                    raise RuntimeError("create=True always gives a tail")
                 stored = message.stored(
                     timestamp=timestamp, offset=tail.offset + 1, epoch=tail.epoch
                 )
@@ -300,6 +338,11 @@ class NatsMessageStore:
                 return decode_message(raw), True
             raise self._link.unavailable(f"too much contention appending to {room_id!r}")
 
+    @staticmethod
+    def _foreign(messages: list[Message], incarnation: str) -> bool:
+        """Whether the messages are another incarnation's: one subject holds one."""
+        return any(incarnation_of(m.epoch) != incarnation for m in messages)
+
     def _visible(self, message: Message, cutoff: datetime | None, thread_id: str | None) -> bool:
         if cutoff is not None and message.timestamp < cutoff:
             return False
@@ -332,6 +375,7 @@ class NatsMessageStore:
         self,
         room_id: str,
         *,
+        incarnation: str,
         limit: int,
         after: int | None = None,
         before: int | None = None,
@@ -348,11 +392,13 @@ class NatsMessageStore:
                 picked = await self._read_forward(
                     subject, start, below=before, want=limit + 1, cutoff=cutoff, thread_id=thread_id
                 )
+                if self._foreign(picked, incarnation):
+                    return HistoryPage(messages=[], has_more=False)
                 return HistoryPage(messages=picked[:limit], has_more=len(picked) > limit)
             # Backwards: read windows of offsets below `top`, each twice as
             # wide as the last, until limit + 1 matches or the lower bound.
             last = await self._get(subject=subject)
-            if last is None:
+            if last is None or self._foreign([self._decode(last)], incarnation):
                 return HistoryPage(messages=[], has_more=False)
             top = self._decode(last).offset + 1 if before is None else before
             collected: list[Message] = []
@@ -369,15 +415,15 @@ class NatsMessageStore:
                 )
                 collected = window + collected
                 top, width = bottom, width * 2
+        if self._foreign(collected, incarnation):
+            return HistoryPage(messages=[], has_more=False)
         return HistoryPage(messages=collected[-limit:], has_more=len(collected) > limit)
 
-    async def position(self, room_id: str) -> StreamPosition:
+    async def position(self, room_id: str, *, incarnation: str) -> StreamPosition:
         subject = self._subject(room_id)
         cutoff = self._cutoff()
         async with self._link.guard():
-            tail = await self._fetch_tail(room_id, create=True)
-            if tail is None:
-                raise RuntimeError("create=True always gives a tail")
+            tail = await self._fetch_tail(room_id, incarnation)
             last_offset = tail.offset
             if tail.seq == 0:
                 # Empty subject: the epoch document's offset is the last given.
@@ -417,12 +463,28 @@ class NatsMessageStore:
         self._tails.clear()
         return removed
 
-    async def drop_room(self, room_id: str) -> None:
+    async def drop_room(self, room_id: str, *, incarnation: str | None = None) -> None:
+        subject = self._subject(room_id)
         async with self._link.guard(), self._room_lock(room_id):
-            await self._link.js.purge_stream(self._stream, subject=self._subject(room_id))
-            await self._kv.remove(self._epoch_key(room_id), last=None)
-            await self._kv.purge_prefix(f"cmid.{key_token(room_id)}.")
             self._tails.pop(room_id, None)
+            if incarnation is None:
+                await self._link.js.purge_stream(self._stream, subject=subject)
+                await self._kv.remove(self._epoch_key(room_id), last=None)
+                await self._kv.purge_prefix(f"cmid.{key_token(room_id)}.")
+                await self._kv.purge_prefix(f"icmid.{key_token(room_id)}.")
+                return
+            last = await self._get(subject=subject)
+            if last is not None and last.seq is not None:
+                if incarnation_of(self._decode(last).epoch) != incarnation:
+                    return
+                # Up to the message seen: anything appended since is a newer
+                # incarnation's (an append checks the tail), and stays.
+                await self._link.js.purge_stream(self._stream, subject=subject, seq=last.seq + 1)
+            key = self._epoch_key(room_id)
+            doc, revision = await self._kv.read(key)
+            if doc is not None and incarnation_of(doc["epoch"]) == incarnation:
+                await self._kv.remove(key, last=revision)
+            await self._kv.purge_prefix(self._cmid_prefix(room_id, incarnation))
 
     async def close(self) -> None:
         self._tails.clear()

@@ -87,20 +87,95 @@ def key_token(value: str) -> str:
     return escape_token(value).replace("%", "=")
 
 
-class NatsLink:
-    """One connection, its JetStream context and the namespace of its data."""
+Connect = Callable[[], Awaitable[Client]]
+"""Opens a new connection (raising `errors.Unavailable` when it cannot)."""
 
-    def __init__(self, nc: Client, *, namespace: str, url: str) -> None:
+_MIN_BACKOFF: Final = 0.1
+_MAX_BACKOFF: Final = 2.0
+
+
+class NatsLink:
+    """One connection, its JetStream context and the namespace of its data.
+
+    nats-py reconnects by itself after a network failure, but gives up the
+    connection for good when the server answers a protocol error (`-ERR`):
+    then `connection_closed` opens a new one (with `reopen`, capped backoff)
+    and the callbacks given to `on_reopened` run, so nothing a client does
+    can leave the node without a backend.
+    """
+
+    def __init__(
+        self, nc: Client, *, namespace: str, url: str, reopen: Connect | None = None
+    ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(timeout=REQUEST_TIMEOUT)
         self.namespace = namespace
         self.shown_url = redact_url(url)
+        self._reopen = reopen
+        self._reopening: asyncio.Task[None] | None = None
+        self._closing = False
+        self._reopened: list[Callable[[], Awaitable[None]]] = []
 
     def unavailable(self, why: str) -> Unavailable:
         return Unavailable(f"NATS at {self.shown_url} is unavailable: {why}")
 
+    def on_reopened(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run `callback` each time a new connection replaced a closed one."""
+        self._reopened.append(callback)
+
+    def connection_closed(self) -> None:
+        """The connection is closed for good: open a new one, unless we closed it."""
+        if self._closing or self._reopen is None or self._reopening is not None:
+            return
+        log.warning("NATS at %s: connection closed; opening a new one", self.shown_url)
+        self._reopening = asyncio.create_task(self._open_again(), name="nats-reopen")
+
+    async def _open_again(self) -> None:
+        reopen = self._reopen
+        if reopen is None:
+            return
+        delay = _MIN_BACKOFF
+        try:
+            while not self._closing:
+                try:
+                    nc = await reopen()
+                except Exception as exc:  # Unavailable, or anything else: retry
+                    log.warning("NATS at %s: still unreachable: %s", self.shown_url, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _MAX_BACKOFF)
+                    continue
+                if self._closing:
+                    await nc.close()
+                    return
+                self.nc = nc
+                self.js = nc.jetstream(timeout=REQUEST_TIMEOUT)
+                log.warning("NATS at %s: connected again", self.shown_url)
+                for callback in self._reopened:
+                    try:
+                        await callback()
+                    except Exception as exc:  # the callback's own fault: one line
+                        log.warning("NATS at %s: after reconnecting: %r", self.shown_url, exc)
+                return
+        finally:
+            self._reopening = None
+            if self.nc.is_closed and not self._closing:
+                # Closed again while the callbacks ran: start over.
+                self.connection_closed()
+
+    async def close(self) -> None:
+        self._closing = True
+        reopening = self._reopening
+        if reopening is not None:
+            reopening.cancel()
+            await asyncio.gather(reopening, return_exceptions=True)
+        if not self.nc.is_closed:
+            await self.nc.close()
+
     def check_connected(self) -> None:
         if not self.nc.is_connected:
+            if self.nc.is_closed:
+                self.connection_closed()
+                raise self.unavailable("the connection was closed; opening a new one")
             state = "reconnecting" if self.nc.is_reconnecting else "not connected"
             raise self.unavailable(state)
 

@@ -6,6 +6,7 @@ compare-and-set (`Bucket.mutate`), so every rule holds across nodes:
     state bucket (no TTL)            live bucket (TTL: idle keys vanish)
     room.<room>    room, members, bans   conns.<user>   connections + expiry
     joined.<user>  rooms joined (quota)  typing.<room>  typists + expiry
+    added.<user>   rooms others added the user to (the additions quota)
     chan.<chan>    channel and grants    rate.<key>     sliding window log
     chanby.<user>  channels created
     status.<user>  chosen status, last seen
@@ -36,7 +37,14 @@ from typing import Any, Final
 import orjson
 
 from .errors import Conflict, LimitReached, Missing
-from .memory import decode_channel, decode_room, encode_channel, encode_room, require_utc
+from .memory import (
+    decode_channel,
+    decode_room,
+    encode_channel,
+    encode_room,
+    is_added_by_other,
+    require_utc,
+)
 from .nats_link import DELETE, KEEP, Bucket, NatsLink, key_token
 from .records import (
     Channel,
@@ -134,16 +142,32 @@ class NatsRoomStore:
     def _joined_key(user_id: str) -> str:
         return f"joined.{key_token(user_id)}"
 
+    @staticmethod
+    def _added_key(user_id: str) -> str:
+        return f"added.{key_token(user_id)}"
+
+    def _quota_key(self, user_id: str, *, added: bool) -> str:
+        return self._added_key(user_id) if added else self._joined_key(user_id)
+
     async def _read(self, room_id: str) -> Any:
         doc, _ = await self._kv.read(self._key(room_id))
         return doc
 
-    async def _reserve(self, user_id: str, room_id: str, limit: int | None) -> None:
+    async def _reserve(
+        self, user_id: str, room_id: str, limit: int | None, *, added: bool = False
+    ) -> None:
         async def is_member(other: str) -> bool:
             doc = await self._read(other)
             return doc is not None and user_id in doc["members"]
 
-        await _reserve(self._kv, self._joined_key(user_id), room_id, limit, "rooms", is_member)
+        key = self._quota_key(user_id, added=added)
+        what = "room additions" if added else "rooms"
+        await _reserve(self._kv, key, room_id, limit, what, is_member)
+
+    async def _release(self, user_id: str, room_id: str, raw_member: list[Any]) -> None:
+        """Free the quota slot a member entry (`[role, joined, added?]`) holds."""
+        added = len(raw_member) > 2 and bool(raw_member[2])
+        await _release(self._kv, self._quota_key(user_id, added=added), room_id)
 
     async def create(self, room: Room, *, max_rooms_per_user: int | None = None) -> Member:
         async with self._link.guard():
@@ -176,21 +200,26 @@ class NatsRoomStore:
             if doc is None:
                 raise Missing(f"room {room.id!r} does not exist")
             raw["owner"], raw["created_at"] = doc["room"]["owner"], doc["room"]["created_at"]
+            raw["incarnation"] = _room(doc).incarnation
             return {**doc, "room": raw}, None
 
         async with self._link.guard():
             await self._kv.mutate(self._key(room.id), change)
 
-    async def delete(self, room_id: str) -> bool:
+    async def delete(self, room_id: str, *, incarnation: str | None = None) -> bool:
         async def change(doc: Any) -> tuple[Any, Any]:
-            return (KEEP, None) if doc is None else (DELETE, doc)
+            if doc is None:
+                return KEEP, None
+            if incarnation is not None and _room(doc).incarnation != incarnation:
+                return KEEP, None
+            return DELETE, doc
 
         async with self._link.guard():
             doc = await self._kv.mutate(self._key(room_id), change)
             if doc is None:
                 return False
-            for user_id in doc["members"]:
-                await _release(self._kv, self._joined_key(user_id), room_id)
+            for user_id, raw_member in doc["members"].items():
+                await self._release(user_id, room_id, raw_member)
             return True
 
     async def list_visible(self, user_id: str) -> list[Room]:
@@ -205,23 +234,35 @@ class NatsRoomStore:
 
     async def list_joined(self, user_id: str) -> list[Room]:
         async with self._link.guard():
-            held, _ = await self._kv.read(self._joined_key(user_id))
-            docs = await asyncio.gather(*(self._read(r) for r in held or {}))
+            (held, _), (added, _) = await asyncio.gather(
+                self._kv.read(self._joined_key(user_id)), self._kv.read(self._added_key(user_id))
+            )
+            room_ids = {*(held or {}), *(added or {})}
+            docs = await asyncio.gather(*(self._read(r) for r in sorted(room_ids)))
         rooms = [_room(doc) for doc in docs if doc is not None and user_id in doc["members"]]
         return sorted(rooms, key=_room_order)
 
     async def add_member(
-        self, member: Member, *, max_rooms_per_user: int | None = None
+        self,
+        member: Member,
+        *,
+        max_rooms_per_user: int | None = None,
+        added_by: str | None = None,
+        max_room_additions: int | None = None,
     ) -> tuple[Member, bool]:
         joined_at = _iso(require_utc(member.joined_at, "joined_at"))
         room_id, user_id = member.room_id, member.user_id
+        by_other = is_added_by_other(member, added_by)
+        entry: list[Any] = [member.role.value, joined_at]
+        if by_other:
+            entry.append(1)
 
         async def change(doc: Any) -> tuple[Any, tuple[Member, bool]]:
             if doc is None:
                 raise Missing(f"room {room_id!r} does not exist")
             if user_id in doc["members"]:
                 return KEEP, (_member(room_id, user_id, doc["members"][user_id]), False)
-            members = {**doc["members"], user_id: [member.role.value, joined_at]}
+            members = {**doc["members"], user_id: entry}
             added = _member(room_id, user_id, members[user_id])
             return {**doc, "members": members}, (added, True)
 
@@ -231,25 +272,26 @@ class NatsRoomStore:
                 raise Missing(f"room {room_id!r} does not exist")
             if user_id in doc["members"]:
                 return _member(room_id, user_id, doc["members"][user_id]), False
-            await self._reserve(user_id, room_id, max_rooms_per_user)
+            limit = max_room_additions if by_other else max_rooms_per_user
+            await self._reserve(user_id, room_id, limit, added=by_other)
             try:
                 return await self._kv.mutate(self._key(room_id), change)
             except Missing:
-                await _release(self._kv, self._joined_key(user_id), room_id)
+                await self._release(user_id, room_id, entry)
                 raise
 
     async def remove_member(self, room_id: str, user_id: str) -> bool:
-        async def change(doc: Any) -> tuple[Any, bool]:
+        async def change(doc: Any) -> tuple[Any, list[Any] | None]:
             if doc is None or user_id not in doc["members"]:
-                return KEEP, False
+                return KEEP, None
             members = {u: m for u, m in doc["members"].items() if u != user_id}
-            return {**doc, "members": members}, True
+            return {**doc, "members": members}, doc["members"][user_id]
 
         async with self._link.guard():
             removed = await self._kv.mutate(self._key(room_id), change)
-            if removed:
-                await _release(self._kv, self._joined_key(user_id), room_id)
-            return removed
+            if removed is not None:
+                await self._release(user_id, room_id, removed)
+            return removed is not None
 
     async def get_member(self, room_id: str, user_id: str) -> Member | None:
         async with self._link.guard():
@@ -272,7 +314,8 @@ class NatsRoomStore:
         async def change(doc: Any) -> tuple[Any, Member | None]:
             if doc is None or user_id not in doc["members"]:
                 return KEEP, None
-            members = {**doc["members"], user_id: [role.value, doc["members"][user_id][1]]}
+            # The entry's tail ([joined, added?]) stays: it says which quota it holds.
+            members = {**doc["members"], user_id: [role.value, *doc["members"][user_id][1:]]}
             return {**doc, "members": members}, _member(room_id, user_id, members[user_id])
 
         async with self._link.guard():
@@ -288,8 +331,8 @@ class NatsRoomStore:
                 raise Missing(f"{new_owner!r} is not a member of room {room_id!r}")
             old_owner = doc["room"]["owner"]
             if old_owner in members and old_owner != new_owner:
-                members[old_owner] = [Role.ADMIN.value, members[old_owner][1]]
-            members[new_owner] = [Role.OWNER.value, members[new_owner][1]]
+                members[old_owner] = [Role.ADMIN.value, *members[old_owner][1:]]
+            members[new_owner] = [Role.OWNER.value, *members[new_owner][1:]]
             room = {**doc["room"], "owner": new_owner}
             promoted = _member(room_id, new_owner, members[new_owner])
             return {**doc, "room": room, "members": members}, promoted
@@ -298,19 +341,20 @@ class NatsRoomStore:
             return await self._kv.mutate(self._key(room_id), change)
 
     async def ban(self, room_id: str, user_id: str) -> None:
-        async def change(doc: Any) -> tuple[Any, bool]:
+        async def change(doc: Any) -> tuple[Any, list[Any] | None]:
             if doc is None:
                 raise Missing(f"room {room_id!r} does not exist")
-            was_member = user_id in doc["members"]
-            if not was_member and user_id in doc["bans"]:
-                return KEEP, False
+            was = doc["members"].get(user_id)
+            if was is None and user_id in doc["bans"]:
+                return KEEP, None
             members = {u: m for u, m in doc["members"].items() if u != user_id}
             bans = sorted({*doc["bans"], user_id})
-            return {**doc, "members": members, "bans": bans}, was_member
+            return {**doc, "members": members, "bans": bans}, was
 
         async with self._link.guard():
-            if await self._kv.mutate(self._key(room_id), change):
-                await _release(self._kv, self._joined_key(user_id), room_id)
+            was = await self._kv.mutate(self._key(room_id), change)
+            if was is not None:
+                await self._release(user_id, room_id, was)
 
     async def unban(self, room_id: str, user_id: str) -> bool:
         async def change(doc: Any) -> tuple[Any, bool]:
@@ -505,14 +549,14 @@ class NatsPresenceStore:
         if status is None and conns is None:
             return None
         status = status or {"status": Status.ONLINE.value, "text": None}
-        seen = [_time(d["last_seen"]) for d in (status, conns) if d and "last_seen" in d]
         now = time.time()
         online = conns is not None and any(c["exp"] > now for c in conns["conns"].values())
         chosen = Status(status["status"])
+        hidden = status.get("hidden")
         return PresenceEntry(
             user_id=user_id,
             status=chosen if online else Status.OFFLINE,
-            last_seen=max(seen) if seen else utcnow(),
+            last_seen=_seen(status, conns) if hidden is None else _time(hidden),
             status_text=status["text"],
         )
 
@@ -521,9 +565,18 @@ class NatsPresenceStore:
     ) -> PresenceEntry:
         async def change(doc: Any) -> tuple[Any, None]:
             seen = (doc or {}).get("last_seen") or _iso(utcnow())
-            return {"status": status.value, "text": status_text, "last_seen": seen}, None
+            new = {"status": status.value, "text": status_text, "last_seen": seen}
+            if status is Status.OFFLINE:
+                # Appearing offline freezes the last seen time shown.
+                new["hidden"] = (doc or {}).get("hidden") or _iso(hidden_since)
+            return new, None
 
         async with self._link.guard():
+            conns, _ = await self._live.read(self._conns_key(user_id))
+            now = time.time()
+            online = conns is not None and any(c["exp"] > now for c in conns["conns"].values())
+            status_doc, _ = await self._state.read(self._status_key(user_id))
+            hidden_since = utcnow() if online else _seen(status_doc, conns)
             await self._state.mutate(self._status_key(user_id), change)
             entry = await self._entry(user_id)
         if entry is None:
@@ -552,6 +605,12 @@ class NatsPresenceStore:
 
     async def close(self) -> None:
         return None
+
+
+def _seen(status: Any, conns: Any) -> datetime:
+    """The last seen time kept in a user's status and connections documents."""
+    seen = [_time(d["last_seen"]) for d in (status, conns) if d and "last_seen" in d]
+    return max(seen) if seen else utcnow()
 
 
 def _user_of(key: str) -> str:

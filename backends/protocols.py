@@ -27,25 +27,42 @@ from .records import (
 
 
 class MessageStore(Protocol):
-    """Room history. Offsets start at 1 and strictly increase per room."""
+    """Room history. Offsets start at 1 and strictly increase per room.
+
+    A room's history belongs to one incarnation of the room
+    (`Room.incarnation`): its epochs are `<incarnation>.<n>`. Every method
+    names the incarnation it expects. A read of another incarnation's
+    history finds nothing; a write (and `position`, which may start a
+    history) raises ForeignStream, so that a room made again under an old id
+    never shows, or adds to, anything of the old one.
+    """
 
     publishes_on_append: bool
     """True if `append` also publishes the new message's MessageEvent to
     `topics.room_messages(room)`, atomically with storing it."""
 
-    async def append(self, message: NewMessage) -> tuple[Message, bool]:
+    async def append(self, message: NewMessage, *, incarnation: str) -> tuple[Message, bool]:
         """Store a room message, giving it an id and the room's next offset.
 
         Returns the message and True; or, when the same user already sent a
         message with this `client_message_id` to this room, that first
-        message and False (nothing new is stored).
+        message and False (nothing new is stored). Starts a history of
+        `incarnation` if the room has none; raises ForeignStream if it has
+        one of another incarnation.
         """
+        ...
+
+    async def find_client_message(
+        self, room_id: str, user_id: str, client_message_id: str, *, incarnation: str
+    ) -> Message | None:
+        """The message the user already stored with this client id, if any."""
         ...
 
     async def page(
         self,
         room_id: str,
         *,
+        incarnation: str,
         limit: int,
         after: int | None = None,
         before: int | None = None,
@@ -57,19 +74,29 @@ class MessageStore(Protocol):
         With `from_end` the `limit` messages nearest `before` (or the newest)
         are taken, still returned oldest first. `has_more` tells whether more
         matching messages lie beyond the page in the direction of travel.
+        Empty if the history belongs to another incarnation.
         """
         ...
 
-    async def position(self, room_id: str) -> StreamPosition:
-        """The room's epoch, last offset given, and oldest offset retained."""
+    async def position(self, room_id: str, *, incarnation: str) -> StreamPosition:
+        """The room's epoch, last offset given, and oldest offset retained.
+
+        Starts a history of `incarnation` if the room has none; raises
+        ForeignStream if it has one of another incarnation.
+        """
         ...
 
     async def trim(self) -> int:
         """Delete messages older than the retention; return how many."""
         ...
 
-    async def drop_room(self, room_id: str) -> None:
-        """Forget the room's history; a room created again gets a new epoch."""
+    async def drop_room(self, room_id: str, *, incarnation: str | None = None) -> None:
+        """Forget the room's history if it belongs to `incarnation` (None:
+        whichever it belongs to); a history started again gets a new epoch.
+
+        Atomic against appends: a history of another incarnation, or
+        messages appended after the check, are never dropped.
+        """
         ...
 
     async def close(self) -> None: ...
@@ -79,21 +106,27 @@ class RoomStore(Protocol):
     """Rooms, their members with roles, and bans."""
 
     async def create(self, room: Room, *, max_rooms_per_user: int | None = None) -> Member:
-        """Create the room with its owner as OWNER member, atomically.
+        """Create the room (with its incarnation) and its owner as OWNER
+        member, atomically.
 
         Raises Conflict if the id is taken, LimitReached if the owner is
-        already a member of `max_rooms_per_user` rooms.
+        already in `max_rooms_per_user` rooms they created or joined
+        themselves (rooms others added them to do not count).
         """
         ...
 
-    async def get(self, room_id: str) -> Room | None: ...
-
-    async def update(self, room: Room) -> None:
-        """Replace the room's fields (not its id, owner or created_at)."""
+    async def get(self, room_id: str) -> Room | None:
+        """The room; one stored before rooms had incarnations has
+        LEGACY_INCARNATION."""
         ...
 
-    async def delete(self, room_id: str) -> bool:
-        """Remove the room with its members and bans; False if it did not exist."""
+    async def update(self, room: Room) -> None:
+        """Replace the room's fields (not its id, owner, created_at or incarnation)."""
+        ...
+
+    async def delete(self, room_id: str, *, incarnation: str | None = None) -> bool:
+        """Remove the room with its members and bans; False if it did not
+        exist (or, with `incarnation`, is another incarnation of the id)."""
         ...
 
     async def list_visible(self, user_id: str) -> list[Room]:
@@ -105,11 +138,21 @@ class RoomStore(Protocol):
         ...
 
     async def add_member(
-        self, member: Member, *, max_rooms_per_user: int | None = None
+        self,
+        member: Member,
+        *,
+        max_rooms_per_user: int | None = None,
+        added_by: str | None = None,
+        max_room_additions: int | None = None,
     ) -> tuple[Member, bool]:
         """Add a member; an existing member is returned unchanged with False.
 
-        Raises LimitReached if the user is already in `max_rooms_per_user` rooms.
+        Without `added_by` (or with the member's own id) the user joins
+        themselves: LimitReached("rooms") if they are already in
+        `max_rooms_per_user` rooms they created or joined. With another
+        user's id the member is added by them: such memberships count
+        apart, against `max_room_additions` (LimitReached("room additions")),
+        and never against the user's own quota.
         """
         ...
 

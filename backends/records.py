@@ -7,6 +7,7 @@ them to its types. Every datetime is timezone-aware UTC.
 from __future__ import annotations
 
 import enum
+import secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +19,27 @@ JSONValue = Any
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def new_incarnation() -> str:
+    """A new, unguessable incarnation id: a room made again under an old id
+    gets another one, so nothing of the old room can match it."""
+    return uuid.uuid4().hex
+
+
+LEGACY_INCARNATION = ""
+"""The incarnation of a room or history stored before rooms had one. A
+legacy room keeps its legacy history (whose epochs name no incarnation)."""
+
+
+def incarnation_of(epoch: str) -> str:
+    """The room incarnation a history epoch (`<incarnation>.<n>`) belongs to."""
+    return epoch.rpartition(".")[0]
+
+
+def new_epoch(incarnation: str) -> str:
+    """A new epoch of the history of the room incarnation `incarnation`."""
+    return f"{incarnation}.{secrets.token_hex(4)}"
 
 
 class Role(enum.Enum):
@@ -56,6 +78,9 @@ class Room:
     description: str | None = None
     metadata: JSONValue = None
     created_at: datetime = field(default_factory=utcnow)
+    incarnation: str = field(default_factory=new_incarnation)
+    """Which life of this room id this is: new on every create, carried by
+    the room's history (its epoch) and checked by every read and send."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ nodes agree on what has expired whatever their clocks say. Keys (see
 `redis_common` for the layout):
 
     presence:<user>          HASH  status, text (absent = none), seen (µs),
-                                   online ("1" while the user was last known online)
+                                   online ("1" while the user was last known online),
+                                   hidden (µs: the seen time frozen while OFFLINE is chosen)
     presence-conns:<user>    ZSET  connection id scored by expires-at (µs)
     presence-closing:<user>  SET   connections in their grace period
     presence-due:            ZSET  user scored by when `sweep` must look at them
@@ -58,8 +59,8 @@ local function reschedule(user)
 end
 local function entry(user)
   local p = key('presence', user)
-  local fields = redis.call('HMGET', p, 'status', 'text', 'seen')
-  return {user, fields[1], fields[2], fields[3],
+  local fields = redis.call('HMGET', p, 'status', 'text', 'seen', 'hidden')
+  return {user, fields[1], fields[2], fields[4] or fields[3],
           redis.call('ZCARD', key('presence-conns', user))}
 end
 """
@@ -142,6 +143,14 @@ _SET_STATUS = (
 local user = ARGV[2]
 local p = key('presence', user)
 prune(user)
+-- Appearing offline freezes the last seen time shown (seen now if online).
+if ARGV[3] ~= 'OFFLINE' then
+  redis.call('HDEL', p, 'hidden')
+elseif redis.call('HEXISTS', p, 'hidden') == 0 then
+  local seen = redis.call('HGET', p, 'seen')
+  if redis.call('ZCARD', key('presence-conns', user)) > 0 or not seen then seen = now_s end
+  redis.call('HSET', p, 'hidden', seen)
+end
 redis.call('HSET', p, 'status', ARGV[3])
 if ARGV[4] == '1' then redis.call('HSET', p, 'text', ARGV[5]) else redis.call('HDEL', p, 'text') end
 redis.call('HSETNX', p, 'seen', now_s)

@@ -2,7 +2,8 @@
 
 Keys of a room (see `redis_common` for the layout):
 
-    msg-meta:<room>    HASH    epoch, last (the last offset given)
+    msg-meta:<room>    HASH    epoch ("<room incarnation>.<n>"), last (the last
+                               offset given)
     msg-stream:<room>  STREAM  entry id "<offset>-0"; fields m (message JSON),
                                t (timestamp, µs), h (thread id, if any),
                                c (client-id field, if any)
@@ -14,6 +15,10 @@ Keys of a room (see `redis_common` for the layout):
 The append script assigns the offset, checks idempotency, adds the entry and
 publishes the MessageEvent in one step, so every node sees offsets in the
 order they were given and a message is live only if it was stored.
+
+A room's stream belongs to the room incarnation its epoch names: the
+scripts that write refuse ({-1, incarnation found}) a stream of another
+incarnation, reads skip it, and a drop can be limited to one incarnation.
 
 The message JSON is built in Python (orjson) up to its offset; Lua only
 concatenates the offset and epoch. Re-encoding in Lua (cjson) would turn {}
@@ -27,20 +32,39 @@ from datetime import timedelta
 import orjson
 from redis.asyncio import Redis
 
+from .errors import ForeignStream
 from .events import decode_message, message_to_dict
-from .memory import check_page_args, new_epoch, require_utc
-from .records import HistoryPage, Message, NewMessage, StreamPosition, utcnow
+from .memory import check_page_args, require_utc
+from .records import (
+    HistoryPage,
+    Message,
+    NewMessage,
+    StreamPosition,
+    incarnation_of,
+    new_epoch,
+    utcnow,
+)
 from .redis_common import Commands, Keys, Scripts, to_micros, translated
 from .topics import room_messages
 
-# Starts a new history (epoch) when the room has none, or when its stream was
-# lost while the meta hash survived (a partial loss: keys evicted or deleted).
-# An emptied stream is not lost: XDEL/XTRIM leave the (empty) key in place.
-_ENSURE_EPOCH = """
+_INCARNATION_OF = """
+local function incarnation_of(epoch) return string.match(epoch, '^(.*)%.') or '' end
+"""
+
+# Starts a new history (epoch ARGV[1]) when the room has none, or when its
+# stream was lost while the meta hash survived (a partial loss: keys evicted
+# or deleted). An emptied stream is not lost: XDEL/XTRIM leave the (empty)
+# key in place. A history of another incarnation than ARGV[1]'s is refused.
+_ENSURE_EPOCH = (
+    _INCARNATION_OF
+    + """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
 if epoch and last > 0 and redis.call('EXISTS', KEYS[2]) == 0 then
   epoch = false
+end
+if epoch and incarnation_of(epoch) ~= incarnation_of(ARGV[1]) then
+  return {-1, incarnation_of(epoch)}
 end
 if not epoch then
   redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
@@ -49,6 +73,7 @@ if not epoch then
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'last', 0)
 end
 """
+)
 
 # KEYS: meta, stream, cid, time, rooms index
 # ARGV: new epoch, message prefix, timestamp µs, has thread, thread id,
@@ -97,7 +122,22 @@ return {1, body}
 _POSITION = (
     _ENSURE_EPOCH
     + """
-return {epoch, string.format('%d', last)}
+return {1, epoch, string.format('%d', last)}
+"""
+)
+
+# KEYS: meta, stream, cid, time, rooms index;  ARGV: only this incarnation
+#       (1/0), the incarnation, room id
+_DROP = (
+    _INCARNATION_OF
+    + """
+if ARGV[1] == '1' then
+  local epoch = redis.call('HGET', KEYS[1], 'epoch')
+  if epoch and incarnation_of(epoch) ~= ARGV[2] then return 0 end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[3])
+return 1
 """
 )
 
@@ -216,6 +256,7 @@ class RedisMessageStore:
         client_scripts.register("msg-position", _POSITION)
         client_scripts.register("msg-trim", _TRIM)
         client_scripts.register("msg-scan", _SCAN)
+        client_scripts.register("msg-drop", _DROP)
 
     def _room_keys(self, room_id: str) -> list[str]:
         k = self._keys
@@ -230,7 +271,7 @@ class RedisMessageStore:
         return None if self._retention is None else to_micros(utcnow() - self._retention)
 
     @translated
-    async def append(self, message: NewMessage) -> tuple[Message, bool]:
+    async def append(self, message: NewMessage, *, incarnation: str) -> tuple[Message, bool]:
         if message.room_id is None:
             raise ValueError("a stored message needs a room_id")
         timestamp = require_utc(message.timestamp, "timestamp")
@@ -243,7 +284,7 @@ class RedisMessageStore:
             "msg-append",
             [*self._room_keys(room_id), self._keys.key("msg-rooms")],
             [
-                new_epoch(),
+                new_epoch(incarnation),
                 _message_prefix(draft),
                 to_micros(timestamp),
                 "0" if message.thread_id is None else "1",
@@ -253,13 +294,32 @@ class RedisMessageStore:
                 room_id,
             ],
         )
+        if created == -1:
+            raise ForeignStream(room_id, body.decode())
         return decode_message(body), bool(created)
+
+    @translated
+    async def find_client_message(
+        self, room_id: str, user_id: str, client_message_id: str, *, incarnation: str
+    ) -> Message | None:
+        cid_field = orjson.dumps([user_id, client_message_id]).decode()
+        offset = await self._redis.hget(self._keys.key("msg-cid", room_id), cid_field)
+        if offset is None:
+            return None
+        stream = self._keys.key("msg-stream", room_id)
+        entry_id = f"{int(offset)}-0"
+        entries = await self._redis.xrange(stream, entry_id, entry_id, count=1, reverse=False)
+        if not entries:
+            return None
+        message = decode_message(entries[0][1][b"m"])
+        return message if incarnation_of(message.epoch) == incarnation else None
 
     @translated
     async def page(
         self,
         room_id: str,
         *,
+        incarnation: str,
         limit: int,
         after: int | None = None,
         before: int | None = None,
@@ -319,16 +379,22 @@ class RedisMessageStore:
                 else:
                     low = int(bound)
         has_more = len(picked) > limit
-        picked = picked[:limit]
+        messages = [decode_message(raw) for raw in picked[:limit]]
+        if any(incarnation_of(m.epoch) != incarnation for m in messages):
+            # The stream is another incarnation's: one stream holds one.
+            return HistoryPage(messages=[], has_more=False)
         if from_end:
-            picked.reverse()
-        return HistoryPage(messages=[decode_message(raw) for raw in picked], has_more=has_more)
+            messages.reverse()
+        return HistoryPage(messages=messages, has_more=has_more)
 
     @translated
-    async def position(self, room_id: str) -> StreamPosition:
-        epoch, last = await self._scripts.run(
-            "msg-position", self._room_keys(room_id), [new_epoch()]
+    async def position(self, room_id: str, *, incarnation: str) -> StreamPosition:
+        found = await self._scripts.run(
+            "msg-position", self._room_keys(room_id), [new_epoch(incarnation)]
         )
+        if found[0] == -1:
+            raise ForeignStream(room_id, found[1].decode())
+        _, epoch, last = found
         first = await self._first_retained(room_id)
         return StreamPosition(epoch=epoch.decode(), last_offset=int(last), first_offset=first)
 
@@ -375,10 +441,11 @@ class RedisMessageStore:
                         break
 
     @translated
-    async def drop_room(self, room_id: str) -> None:
-        await self._redis.multi(
-            ("DEL", *self._room_keys(room_id)),
-            ("ZREM", self._keys.key("msg-rooms"), room_id),
+    async def drop_room(self, room_id: str, *, incarnation: str | None = None) -> None:
+        await self._scripts.run(
+            "msg-drop",
+            [*self._room_keys(room_id), self._keys.key("msg-rooms")],
+            ["0" if incarnation is None else "1", incarnation or "", room_id],
         )
 
     async def close(self) -> None:

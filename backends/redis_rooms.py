@@ -3,10 +3,13 @@
 Keys (see `redis_common` for the layout):
 
     room:<room>             HASH  name, owner, private (1/0), description (JSON),
-                                  metadata (JSON), created (µs)
+                                  metadata (JSON), created (µs), inc (incarnation;
+                                  absent in rooms stored before there were any)
     room-members:<room>     HASH  user -> "<ROLE>|<joined µs>"
     room-bans:<room>        SET   users
-    user-rooms:<user>       SET   rooms the user is a member of (the quota count)
+    user-rooms:<user>       SET   rooms the user is a member of
+    user-added:<user>       SET   those of them others added the user to: the
+                                  additions quota; the rest is the rooms quota
     rooms-public:           ZSET  public rooms scored by created µs
     channel:<channel>       HASH  name, created_by, private, description (JSON), created
     channel-grants:<channel> SET  users
@@ -27,7 +30,7 @@ import orjson
 from redis.asyncio import Redis
 
 from .errors import Conflict, LimitReached, Missing
-from .memory import require_utc
+from .memory import is_added_by_other, require_utc
 from .records import Channel, Member, Role, Room
 from .redis_common import Commands, Keys, Scripts, from_micros, to_micros, translated
 
@@ -35,9 +38,17 @@ _ROOM_LUA = """
 local ns = ARGV[1]
 local function key(kind, id) return ns .. ':' .. kind .. ':' .. id end
 local function joined_at(value) return string.match(value, '|(.*)$') end
+local function own_rooms(user)
+  return redis.call('SCARD', key('user-rooms', user)) - redis.call('SCARD', key('user-added', user))
+end
+local function forget_membership(room, user)
+  redis.call('SREM', key('user-rooms', user), room)
+  redis.call('SREM', key('user-added', user), room)
+end
 """
 
-# ARGV: ns, room, owner, name, private, description, metadata, created, limit
+# ARGV: ns, room, owner, name, private, description, metadata, created, limit,
+#       incarnation
 _CREATE_ROOM = (
     _ROOM_LUA
     + """
@@ -45,9 +56,9 @@ local room, owner = ARGV[2], ARGV[3]
 if redis.call('EXISTS', key('room', room)) == 1 then return 'conflict' end
 local joined = key('user-rooms', owner)
 local limit = tonumber(ARGV[9])
-if limit >= 0 and redis.call('SCARD', joined) >= limit then return 'limit' end
+if limit >= 0 and own_rooms(owner) >= limit then return 'limit' end
 redis.call('HSET', key('room', room), 'name', ARGV[4], 'owner', owner, 'private', ARGV[5],
-           'description', ARGV[6], 'metadata', ARGV[7], 'created', ARGV[8])
+           'description', ARGV[6], 'metadata', ARGV[7], 'created', ARGV[8], 'inc', ARGV[10])
 redis.call('DEL', key('room-members', room), key('room-bans', room))
 redis.call('HSET', key('room-members', room), owner, 'OWNER|' .. ARGV[8])
 redis.call('SADD', joined, room)
@@ -74,14 +85,17 @@ return 1
 """
 )
 
-# ARGV: ns, room
+# ARGV: ns, room, only this incarnation (1/0), the incarnation
 _DELETE_ROOM = (
     _ROOM_LUA
     + """
 local room = ARGV[2]
 if redis.call('EXISTS', key('room', room)) == 0 then return 0 end
+if ARGV[3] == '1' and (redis.call('HGET', key('room', room), 'inc') or '') ~= ARGV[4] then
+  return 0
+end
 for _, user in ipairs(redis.call('HKEYS', key('room-members', room))) do
-  redis.call('SREM', key('user-rooms', user), room)
+  forget_membership(room, user)
 end
 redis.call('DEL', key('room', room), key('room-members', room), key('room-bans', room))
 redis.call('ZREM', key('rooms-public', ''), room)
@@ -89,7 +103,7 @@ return 1
 """
 )
 
-# ARGV: ns, room, user, value ("ROLE|µs"), limit
+# ARGV: ns, room, user, value ("ROLE|µs"), limit, added by another user (1/0)
 _ADD_MEMBER = (
     _ROOM_LUA
     + """
@@ -97,11 +111,14 @@ local room, user = ARGV[2], ARGV[3]
 if redis.call('EXISTS', key('room', room)) == 0 then return {'missing'} end
 local existing = redis.call('HGET', key('room-members', room), user)
 if existing then return {'existing', existing} end
-local joined = key('user-rooms', user)
 local limit = tonumber(ARGV[5])
-if limit >= 0 and redis.call('SCARD', joined) >= limit then return {'limit'} end
+local by_other = ARGV[6] == '1'
+local count = own_rooms(user)
+if by_other then count = redis.call('SCARD', key('user-added', user)) end
+if limit >= 0 and count >= limit then return {'limit'} end
 redis.call('HSET', key('room-members', room), user, ARGV[4])
-redis.call('SADD', joined, room)
+redis.call('SADD', key('user-rooms', user), room)
+if by_other then redis.call('SADD', key('user-added', user), room) end
 return {'added', ARGV[4]}
 """
 )
@@ -112,7 +129,7 @@ _REMOVE_MEMBER = (
     + """
 local room, user = ARGV[2], ARGV[3]
 if redis.call('HDEL', key('room-members', room), user) == 0 then return 0 end
-redis.call('SREM', key('user-rooms', user), room)
+forget_membership(room, user)
 return 1
 """
 )
@@ -159,7 +176,7 @@ local room, user = ARGV[2], ARGV[3]
 if redis.call('EXISTS', key('room', room)) == 0 then return 0 end
 redis.call('SADD', key('room-bans', room), user)
 if redis.call('HDEL', key('room-members', room), user) == 1 then
-  redis.call('SREM', key('user-rooms', user), room)
+  forget_membership(room, user)
 end
 return 1
 """
@@ -226,6 +243,7 @@ def _room(room_id: str, fields: dict[bytes, bytes]) -> Room:
         description=orjson.loads(fields[b"description"]),
         metadata=orjson.loads(fields[b"metadata"]),
         created_at=from_micros(fields[b"created"]),
+        incarnation=fields.get(b"inc", b"").decode(),
     )
 
 
@@ -286,6 +304,7 @@ class RedisRoomStore:
                 _json(room.metadata),
                 created,
                 _limit(max_rooms_per_user),
+                room.incarnation,
             ],
         )
         if result == b"conflict":
@@ -319,8 +338,9 @@ class RedisRoomStore:
             raise Missing(f"room {room.id!r} does not exist")
 
     @translated
-    async def delete(self, room_id: str) -> bool:
-        return bool(await self._scripts.run("room-delete", [], [self._ns, room_id]))
+    async def delete(self, room_id: str, *, incarnation: str | None = None) -> bool:
+        only = ["0", ""] if incarnation is None else ["1", incarnation]
+        return bool(await self._scripts.run("room-delete", [], [self._ns, room_id, *only]))
 
     @translated
     async def list_visible(self, user_id: str) -> list[Room]:
@@ -336,9 +356,18 @@ class RedisRoomStore:
 
     @translated
     async def add_member(
-        self, member: Member, *, max_rooms_per_user: int | None = None
+        self,
+        member: Member,
+        *,
+        max_rooms_per_user: int | None = None,
+        added_by: str | None = None,
+        max_room_additions: int | None = None,
     ) -> tuple[Member, bool]:
         joined = to_micros(require_utc(member.joined_at, "joined_at"))
+        by_other = is_added_by_other(member, added_by)
+        limit, what = (
+            (max_room_additions, "room additions") if by_other else (max_rooms_per_user, "rooms")
+        )
         result = await self._scripts.run(
             "room-add-member",
             [],
@@ -347,14 +376,15 @@ class RedisRoomStore:
                 member.room_id,
                 member.user_id,
                 f"{member.role.value}|{joined}",
-                _limit(max_rooms_per_user),
+                _limit(limit),
+                "1" if by_other else "0",
             ],
         )
         status = result[0]
         if status == b"missing":
             raise Missing(f"room {member.room_id!r} does not exist")
         if status == b"limit":
-            raise LimitReached("rooms", _limit(max_rooms_per_user))
+            raise LimitReached(what, _limit(limit))
         return _member(member.room_id, member.user_id, result[1]), status == b"added"
 
     @translated

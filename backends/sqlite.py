@@ -13,6 +13,8 @@ Unix epoch, read back as UTC.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
@@ -24,8 +26,8 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from .errors import Conflict, LimitReached, Missing
-from .memory import check_page_args, new_epoch, require_utc
+from .errors import Conflict, ForeignStream, LimitReached, Missing
+from .memory import check_page_args, is_added_by_other, require_utc
 from .opened import Opened
 from .records import (
     Channel,
@@ -37,6 +39,7 @@ from .records import (
     Role,
     Room,
     StreamPosition,
+    new_epoch,
     utcnow,
 )
 
@@ -46,7 +49,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
     room_id TEXT PRIMARY KEY,
     epoch TEXT NOT NULL,
-    last_offset INTEGER NOT NULL
+    last_offset INTEGER NOT NULL,
+    incarnation TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS messages (
     room_id TEXT NOT NULL,
@@ -75,7 +79,8 @@ CREATE TABLE IF NOT EXISTS rooms (
     is_private INTEGER NOT NULL,
     description TEXT,
     metadata TEXT NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    incarnation TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS rooms_created ON rooms (created_at, id);
 CREATE TABLE IF NOT EXISTS members (
@@ -83,6 +88,7 @@ CREATE TABLE IF NOT EXISTS members (
     user_id TEXT NOT NULL,
     role TEXT NOT NULL,
     joined_at INTEGER NOT NULL,
+    added INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (room_id, user_id)
 );
 CREATE INDEX IF NOT EXISTS members_user ON members (user_id);
@@ -107,6 +113,23 @@ CREATE TABLE IF NOT EXISTS grants (
 );
 """
 
+# Columns added after the first release: a file made before gets them on
+# open, with defaults that keep its data as it was (rooms and histories of
+# LEGACY_INCARNATION; every membership the user's own).
+_ADDED_COLUMNS = (
+    ("streams", "incarnation", "TEXT NOT NULL DEFAULT ''"),
+    ("rooms", "incarnation", "TEXT NOT NULL DEFAULT ''"),
+    ("members", "added", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+async def _add_missing_columns(connection: aiosqlite.Connection) -> None:
+    for table, column, declaration in _ADDED_COLUMNS:
+        rows = await connection.execute_fetchall(f"PRAGMA table_info({table})")
+        if column not in {row[1] for row in rows}:
+            await connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
+
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -125,6 +148,20 @@ def _dump(value: Any) -> str:
 
 Row = Sequence[Any]
 
+# SQLite gives the -wal and -shm files the database file's own mode.
+_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def _create_private(path: Path) -> None:
+    """Make the database file (and its folder, when new) private to this
+    user: the history of private rooms must not be readable by others on a
+    shared host, and SQLite would create the file 0644 under a usual umask."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for suffix in _SIDE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{path}{suffix}", 0o600)
+
 
 class SqliteDatabase:
     """One SQLite file: the connection, its lock, and the schema."""
@@ -139,7 +176,7 @@ class SqliteDatabase:
         """Open (creating if needed) the database file and its schema."""
         path = Path(path)
         if str(path) != ":memory:":
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(path)
         connection = await aiosqlite.connect(path, isolation_level=None)
         try:
             await connection.execute("PRAGMA journal_mode = WAL")
@@ -147,6 +184,7 @@ class SqliteDatabase:
             await connection.execute("PRAGMA busy_timeout = 5000")
             await connection.execute("PRAGMA synchronous = NORMAL")
             await connection.executescript(_SCHEMA)
+            await _add_missing_columns(connection)
         except BaseException:
             await connection.close()
             raise
@@ -220,6 +258,24 @@ def _message(row: Row) -> Message:
     )
 
 
+async def _own_stream(conn: aiosqlite.Connection, room_id: str, incarnation: str) -> Row:
+    """The room's stream row (epoch, last offset), started for `incarnation`
+    if there is none; ForeignStream if it belongs to another incarnation."""
+    await conn.execute(
+        "INSERT OR IGNORE INTO streams (room_id, epoch, last_offset, incarnation)"
+        " VALUES (?, ?, 0, ?)",
+        (room_id, new_epoch(incarnation), incarnation),
+    )
+    row = await _one(
+        conn, "SELECT epoch, last_offset, incarnation FROM streams WHERE room_id = ?", (room_id,)
+    )
+    if row is None:
+        raise RuntimeError(f"no stream row for room {room_id!r}")
+    if row[2] != incarnation:
+        raise ForeignStream(room_id, row[2])
+    return row
+
+
 class SqliteMessageStore:
     """Room history in the `messages` table, offsets kept in `streams`."""
 
@@ -234,13 +290,14 @@ class SqliteMessageStore:
             return None
         return _to_micros(utcnow() - self._retention, "cutoff")
 
-    async def append(self, message: NewMessage) -> tuple[Message, bool]:
+    async def append(self, message: NewMessage, *, incarnation: str) -> tuple[Message, bool]:
         if message.room_id is None:
             raise ValueError("a stored message needs a room_id")
         ts = _to_micros(message.timestamp, "timestamp")
         room_id = message.room_id
         cid = message.client_message_id
         async with self._db.transaction() as conn:
+            await _own_stream(conn, room_id, incarnation)
             if cid is not None:
                 first = await _one(
                     conn,
@@ -250,10 +307,6 @@ class SqliteMessageStore:
                 )
                 if first is not None:
                     return _message(first), False
-            await conn.execute(
-                "INSERT OR IGNORE INTO streams (room_id, epoch, last_offset) VALUES (?, ?, 0)",
-                (room_id, new_epoch()),
-            )
             stream = await _one(
                 conn,
                 "UPDATE streams SET last_offset = last_offset + 1 WHERE room_id = ?"
@@ -291,10 +344,21 @@ class SqliteMessageStore:
             )
         return stored, True
 
+    async def find_client_message(
+        self, room_id: str, user_id: str, client_message_id: str, *, incarnation: str
+    ) -> Message | None:
+        rows = await self._db.fetch(
+            f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM} WHERE m.room_id = ?"
+            " AND s.incarnation = ? AND m.user_id = ? AND m.client_message_id = ?",
+            (room_id, incarnation, user_id, client_message_id),
+        )
+        return _message(rows[0]) if rows else None
+
     async def page(
         self,
         room_id: str,
         *,
+        incarnation: str,
         limit: int,
         after: int | None = None,
         before: int | None = None,
@@ -302,8 +366,8 @@ class SqliteMessageStore:
         thread_id: str | None = None,
     ) -> HistoryPage:
         check_page_args(limit)
-        where = ["m.room_id = ?"]
-        params: list[Any] = [room_id]
+        where = ["m.room_id = ?", "s.incarnation = ?"]
+        params: list[Any] = [room_id, incarnation]
         if after is not None:
             where.append("m.seq > ?")
             params.append(after)
@@ -329,16 +393,10 @@ class SqliteMessageStore:
             rows.reverse()
         return HistoryPage(messages=[_message(r) for r in rows], has_more=has_more)
 
-    async def position(self, room_id: str) -> StreamPosition:
+    async def position(self, room_id: str, *, incarnation: str) -> StreamPosition:
         cutoff = self._cutoff()
         async with self._db.transaction() as conn:
-            await conn.execute(
-                "INSERT OR IGNORE INTO streams (room_id, epoch, last_offset) VALUES (?, ?, 0)",
-                (room_id, new_epoch()),
-            )
-            stream = await _one(
-                conn, "SELECT epoch, last_offset FROM streams WHERE room_id = ?", (room_id,)
-            )
+            stream = await _own_stream(conn, room_id, incarnation)
             if cutoff is None:
                 first = await _one(
                     conn, "SELECT MIN(seq) FROM messages WHERE room_id = ?", (room_id,)
@@ -349,8 +407,6 @@ class SqliteMessageStore:
                     "SELECT MIN(seq) FROM messages WHERE room_id = ? AND ts >= ?",
                     (room_id, cutoff),
                 )
-        if stream is None:
-            raise RuntimeError(f"no stream row for room {room_id!r}")
         first_offset = 0 if first is None or first[0] is None else int(first[0])
         return StreamPosition(
             epoch=stream[0],
@@ -364,8 +420,14 @@ class SqliteMessageStore:
             return 0
         return await self._db.execute("DELETE FROM messages WHERE ts < ?", (cutoff,))
 
-    async def drop_room(self, room_id: str) -> None:
+    async def drop_room(self, room_id: str, *, incarnation: str | None = None) -> None:
         async with self._db.transaction() as conn:
+            if incarnation is not None:
+                row = await _one(
+                    conn, "SELECT incarnation FROM streams WHERE room_id = ?", (room_id,)
+                )
+                if row is not None and row[0] != incarnation:
+                    return
             await conn.execute("DELETE FROM messages WHERE room_id = ?", (room_id,))
             await conn.execute("DELETE FROM streams WHERE room_id = ?", (room_id,))
 
@@ -375,7 +437,9 @@ class SqliteMessageStore:
 
 # --- rooms ----------------------------------------------------------------
 
-_ROOM_COLUMNS = "r.id, r.name, r.owner, r.is_private, r.description, r.metadata, r.created_at"
+_ROOM_COLUMNS = (
+    "r.id, r.name, r.owner, r.is_private, r.description, r.metadata, r.created_at, r.incarnation"
+)
 
 
 def _room(row: Row) -> Room:
@@ -387,6 +451,7 @@ def _room(row: Row) -> Room:
         description=row[4],
         metadata=orjson.loads(row[5]),
         created_at=_from_micros(row[6]),
+        incarnation=row[7],
     )
 
 
@@ -394,8 +459,11 @@ def _member(row: Row) -> Member:
     return Member(room_id=row[0], user_id=row[1], role=Role(row[2]), joined_at=_from_micros(row[3]))
 
 
-async def _room_count(conn: aiosqlite.Connection, user_id: str) -> int:
-    row = await _one(conn, "SELECT COUNT(*) FROM members WHERE user_id = ?", (user_id,))
+async def _room_count(conn: aiosqlite.Connection, user_id: str, *, added: bool) -> int:
+    """Rooms the user created or joined (`added` False), or was added to by others."""
+    row = await _one(
+        conn, "SELECT COUNT(*) FROM members WHERE user_id = ? AND added = ?", (user_id, int(added))
+    )
     return 0 if row is None else int(row[0])
 
 
@@ -418,12 +486,12 @@ class SqliteRoomStore:
                 raise Conflict(f"room {room.id!r} already exists")
             if (
                 max_rooms_per_user is not None
-                and await _room_count(conn, room.owner) >= max_rooms_per_user
+                and await _room_count(conn, room.owner, added=False) >= max_rooms_per_user
             ):
                 raise LimitReached("rooms", max_rooms_per_user)
             await conn.execute(
                 "INSERT INTO rooms (id, name, owner, is_private, description, metadata,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " created_at, incarnation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     room.id,
                     room.name,
@@ -432,6 +500,7 @@ class SqliteRoomStore:
                     room.description,
                     _dump(room.metadata),
                     created_at,
+                    room.incarnation,
                 ),
             )
             await conn.execute(
@@ -454,8 +523,13 @@ class SqliteRoomStore:
         if changed == 0:
             raise Missing(f"room {room.id!r} does not exist")
 
-    async def delete(self, room_id: str) -> bool:
-        return await self._db.execute("DELETE FROM rooms WHERE id = ?", (room_id,)) > 0
+    async def delete(self, room_id: str, *, incarnation: str | None = None) -> bool:
+        if incarnation is None:
+            return await self._db.execute("DELETE FROM rooms WHERE id = ?", (room_id,)) > 0
+        changed = await self._db.execute(
+            "DELETE FROM rooms WHERE id = ? AND incarnation = ?", (room_id, incarnation)
+        )
+        return changed > 0
 
     async def list_visible(self, user_id: str) -> list[Room]:
         rows = await self._db.fetch(
@@ -475,9 +549,18 @@ class SqliteRoomStore:
         return [_room(r) for r in rows]
 
     async def add_member(
-        self, member: Member, *, max_rooms_per_user: int | None = None
+        self,
+        member: Member,
+        *,
+        max_rooms_per_user: int | None = None,
+        added_by: str | None = None,
+        max_room_additions: int | None = None,
     ) -> tuple[Member, bool]:
         joined_at = _to_micros(member.joined_at, "joined_at")
+        added = is_added_by_other(member, added_by)
+        limit, what = (
+            (max_room_additions, "room additions") if added else (max_rooms_per_user, "rooms")
+        )
         async with self._db.transaction() as conn:
             if await _one(conn, "SELECT 1 FROM rooms WHERE id = ?", (member.room_id,)) is None:
                 raise Missing(f"room {member.room_id!r} does not exist")
@@ -489,14 +572,12 @@ class SqliteRoomStore:
             )
             if existing is not None:
                 return _member(existing), False
-            if (
-                max_rooms_per_user is not None
-                and await _room_count(conn, member.user_id) >= max_rooms_per_user
-            ):
-                raise LimitReached("rooms", max_rooms_per_user)
+            if limit is not None and await _room_count(conn, member.user_id, added=added) >= limit:
+                raise LimitReached(what, limit)
             await conn.execute(
-                "INSERT INTO members (room_id, user_id, role, joined_at) VALUES (?, ?, ?, ?)",
-                (member.room_id, member.user_id, member.role.value, joined_at),
+                "INSERT INTO members (room_id, user_id, role, joined_at, added)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (member.room_id, member.user_id, member.role.value, joined_at, int(added)),
             )
         return replace(member, joined_at=_from_micros(joined_at)), True
 

@@ -2,7 +2,8 @@
 
     python bench/loadgen.py --url http://127.0.0.1:8000 --subscribers 2000 \\
         --messages 250 --publishers 4 [--transport ws|sse] [--ready metrics|probe] \\
-        [--tokens-file F --publish-token T] [--server-pid PID] [--workers N] [--json]
+        [--tokens-file F --publish-token T] [--metrics-token M] [--server-pid PID] \\
+        [--workers N] [--json]
 
 Subscribers speak graphql-transport-ws (or, with `--transport sse`, a POST with
 `Accept: text/event-stream`) through a minimal client written for this
@@ -13,7 +14,8 @@ bottleneck. They are spread over `--workers` processes (default: one per
 carrying its send time (`time.time_ns()`) in `data.bench_t`.
 
 Readiness: `--ready metrics` waits until the server's `/metrics` gauge
-`streaming_subscriptions_active` has grown by S (Forge Streaming);
+`streaming_subscriptions_active` has grown by S (Forge Streaming; /metrics
+wants `--metrics-token`);
 `--ready probe` sends probe messages until every subscriber has seen one
 (servers without such a gauge); probes are not counted.
 
@@ -471,13 +473,17 @@ class Workers:
                 proc.join(2)
 
 
-async def _metric(client: httpx.AsyncClient, name: str) -> float:
-    r = await client.get("/metrics")
+async def _metric(client: httpx.AsyncClient, name: str, token: str | None) -> float:
+    r = await client.get("/metrics", headers={"Authorization": f"Bearer {token or ''}"})
     r.raise_for_status()
     for line in r.text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     raise KeyError(f"{name} not in /metrics")
+
+
+async def _subscriptions(client: httpx.AsyncClient, args: argparse.Namespace) -> float:
+    return await _metric(client, "streaming_subscriptions_active", args.metrics_token)
 
 
 async def _post_message(client: httpx.AsyncClient, room: str, data: dict[str, Any]) -> str | None:
@@ -517,7 +523,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     ):
         base_subs = 0.0
         if args.ready == "metrics":
-            base_subs = await _metric(probe_client, "streaming_subscriptions_active")
+            base_subs = await _subscriptions(probe_client, args)
         rss0 = proc_rss_bytes(args.server_pid) if args.server_pid else 0
         specs = [
             {
@@ -568,7 +574,7 @@ async def _wait_ready(
     want = result["subscribed"]
     if args.ready == "metrics":
         while time.monotonic() < deadline:
-            active = await _metric(probe_client, "streaming_subscriptions_active") - base_subs
+            active = await _subscriptions(probe_client, args) - base_subs
             if active >= want:
                 return
             await asyncio.sleep(0.1)
@@ -674,6 +680,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ready", choices=("metrics", "probe"), default="probe")
     p.add_argument("--tokens-file", help="JSON list of tokens, one per subscriber")
     p.add_argument("--publish-token", help="token for the mutations")
+    p.add_argument("--metrics-token", help="bearer token for /metrics (with --ready metrics)")
     p.add_argument("--server-pid", type=int, help="server process to read RSS and CPU from")
     p.add_argument("--workers", type=int, default=0, help="subscriber processes (0: auto)")
     p.add_argument("--connect-timeout", type=float, default=30)

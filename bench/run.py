@@ -133,6 +133,7 @@ class Bench:
     args: argparse.Namespace
     tmp: Path
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(48))
+    metrics_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     results: dict[str, Any] = field(default_factory=dict)
     _tokens: list[str] = field(default_factory=list)
 
@@ -142,6 +143,7 @@ class Bench:
         settings = {
             "backend": "sqlite",
             "jwt_secret": self.secret,
+            "metrics_token": self.metrics_token,
             "log_level": "warning",
             "max_connections_per_user": 100,
             "max_messages_per_second": 1_000_000,
@@ -267,6 +269,8 @@ class Bench:
             cmd += ["--publish-token", server.publish_token]
         if server.tokens_file:
             cmd += ["--tokens-file", str(server.tokens_file)]
+        if server.ready == "metrics":
+            cmd += ["--metrics-token", self.metrics_token]
         if self.args.workers:
             cmd += ["--workers", str(self.args.workers)]
         try:
@@ -501,9 +505,12 @@ async def fill_history(url: str, count: int, backend: str) -> list[float]:
     roles = ("messages", "rooms")
     opened = await module.open_stores(url, roles, retention=None)
     try:
-        await opened.rooms.create(Room(id=ROOM, name="Bench", owner=PUBLISHER))
+        room = Room(id=ROOM, name="Bench", owner=PUBLISHER)
+        await opened.rooms.create(room)
+        incarnation = room.incarnation
         await opened.messages.append(
-            NewMessage(kind=MessageKind.MESSAGE, user_id=PUBLISHER, room_id=ROOM, data={"i": 0})
+            NewMessage(kind=MessageKind.MESSAGE, user_id=PUBLISHER, room_id=ROOM, data={"i": 0}),
+            incarnation=incarnation,
         )
         if backend == "sqlite":
             await opened.close()
@@ -520,7 +527,8 @@ async def fill_history(url: str, count: int, backend: str) -> list[float]:
                             user_id=PUBLISHER,
                             room_id=ROOM,
                             data={"i": i, "text": "lorem ipsum dolor sit amet"},
-                        )
+                        ),
+                        incarnation=incarnation,
                     )
 
             for start in range(1, count, 10_000):
@@ -529,8 +537,8 @@ async def fill_history(url: str, count: int, backend: str) -> list[float]:
         store = opened.messages
         for _ in range(200):
             t = time.perf_counter()
-            await store.position(ROOM)
-            await store.page(ROOM, limit=50, from_end=True)
+            await store.position(ROOM, incarnation=incarnation)
+            await store.page(ROOM, incarnation=incarnation, limit=50, from_end=True)
             times.append(time.perf_counter() - t)
         times.sort()
         return times

@@ -20,7 +20,7 @@ from serving.errors import BadUserInput, Forbidden, NotFound
 from .posting import check_outgoing
 from .services import Services, Viewer
 from .stream_signals import LIVE, AccessChange, Signal
-from .validation import check_id, new_id, optional_text, required_text
+from .validation import new_id, optional_text, required_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +79,7 @@ async def create_channel(
 ) -> Channel:
     services.require("channels")
     channel = Channel(
-        id=check_id(channel_id, "id") if channel_id is not None else new_id(),
+        id=channel_id if channel_id is not None else new_id(),
         name=required_text(name, "name", max_length=200),
         created_by=viewer.user_id,
         is_private=is_private,
@@ -110,9 +110,7 @@ async def delete_channel(services: Services, viewer: Viewer, channel_id: str) ->
 
 async def grant_channel(services: Services, viewer: Viewer, channel_id: str, user_id: str) -> bool:
     await _owned_channel(services, viewer, channel_id)
-    await services.backends.channels.grant(
-        channel_id, required_text(user_id, "userId", max_length=256)
-    )
+    await services.backends.channels.grant(channel_id, user_id)
     return True
 
 

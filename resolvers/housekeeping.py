@@ -6,6 +6,8 @@ import asyncio
 import logging
 import time
 
+from backends.errors import Unavailable
+
 from .presence import expire_presence, heartbeat
 from .services import Services
 from .typing_indicators import expire_typing
@@ -16,10 +18,16 @@ _TICK = 0.2  # expiry precision for typing and presence
 _TRIM_EVERY = 60.0
 
 
+# A backend that is down: one line when a step starts failing, one when it
+# works again (not a traceback five times a second for the whole outage).
+_BACKEND_FAULTS = (Unavailable, ConnectionError, TimeoutError)
+
+
 async def run_housekeeping(services: Services) -> None:
     """Run until cancelled; a failing step is logged and retried next tick."""
     heartbeat_every = services.settings.presence_ttl.total_seconds() / 3
     next_heartbeat = next_trim = time.monotonic()
+    failing: set[str] = set()
     while True:
         now = time.monotonic()
         steps = [expire_typing, expire_presence]
@@ -30,10 +38,19 @@ async def run_housekeeping(services: Services) -> None:
             next_trim = now + _TRIM_EVERY
             steps.append(_trim)
         for step in steps:
+            name = step.__name__
             try:
                 await step(services)
+            except _BACKEND_FAULTS as exc:
+                if name not in failing:
+                    failing.add(name)
+                    log.warning("housekeeping step %s failed: %s", name, exc)
             except Exception:
-                log.exception("housekeeping step failed")
+                log.exception("housekeeping step %s failed", name)
+            else:
+                if name in failing:
+                    failing.discard(name)
+                    log.info("housekeeping step %s works again", name)
         await asyncio.sleep(_TICK)
 
 

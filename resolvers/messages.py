@@ -23,15 +23,16 @@ from backends.records import (
     StreamPosition,
     utcnow,
 )
-from serving.errors import BadUserInput
+from serving.errors import BadUserInput, NotFound
 
 from .cursors import Cursor, parse_cursor
+from .incarnations import with_own_history
 from .posting import check_outgoing, post
 from .rooms import membership, readable_room
 from .services import Services, Viewer
 from .stream_signals import LIVE, AccessChange, Signal
 from .typing_indicators import stop_typing
-from .validation import check_id, optional_text
+from .validation import optional_text
 
 _REPLAY_PAGE = 200
 
@@ -62,11 +63,17 @@ async def send_message(
     thread_id: str | None,
     client_message_id: str | None,
 ) -> Message:
-    await membership(services, viewer, room_id)
+    room, _ = await membership(services, viewer, room_id)
     settings = services.settings
-    if thread_id is not None:
-        check_id(thread_id, "threadId")
     client_id = optional_text(client_message_id, "clientMessageId", max_length=128)
+    if client_id is not None:
+        # A retry of a message already stored costs no slot of the rate:
+        # it answers with the first message and stores nothing.
+        first = await services.backends.messages.find_client_message(
+            room_id, viewer.user_id, client_id, incarnation=room.incarnation
+        )
+        if first is not None:
+            return first
     event = await check_outgoing(services, viewer, event, data, metadata)
     message, _ = await post(
         services,
@@ -80,6 +87,7 @@ async def send_message(
             thread_id=thread_id,
             client_message_id=client_id,
         ),
+        incarnation=room.incarnation,
     )
     if settings.enable_typing_indicators:
         await stop_typing(services, viewer, room_id)
@@ -98,7 +106,7 @@ async def history(
     thread_id: str | None,
 ) -> Connection:
     services.require("history")
-    await readable_room(services, viewer, room_id)
+    room = await readable_room(services, viewer, room_id)
     limit_max = services.settings.max_page_size
     if first is not None and last is not None:
         raise BadUserInput("pass first or last, not both", argument="first")
@@ -112,7 +120,12 @@ async def history(
     position: StreamPosition | None = None
     after_offset = before_offset = None
     if after or before:
-        position = await store.position(room_id)
+        position = await with_own_history(
+            services,
+            room_id,
+            room.incarnation,
+            lambda: store.position(room_id, incarnation=room.incarnation),
+        )
         if after:
             after_offset = _offset(parse_cursor(after, argument="after"), position.epoch)
         if before:
@@ -125,6 +138,7 @@ async def history(
         return Connection([], has_next_page=False, has_previous_page=False)
     page = await store.page(
         room_id,
+        incarnation=room.incarnation,
         limit=limit,
         after=after_offset,
         before=before_offset,
@@ -173,11 +187,10 @@ async def room_stream(
 ) -> AsyncGenerator[Message | Signal, None]:
     """The room's messages after the cursor, then live; for any reader."""
     cursor = parse_cursor(after, argument="after") if after else None
-    store = services.backends.messages
     reader = _Reader(services, room_id, thread_id)
     async with services.backends.hub.subscribe(topics.room_messages(room_id)) as live:
         yield LIVE
-        position = await store.position(room_id)
+        position = await reader.position()
         reader.epoch = position.epoch
         if cursor is None:
             reader.last = position.last_offset
@@ -226,14 +239,31 @@ def _gap_notice(room_id: str, cursor: Cursor, epoch: str, first_offset: int) -> 
 
 
 class _Reader:
-    """Tracks the last offset yielded and fills gaps from history."""
+    """Tracks the last offset yielded and fills gaps from history, of the
+    room incarnation it found when it started."""
 
     def __init__(self, services: Services, room_id: str, thread_id: str | None) -> None:
+        self._services = services
         self._store = services.backends.messages
         self._room_id = room_id
         self._thread_id = thread_id
+        self._incarnation = ""
         self.epoch = ""
         self.last = 0
+
+    async def position(self) -> StreamPosition:
+        """The position of the room's current incarnation, which this reader
+        reads from now on (live events of others differ in epoch)."""
+        room = await self._services.backends.rooms.get(self._room_id)
+        if room is None:
+            raise NotFound(f"room {self._room_id!r} not found", roomId=self._room_id)
+        self._incarnation = incarnation = room.incarnation
+        return await with_own_history(
+            self._services,
+            self._room_id,
+            incarnation,
+            lambda: self._store.position(self._room_id, incarnation=incarnation),
+        )
 
     async def receive(self, message: Message) -> AsyncIterator[Message]:
         if message.epoch != self.epoch or message.offset <= self.last:
@@ -248,7 +278,11 @@ class _Reader:
     async def catch_up(self, *, before: int | None) -> AsyncIterator[Message]:
         while True:
             page: HistoryPage = await self._store.page(
-                self._room_id, limit=_REPLAY_PAGE, after=self.last, before=before
+                self._room_id,
+                incarnation=self._incarnation,
+                limit=_REPLAY_PAGE,
+                after=self.last,
+                before=before,
             )
             for message in page.messages:
                 self.last = message.offset

@@ -7,8 +7,9 @@ from typing import Any
 from backends import topics
 from backends.events import AccessEvent, MessageEvent
 from backends.records import Message, NewMessage
-from serving.errors import RateLimited
+from serving.errors import NotFound, RateLimited
 
+from .incarnations import require_alive, with_own_history
 from .services import Services, Viewer
 from .validation import check_payload_size, optional_text
 
@@ -34,15 +35,36 @@ async def check_outgoing(
     return event
 
 
-async def post(services: Services, new: NewMessage) -> tuple[Message, bool]:
-    """Append and publish; a retried `client_message_id` returns the first message."""
-    if new.room_id is None:
+async def post(services: Services, new: NewMessage, *, incarnation: str) -> tuple[Message, bool]:
+    """Append to the history of the room's incarnation `incarnation`, then
+    publish; a retried `client_message_id` returns the first message.
+
+    The message counts as sent only if that incarnation is still the room's
+    after the append: a `deleteRoom` that committed first makes it NOT_FOUND,
+    and its history (with this message) is dropped, so a message reported as
+    failed is never stored and one reported as sent was stored before the
+    room was deleted.
+    """
+    room_id = new.room_id
+    if room_id is None:
         raise ValueError("room messages need a room_id")
     backends = services.backends
-    async with services.room_locks.hold(new.room_id):
-        message, created = await backends.messages.append(new)
+    async with services.room_locks.hold(room_id):
+        message, created = await with_own_history(
+            services,
+            room_id,
+            incarnation,
+            lambda: backends.messages.append(new, incarnation=incarnation),
+        )
+        try:
+            await require_alive(services, room_id, incarnation)
+        except NotFound:
+            # Deleted (maybe made again) meanwhile: that incarnation is dead,
+            # and its history with this message goes.
+            await backends.messages.drop_room(room_id, incarnation=incarnation)
+            raise
         if created and not backends.messages.publishes_on_append:
-            await backends.hub.publish(topics.room_messages(new.room_id), MessageEvent(message))
+            await backends.hub.publish(topics.room_messages(room_id), MessageEvent(message))
     if created:
         services.metrics.messages_broadcast.inc()
     return message, created

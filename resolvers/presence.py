@@ -2,27 +2,33 @@
 
 Each WebSocket connection is a presence entry that expires unless the
 heartbeat refreshes it, so a process that dies leaves no one online. Changes
-are published to the user's topic and to the topic of every room they are in.
+are published to the user's topic (one of a few shared by all users, see
+`topics.user_presence` and presence_watch.py) and to the topic of every room
+they are in.
+
+Who may see whose presence: with `presence_visibility: rooms` (the default)
+a user sees their own and that of users who share a room with them, and a
+room's presence only as its member; with `everyone`, anyone's. A user whose
+presence the viewer may not see looks exactly like a user never seen: left
+out of `presence(userIds:)`, and never reported by its subscription.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncGenerator
 
 from backends import topics
-from backends.events import AccessEvent, Event, PresenceEvent
-from backends.hub import RESYNC, Subscription
+from backends.events import AccessEvent, PresenceEvent
+from backends.hub import RESYNC
 from backends.records import PresenceEntry, Status
 from serving.errors import BadUserInput
 
-from .rooms import readable_room
+from .event_rates import spend_event_budget
+from .rooms import membership, readable_room
 from .services import Services, Viewer
 from .stream_signals import LIVE, AccessChange, Signal
 from .validation import optional_text
-
-_MAX_WATCHED_USERS = 200
 
 
 async def open_connection(services: Services, user_id: str, conn_id: str) -> None:
@@ -77,6 +83,7 @@ async def set_presence(
 ) -> PresenceEntry:
     services.require("presence")
     text = optional_text(status_text, "statusText", max_length=256)
+    await spend_event_budget(services, viewer, "presence")
     entry = await services.backends.presence.set_status(viewer.user_id, status, text)
     await _publish_entries(services, [entry])
     return entry
@@ -86,15 +93,55 @@ async def presence_of(
     services: Services, viewer: Viewer, user_ids: list[str]
 ) -> list[PresenceEntry]:
     services.require("presence")
-    check_user_ids(user_ids)
-    return await services.backends.presence.get(user_ids)
+    check_user_ids(services, user_ids)
+    visible = await visible_users(services, viewer, user_ids)
+    return await services.backends.presence.get([u for u in user_ids if u in visible])
 
 
 async def room_presence(services: Services, viewer: Viewer, room_id: str) -> list[PresenceEntry]:
     services.require("presence")
-    await readable_room(services, viewer, room_id)
+    await may_see_room_presence(services, viewer, room_id)
     members = await services.backends.rooms.members(room_id)
     return await services.backends.presence.get([m.user_id for m in members])
+
+
+async def visible_users(services: Services, viewer: Viewer, user_ids: list[str]) -> set[str]:
+    """Those of `user_ids` whose presence the viewer may see."""
+    wanted = set(user_ids)
+    if services.settings.presence_visibility == "everyone":
+        return wanted
+    rooms = services.backends.rooms
+    visible = {viewer.user_id} & wanted
+    others = list(wanted - visible)
+    mine = {room.id for room in await rooms.list_joined(viewer.user_id)} if others else set()
+    if not mine:
+        return visible
+    theirs = await asyncio.gather(*(rooms.list_joined(u) for u in others))
+    for user, joined in zip(others, theirs, strict=True):
+        if any(room.id in mine for room in joined):
+            visible.add(user)
+    return visible
+
+
+async def may_see_room_presence(services: Services, viewer: Viewer, room_id: str) -> None:
+    """Raise unless the viewer may see the presence of the room's members:
+    it must be readable, and with `presence_visibility: rooms` the viewer
+    must be a member (members share the room; others would not)."""
+    if services.settings.presence_visibility == "everyone":
+        await readable_room(services, viewer, room_id)
+    else:
+        await membership(services, viewer, room_id)
+
+
+async def admits_presence(
+    services: Services, viewer: Viewer, room_id: str | None, entry: PresenceEntry
+) -> bool:
+    """Whether a change from the presence stream reaches this viewer: a
+    room's (whose members they may see, as `authorize` checked), or a
+    watched user's they may see now (who shares a room with whom changes)."""
+    if room_id is not None:
+        return True
+    return entry.user_id in await visible_users(services, viewer, [entry.user_id])
 
 
 async def authorize_presence_stream(
@@ -103,9 +150,9 @@ async def authorize_presence_stream(
     """Raise the error the viewer gets for watching this presence, if any."""
     services.require("presence")
     if room_id is not None and user_ids is None:
-        await readable_room(services, viewer, room_id)
+        await may_see_room_presence(services, viewer, room_id)
     elif user_ids is not None and room_id is None:
-        check_user_ids(user_ids)
+        check_user_ids(services, user_ids)
     else:
         raise BadUserInput("pass exactly one of roomId and userIds", argument="roomId")
 
@@ -113,10 +160,15 @@ async def authorize_presence_stream(
 async def presence_stream(
     services: Services, room_id: str | None, user_ids: list[str] | None
 ) -> AsyncGenerator[PresenceEntry | Signal, None]:
-    """Presence changes of the room's members or of the given users, for any reader."""
+    """Presence changes of the room's members or of the given users, for any
+    reader (who may see which user's: `admits_presence`)."""
     if room_id is None:
-        async with contextlib.aclosing(_merged_user_streams(services, user_ids or [])) as merged:
-            async for entry in merged:
+        watch = services.presence_watch.watch(
+            services.backends.hub, user_ids or [], services.settings.subscriber_queue_size
+        )
+        async with watch as changes:
+            yield LIVE
+            async for entry in changes:
                 yield entry
         return
     async with services.backends.hub.subscribe(topics.room_presence(room_id)) as live:
@@ -128,43 +180,6 @@ async def presence_stream(
                 yield AccessChange(item.user_id)
             elif item is RESYNC:
                 yield AccessChange(None)
-
-
-async def _merged_user_streams(
-    services: Services, user_ids: list[str]
-) -> AsyncGenerator[PresenceEntry | Signal, None]:
-    queue: asyncio.Queue[PresenceEntry | BaseException] = asyncio.Queue(
-        maxsize=services.settings.subscriber_queue_size
-    )
-
-    async def pump(live: Subscription[Event]) -> None:
-        try:
-            async for item in live:
-                if isinstance(item, PresenceEvent):
-                    # Waiting here lets the hub's bounded queue cut off a reader
-                    # that stopped reading.
-                    await queue.put(item.entry)
-        except Exception as exc:  # surfaced to the reader below
-            await queue.put(exc)
-
-    async with contextlib.AsyncExitStack() as subscribed:
-        hub = services.backends.hub
-        subscriptions = [
-            await subscribed.enter_async_context(hub.subscribe(topics.user_presence(u)))
-            for u in dict.fromkeys(user_ids)
-        ]
-        yield LIVE
-        tasks = [asyncio.create_task(pump(live)) for live in subscriptions]
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def publish_presence(services: Services, user_ids: list[str]) -> None:
@@ -181,7 +196,8 @@ async def _publish_entries(services: Services, entries: list[PresenceEntry]) -> 
         services.metrics.presence_updates.inc()
 
 
-def check_user_ids(user_ids: list[str]) -> None:
-    """BAD_USER_INPUT when more users are asked for than one stream may watch."""
-    if len(user_ids) > _MAX_WATCHED_USERS:
-        raise BadUserInput(f"at most {_MAX_WATCHED_USERS} userIds", argument="userIds")
+def check_user_ids(services: Services, user_ids: list[str]) -> None:
+    """BAD_USER_INPUT when more users are asked for than `max_presence_user_ids`."""
+    limit = services.settings.max_presence_user_ids
+    if len(user_ids) > limit:
+        raise BadUserInput(f"at most {limit} userIds", argument="userIds")

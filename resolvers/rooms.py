@@ -8,15 +8,17 @@ room is invisible (NOT_FOUND) to everyone but its members.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
-from backends.errors import Conflict
+from backends.errors import Conflict, LimitReached
 from backends.records import Member, MessageKind, NewMessage, Role, Room
-from serving.errors import BadUserInput, Forbidden, NotFound
+from serving.errors import BadUserInput, Forbidden, LimitExceeded, NotFound
 
+from .event_rates import spend_event_budget
 from .posting import post, revoke_access
 from .services import Services, Viewer
-from .validation import check_id, check_payload_size, new_id, optional_text, required_text
+from .validation import check_payload_size, new_id, optional_text, required_text
 
 _NAME_MAX = 200
 _DESCRIPTION_MAX = 2000
@@ -49,6 +51,10 @@ async def membership(
     room = await readable_room(services, viewer, room_id)
     member = await services.backends.rooms.get_member(room_id, viewer.user_id)
     if member is None:
+        # Deleted since it was read: its members went with it.
+        current = await services.backends.rooms.get(room_id)
+        if current is None or current.incarnation != room.incarnation:
+            raise NotFound(f"room {room_id!r} not found", roomId=room_id)
         raise Forbidden(f"you are not a member of room {room_id!r}", roomId=room_id)
     if member.role.rank < at_least.rank:
         raise Forbidden(f"this needs the {at_least.value} role in room {room_id!r}", roomId=room_id)
@@ -79,9 +85,10 @@ async def create_room(
     room_id: str | None,
 ) -> Room:
     services.require("rooms")
+    await spend_event_budget(services, viewer, "rooms")
     check_payload_size(_METADATA_MAX, "metadata", metadata)
     room = Room(
-        id=check_id(room_id, "id") if room_id is not None else new_id(),
+        id=room_id if room_id is not None else new_id(),
         name=required_text(name, "name", max_length=_NAME_MAX),
         description=optional_text(description, "description", max_length=_DESCRIPTION_MAX),
         owner=viewer.user_id,
@@ -94,7 +101,15 @@ async def create_room(
         )
     except Conflict as exc:
         raise BadUserInput(f"room id {room.id!r} is taken", argument="id") from exc
-    await _announce(services, room.id, MessageKind.JOIN, owner.user_id, "room.created", None)
+    await _announce(
+        services,
+        room.id,
+        MessageKind.JOIN,
+        owner.user_id,
+        "room.created",
+        None,
+        incarnation=room.incarnation,
+    )
     services.metrics.rooms_joins.inc()
     return room
 
@@ -102,6 +117,7 @@ async def create_room(
 async def update_room(
     services: Services, viewer: Viewer, room_id: str, changes: dict[str, Any]
 ) -> Room:
+    await spend_event_budget(services, viewer, "rooms")
     room, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
     fields: dict[str, Any] = {}
     if "name" in changes:
@@ -120,15 +136,7 @@ async def update_room(
             # It would show the whole history to everyone.
             raise Forbidden("only the owner may make a private room public", roomId=room_id)
         fields["is_private"] = changes["is_private"]
-    updated = Room(
-        id=room.id,
-        name=fields.get("name", room.name),
-        owner=room.owner,
-        is_private=fields.get("is_private", room.is_private),
-        description=fields.get("description", room.description),
-        metadata=fields.get("metadata", room.metadata),
-        created_at=room.created_at,
-    )
+    updated = replace(room, **fields)
     await services.backends.rooms.update(updated)
     await _announce(
         services,
@@ -137,6 +145,7 @@ async def update_room(
         viewer.user_id,
         "room.updated",
         {"fields": sorted(_camel(k) for k in fields)},
+        incarnation=room.incarnation,
     )
     if updated.is_private and not room.is_private:
         await revoke_access(services, room_id, None)
@@ -144,14 +153,17 @@ async def update_room(
 
 
 async def delete_room(services: Services, viewer: Viewer, room_id: str) -> bool:
-    await membership(services, viewer, room_id, at_least=Role.OWNER)
-    deleted = await services.backends.rooms.delete(room_id)
-    await services.backends.messages.drop_room(room_id)
+    await spend_event_budget(services, viewer, "rooms")
+    room, _ = await membership(services, viewer, room_id, at_least=Role.OWNER)
+    # This incarnation only: the id may have been deleted and made again since.
+    deleted = await services.backends.rooms.delete(room_id, incarnation=room.incarnation)
+    await services.backends.messages.drop_room(room_id, incarnation=room.incarnation)
     await revoke_access(services, room_id, None)
     return deleted
 
 
 async def join_room(services: Services, viewer: Viewer, room_id: str) -> Room:
+    await spend_event_budget(services, viewer, "rooms")
     room = await readable_room(services, viewer, room_id)
     rooms = services.backends.rooms
     if await rooms.get_member(room_id, viewer.user_id) is not None:
@@ -166,12 +178,21 @@ async def join_room(services: Services, viewer: Viewer, room_id: str) -> Room:
     )
     if added:
         services.metrics.rooms_joins.inc()
-        await _announce(services, room_id, MessageKind.JOIN, viewer.user_id, "member.joined", None)
+        await _announce(
+            services,
+            room_id,
+            MessageKind.JOIN,
+            viewer.user_id,
+            "member.joined",
+            None,
+            incarnation=room.incarnation,
+        )
     return room
 
 
 async def leave_room(services: Services, viewer: Viewer, room_id: str) -> bool:
-    _, member = await membership(services, viewer, room_id)
+    await spend_event_budget(services, viewer, "rooms")
+    room, member = await membership(services, viewer, room_id)
     if member.role is Role.OWNER:
         raise Forbidden(
             "the owner cannot leave: hand ownership on with setMemberRole(role: OWNER) "
@@ -179,7 +200,15 @@ async def leave_room(services: Services, viewer: Viewer, room_id: str) -> bool:
             roomId=room_id,
         )
     await services.backends.rooms.remove_member(room_id, viewer.user_id)
-    await _announce(services, room_id, MessageKind.LEAVE, viewer.user_id, "member.left", None)
+    await _announce(
+        services,
+        room_id,
+        MessageKind.LEAVE,
+        viewer.user_id,
+        "member.left",
+        None,
+        incarnation=room.incarnation,
+    )
     await revoke_access(services, room_id, viewer.user_id)
     return True
 
@@ -187,8 +216,8 @@ async def leave_room(services: Services, viewer: Viewer, room_id: str) -> bool:
 async def add_member(
     services: Services, viewer: Viewer, room_id: str, user_id: str, role: Role
 ) -> Member:
-    _, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
-    required_text(user_id, "userId", max_length=256)
+    await spend_event_budget(services, viewer, "rooms")
+    room, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
     if role is Role.OWNER:
         raise BadUserInput(
             "a room has one owner: use setMemberRole(role: OWNER) to hand it on", argument="role"
@@ -198,19 +227,38 @@ async def add_member(
     rooms = services.backends.rooms
     if await rooms.is_banned(room_id, user_id):
         raise Forbidden(f"{user_id!r} is banned from this room: unban first", roomId=room_id)
-    member, added = await rooms.add_member(
-        Member(room_id=room_id, user_id=user_id, role=role),
-        max_rooms_per_user=services.settings.max_rooms_per_user,
-    )
+    limit = services.settings.max_room_additions_per_user
+    try:
+        # Others' additions count apart from the user's own rooms, so they
+        # can never use up the user's max_rooms_per_user.
+        member, added = await rooms.add_member(
+            Member(room_id=room_id, user_id=user_id, role=role),
+            added_by=viewer.user_id,
+            max_room_additions=limit,
+        )
+    except LimitReached as exc:
+        raise LimitExceeded(
+            f"{user_id!r} has been added to {limit} rooms by others, the limit"
+            " (max_room_additions_per_user): they can still join rooms themselves",
+            limit=limit,
+            setting="max_room_additions_per_user",
+        ) from exc
     if added:
         services.metrics.rooms_joins.inc()
         await _announce(
-            services, room_id, MessageKind.JOIN, user_id, "member.added", {"by": viewer.user_id}
+            services,
+            room_id,
+            MessageKind.JOIN,
+            user_id,
+            "member.added",
+            {"by": viewer.user_id},
+            incarnation=room.incarnation,
         )
     return member
 
 
 async def remove_member(services: Services, viewer: Viewer, room_id: str, user_id: str) -> bool:
+    await spend_event_budget(services, viewer, "rooms")
     _, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
     target = await _outranked_member(services, me, room_id, user_id)
     if target is None:
@@ -226,6 +274,7 @@ async def remove_member(services: Services, viewer: Viewer, room_id: str, user_i
 async def set_member_role(
     services: Services, viewer: Viewer, room_id: str, user_id: str, role: Role
 ) -> Member:
+    await spend_event_budget(services, viewer, "rooms")
     await membership(services, viewer, room_id, at_least=Role.OWNER)
     rooms = services.backends.rooms
     target = await rooms.get_member(room_id, user_id)
@@ -256,6 +305,7 @@ async def set_member_role(
 
 
 async def ban_member(services: Services, viewer: Viewer, room_id: str, user_id: str) -> bool:
+    await spend_event_budget(services, viewer, "rooms")
     _, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
     if user_id == viewer.user_id:
         raise BadUserInput("you cannot ban yourself", argument="userId")
@@ -295,9 +345,20 @@ async def _announce(
     user_id: str,
     event: str,
     data: Any,
+    *,
+    incarnation: str | None = None,
 ) -> None:
+    """Post a room event into the history of the room's incarnation
+    `incarnation` (None: the room's current one, read now)."""
+    if incarnation is None:
+        current = await services.backends.rooms.get(room_id)
+        if current is None:
+            raise NotFound(f"room {room_id!r} not found", roomId=room_id)
+        incarnation = current.incarnation
     await post(
-        services, NewMessage(kind=kind, user_id=user_id, room_id=room_id, event=event, data=data)
+        services,
+        NewMessage(kind=kind, user_id=user_id, room_id=room_id, event=event, data=data),
+        incarnation=incarnation,
     )
 
 

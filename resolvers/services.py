@@ -12,6 +12,8 @@ from serving.errors import FeatureDisabled
 from serving.metrics import Metrics
 from serving.settings import Settings
 
+from .presence_watch import PresenceWatch
+
 
 @dataclass(frozen=True, slots=True)
 class Viewer:
@@ -53,6 +55,8 @@ class Services:
     # conn_id -> user_id of this process's WebSocket connections, refreshed
     # by the presence heartbeat.
     connections: dict[str, str] = field(default_factory=dict)
+    # presence(userIds:) subscriptions, over a few shared topics.
+    presence_watch: PresenceWatch = field(default_factory=PresenceWatch)
     # This process's subscriptions that run on their own and are live (the
     # shared executions count their subscribers themselves).
     live_subscriptions: int = 0

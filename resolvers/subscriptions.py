@@ -24,7 +24,9 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
+
+from backends.records import PresenceEntry
 
 from . import channels, messages, presence, typing_indicators
 from .resume import ResumeMap
@@ -45,6 +47,10 @@ class SubscriptionField:
     # Whether identical subscriptions may share one execution: the payload
     # never depends on the viewer, but a replay is each reader's own.
     shareable: Callable[[Args], bool]
+    # Whether one payload reaches this viewer, for a stream whose readers may
+    # each see only part of it (None: all of it). Only where `shareable` is
+    # false or this always admits: a shared execution does not ask.
+    admits: Callable[[Services, Viewer, Args, object], Awaitable[bool]] | None = None
     # The args it runs with on a connection that sent a resume map
     # (resume.py): decided before `shareable`, so a resumed one runs alone.
     resumed: Callable[[Args, ResumeMap], Args] = _as_is
@@ -87,6 +93,10 @@ FIELDS: Mapping[str, SubscriptionField] = MappingProxyType(
             ),
             # Watching chosen users: rarely identical, not worth a group.
             shareable=lambda args: args.get("roomId") is not None,
+            # Whose presence the viewer may see (presence_visibility).
+            admits=lambda services, viewer, args, entry: presence.admits_presence(
+                services, viewer, args.get("roomId"), cast(PresenceEntry, entry)
+            ),
         ),
         "channelMessages": SubscriptionField(
             authorize=lambda services, viewer, args: channels.authorize_channel_stream(
@@ -122,7 +132,9 @@ async def authorized_stream(
                 elif isinstance(item, AccessChange):
                     if item.concerns(viewer.user_id):
                         await subscription.authorize(services, viewer, args)
-                else:
+                elif subscription.admits is None or await subscription.admits(
+                    services, viewer, args, item
+                ):
                     yield item
     finally:
         if live:

@@ -2,7 +2,8 @@
 
 Only transitions are published (started, stopped, expired), so a client that
 calls startTyping on every keystroke refreshes the expiry without flooding
-the room.
+the room. Starts are rate-limited (`max_typing_per_second`); a refresh of an
+indicator that is on is never refused.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from backends import topics
 from backends.events import AccessEvent, TypingEvent
 from backends.hub import RESYNC
 from backends.records import TypingEntry
+from serving.errors import RateLimited
 
+from .event_rates import spend_event_budget
 from .rooms import membership, readable_room
 from .services import Services, Viewer
 from .stream_signals import LIVE, AccessChange, Signal
@@ -23,8 +26,15 @@ async def start_typing(services: Services, viewer: Viewer, room_id: str) -> bool
     services.require("typing")
     await membership(services, viewer, room_id)
     ttl = services.settings.typing_timeout.total_seconds()
-    entry, started = await services.backends.typing.start(room_id, viewer.user_id, ttl=ttl)
+    typing = services.backends.typing
+    entry, started = await typing.start(room_id, viewer.user_id, ttl=ttl)
     if started:
+        try:
+            await spend_event_budget(services, viewer, "typing")
+        except RateLimited:
+            # Nobody was told it started: take it back without a word.
+            await typing.stop(room_id, viewer.user_id)
+            raise
         await _publish(services, TypingEvent(room_id, viewer.user_id, True, entry.expires_at))
     return True
 

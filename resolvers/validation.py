@@ -1,8 +1,11 @@
-"""Input checks shared by the resolvers; each failure names its argument."""
+"""Input checks shared by the resolvers; each failure names its argument.
+
+The bounds of every argument (ids, lengths, counts) are checked before any
+resolver runs (schema/bounds.py); what is left here adds meaning: a name
+must not be blank, text is stored stripped, payloads fit their byte limit."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Any
 
@@ -10,20 +13,9 @@ import orjson
 
 from serving.errors import BadUserInput, PayloadTooLarge
 
-_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
 
 def new_id() -> str:
     return uuid.uuid4().hex
-
-
-def check_id(value: str, argument: str) -> str:
-    if not _ID.fullmatch(value):
-        raise BadUserInput(
-            f"{argument}: ids are 1 to 64 characters of letters, digits, '_' and '-'",
-            argument=argument,
-        )
-    return value
 
 
 def required_text(value: str | None, argument: str, *, max_length: int) -> str:

@@ -15,6 +15,7 @@ from strawberry.extensions import (
 )
 from strawberry.types import ExecutionContext
 
+from .bounds import apply_bounds
 from .context import Context
 from .document_cache import DocumentCache, ValidDocuments
 from .errors import ApiErrors, log_unexpected
@@ -29,6 +30,12 @@ _CACHED_DOCUMENTS = 512
 
 
 class _Schema(strawberry.Schema):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # graphql-core's schema is where each field's arguments arrive,
+        # coerced, on every path (HTTP, both WebSocket protocols, SSE).
+        apply_bounds(self._schema)
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:

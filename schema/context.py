@@ -27,6 +27,9 @@ class Context:
     # Set only for a shared execution, which has no viewer: it reads the
     # viewer-independent stream and authorizes its subscribers itself.
     shared: SharedHooks | None = None
+    # When the token that opened this WebSocket is refused (epoch seconds):
+    # the connection ends then (transport/session_expiry.py).
+    session_ends_at: float | None = None
 
     @classmethod
     def for_shared_stream(cls, services: Services, hooks: SharedHooks) -> Context:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import tempfile
 import time
@@ -28,21 +29,25 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_USER_ID_LENGTH",
+    "METRICS_TOKEN_FILE_NAME",
     "SECRET_FILE_NAME",
     "AuthError",
     "TokenAuthority",
     "bearer_token",
     "check_user_id",
     "load_or_create_secret",
+    "user_id_problem",
 ]
 
 SECRET_FILE_NAME = "jwt-secret"
+METRICS_TOKEN_FILE_NAME = "metrics-token"
 MAX_USER_ID_LENGTH = 256
 MAX_TOKEN_LENGTH = 8192
 LEEWAY = timedelta(seconds=5)
 _REMEMBERED_TOKENS = 4096
 _MIN_SECRET_BYTES = 32
 _MIN_RSA_BITS = 2048
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 class AuthError(Exception):
@@ -61,15 +66,27 @@ def bearer_token(header_value: str | None) -> str | None:
     return None
 
 
+def user_id_problem(user_id: object) -> str | None:
+    """Why ``user_id`` is not a usable user id, or ``None`` if it is.
+
+    The one rule for user ids: a token's ``sub`` and every ``userId`` argument
+    follow it, so every user who can sign in can also be addressed.
+    """
+    if not isinstance(user_id, str) or not user_id:
+        return "must be a non-empty string"
+    if len(user_id) > MAX_USER_ID_LENGTH:
+        return f"is longer than {MAX_USER_ID_LENGTH} characters"
+    if _CONTROL.search(user_id):
+        return "contains control characters"
+    return None
+
+
 def check_user_id(user_id: object) -> str:
     """Return ``user_id`` if it is a usable user id, else raise :class:`AuthError`."""
-    if not isinstance(user_id, str) or not user_id:
-        raise AuthError("token subject must be a non-empty string")
-    if len(user_id) > MAX_USER_ID_LENGTH:
-        raise AuthError(f"token subject is longer than {MAX_USER_ID_LENGTH} characters")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in user_id):
-        raise AuthError("token subject contains control characters")
-    return user_id
+    problem = user_id_problem(user_id)
+    if problem is not None:
+        raise AuthError(f"token subject {problem}")
+    return str(user_id)
 
 
 # --- the generated secret --------------------------------------------------------
@@ -87,17 +104,22 @@ def _read_secret(path: Path) -> str:
     return secret
 
 
-def load_or_create_secret(data_dir: Path) -> str:
-    """Read ``data_dir/jwt-secret``, creating it (mode 0600) on first use.
+def load_or_create_secret(data_dir: Path, name: str = SECRET_FILE_NAME) -> str:
+    """Read ``data_dir/<name>`` (the JWT secret by default), creating it (mode
+    0600, in a folder made 0700) on first use.
 
     Safe when several processes start at once: the file is written whole under a
     temporary name and linked into place without replacing one that another process
     created first; the loser reads the winner's secret.
     """
-    path = data_dir / SECRET_FILE_NAME
+    path = data_dir / name
     try:
         with contextlib.suppress(FileNotFoundError):
-            return _read_secret(path)
+            secret = _read_secret(path)
+            # Written 0600 by any version, unless someone loosened it since.
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+            return secret
         return _create_secret(data_dir, path)
     except OSError as exc:
         raise AuthError(
@@ -108,7 +130,7 @@ def load_or_create_secret(data_dir: Path) -> str:
 def _create_secret(data_dir: Path, path: Path) -> str:
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
-    fd, tmp_name = tempfile.mkstemp(dir=data_dir, prefix=f".{SECRET_FILE_NAME}.", suffix=".tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=data_dir, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as tmp:  # mkstemp made it 0600
             tmp.write(secret + "\n")
@@ -254,15 +276,21 @@ class TokenAuthority:
 
     def verify(self, token: str | None) -> str:
         """Check ``token`` and return its user id (the ``sub`` claim)."""
+        return self.verify_session(token)[0]
+
+    def verify_session(self, token: str | None) -> tuple[str, float]:
+        """Like :meth:`verify`, with the moment (seconds since the epoch) from
+        which the token is refused: a session opened with it must end then."""
         if not token:
             raise AuthError("missing token")
         if len(token) > MAX_TOKEN_LENGTH:
             raise AuthError(f"token is longer than {MAX_TOKEN_LENGTH} characters")
         user_id, expires = self._verified(token)
+        refused_from = expires + LEEWAY.total_seconds()
         # A verified token is remembered (see __init__) until it expires.
-        if time.time() > expires + LEEWAY.total_seconds():
+        if time.time() > refused_from:
             raise AuthError("token expired")
-        return user_id
+        return user_id, refused_from
 
     def _verify(self, token: str) -> tuple[str, float]:
         """The token's user id and expiry; AuthError if it is not valid now."""

@@ -39,6 +39,11 @@ class Metrics:
             "Executions serving groups of identical subscriptions, one per group",
             registry=r,
         )
+        self.presence_topics = Gauge(
+            "streaming_presence_topics",
+            "Shared presence topics this process subscribes to for presence(userIds:)",
+            registry=r,
+        )
         self.history_seconds = Histogram(
             "streaming_history_seconds",
             "Time to answer Query.history: access check, store calls, the page",

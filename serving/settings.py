@@ -66,6 +66,7 @@ Role = Literal["broker", "messages", "rooms", "channels", "presence", "typing", 
 BackendName = Literal["memory", "sqlite", "redis", "nats"]
 
 _MIN_HMAC_SECRET = 32  # bytes; RFC 7518 section 3.2 asks for at least the hash size
+_MIN_METRICS_TOKEN = 16  # characters: guessing it must not be practical
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _SCHEMES: dict[str, tuple[str, ...]] = {
@@ -291,6 +292,7 @@ class Settings(BaseSettings):
     # limits
     max_connections_per_user: int = Field(default=5, ge=1)
     max_rooms_per_user: int = Field(default=50, ge=1)
+    max_room_additions_per_user: int = Field(default=500, ge=1)
     max_channels_per_user: int = Field(default=100, ge=1)
     max_message_size: int = Field(default=65536, ge=1)
     max_messages_per_second: int = Field(default=100, ge=1)
@@ -338,6 +340,22 @@ class Settings(BaseSettings):
     # Unsent bytes one WebSocket may hold before it is cut off as a slow
     # consumer; 1 MiB, as Centrifugo's client_queue_max_size.
     max_send_buffer: int = Field(default=1 << 20, ge=1024)
+
+    # Sessions, presence and user-triggered events (issue 9)
+    # Operations one WebSocket or one SSE single-connection stream may run at once.
+    max_subscriptions_per_connection: int = Field(default=100, ge=1)
+    # Users one presence(userIds:) query or subscription may name.
+    max_presence_user_ids: int = Field(default=100, ge=1)
+    # Whose presence a user may see: users sharing a room with them, or everyone.
+    presence_visibility: Literal["rooms", "everyone"] = "rooms"
+    # Typing starts (not refreshes) per user and second; stops follow starts.
+    max_typing_per_second: int = Field(default=3, ge=1)
+    # Presence changes (setPresence) per user and minute.
+    max_presence_changes_per_minute: int = Field(default=30, ge=1)
+    # Room changes that notify others (join, leave, update, members) per user and minute.
+    max_room_changes_per_minute: int = Field(default=60, ge=1)
+    # Bearer token for GET /metrics; unset: generated into <data_dir>/metrics-token.
+    metrics_token: SecretStr | None = None
     # Per-message deflate costs CPU for every subscriber of every event.
     websocket_compression: bool = False
     workers: int = Field(default=1, ge=1, le=256)
@@ -400,6 +418,13 @@ class Settings(BaseSettings):
     def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value().encode()) < _MIN_HMAC_SECRET:
             raise ValueError(f"must be at least {_MIN_HMAC_SECRET} bytes long")
+        return value
+
+    @field_validator("metrics_token", mode="after")
+    @classmethod
+    def _check_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < _MIN_METRICS_TOKEN:
+            raise ValueError(f"must be at least {_MIN_METRICS_TOKEN} characters long")
         return value
 
     @model_validator(mode="after")

@@ -26,7 +26,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
-from serving.auth import TokenAuthority
+from serving.auth import METRICS_TOKEN_FILE_NAME, TokenAuthority
 from serving.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,8 +114,22 @@ class LiveServer:
                 self.process.wait()
         self.process = None
 
+    @property
+    def metrics_token(self) -> str:
+        """The bearer token /metrics wants: the setting, else the generated one."""
+        configured = self.settings.get("metrics_token")
+        if isinstance(configured, str):
+            return configured
+        return (self.data_dir / METRICS_TOKEN_FILE_NAME).read_text().strip()
+
     def metric(self, name: str) -> float:
-        for line in httpx.get(f"{self.url}/metrics", timeout=TIMEOUT).text.splitlines():
+        response = httpx.get(
+            f"{self.url}/metrics",
+            headers={"Authorization": f"Bearer {self.metrics_token}"},
+            timeout=TIMEOUT,
+        )
+        response.raise_for_status()
+        for line in response.text.splitlines():
             if line.startswith(name + " ") or line.startswith(name + "{"):
                 return float(line.rsplit(" ", 1)[1])
         raise KeyError(name)

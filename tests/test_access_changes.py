@@ -124,6 +124,10 @@ def cluster(
         "max_connections_per_user": 50,
         "max_messages_per_second": 200,
         "jwt_secret": SECRET,
+        # Non-members read public rooms here, presence included; with the
+        # default (rooms) a room's presence is its members' only, which
+        # test_presence_privacy.py covers.
+        "presence_visibility": "everyone",
     }
     if kind == "sqlite":
         one = LiveServer(tmp_path_factory.mktemp("single"), settings).start()

@@ -26,6 +26,7 @@ from tests.live import free_port
 from tests.services import ServiceProcess
 
 TIMEOUT = 5.0
+INC = "incarnation-1"  # of the rooms whose history these tests write
 
 
 @pytest.fixture
@@ -162,9 +163,11 @@ async def test_fan_out_survives_a_nats_restart(
 async def test_concurrent_appends_from_two_connections(namespace_url: str) -> None:
     async with opened(namespace_url, "messages") as one, opened(namespace_url, "messages") as two:
         stores: list[MessageStore] = [one.messages, two.messages]  # type: ignore[list-item]
-        results = await asyncio.gather(*(stores[i % 2].append(message(f"m{i}")) for i in range(50)))
+        results = await asyncio.gather(
+            *(stores[i % 2].append(message(f"m{i}"), incarnation=INC) for i in range(50))
+        )
         assert sorted(m.offset for m, _ in results) == list(range(1, 51))
-        page = await stores[0].page("room", limit=100)
+        page = await stores[0].page("room", limit=100, incarnation=INC)
         assert [m.offset for m in page.messages] == list(range(1, 51))
         assert len({m.epoch for m in page.messages}) == 1
 
@@ -173,13 +176,13 @@ async def test_room_ids_illegal_in_subjects_work_end_to_end(namespace_url: str) 
     room = "a.b *>\tx ünï 😀 %41"
     async with opened(namespace_url, "messages", "rooms") as o:
         assert o.messages is not None
-        first, _ = await o.messages.append(message("one", room))
-        second, _ = await o.messages.append(message("two", room))
-        other, _ = await o.messages.append(message("other", "a"))
-        page = await o.messages.page(room, limit=10)
+        first, _ = await o.messages.append(message("one", room), incarnation=INC)
+        second, _ = await o.messages.append(message("two", room), incarnation=INC)
+        other, _ = await o.messages.append(message("other", "a"), incarnation=INC)
+        page = await o.messages.page(room, limit=10, incarnation=INC)
         assert page.messages == [first, second]
         assert other.offset == 1
-        back = await o.messages.page(room, limit=1, from_end=True)
+        back = await o.messages.page(room, limit=1, from_end=True, incarnation=INC)
         assert back.messages == [second] and back.has_more
     async with hub_on(namespace_url) as hub, hub.subscribe(topics.room_messages(room)) as sub:
         await hub.publish(topics.room_messages(room), "live")
@@ -189,18 +192,18 @@ async def test_room_ids_illegal_in_subjects_work_end_to_end(namespace_url: str) 
 async def test_epoch_changes_when_the_stream_is_deleted(namespace_url: str) -> None:
     async with opened(namespace_url, "messages") as o:
         assert o.messages is not None
-        first, _ = await o.messages.append(message("one"))
+        first, _ = await o.messages.append(message("one"), incarnation=INC)
         nc = await nats.connect("nats://127.0.0.1:4222")
         try:
             ns = namespace_url.rsplit("=", 1)[1]
             await nc.jetstream().delete_stream(f"{ns}_history")
         finally:
             await nc.close()
-        again, created = await o.messages.append(message("two"))
+        again, created = await o.messages.append(message("two"), incarnation=INC)
         assert created
         assert again.epoch != first.epoch
         assert again.offset == 1
-        assert (await o.messages.position("room")).epoch == again.epoch
+        assert (await o.messages.position("room", incarnation=INC)).epoch == again.epoch
 
 
 async def test_retention_sets_a_backstop_max_age(namespace_url: str) -> None:

@@ -1,6 +1,10 @@
 """Presence: ONLINE while a WebSocket is open, AWAY/BUSY when set, OFFLINE
 after the last connection closes (after a grace), and no ghost when a client
-or the whole server process dies."""
+or the whole server process dies.
+
+These watch users who share no room, so their server shows presence to
+everyone; who may see whose presence is tested in test_presence_privacy.py.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import asyncio
 import json
 import signal
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +47,15 @@ mutation($id: ID!, $private: Boolean!) {
 }
 """
 JOIN_ROOM = "mutation($id: ID!) { joinRoom(roomId: $id) { id } }"
+EVERYONE = {**TEST_SETTINGS, "presence_visibility": "everyone"}
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = LiveServer(tmp_path_factory.mktemp("server"), dict(EVERYONE)).start()
+    yield live
+    live.stop()
+
 
 # Grace (300ms) plus a housekeeping tick (200ms), with room to spare: the one
 # bounded wait that shows an event did NOT happen.
@@ -160,15 +174,15 @@ async def test_status_text_too_long_is_rejected_and_changes_nothing(server: Live
 
 async def test_too_many_user_ids_is_rejected(server: LiveServer) -> None:
     client = server.client(unique("u"))
-    ids = [unique("x") for _ in range(201)]
+    ids = [unique("x") for _ in range(101)]  # max_presence_user_ids: 100
     error = await client.error(PRESENCE, ids=ids)
     assert error.code == "BAD_USER_INPUT"
-    assert "200" in str(error)
+    assert "at most 100 userIds" in str(error)
     async with ws_connect(server, client.token) as ws:
         op = await ws.subscribe(WATCH_USERS, ids=ids)
         err = await failure(op)
         assert err["extensions"]["code"] == "BAD_USER_INPUT"
-        assert "200" in err["message"]
+        assert "at most 100 userIds" in err["message"]
     assert await presence_of(client, ids[0]) == []
 
 

@@ -24,7 +24,7 @@ from backends.errors import LimitReached, Unavailable
 from backends.events import Event, MessageEvent, decode_event, encode_event
 from backends.hub import RESYNC, Hub, Subscription
 from backends.opened import Opened
-from backends.records import MessageKind, NewMessage, Room
+from backends.records import LEGACY_INCARNATION, MessageKind, NewMessage, Room
 from backends.redis_backend import (
     check_version,
     delete_namespace,
@@ -37,6 +37,7 @@ from tests.live import free_port
 from tests.services import ServiceProcess
 
 TIMEOUT = 5.0
+INC = "incarnation-1"  # of the rooms whose history these tests write
 
 
 def shared_url() -> str:
@@ -188,7 +189,7 @@ async def test_appends_from_two_nodes_are_atomic_ordered_and_published(url: str)
         async with hub.subscribe(topics.room_messages("room-1")) as live:
             stores = [node_a.messages, node_b.messages]
             results = await asyncio.gather(
-                *(stores[i % 2].append(new_message(f"m{i}")) for i in range(50))
+                *(stores[i % 2].append(new_message(f"m{i}"), incarnation=INC) for i in range(50))
             )
             stored = sorted((m for m, created in results), key=lambda m: m.offset)
             assert all(created for _, created in results)
@@ -199,7 +200,7 @@ async def test_appends_from_two_nodes_are_atomic_ordered_and_published(url: str)
             assert all(isinstance(e, MessageEvent) for e in events)
             published = [e.message for e in events if isinstance(e, MessageEvent)]
             assert published == stored
-            page = await node_b.messages.page("room-1", limit=100)
+            page = await node_b.messages.page("room-1", limit=100, incarnation=INC)
             assert page.messages == stored
     finally:
         await hub.stop()
@@ -224,13 +225,14 @@ async def test_published_event_decodes_to_the_stored_message(url: str) -> None:
                     thread_id="",
                     client_message_id="c",
                     timestamp=datetime(2030, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
-                )
+                ),
+                incarnation=INC,
             )
             text = await receive(raw)
         event = decode_event(text)
         assert event == MessageEvent(message)
         assert message.data == data and message.thread_id == ""
-        page = await opened.messages.page("r", limit=5, thread_id="")
+        page = await opened.messages.page("r", limit=5, thread_id="", incarnation=INC)
         assert page.messages == [message]
 
 
@@ -240,7 +242,7 @@ async def test_a_store_without_the_broker_does_not_publish(url: str) -> None:
         try:
             assert opened.messages is not None
             assert not opened.messages.publishes_on_append
-            await opened.messages.append(new_message("quiet", room_id="r"))
+            await opened.messages.append(new_message("quiet", room_id="r"), incarnation=INC)
         finally:
             await opened.close()
         await hub.publish(topics.room_messages("r"), "marker")
@@ -254,19 +256,19 @@ async def test_lost_keys_start_a_new_epoch(url: str) -> None:
     try:
         store = opened.messages
         assert store is not None
-        first = [(await store.append(new_message(f"m{i}")))[0] for i in range(3)]
+        first = [(await store.append(new_message(f"m{i}"), incarnation=INC))[0] for i in range(3)]
         # Everything lost (a restart without persistence, a FLUSHDB).
         await raw.delete(f"{namespace}:msg-meta:room-1", f"{namespace}:msg-stream:room-1")
-        position = await store.position("room-1")
+        position = await store.position("room-1", incarnation=INC)
         assert position.epoch != first[0].epoch
         assert (position.last_offset, position.first_offset) == (0, 0)
-        again, _ = await store.append(new_message("again"))
+        again, _ = await store.append(new_message("again"), incarnation=INC)
         assert (again.offset, again.epoch) == (1, position.epoch)
         # Only the stream lost (evicted): the old offsets must not continue.
         await raw.delete(f"{namespace}:msg-stream:room-1")
-        later, _ = await store.append(new_message("later"))
+        later, _ = await store.append(new_message("later"), incarnation=INC)
         assert later.offset == 1 and later.epoch not in (first[0].epoch, position.epoch)
-        assert (await store.page("room-1", limit=10)).messages == [later]
+        assert (await store.page("room-1", limit=10, incarnation=INC)).messages == [later]
     finally:
         await raw.aclose()
         await opened.close()
@@ -283,10 +285,12 @@ async def test_thread_page_skips_long_stretches(
         store = opened.messages
         assert store is not None
         for i in range(1, 601):
-            await store.append(new_message(f"m{i}", thread_id="t" if i % 200 == 0 else None))
-        page = await store.page("room-1", limit=50, thread_id="t")
+            await store.append(
+                new_message(f"m{i}", thread_id="t" if i % 200 == 0 else None), incarnation=INC
+            )
+        page = await store.page("room-1", limit=50, thread_id="t", incarnation=INC)
         assert [m.offset for m in page.messages] == [200, 400, 600] and not page.has_more
-        back = await store.page("room-1", limit=2, thread_id="t", from_end=True)
+        back = await store.page("room-1", limit=2, thread_id="t", from_end=True, incarnation=INC)
         assert [m.offset for m in back.messages] == [400, 600] and back.has_more
     finally:
         await opened.close()
@@ -418,11 +422,11 @@ async def test_operations_during_an_outage_raise_unavailable(own_redis: ServiceP
     )
     try:
         assert opened.messages is not None and opened.rooms is not None
-        await opened.messages.append(new_message("stored"))
+        await opened.messages.append(new_message("stored"), incarnation=INC)
         own_redis.stop()
         started = time.monotonic()
         with pytest.raises(Unavailable):
-            await opened.messages.append(new_message("not stored"))
+            await opened.messages.append(new_message("not stored"), incarnation=INC)
         with pytest.raises(Unavailable):
             await opened.rooms.get("r")
         with pytest.raises(Unavailable):
@@ -430,7 +434,46 @@ async def test_operations_during_an_outage_raise_unavailable(own_redis: ServiceP
         assert time.monotonic() - started < 3.0
         own_redis.start()
         # Without persistence the restart lost the room: a new epoch at 1.
-        message, _ = await opened.messages.append(new_message("after"))
+        message, _ = await opened.messages.append(new_message("after"), incarnation=INC)
         assert message.offset == 1
+    finally:
+        await opened.close()
+
+
+async def test_rooms_and_history_from_before_incarnations_still_load(url: str) -> None:
+    """A room hash without `inc` and a history whose epoch names no
+    incarnation: both are LEGACY_INCARNATION's, so the room keeps its history."""
+    namespace = url.rsplit("namespace=", 1)[1]
+    client = Redis.from_url(url.split("?", 1)[0])
+    try:
+        await client.hset(
+            f"{namespace}:room:old",
+            mapping={
+                "name": "Old",
+                "owner": "alice",
+                "private": "0",
+                "description": "null",
+                "metadata": "null",
+                "created": "0",
+            },
+        )
+        await client.hset(f"{namespace}:msg-meta:old", mapping={"epoch": "0a1b2c3d", "last": 0})
+    finally:
+        await client.aclose()
+    opened = await open_stores(url, ["rooms", "messages"], retention=None)
+    try:
+        rooms, messages = opened.rooms, opened.messages
+        assert rooms is not None and messages is not None
+        room = await rooms.get("old")
+        assert room is not None and room.incarnation == LEGACY_INCARNATION
+        message, _ = await messages.append(
+            new_message("kept", room_id="old"), incarnation=room.incarnation
+        )
+        assert message.epoch == "0a1b2c3d"
+        page = await messages.page("old", incarnation=room.incarnation, limit=5)
+        assert page.messages == [message]
+        # A room made again under the id is another incarnation: none of it shows.
+        assert await rooms.delete("old", incarnation=LEGACY_INCARNATION)
+        assert (await messages.page("old", incarnation="new-life", limit=5)).messages == []
     finally:
         await opened.close()

@@ -516,3 +516,40 @@ def test_node_id_generated_when_empty(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings(node_id="node-1").node_id == "node-1"
     monkeypatch.setenv("FORGE_STREAMING_NODE_ID", "eu-west-2")
     assert load_settings().node_id == "eu-west-2"
+
+
+# --- sessions, presence, event rates and /metrics (issue 9) ----------------------
+
+
+def test_security_settings_defaults_are_safe() -> None:
+    settings = load_settings()
+    assert settings.max_subscriptions_per_connection == 100
+    assert settings.max_presence_user_ids == 100
+    assert settings.presence_visibility == "rooms"
+    assert settings.max_typing_per_second == 3
+    assert settings.max_presence_changes_per_minute == 30
+    assert settings.max_room_changes_per_minute == 60
+    assert settings.metrics_token is None  # generated into the data folder
+
+
+def test_security_settings_refuse_unsafe_values() -> None:
+    with pytest.raises(SettingsError) as exc:
+        load_settings(
+            metrics_token="short",
+            presence_visibility="anyone",
+            max_typing_per_second=0,
+            max_subscriptions_per_connection=0,
+        )
+    found = problems(exc)
+    assert any(p.startswith("metrics_token: ") and "16 characters" in p for p in found), found
+    assert any(p.startswith("presence_visibility: ") for p in found), found
+    assert any(p.startswith("max_typing_per_second: ") for p in found), found
+    assert any(p.startswith("max_subscriptions_per_connection: ") for p in found), found
+
+
+def test_metrics_token_is_never_shown() -> None:
+    token = "prometheus-scrapes-with-this"
+    settings = load_settings(metrics_token=token)
+    assert settings.metrics_token is not None
+    assert settings.metrics_token.get_secret_value() == token
+    assert token not in repr(settings)

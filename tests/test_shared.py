@@ -871,11 +871,12 @@ async def test_one_client_subscribing_100_times_to_one_room(server: LiveServer) 
         for op_id in ids:
             await ws.start(op_id, DATA, room=room)
         await server.wait_subscribers(100)
-        # One more is refused (Strawberry's per-connection limit), clearly.
+        # One more is refused (max_subscriptions_per_connection), clearly.
         await ws.start("one-too-many", DATA, room=room)
         refused = await ws.frame("one-too-many")
         assert refused["type"] == "error", refused
-        assert refused["payload"][0]["message"] == "Subscription limit reached"
+        assert refused["payload"][0]["message"] == "too many operations on this connection (100)"
+        assert refused["payload"][0]["extensions"]["code"] == "LIMIT_EXCEEDED"
         for n in range(3):
             await owner.execute(SMALL_SEND, room=room, n=n)
         for op_id in ids:

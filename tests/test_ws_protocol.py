@@ -449,6 +449,14 @@ async def test_abrupt_disconnect_releases_subscriptions_and_presence(
     server: LiveServer, protocol: str
 ) -> None:
     watcher, user = unique("w"), unique("u")
+    # Sharing a room, each may see the other's presence.
+    room = unique("room")
+    await server.client(watcher).execute(
+        'mutation($id: ID!) { createRoom(input: {id: $id, name: "r"}) { id } }', id=room
+    )
+    await server.client(user).execute(
+        "mutation($id: ID!) { joinRoom(roomId: $id) { id } }", id=room
+    )
     async with ws_connect(server, server.token(watcher)) as watch:
         sub = await watch.subscribe(WATCH_USERS, ids=[user])
         await server.wait_subscribers(1)

@@ -116,10 +116,12 @@ class GraphQLView(GraphQL[Context, None]):
         if self.should_render_graphql_ide(self.request_adapter_class(request)):
             return await super().run(request)
         try:
-            user_id = self.authority.verify(bearer_token(request.headers.get("authorization")))
+            user_id, ends_at = self.authority.verify_session(
+                bearer_token(request.headers.get("authorization"))
+            )
         except AuthError as exc:
             return _unauthenticated(str(exc))
-        sse_response = await self.sse.handle(request, user_id, services)
+        sse_response = await self.sse.handle(request, user_id, services, ends_at)
         if sse_response is not None:
             return sse_response
         return await super().run(request, context=Context(services=services, user_id=user_id))
@@ -141,7 +143,9 @@ class GraphQLView(GraphQL[Context, None]):
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
         websocket: WebSocket = context.websocket
         try:
-            user_id = self.authority.verify(_token_from(context.connection_params, websocket))
+            user_id, ends_at = self.authority.verify_session(
+                _token_from(context.connection_params, websocket)
+            )
         except AuthError as exc:
             raise Rejected("UNAUTHENTICATED", str(exc)) from exc
         conn_id = context.conn_id
@@ -154,6 +158,7 @@ class GraphQLView(GraphQL[Context, None]):
                 "LIMIT_EXCEEDED", f"too many connections for this user ({exc.limit})"
             ) from exc
         context.user_id = user_id
+        context.session_ends_at = ends_at
         return {"userId": user_id}
 
     async def _release(self, ctx: Context) -> None:

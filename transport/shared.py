@@ -54,6 +54,7 @@ from resolvers.services import KeyedLocks, Services, Viewer
 from resolvers.stream_signals import AccessChange
 from resolvers.subscriptions import FIELDS, SharedHooks, SubscriptionField
 from schema import Context
+from schema.bounds import check_arguments
 from serving.errors import ApiError
 
 from .direct_frames import DirectFrames
@@ -189,6 +190,10 @@ class SharedSubscriptions:
         if isinstance(coerced, list):  # invalid variables: the unshared path says why
             return None
         args = get_argument_values(subscription_type.fields[name], node, coerced)
+        try:
+            check_arguments(subscription_type.fields[name], args)
+        except ApiError:
+            return None  # out of bounds: the unshared path says why
         if not subscription.shareable(subscription.resumed(args, resume)):
             return None
         key = (query, orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS), operation_name)

@@ -37,7 +37,7 @@ import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -58,6 +58,7 @@ from resolvers.presence import close_connection, open_connection
 from resolvers.services import Services
 from schema import Context
 
+from .session_expiry import EXPIRED_CODE, EXPIRED_MESSAGE, SessionExpiry
 from .sse_resume import Resumable, prepare
 
 if TYPE_CHECKING:
@@ -278,6 +279,21 @@ async def _wait_disconnect(receive: Receive) -> None:
         pass
 
 
+def end_with_expired_token(stream: EventStream, operation_ids: Iterable[str | None]) -> None:
+    """End `stream` because its token expired: each operation's last event is
+    a `next` with an UNAUTHENTICATED error, and no `complete` follows, so a
+    graphql-sse client takes the end as a lost connection and retries with
+    fresh headers (its `headers` option may be a function)."""
+    body = orjson.dumps(error_body(EXPIRED_MESSAGE, EXPIRED_CODE))
+    for op_id in operation_ids:
+        if op_id is None:
+            stream.offer(event_bytes("next", body))
+        else:
+            prefix = b'{"id":' + orjson.dumps(op_id) + b',"payload":'
+            stream.offer(event_bytes("next", prefix + body + b"}"))
+    stream.finish()
+
+
 # --- presence -------------------------------------------------------------------
 
 
@@ -395,7 +411,11 @@ class ServerSentEvents:
         self.view = view
         self.reservations: Reservations = Reservations(self)
 
-    async def handle(self, request: Request, user_id: str, services: Services) -> Response | None:
+    async def handle(
+        self, request: Request, user_id: str, services: Services, ends_at: float
+    ) -> Response | None:
+        """`ends_at`: when the request's token expires, and with it any
+        stream this request opens."""
         method = request.method
         if method == "PUT":
             return await self.reservations.reserve(request, user_id, services)
@@ -404,10 +424,10 @@ class ServerSentEvents:
             return await self.reservations.stop(request, token, user_id)
         if token is not None:
             if accepts_event_stream(request):
-                return await self.reservations.connect(request, token, user_id, services)
+                return await self.reservations.connect(request, token, user_id, services, ends_at)
             return await self.reservations.execute(request, token, user_id, services)
         if accepts_event_stream(request):
-            return await self.distinct(request, user_id, services)
+            return await self.distinct(request, user_id, services, ends_at)
         return None
 
     def settings(self, services: Services) -> tuple[int, float, float]:
@@ -418,8 +438,11 @@ class ServerSentEvents:
             s.ping_interval.total_seconds(),
         )
 
-    async def distinct(self, request: Request, user_id: str, services: Services) -> Response:
-        """Distinct connections mode: this request's operation on its own stream."""
+    async def distinct(
+        self, request: Request, user_id: str, services: Services, ends_at: float
+    ) -> Response:
+        """Distinct connections mode: this request's operation on its own stream,
+        until it completes or the token expires."""
         operation, problem = await parse_operation(self.view, request)
         if problem is not None:
             return problem
@@ -445,9 +468,16 @@ class ServerSentEvents:
                 return
             await stream.put(encode_event("complete"))
 
-        return EventStreamResponse(
-            stream, ping_interval=ping, on_close=presence.close, producer=produce
-        )
+        async def token_expired() -> None:
+            end_with_expired_token(stream, [None])
+
+        expiry = SessionExpiry(ends_at, token_expired)
+
+        async def on_close() -> None:
+            await expiry.stop()
+            await presence.close()
+
+        return EventStreamResponse(stream, ping_interval=ping, on_close=on_close, producer=produce)
 
 
 # --- plain HTTP -------------------------------------------------------------------

@@ -49,6 +49,7 @@ from backends.hub import SlowConsumer
 from resolvers.services import Services
 from schema import Context
 
+from .session_expiry import SessionExpiry
 from .sse import (
     EventStream,
     EventStreamResponse,
@@ -56,6 +57,7 @@ from .sse import (
     Presence,
     StreamClosed,
     encode_event,
+    end_with_expired_token,
     error_response,
     event_bytes,
     limit_response,
@@ -132,8 +134,9 @@ class Reservations:
             task.add_done_callback(self._background.discard)
 
     async def connect(
-        self, request: Request, token: str, user_id: str, services: Services
+        self, request: Request, token: str, user_id: str, services: Services, ends_at: float
     ) -> Response:
+        """Open the reservation's stream; it ends when this request's token expires."""
         if not token:
             return error_response(400, "The stream token is missing", "BAD_USER_INPUT")
         reservation = self._find(token, user_id)
@@ -151,7 +154,13 @@ class Reservations:
             reservation.expiry.cancel()
         _, _, ping = self.sse.settings(services)
 
+        async def token_expired() -> None:
+            end_with_expired_token(reservation.stream, list(reservation.operations))
+
+        expiry = SessionExpiry(ends_at, token_expired)
+
         async def on_close() -> None:
+            await expiry.stop()
             await self._close(reservation)
 
         return EventStreamResponse(reservation.stream, ping_interval=ping, on_close=on_close)

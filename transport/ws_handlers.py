@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import suppress
 from typing import Any, Protocol, cast
 
@@ -48,12 +48,13 @@ from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.types.unset import UnsetType
 
 from backends.hub import SlowConsumer
-from resolvers.resume import parse_resume
 from schema import Context
+from schema.resume_map import parse_resume
 from serving.errors import BadUserInput
 
 from .direct_frames import DirectFrames, server_protocol
 from .heartbeat import Heartbeat
+from .session_expiry import EXPIRED_CODE, EXPIRED_MESSAGE, SessionExpiry
 from .shared import Member, SharedSubscriptions
 from .stalled_writers import StalledWriters
 
@@ -104,6 +105,24 @@ async def stop_task(task: asyncio.Task[Any] | None) -> None:
         pass
     except Exception:
         log.exception("WebSocket side task %s failed", task.get_name())
+
+
+def too_many_operations(limit: int) -> dict[str, object]:
+    """The error for an operation over `max_subscriptions_per_connection`."""
+    return {
+        "message": f"too many operations on this connection ({limit})",
+        "extensions": {"code": "LIMIT_EXCEEDED"},
+    }
+
+
+EXPIRED_REASON = f"{EXPIRED_CODE}: {EXPIRED_MESSAGE}"
+
+
+def session_expiry(context: Context, end: Callable[[], Awaitable[None]]) -> SessionExpiry | None:
+    """The timer that ends an authenticated connection with its token."""
+    if context.session_ends_at is None:
+        return None
+    return SessionExpiry(context.session_ends_at, end)
 
 
 class Rejected(ConnectionRejectionError):
@@ -334,8 +353,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     checks duplicate ids itself (4409, with a reason that stays short);
     `handle_connection_init` takes a null payload as {} and closes a refused
     init with 4403 and the reason; `handle_pong` feeds the heartbeat that
-    starts with the ack; `send_message` drops sends to a socket already gone;
-    `shutdown` also stops the heartbeat.
+    starts with the ack, as does the timer that closes the socket with 4403
+    `UNAUTHENTICATED: token expired` when the token does; `send_message`
+    drops sends to a socket already gone; `shutdown` also stops both timers.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -347,6 +367,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             ping=lambda: self.send_message({"type": "ping"}),
             late=lambda: self.websocket.close(code=PONG_TIMEOUT, reason="Pong timeout"),
         )
+        self.expiry: SessionExpiry | None = None
         self.members: dict[str, Member] = {}
 
     async def cleanup_operation(self, operation_id: str) -> None:
@@ -362,14 +383,19 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if problem is not None:
             await self.handle_invalid_message(problem)
             return
-        if (
-            message["type"] == "subscribe"
-            and self.connection_acknowledged
-            and message["id"] in self.operations
-        ):
-            reason = f"Subscriber for {_short(message['id'])} already exists"
-            await self.websocket.close(code=SUBSCRIBER_EXISTS, reason=reason)
-            return
+        if message["type"] == "subscribe" and self.connection_acknowledged:
+            if message["id"] in self.operations:
+                reason = f"Subscriber for {_short(message['id'])} already exists"
+                await self.websocket.close(code=SUBSCRIBER_EXISTS, reason=reason)
+                return
+            limit = self.max_subscriptions_per_connection
+            if limit is not None and len(self.operations) >= limit:
+                refusal = {"id": message["id"], "type": "error"}
+                with suppress(WebSocketDisconnected):
+                    await self.websocket.send_json(
+                        {**refusal, "payload": [too_many_operations(limit)]}
+                    )
+                return
         try:
             await super().handle_message(message)
         except Exception:  # a bug of ours: say so, never leave the socket half-dead
@@ -408,6 +434,10 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.send_message({"type": "connection_ack", "payload": ack})
         self.connection_acknowledged = True
         self.heartbeat.start()
+        self.expiry = session_expiry(self.context, self.token_expired)
+
+    async def token_expired(self) -> None:
+        await self.websocket.close(code=FORBIDDEN, reason=EXPIRED_REASON)
 
     async def handle_pong(self, message: transport_ws.PongMessage) -> None:
         self.heartbeat.pong()
@@ -445,6 +475,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def shutdown(self) -> None:
         await self.heartbeat.stop()
+        if self.expiry is not None:
+            await self.expiry.stop()
         await super().shutdown()
 
 
@@ -477,7 +509,10 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
     `connection_error` and the socket stays open) and runs the init timeout;
     `handle_message` validates before Strawberry's dispatch;
     `handle_connection_init` takes a null payload as {}, refuses a second
-    init (4429) and closes a refused one with 4403; `handle_async_results`
+    init (4429) and closes a refused one with 4403, and after the ack starts
+    the timer that ends the connection with its token (`connection_error`
+    UNAUTHENTICATED "token expired", then 4403); `handle_start` refuses an
+    operation over the limit with LIMIT_EXCEEDED; `handle_async_results`
     runs any operation through `schema.stream` (Strawberry's uses
     `schema.subscribe`, subscriptions only); `send_message` drops sends to a
     socket already gone.
@@ -488,6 +523,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         self.connection_init_received = False
         self.connection_timed_out = False
         self.init_timeout_task: asyncio.Task[None] | None = None
+        self.expiry: SessionExpiry | None = None
         self.members: dict[str, Member] = {}
 
     async def cleanup_operation(self, operation_id: str) -> None:
@@ -519,6 +555,8 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         finally:
             await stop_task(self.init_timeout_task)
             await stop_task(self.keep_alive_task)
+            if self.expiry is not None:
+                await self.expiry.stop()
             await self.cleanup()
 
     async def init_timeout(self, delay: float) -> None:
@@ -604,6 +642,26 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         self.connection_acknowledged = True
         if self.keep_alive:
             self.keep_alive_task = asyncio.create_task(self.handle_keep_alive())
+        self.expiry = session_expiry(self.context, self.token_expired)
+
+    async def token_expired(self) -> None:
+        error = {"message": EXPIRED_MESSAGE, "extensions": {"code": EXPIRED_CODE}}
+        await self.send_json({"type": "connection_error", "payload": error})
+        await self.websocket.close(code=FORBIDDEN, reason=EXPIRED_REASON)
+
+    async def handle_start(self, message: legacy_ws.StartMessage) -> None:
+        limit = self.max_subscriptions_per_connection
+        if (
+            self.connection_acknowledged
+            and limit is not None
+            and message["id"] not in self.tasks
+            and len(self.tasks) >= limit
+        ):
+            await self.send_json(
+                {"type": "error", "id": message["id"], "payload": too_many_operations(limit)}
+            )
+            return
+        await super().handle_start(message)
 
     async def refuse(self, code: int, reason: str) -> None:
         await self.connection_error(reason)

@@ -216,3 +216,51 @@ async def test_heartbeat_does_not_revive_closed_or_unknown_connections(
 
     await eventually(offline)
     assert await status_of(presence_store, "alice") is Status.OFFLINE
+
+
+async def clock_moves_past(moment: datetime) -> None:
+    """Wait for the wall clock to pass `moment`, so a new time would differ."""
+    ahead = (moment + timedelta(milliseconds=2) - datetime.now(UTC)).total_seconds()
+    await asyncio.sleep(max(ahead, 0))  # the clock, not an event, is awaited
+
+
+async def test_appearing_offline_freezes_last_seen(presence_store: PresenceStore) -> None:
+    await presence_store.connect("alice", "c1", ttl=30)
+    hidden = await presence_store.set_status("alice", Status.OFFLINE, None)
+    assert hidden.status is Status.OFFLINE
+    frozen = hidden.last_seen
+    # Activity while invisible: heartbeats, another connection, a reload,
+    # a status text change, the last connection going away.
+    await clock_moves_past(frozen)
+    assert await presence_store.heartbeat("alice", "c1", ttl=30)
+    await presence_store.connect("alice", "c2", ttl=30)
+    await presence_store.disconnect("alice", "c1", grace=0)
+    again = await presence_store.set_status("alice", Status.OFFLINE, "still hidden")
+    assert again.last_seen == frozen
+    assert await presence_store.get(["alice"]) == [again]
+    await presence_store.disconnect("alice", "c2", grace=0)
+    await presence_store.sweep()
+    await presence_store.connect("alice", "c3", ttl=30)
+    [seen] = await presence_store.get(["alice"])
+    assert (seen.status, seen.last_seen) == (Status.OFFLINE, frozen)
+
+    # Visible again: the real time shows.
+    await clock_moves_past(frozen)
+    back = await presence_store.set_status("alice", Status.ONLINE, None)
+    assert back.status is Status.ONLINE
+    assert back.last_seen > frozen
+
+
+async def test_appearing_offline_while_offline_keeps_the_old_last_seen(
+    presence_store: PresenceStore,
+) -> None:
+    await presence_store.connect("bob", "c1", ttl=30)
+    await presence_store.disconnect("bob", "c1", grace=0)
+    await presence_store.sweep()
+    [gone] = await presence_store.get(["bob"])
+    await clock_moves_past(gone.last_seen)
+    hidden = await presence_store.set_status("bob", Status.OFFLINE, None)
+    assert hidden.last_seen == gone.last_seen
+    await presence_store.connect("bob", "c2", ttl=30)
+    [seen] = await presence_store.get(["bob"])
+    assert (seen.status, seen.last_seen) == (Status.OFFLINE, gone.last_seen)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from backends.errors import Conflict, LimitReached, Missing
+from backends.memory import decode_room, encode_room
 from backends.protocols import RoomStore
-from backends.records import Member, Role, Room
+from backends.records import LEGACY_INCARNATION, Member, Role, Room
 
 from .conftest import Reopen
 
@@ -24,6 +27,7 @@ def room(room_id: str, *, owner: str = "alice", private: bool = False, minute: i
         description=f"about {room_id}",
         metadata={"topic": room_id, "tags": ["a", "b"], "n": 1.5},
         created_at=T0 + timedelta(minutes=minute),
+        incarnation=f"{room_id}-first",
     )
 
 
@@ -85,7 +89,9 @@ async def test_create_enforces_rooms_per_user(room_store: RoomStore) -> None:
     assert [r.id for r in await room_store.list_joined("alice")] == ["r1", "r4", "r5"]
 
 
-async def test_update_replaces_fields_but_not_owner_or_created_at(room_store: RoomStore) -> None:
+async def test_update_replaces_fields_but_not_owner_created_at_or_incarnation(
+    room_store: RoomStore,
+) -> None:
     await room_store.create(room("r1"))
     await room_store.update(
         Room(
@@ -107,6 +113,7 @@ async def test_update_replaces_fields_but_not_owner_or_created_at(room_store: Ro
         description=None,
         metadata={"x": [1]},
         created_at=T0,
+        incarnation="r1-first",
     )
 
 
@@ -303,3 +310,103 @@ async def test_rooms_survive_a_restart(reopen: Reopen) -> None:
     assert [r.id for r in await stores.rooms.list_joined("bob")] == ["r1", "r2"]
     with pytest.raises(Conflict):
         await stores.rooms.create(room("r1"))
+
+
+# --- incarnations and the quota of rooms others add you to -------------------------
+
+
+async def test_delete_of_one_incarnation_only(room_store: RoomStore) -> None:
+    await room_store.create(room("r1"))
+    assert not await room_store.delete("r1", incarnation="another-life")
+    assert await room_store.get("r1") == room("r1")
+    assert await room_store.delete("r1", incarnation="r1-first")
+    assert await room_store.get("r1") is None
+    again = replace(room("r1"), incarnation="r1-second")
+    await room_store.create(again)
+    assert await room_store.get("r1") == again
+    assert not await room_store.delete("r1", incarnation="r1-first")
+    assert await room_store.delete("r1")
+
+
+async def test_rooms_others_add_you_to_count_apart(room_store: RoomStore) -> None:
+    for i in range(4):
+        await room_store.create(room(f"a{i}"))
+    for i in range(3):
+        _, added = await room_store.add_member(
+            member(f"a{i}", "bob"), added_by="alice", max_room_additions=3
+        )
+        assert added
+    with pytest.raises(LimitReached) as info:
+        await room_store.add_member(member("a3", "bob"), added_by="alice", max_room_additions=3)
+    assert (info.value.what, info.value.limit) == ("room additions", 3)
+    assert await room_store.get_member("a3", "bob") is None
+
+    # Bob's own quota is untouched by the three additions.
+    await room_store.create(room("b0", owner="bob"), max_rooms_per_user=2)
+    await room_store.add_member(member("a3", "bob"), max_rooms_per_user=2)  # joins himself
+    with pytest.raises(LimitReached) as info:
+        await room_store.create(room("b1", owner="bob"), max_rooms_per_user=2)
+    assert (info.value.what, info.value.limit) == ("rooms", 2)
+    # Joining himself (added_by is bob) counts as his own too.
+    await room_store.create(room("a4"))
+    with pytest.raises(LimitReached):
+        await room_store.add_member(member("a4", "bob"), added_by="bob", max_rooms_per_user=2)
+    joined = [r.id for r in await room_store.list_joined("bob")]
+    assert sorted(joined) == ["a0", "a1", "a2", "a3", "b0"]
+    assert {r.id for r in await room_store.list_visible("bob")} >= set(joined)
+
+
+async def test_leaving_bans_and_deletes_free_an_addition(room_store: RoomStore) -> None:
+    for i in range(4):
+        await room_store.create(room(f"a{i}"))
+
+    async def add(room_id: str) -> None:
+        await room_store.add_member(member(room_id, "bob"), added_by="alice", max_room_additions=2)
+
+    await add("a0")
+    await add("a1")
+    with pytest.raises(LimitReached):
+        await add("a2")
+    # A new role (or ownership) keeps the membership one others made.
+    await room_store.set_role("a0", "bob", Role.ADMIN)
+    assert await room_store.remove_member("a0", "bob")
+    await add("a2")
+    await room_store.ban("a1", "bob")
+    await add("a3")
+    await room_store.transfer_ownership("a3", "bob")
+    assert await room_store.delete("a2")
+    await add("a0")
+    assert sorted(r.id for r in await room_store.list_joined("bob")) == ["a0", "a3"]
+    with pytest.raises(LimitReached):
+        await add("a1")
+    await room_store.unban("a1", "bob")
+    assert await room_store.remove_member("a3", "bob")
+    await add("a1")
+    # Own rooms are still all free.
+    await room_store.create(room("b0", owner="bob"), max_rooms_per_user=1)
+
+
+async def test_rooms_quotas_survive_a_restart(reopen: Reopen) -> None:
+    stores = await reopen()
+    for i in range(2):
+        await stores.rooms.create(room(f"a{i}"))
+        await stores.rooms.add_member(member(f"a{i}", "bob"), added_by="alice")
+    await stores.close()
+    stores = await reopen()
+    await stores.rooms.create(room("b0", owner="bob"), max_rooms_per_user=1)
+    with pytest.raises(LimitReached):
+        await stores.rooms.add_member(member("b0", "carol"), added_by="bob", max_room_additions=0)
+    await stores.rooms.create(room("a2"))
+    with pytest.raises(LimitReached) as info:
+        await stores.rooms.add_member(member("a2", "bob"), added_by="alice", max_room_additions=2)
+    assert info.value.what == "room additions"
+    assert (await stores.rooms.get("a0")) == room("a0")
+    await stores.close()
+
+
+def test_a_room_document_from_before_incarnations_decodes_as_legacy() -> None:
+    """The memory and NATS stores keep rooms as this JSON document."""
+    raw = orjson.dumps(
+        {k: v for k, v in orjson.loads(encode_room(room("r1"))).items() if k != "incarnation"}
+    )
+    assert decode_room(raw) == replace(room("r1"), incarnation=LEGACY_INCARNATION)
