@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from tests.live import TIMEOUT, GraphQLClient, LiveServer, Operation, WsClient, unique
-from tests.tools import EXAMPLES, Script, node, npm_ci
+from tests.tools import EXAMPLES, Script, node, npm_ci, xfail_while_urql_gets_event_streams
 
 CREATE = 'mutation($id: ID!) { createRoom(input: {id: $id, name: "Room"}) { id } }'
 SEND = """
@@ -225,6 +225,21 @@ def client_args(
     return [*args, "--subprotocol", subprotocol], EXAMPLES / "python"
 
 
+async def subscribed(live: LiveServer, script: Script) -> None:
+    """Wait until the script's subscription is live; fail at once if it ends."""
+    waiting = asyncio.ensure_future(live.wait_subscribers(1, timeout=30))
+    ended = asyncio.ensure_future(script.process.wait())
+    try:
+        await asyncio.wait((waiting, ended), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ended.cancel()
+    if not waiting.done():
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        raise AssertionError(f"the client ended before subscribing: {await script.stderr()}")
+    waiting.result()
+
+
 async def messages(script: Script, count: int, timeout: float) -> list[dict[str, Any]]:
     """The next `count` MESSAGE messages the script prints."""
     found: list[dict[str, Any]] = []
@@ -245,10 +260,12 @@ async def test_client_resumes_after_a_server_restart(
     await sender.execute(CREATE, id=room)
     before, around, after = ["a1", "a2", "a3"], ["b1", "b2"], ["c1", "c2", "c3"]
     total = len(before) + len(around) + len(after)
+    if client == "urql":
+        xfail_while_urql_gets_event_streams(f"{live.url}/graphql", sender.token or "")
     args, folder = client_args(client, live, sender.token or "", room, total)
     script = await Script.start(args, folder, {})
     try:
-        await live.wait_subscribers(1, timeout=30)
+        await subscribed(live, script)
         cursors = await send_texts(sender, room, before)
         received = await messages(script, len(before), 30)
         # Sent, then the server dies at once: the client may or may not have them.
