@@ -29,10 +29,15 @@ from typing import Any, cast
 from backends.records import PresenceEntry
 
 from . import channels, messages, presence, typing_indicators
+from .resume import ResumeMap
 from .services import Services, Viewer
 from .stream_signals import LIVE, AccessChange
 
 Args = Mapping[str, Any]
+
+
+def _as_is(args: Args, resume: ResumeMap) -> Args:
+    return args
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +51,18 @@ class SubscriptionField:
     # each see only part of it (None: all of it). Only where `shareable` is
     # false or this always admits: a shared execution does not ask.
     admits: Callable[[Services, Viewer, Args, object], Awaitable[bool]] | None = None
+    # The args it runs with on a connection that sent a resume map
+    # (resume.py): decided before `shareable`, so a resumed one runs alone.
+    resumed: Callable[[Args, ResumeMap], Args] = _as_is
 
 
 def _always(args: Args) -> bool:
     return True
+
+
+def _resumed_room_messages(args: Args, resume: ResumeMap) -> Args:
+    after = resume.after(args["roomId"], args.get("threadId"), args.get("after"))
+    return args if after == args.get("after") else {**args, "after": after}
 
 
 FIELDS: Mapping[str, SubscriptionField] = MappingProxyType(
@@ -62,6 +75,7 @@ FIELDS: Mapping[str, SubscriptionField] = MappingProxyType(
                 services, args["roomId"], after=args.get("after"), thread_id=args.get("threadId")
             ),
             shareable=lambda args: args.get("after") is None,
+            resumed=_resumed_room_messages,
         ),
         "typing": SubscriptionField(
             authorize=lambda services, viewer, args: typing_indicators.authorize_typing_stream(

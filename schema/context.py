@@ -7,6 +7,7 @@ from typing import Any
 
 from strawberry.types import Info
 
+from resolvers.resume import NO_RESUME, ResumeMap
 from resolvers.services import Services, Viewer
 from resolvers.subscriptions import SharedHooks
 from serving.errors import Unauthenticated
@@ -20,6 +21,9 @@ class Context:
     # Set by Strawberry from the WebSocket connection_init payload.
     connection_params: dict[str, Any] | None = field(default=None)
     websocket: Any = None
+    # The connection_init payload's resume map (resolvers/resume.py): where
+    # this connection's roomMessages subscriptions pick up.
+    resume: ResumeMap = NO_RESUME
     # Set only for a shared execution, which has no viewer: it reads the
     # viewer-independent stream and authorizes its subscribers itself.
     shared: SharedHooks | None = None

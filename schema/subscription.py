@@ -21,14 +21,18 @@ def _items(info: GraphInfo, field: str, args: dict[str, Any]) -> AsyncGenerator[
     ctx = info.context
     if ctx.shared is not None:
         return subscriptions.shared_stream(ctx.services, field, args, ctx.shared)
-    return subscriptions.authorized_stream(ctx.services, ctx.viewer, field, args)
+    # A shared execution is never resumed: a resumed subscription runs alone.
+    resumed = subscriptions.FIELDS[field].resumed(args, ctx.resume)
+    return subscriptions.authorized_stream(ctx.services, ctx.viewer, field, resumed)
 
 
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
         description="MESSAGE, SYSTEM, JOIN and LEAVE messages of a room. With `after`, "
-        "first replays what followed that cursor, then goes live: no gap, no duplicate."
+        "first replays what followed that cursor, then goes live: no gap, no duplicate. "
+        "Over WebSockets a resume map in `connection_init` may move `after` forward "
+        "(README: Resuming after a reconnect)."
     )
     async def room_messages(
         self,

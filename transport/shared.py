@@ -44,6 +44,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
 from backends.hub import BoundedStream, SlowConsumer
+from resolvers.resume import NO_RESUME, ResumeMap
 from resolvers.services import KeyedLocks, Services, Viewer
 from resolvers.stream_signals import AccessChange
 from resolvers.subscriptions import FIELDS, SharedHooks, SubscriptionField
@@ -146,10 +147,16 @@ class SharedSubscriptions:
         return sum(len(g.members) for g in self._groups.values() if g.live.is_set())
 
     def plan(
-        self, query: str, variables: dict[str, Any] | None, operation_name: str | None
+        self,
+        query: str,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        resume: ResumeMap = NO_RESUME,
     ) -> Plan | None:
         """The plan if this subscription can be shared, else None (also when
-        its document is refused: the unshared path says why)."""
+        its document is refused: the unshared path says why). `resume` is its
+        connection's resume map: a subscription it resumes replays, so it
+        runs alone."""
         # Checked under the document limits, and kept only if valid, in the
         # schema's one store of valid documents (schema/document_cache.py).
         document = self._schema.documents.check(query)
@@ -177,7 +184,7 @@ class SharedSubscriptions:
             check_arguments(subscription_type.fields[name], args)
         except ApiError:
             return None  # out of bounds: the unshared path says why
-        if not subscription.shareable(args):
+        if not subscription.shareable(subscription.resumed(args, resume)):
             return None
         key = (query, orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS), operation_name)
         # A subscriber waits in its plan's frame for as long as it stays:

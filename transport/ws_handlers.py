@@ -50,6 +50,8 @@ from strawberry.types.unset import UnsetType
 from backends.errors import Unavailable
 from backends.hub import SlowConsumer
 from schema import Context
+from schema.resume_map import parse_resume
+from serving.errors import BadUserInput
 
 from .direct_frames import DirectFrames, server_protocol
 from .heartbeat import Heartbeat
@@ -136,6 +138,17 @@ class Rejected(ConnectionRejectionError):
     @property
     def close_reason(self) -> str:
         return close_reason(f"{self.code}: {self.message}")
+
+
+def take_resume(context: Context, payload: Mapping[str, object]) -> str | None:
+    """Keep the connection_init payload's resume map in the context; the
+    close reason (BAD_USER_INPUT) if it is malformed. After authentication."""
+    try:
+        history = context.services.settings.enable_message_history
+        context.resume = parse_resume(payload, history=history)
+    except BadUserInput as exc:
+        return close_reason(f"{exc.code}: {exc.message}")
+    return None
 
 
 class WebSocketAdapter(ASGIWebSocketAdapter):
@@ -417,6 +430,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         except ConnectionRejectionError:
             await self.websocket.close(code=FORBIDDEN, reason="Forbidden")
             return
+        if (bad_resume := take_resume(self.context, payload)) is not None:
+            await self.websocket.close(code=BAD_REQUEST, reason=bad_resume)
+            return
         if isinstance(ack, UnsetType) or ack is None:
             await self.send_message({"type": "connection_ack"})
         else:
@@ -438,7 +454,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         """Join the shared execution when the subscription can share one."""
         shared = cast(_SharingView, self.view).shared
-        plan = shared.plan(operation.query, operation.variables, operation.operation_name)
+        plan = shared.plan(
+            operation.query, operation.variables, operation.operation_name, self.context.resume
+        )
         if plan is None:
             await super().run_operation(operation)
             return
@@ -622,6 +640,9 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             await self.send_message({"type": "connection_error", "payload": exc.payload})
             await self.websocket.close(code=FORBIDDEN, reason="Forbidden")
             return
+        if (bad_resume := take_resume(self.context, payload)) is not None:
+            await self.refuse(BAD_REQUEST, bad_resume)
+            return
         if isinstance(ack, UnsetType) or ack is None:
             await self.send_message({"type": "connection_ack"})
         else:
@@ -707,7 +728,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         """Run the operation in a shared execution if it can; True if it ran
         there to its end (False: not shareable or not allowed, run it alone)."""
         shared = cast(_SharingView, self.view).shared
-        plan = shared.plan(query, variables, operation_name)
+        plan = shared.plan(query, variables, operation_name, self.context.resume)
         if plan is None:
             return False
         prefix = b'{"type":"data","id":' + orjson.dumps(operation_id) + b',"payload":'
