@@ -285,8 +285,13 @@ class Bucket:
 
     async def scan(self, prefix: str) -> list[tuple[str, Any, int]]:
         """Every live key under `prefix` (a "a.b." form) with value and revision."""
+        try:
+            messages = await replay(self.link.js, self.stream, self.prefix + prefix + ">")
+        except nats.js.errors.NotFoundError as exc:
+            # The bucket was deleted under us: lost data, like an outage, not a bug here.
+            raise self.link.unavailable(f"bucket {self.name} is missing") from exc
         found = []
-        for msg in await replay(self.link.js, self.stream, self.prefix + prefix + ">"):
+        for msg in messages:
             headers = msg.headers or {}
             if headers.get(_KV_OPERATION) in ("DEL", "PURGE") or not msg.data:
                 continue

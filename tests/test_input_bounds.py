@@ -333,7 +333,9 @@ def nats_server(make_server: type[LiveServer], tmp_path: Path) -> Iterator[LiveS
     require_service("NATS", 4222)
     url = f"nats://127.0.0.1:4222?namespace=t{uuid4().hex[:12]}"
     settings = {**TEST_SETTINGS, "backend": "nats", "backend_urls": [url]}
-    yield make_server(tmp_path / "nats-node", settings).start()
+    server = make_server(tmp_path / "nats-node", settings).start()
+    yield server
+    server.stop()  # before its data goes: a server never sees that happen
     from backends.nats_backend import delete_namespace
 
     asyncio.run(delete_namespace(url))

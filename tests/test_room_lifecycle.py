@@ -106,9 +106,11 @@ async def live(
         require_service(*service)
     urls: list[str] = []
     settings = {**TEST_SETTINGS, **make_settings(urls), "max_messages_per_second": 1000}
+    server = make_server(tmp_path / "server", settings)
     try:
-        yield make_server(tmp_path / "server", settings).start()
+        yield server.start()
     finally:
+        server.stop()  # before its data goes: a server never sees that happen
         for url in urls:
             await backend_module(url).delete_namespace(url)
 
