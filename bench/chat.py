@@ -63,6 +63,8 @@ CREATE_ROOM = (
 )
 JOIN_ROOM = "mutation Join($roomId: ID!) { joinRoom(roomId: $roomId) { id } }"
 CONNECTIONS_PER_WORKER = 2500
+PROBE_WINDOW = 16  # readiness probes in flight per worker
+SETUP_ATTEMPTS = 5  # createRoom / joinRoom refused as UNAVAILABLE are retried
 IDLE_GIVE_UP = 15.0  # seconds without any progress before a step stops waiting
 HEALTH_TIMEOUT = 10.0
 
@@ -195,9 +197,11 @@ class Worker:
         self.by_room: dict[str, list[Member]] = collections.defaultdict(list)
         self.step: Step | None = None
         self.probe_errors: list[str] = []
+        self.probe_window = asyncio.Semaphore(PROBE_WINDOW)
 
     def on_answer(self, op: str, errors: Any, now: int) -> None:
         if op.startswith("p"):
+            self.probe_window.release()
             if errors and len(self.probe_errors) < 5:
                 self.probe_errors.append(json.dumps(errors)[:300])
             return
@@ -259,7 +263,13 @@ class Worker:
             ]
             if not waiting or time.monotonic() > deadline:
                 break
+            # A window of probes in flight, not one per room at once: a burst of
+            # hundreds of sends would measure the server's overload, not readiness.
+            # (A probe never answered frees its place after a second.)
+            self.probe_window = asyncio.Semaphore(PROBE_WINDOW)
             for members in waiting:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.probe_window.acquire(), 1.0)
                 members[0].send_message({"bench_probe": n}, f"p{n}")
             await asyncio.sleep(0.25)
         await asyncio.sleep(0.5)  # the last probes drain
@@ -453,13 +463,19 @@ class Coordinator:
 
             async def call(query: str, variables: dict[str, Any], token: str | None) -> None:
                 headers = {"Authorization": f"Bearer {token}"} if token else {}
-                async with gate:
-                    r = await client.post(
-                        args.url, json={"query": query, "variables": variables}, headers=headers
-                    )
-                reply = r.json()
-                if reply.get("errors") and "taken" not in json.dumps(reply["errors"]):
-                    raise RuntimeError(f"room setup failed: {reply['errors']}")
+                for attempt in range(SETUP_ATTEMPTS):
+                    async with gate:
+                        r = await client.post(
+                            args.url,
+                            json={"query": query, "variables": variables},
+                            headers=headers,
+                        )
+                    errors = r.json().get("errors")
+                    if not errors or "taken" in json.dumps(errors):
+                        return
+                    if error_code(errors) != "UNAVAILABLE" or attempt == SETUP_ATTEMPTS - 1:
+                        raise RuntimeError(f"room setup failed: {errors}")
+                    await asyncio.sleep(0.2 * (attempt + 1))
 
             def token(r: int, slot: int) -> str | None:
                 return tokens[member_index(args.rooms, r, slot)]

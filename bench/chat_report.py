@@ -75,7 +75,7 @@ def _why(row: Row) -> Any:
         reasons.append(f"{step['delivered']:,}/{step['expected']:,} delivered")
     if step.get("refused"):
         reasons.append(f"{step['refused']:,} refused")
-    if step.get("drain_s") is not None and step.get("complete") is not False:
+    if step.get("drain_s") is not None:
         reasons.append(f"last delivery {step['drain_s']:.1f} s after the last send")
     if isinstance(step.get("p99_ms"), int | float):
         reasons.append(f"p99 {step['p99_ms']:,.0f} ms")
@@ -206,6 +206,12 @@ def tables(results: dict[str, Row], args: argparse.Namespace) -> str:
                 for t, row in rows.items()
                 if row and (row.get("skipped") or row.get("error"))
             ]
+            if pinned:
+                notes += [
+                    f"{t}: not pinned (several server processes need both CPUs)"
+                    for t, row in rows.items()
+                    if row and "steps" in row and not row.get("pinned")
+                ]
             for t, row in rows.items():
                 for step in (row or {}).get("steps") or []:
                     for text in (step.get("refusal_examples") or [])[:1]:
