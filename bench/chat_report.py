@@ -206,6 +206,13 @@ def tables(results: dict[str, Row], args: argparse.Namespace) -> str:
                 for t, row in rows.items()
                 if row and (row.get("skipped") or row.get("error"))
             ]
+            notes += [
+                f"{t}: {row['not_ready']} of {row['connections']} members never saw a readiness"
+                f" probe (their subscription delivered nothing within the setup timeout);"
+                f" measured all the same: {row.get('setup_errors') or 'no error seen'}"
+                for t, row in rows.items()
+                if row and row.get("not_ready")
+            ]
             if pinned:
                 notes += [
                     f"{t}: not pinned (several server processes need both CPUs)"
