@@ -682,8 +682,9 @@ class Coordinator:
             "send_lag_p99_ms": _ms(lag, 0.99),
             "stale_deliveries": sum(r["stale"] for r in replies),
             "server_cpu_pct": round(100 * server_cpu / wall, 1) if args.server_pid else None,
-            "server_cpu_us_per_msg": round(1e6 * server_cpu / acknowledged, 1)
-            if args.server_pid and acknowledged
+            # Per delivered message: a message's worth is N deliveries.
+            "server_cpu_us_per_msg": round(1e6 * server_cpu * args.members / delivered, 1)
+            if args.server_pid and delivered
             else None,
             "server_cpu_us_per_delivery": round(1e6 * server_cpu / delivered, 2)
             if args.server_pid and delivered

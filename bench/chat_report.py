@@ -97,7 +97,7 @@ PACED: list[Metric] = [
     ("latency max ms", _of("last", "max_ms"), True),
     ("send answered p99 ms", _of("last", "answer_p99_ms"), True),
     ("server CPU %", _of("last", "server_cpu_pct"), True),
-    ("server CPU µs/message", _of("last", "server_cpu_us_per_msg"), True),
+    ("server CPU µs/delivered message", _of("last", "server_cpu_us_per_msg"), True),
     ("Redis/NATS CPU %", _of("last", "service_cpu_pct"), False),
     ("/health p99 ms", _of("last", "health_p99_ms"), True),
     ("loadgen CPU % (all procs)", _of("last", "loadgen_cpu_pct"), False),
@@ -116,7 +116,11 @@ SATURATION: list[Metric] = [
     ("peak step: loadgen send lag p99 ms", _of("peak", "send_lag_p99_ms"), False),
     ("sustained step: latency p50 ms", _of("sustained", "p50_ms"), True),
     ("sustained step: latency p99 ms", _of("sustained", "p99_ms"), True),
-    ("sustained step: server CPU µs/message", _of("sustained", "server_cpu_us_per_msg"), True),
+    (
+        "sustained step: server CPU µs/delivered message",
+        _of("sustained", "server_cpu_us_per_msg"),
+        True,
+    ),
     ("sustained step: server CPU %", _of("sustained", "server_cpu_pct"), True),
 ]
 
