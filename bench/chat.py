@@ -745,6 +745,13 @@ class Coordinator:
                 # Measured all the same: what those members miss shows as undelivered.
                 result["not_ready"] = self.n_members - result["ready"]
                 result["setup_errors"] = probe_errors[:3]
+            # The set-up's own work (presence, joins) finishes before the first step.
+            cpu0 = self.cpu_server()
+            await asyncio.sleep(args.settle)
+            if args.server_pid and args.settle > 0:
+                result["settle_server_cpu_pct"] = round(
+                    100 * (self.cpu_server() - cpu0) / args.settle, 1
+                )
             steps: list[dict[str, Any]] = []
             result["steps"] = steps
             for number, rate in enumerate(args.rates):
@@ -805,6 +812,7 @@ def parser() -> argparse.ArgumentParser:
         help="rooms: create and join the rooms first (ours)",
     )
     p.add_argument("--room-prefix", default="chat")
+    p.add_argument("--settle", type=float, default=3.0, help="s between set-up and the first step")
     p.add_argument("--tokens-file", help="JSON list of tokens, one per member (R x N)")
     p.add_argument("--server-pid", type=int, help="the server's process group (CPU from /proc)")
     p.add_argument("--service-pid", type=int, help="a Redis or NATS server process (CPU)")

@@ -86,6 +86,7 @@ def _why(row: Row) -> Any:
 Metric = tuple[str, Value, bool]
 
 PACED: list[Metric] = [
+    ("server CPU % before the first step", lambda r: r.get("settle_server_cpu_pct"), False),
     ("offered msg/s", _of("last", "offered_msg_s"), False),
     ("sent msg/s", _of("last", "sent_msg_s"), False),
     ("sends acknowledged", _of("last", "acknowledged"), False),
@@ -106,6 +107,7 @@ PACED: list[Metric] = [
 ]
 
 SATURATION: list[Metric] = [
+    ("server CPU % before the first step", lambda r: r.get("settle_server_cpu_pct"), False),
     ("sustained msg/s (highest step kept up)", lambda r: r.get("sustained_msg_s"), True),
     ("first step behind", _why, False),
     ("peak deliveries/s (any step)", lambda r: r.get("max_deliveries_per_s"), True),
