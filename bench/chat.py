@@ -66,7 +66,6 @@ JOIN_ROOM = "mutation Join($roomId: ID!) { joinRoom(roomId: $roomId) { id } }"
 CONNECTIONS_PER_WORKER = 2500
 PROBE_WINDOW = 16  # readiness probes in flight per worker
 SETUP_ATTEMPTS = 5  # createRoom / joinRoom refused as UNAVAILABLE are retried
-IDLE_GIVE_UP = 15.0  # seconds without any progress before a step stops waiting
 HEALTH_TIMEOUT = 10.0
 
 
@@ -358,7 +357,7 @@ class Worker:
                 break
             if state != seen:
                 seen, progress = state, time.monotonic()
-            elif time.monotonic() - progress > IDLE_GIVE_UP:
+            elif time.monotonic() - progress > command["idle_give_up"]:
                 break
             await asyncio.sleep(0.01)
         self.step = None
@@ -625,6 +624,7 @@ class Coordinator:
             "n_members": self.n_members,
             "members_per_room": args.members,
             "drain_timeout": args.drain_timeout,
+            "idle_give_up": args.idle_give_up,
         }
         server0, service0, cpu0 = self.cpu_server(), self.cpu_service(), loadgen.cpu_seconds()
         wall0 = time.monotonic()
@@ -810,6 +810,12 @@ def parser() -> argparse.ArgumentParser:
         choices=("rooms", "none"),
         default="none",
         help="rooms: create and join the rooms first (ours)",
+    )
+    p.add_argument(
+        "--idle-give-up",
+        type=float,
+        default=15.0,
+        help="stop waiting after a step when nothing arrived for this many s",
     )
     p.add_argument("--room-prefix", default="chat")
     p.add_argument("--settle", type=float, default=3.0, help="s between set-up and the first step")

@@ -539,6 +539,8 @@ class Bench:
             rates = [round(args.chat_overload_factor * (sustained or 0), 1)]
             seconds = args.chat_overload_seconds
             drain_timeout = args.phase_timeout
+            # An overloaded server may deliver nothing for a long time, then all of it.
+            extra += ["--idle-give-up", str(drain_timeout)]
         cmd = [
             sys.executable,
             str(BENCH / "chat.py"),
@@ -1008,7 +1010,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stop_all()
     print(f"\nForge Streaming bench, {started:%Y-%m-%d %H:%M} UTC — {machine()}\n")
-    print(table(bench.results, args))
+    text = table(bench.results, args)
+    if text:
+        print(text)
     if bench.results.get("chat"):
         print(chat_report.tables(bench.results["chat"], args))
     if args.json_out:
