@@ -2,12 +2,14 @@
 
     python bench/run.py            # fan-out S=500,2000,5000 + idle, history, cross-node
     python bench/run.py --quick    # a smoke run: S=200, few messages, small history
-    python bench/run.py --sizes 500,2000 --skip idle,history,crossnode
+    python bench/run.py --sizes 500,2000 --skip idle,history,crossnode,chat
+    python bench/run.py --skip fanout,idle,history,crossnode --chat-shapes 200x10
 
 Starts every server itself on free loopback ports (ours on the embedded
 default, SQLite, in a temp data dir with the limits raised for the bench; the
 Node.js graphql-ws reference; the plain Strawberry + broadcaster reference),
-runs bench/loadgen.py against each, and prints one table. Every phase has a
+runs bench/loadgen.py (and bench/chat.py for the chat workload: many rooms x
+few members, every member posting) against each, and prints the tables. Every phase has a
 timeout, and everything started here is stopped at the end, also on Ctrl-C
 or an error. See bench/README.md for what each row measures.
 """
