@@ -1,6 +1,6 @@
 """Forge Streaming's benchmark: ours side by side with two reference servers.
 
-    python bench/run.py            # fan-out S=500,2000,5000 + idle, history, cross-node
+    python bench/run.py            # fan-out S=500,2000,5000 + idle, history, cross-node, chat
     python bench/run.py --quick    # a smoke run: S=200, few messages, small history
     python bench/run.py --sizes 500,2000 --skip idle,history,crossnode,chat
     python bench/run.py --skip fanout,idle,history,crossnode --chat-shapes 200x10
