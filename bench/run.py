@@ -1,13 +1,15 @@
 """Forge Streaming's benchmark: ours side by side with two reference servers.
 
-    python bench/run.py            # fan-out S=500,2000,5000 + idle, history, cross-node
+    python bench/run.py            # fan-out S=500,2000,5000 + idle, history, cross-node, chat
     python bench/run.py --quick    # a smoke run: S=200, few messages, small history
-    python bench/run.py --sizes 500,2000 --skip idle,history,crossnode
+    python bench/run.py --sizes 500,2000 --skip idle,history,crossnode,chat
+    python bench/run.py --skip fanout,idle,history,crossnode --chat-shapes 200x10
 
 Starts every server itself on free loopback ports (ours on the embedded
 default, SQLite, in a temp data dir with the limits raised for the bench; the
 Node.js graphql-ws reference; the plain Strawberry + broadcaster reference),
-runs bench/loadgen.py against each, and prints one table. Every phase has a
+runs bench/loadgen.py (and bench/chat.py for the chat workload: many rooms x
+few members, every member posting) against each, and prints the tables. Every phase has a
 timeout, and everything started here is stopped at the end, also on Ctrl-C
 or an error. See bench/README.md for what each row measures.
 """
@@ -44,6 +46,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
+import chat_report  # noqa: E402
 import loadgen  # noqa: E402
 
 ROOM = "bench"
@@ -74,10 +77,24 @@ def free_port() -> int:
 _started: list[subprocess.Popen[bytes]] = []
 
 
-def spawn(cmd: list[str], log_path: Path, cwd: Path = ROOT) -> subprocess.Popen[bytes]:
+def spawn(
+    cmd: list[str], log_path: Path, cwd: Path = ROOT, cpus: set[int] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `cmd` in its own session (so its process group is its workers too);
+    on `cpus` only, when given (inherited by everything it starts)."""
+
+    def pin() -> None:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
     with log_path.open("ab") as out:
         proc = subprocess.Popen(
-            cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=pin if cpus else None,
         )
     _started.append(proc)
     return proc
@@ -167,7 +184,14 @@ class Bench:
         return self._tokens[:count]
 
     def start_ours(
-        self, label: str, subscribers: int, data_dir: Path | None = None, **extra: Any
+        self,
+        label: str,
+        subscribers: int,
+        data_dir: Path | None = None,
+        *,
+        cpus: set[int] | None = None,
+        workers: int = 1,
+        **extra: Any,
     ) -> Server:
         from serving.auth import TokenAuthority
         from serving.settings import load_settings
@@ -186,8 +210,10 @@ class Bench:
                 str(config),
                 "--data-dir",
                 str(data_dir),
+                *(["--workers", str(workers)] if workers > 1 else []),
             ],
             log_path,
+            cpus=cpus,
         )
         wait_http(f"http://127.0.0.1:{port}/health", proc, log_path)
         authority = TokenAuthority.from_settings(load_settings(str(config)))
@@ -203,7 +229,7 @@ class Bench:
             raise RuntimeError(f"createRoom failed: {reply['errors']}")
         return server
 
-    def start_node(self) -> Server:
+    def start_node(self, cpus: set[int] | None = None) -> Server:
         ref = BENCH / "node-reference"
         if not (ref / "node_modules" / "graphql-ws").exists():
             log("installing the Node.js reference (npm ci)")
@@ -212,7 +238,7 @@ class Bench:
             )
         port = free_port()
         log_path = self.tmp / f"node-{port}.log"
-        proc = spawn(["node", "server.mjs", "--port", str(port)], log_path, cwd=ref)
+        proc = spawn(["node", "server.mjs", "--port", str(port)], log_path, cwd=ref, cpus=cpus)
         wait_http(f"http://127.0.0.1:{port}/health", proc, log_path)
         return Server("node", proc, port)
 
@@ -426,7 +452,10 @@ class Bench:
             try:
                 data_dir = Path(tempfile.mkdtemp(prefix=f"cross-{backend}-", dir=self.tmp))
                 port = self.start_service(backend, data_dir)
-                extra = {"backend": backend, "backend_urls": [f"{backend}://127.0.0.1:{port}"]}
+                extra: dict[str, Any] = {
+                    "backend": backend,
+                    "backend_urls": [f"{backend}://127.0.0.1:{port}"],
+                }
                 a = self.start_ours("node-a", 1, data_dir=data_dir / "a", **extra)
                 b = self.start_ours("node-b", 20, data_dir=data_dir / "b", **extra)
                 b.publish_token = a.publish_token
@@ -443,6 +472,122 @@ class Bench:
             finally:
                 stop_all()
             log(f"  -> {_brief(rows[backend])}")
+
+    def chat(self) -> None:
+        """Many rooms x few members, every member posting over its own socket:
+        a paced run, a saturation run (rates stepped up) and an overload run
+        (twice the sustained rate), for every shape and server."""
+        args = self.args
+        rows: dict[str, dict[str, Any]] = {}
+        self.results["chat"] = rows
+        for shape in args.chat_shapes:
+            for target in chat_targets(args):
+                sustained: float | None = (
+                    args.chat_overload_rate / args.chat_overload_factor or None
+                )
+                for run in args.chat_runs:
+                    key = f"{shape}/{run}/{target}"
+                    if run == "overload" and not sustained:
+                        rows[key] = {
+                            "skipped": "no sustained rate (saturation run skipped or failed)"
+                        }
+                        continue
+                    log(f"chat {shape} {run} on {target}")
+                    try:
+                        rows[key] = self.chat_one(shape, run, target, sustained)
+                    except Exception as exc:
+                        rows[key] = {"error": f"{type(exc).__name__}: {exc}"}
+                    finally:
+                        stop_all()
+                    if run == "saturation" and not args.chat_overload_rate:
+                        sustained = rows[key].get("sustained_msg_s") or sustained
+                    log(f"  -> {chat_report.brief(rows[key])}")
+
+    def chat_one(
+        self, shape: str, run: str, target: str, sustained: float | None
+    ) -> dict[str, Any]:
+        args = self.args
+        rooms, members = (int(x) for x in shape.split("x"))
+        pinned = chat_pinned(args)
+        server_cpus, loadgen_cpus = ({0}, "1") if pinned else (None, "")
+        service_pid = None
+        if target == "node":
+            server = self.start_node(cpus=server_cpus)
+            extra = ["--setup", "none"]
+        else:
+            backend, _, suffix = target.partition("-w")
+            workers = int(suffix or 1)
+            if workers > 1:
+                # Several processes need both cores: the load generator competes with them.
+                server_cpus = None
+            settings: dict[str, Any] = {"backend": backend}
+            data_dir = Path(tempfile.mkdtemp(prefix=f"chat-{target}-", dir=self.tmp))
+            if backend in ("redis", "nats"):
+                port = self.start_service(backend, data_dir / backend)
+                service_pid = _started[-1].pid  # the service start_service just spawned
+                settings["backend_urls"] = [f"{backend}://127.0.0.1:{port}"]
+            server = self.start_ours(
+                f"chat-{target}",
+                rooms * members,
+                data_dir=data_dir,
+                cpus=server_cpus,
+                workers=workers,
+                **settings,
+            )
+            extra = ["--setup", "rooms", "--tokens-file", str(server.tokens_file)]
+        drain_timeout = args.chat_drain_timeout
+        if run == "paced":
+            rates, seconds = args.chat_rates, args.chat_seconds
+        elif run == "saturation":
+            rates, seconds = args.chat_saturation_rates, args.chat_step_seconds
+            extra.append("--saturate")
+        else:
+            rates = [round(args.chat_overload_factor * (sustained or 0), 1)]
+            seconds = args.chat_overload_seconds
+            drain_timeout = args.phase_timeout
+            # An overloaded server may deliver nothing for a long time, then all of it.
+            extra += ["--idle-give-up", str(drain_timeout)]
+        cmd = [
+            sys.executable,
+            str(BENCH / "chat.py"),
+            "--json",
+            "--url",
+            f"{server.base}/graphql",
+            "--rooms",
+            str(rooms),
+            "--members",
+            str(members),
+            "--rates",
+            ",".join(str(r) for r in rates),
+            "--seconds",
+            str(seconds),
+            "--drain",
+            str(args.chat_drain),
+            "--drain-timeout",
+            str(drain_timeout),
+            "--p99-bound-ms",
+            str(args.chat_p99_bound_ms),
+            "--server-pid",
+            str(server.proc.pid),
+            "--setup-timeout",
+            str(args.phase_timeout),
+            *extra,
+        ]
+        if service_pid:
+            cmd += ["--service-pid", str(service_pid)]
+        if loadgen_cpus:
+            cmd += ["--pin-cpus", loadgen_cpus]
+        limit = args.phase_timeout * 2 + len(rates) * (seconds + drain_timeout + 10)
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
+        except subprocess.TimeoutExpired:
+            return {"error": f"chat load generator timed out after {limit:.0f} s"}
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            return {"error": f"chat load generator failed: {done.stderr.strip()[-600:]}"}
+        result: dict[str, Any] = json.loads(lines[-1])
+        result["pinned"] = pinned and server_cpus is not None
+        return result
 
     def start_service(self, kind: str, data_dir: Path) -> int:
         """A private Redis or NATS server on a free port (the shared ones stay untouched)."""
@@ -726,6 +871,22 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(out)
 
 
+def chat_targets(args: argparse.Namespace) -> list[str]:
+    """Column names of the chat tables: our backends, `redis-w2` for two workers, node."""
+    targets = list(args.chat_backends)
+    if args.chat_redis_workers > 1:
+        targets.append(f"redis-w{args.chat_redis_workers}")
+    if args.chat_node:
+        targets.append("node")
+    return targets
+
+
+def chat_pinned(args: argparse.Namespace) -> bool:
+    if args.chat_pin == "auto":
+        return (os.cpu_count() or 1) >= 2
+    return bool(args.chat_pin == "on")
+
+
 def machine() -> str:
     model = "unknown CPU"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
@@ -757,13 +918,58 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--publishers", type=int, default=4)
     p.add_argument("--servers", default="ours,ours-sse,node,strawberry")
     p.add_argument("--our-backend", default="sqlite", choices=("sqlite", "memory"))
-    p.add_argument("--skip", default="", help="phases to skip: fanout,idle,history,crossnode")
+    p.add_argument("--skip", default="", help="phases to skip: fanout,idle,history,crossnode,chat")
     p.add_argument("--idle-subscribers", type=int, default=10_000)
     p.add_argument("--history-messages", type=int, default=1_000_000)
     p.add_argument("--history-backends", default="sqlite,redis")
     p.add_argument("--history-queries", type=int, default=500)
     p.add_argument("--crossnode-messages", type=int, default=200)
     p.add_argument("--workers", type=int, default=0, help="load generator processes (0: auto)")
+    chat = p.add_argument_group("chat: many rooms x few members, every member posts")
+    chat.add_argument("--chat-shapes", default="200x10,1000x5", help="ROOMSxMEMBERS, ...")
+    chat.add_argument("--chat-backends", default="sqlite,memory,redis,nats", help="ours on these")
+    chat.add_argument(
+        "--chat-node", action=argparse.BooleanOptionalAction, default=True, help="Node column"
+    )
+    chat.add_argument(
+        "--chat-redis-workers",
+        type=int,
+        default=0,
+        help="N > 1: a column for ours on Redis with --workers N (unpinned)",
+    )
+    chat.add_argument("--chat-runs", default="paced,saturation,overload")
+    chat.add_argument("--chat-rates", default="500", help="offered msg/s of the paced run(s)")
+    chat.add_argument("--chat-seconds", type=float, default=10.0, help="length of a paced run")
+    chat.add_argument(
+        "--chat-saturation-rates",
+        default="100,150,200,300,400,600,800,1000,1400,2000,2800,4000,5600,8000",
+        help="offered msg/s, stepped up until the server falls behind",
+    )
+    chat.add_argument("--chat-step-seconds", type=float, default=8.0)
+    chat.add_argument(
+        "--chat-p99-bound-ms",
+        type=float,
+        default=1000.0,
+        help="a step with a higher p99 fell behind",
+    )
+    chat.add_argument(
+        "--chat-drain", type=float, default=2.0, help="kept up: all delivered this soon after"
+    )
+    chat.add_argument("--chat-drain-timeout", type=float, default=30.0)
+    chat.add_argument("--chat-overload-factor", type=float, default=2.0)
+    chat.add_argument(
+        "--chat-overload-rate",
+        type=float,
+        default=0.0,
+        help="offered msg/s (0: factor x sustained)",
+    )
+    chat.add_argument("--chat-overload-seconds", type=float, default=8.0)
+    chat.add_argument(
+        "--chat-pin",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="server on CPU 0, load generator on CPU 1 (auto: with 2+ CPUs)",
+    )
     p.add_argument("--phase-timeout", type=float, default=240.0, help="seconds per phase")
     p.add_argument("--json-out", help="also write the raw results to this file")
     args = p.parse_args(argv)
@@ -775,9 +981,22 @@ def main(argv: list[str] | None = None) -> int:
         args.history_queries = min(args.history_queries, 100)
         args.crossnode_messages = min(args.crossnode_messages, 20)
         args.phase_timeout = min(args.phase_timeout, 60)
+        args.chat_shapes = "50x5" if args.chat_shapes == "200x10,1000x5" else args.chat_shapes
+        args.chat_rates = "100" if args.chat_rates == "500" else args.chat_rates
+        args.chat_seconds = min(args.chat_seconds, 5)
+        args.chat_saturation_rates = "100,200,400,800"
+        args.chat_step_seconds = min(args.chat_step_seconds, 4)
+        args.chat_overload_seconds = min(args.chat_overload_seconds, 4)
     args.sizes = [int(s) for s in (args.sizes or "500,2000,5000").split(",")]
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    args.chat_shapes = [s.strip() for s in args.chat_shapes.split(",") if s.strip()]
+    args.chat_backends = [s.strip() for s in args.chat_backends.split(",") if s.strip()]
+    args.chat_runs = [s.strip() for s in args.chat_runs.split(",") if s.strip()]
+    args.chat_rates = [float(r) for r in args.chat_rates.split(",") if r.strip()]
+    args.chat_saturation_rates = [
+        float(r) for r in args.chat_saturation_rates.split(",") if r.strip()
+    ]
     loadgen.raise_nofile()  # inherited by every server and load generator started here
 
     def on_term(signum: int, frame: Any) -> None:
@@ -788,7 +1007,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="forge-bench-") as tmp:
         bench = Bench(args, Path(tmp))
         try:
-            for phase in ("fanout", "idle", "history", "crossnode"):
+            for phase in ("fanout", "idle", "history", "crossnode", "chat"):
                 if phase not in skip:
                     getattr(bench, phase)()
         except KeyboardInterrupt:
@@ -797,7 +1016,11 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stop_all()
     print(f"\nForge Streaming bench, {started:%Y-%m-%d %H:%M} UTC — {machine()}\n")
-    print(table(bench.results, args))
+    text = table(bench.results, args)
+    if text:
+        print(text)
+    if bench.results.get("chat"):
+        print(chat_report.tables(bench.results["chat"], args))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(bench.results, indent=1))
     return 0
