@@ -569,17 +569,7 @@ class Coordinator:
             self.health = (parent, proc)
 
     async def ask_all(self, command: dict[str, Any] | None, wait: float) -> list[dict[str, Any]]:
-        loop = asyncio.get_running_loop()
-
-        def one(pipe: Connection) -> dict[str, Any]:
-            if command is not None:
-                pipe.send(command)
-            if not pipe.poll(wait):
-                raise TimeoutError(f"a load generator worker did not answer in {wait:.0f} s")
-            reply: dict[str, Any] = pipe.recv()
-            return reply
-
-        return list(await asyncio.gather(*(loop.run_in_executor(None, one, p) for p in self.pipes)))
+        return await loadgen.ask_workers(self.pipes, command, wait)
 
     def health_samples(self) -> tuple[array[int], array[float], array[int]]:
         times, latencies, failed = array("q"), array("d"), array("b")

@@ -437,6 +437,24 @@ def _worker(conn: Connection, spec: dict[str, Any]) -> None:
 # The coordinator: publishers, readiness, measurement
 
 
+async def ask_workers(
+    pipes: list[Connection], command: dict[str, Any] | None, wait: float
+) -> list[dict[str, Any]]:
+    """Send `command` (None: only listen) to every worker process and gather
+    one reply from each, waiting at most `wait` seconds for each."""
+    loop = asyncio.get_running_loop()
+
+    def one(pipe: Connection) -> dict[str, Any]:
+        if command is not None:
+            pipe.send(command)
+        if not pipe.poll(wait):
+            raise TimeoutError(f"a load generator worker did not answer in {wait:.0f} s")
+        reply: dict[str, Any] = pipe.recv()
+        return reply
+
+    return list(await asyncio.gather(*(loop.run_in_executor(None, one, p) for p in pipes)))
+
+
 class Workers:
     def __init__(self, specs: list[dict[str, Any]]) -> None:
         ctx = mp.get_context("spawn")
@@ -450,17 +468,7 @@ class Workers:
             self.procs.append(proc)
 
     async def ask_all(self, command: dict[str, Any] | None, wait: float) -> list[dict[str, Any]]:
-        loop = asyncio.get_running_loop()
-
-        def one(pipe: Connection) -> dict[str, Any]:
-            if command is not None:
-                pipe.send(command)
-            if not pipe.poll(wait):
-                raise TimeoutError(f"a load generator worker did not answer in {wait:.0f} s")
-            reply: dict[str, Any] = pipe.recv()
-            return reply
-
-        return list(await asyncio.gather(*(loop.run_in_executor(None, one, p) for p in self.pipes)))
+        return await ask_workers(self.pipes, command, wait)
 
     def stop(self) -> None:
         for pipe in self.pipes:
