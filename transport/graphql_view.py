@@ -152,7 +152,7 @@ class GraphQLView(GraphQL[Context, None]):
             )
         except AuthError as exc:
             return _unauthenticated(str(exc))
-        accept = Accept.parse(request.headers.get("accept"))
+        accept = Accept.for_graphql(request.headers.get("accept"))
         sse_response = await self.sse.handle(request, accept, user_id, services, ends_at)
         if sse_response is not None:
             return sse_response

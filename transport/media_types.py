@@ -7,7 +7,9 @@ a client accepts with the same weight, the one whose range it lists first
 wins (urql lists `application/graphql-response+json` before
 `application/json`), then the order of our offers (`*/*` gets
 `application/json`, as the GraphQL-over-HTTP spec asks). No Accept header,
-or a blank one, accepts anything.
+or a blank one, accepts anything (RFC 9110), except on /graphql, where the
+GraphQL-over-HTTP spec has it mean `application/json` (`for_graphql`): a
+subscription sent without one is not streamed, `*/*` is.
 
 A malformed element (not `type/subtype`, a weight that is not a qvalue) is
 ignored, as if the client had not sent it: a header of nothing else accepts
@@ -94,6 +96,14 @@ class Accept:
             if media_range is not None:
                 ranges.append(media_range)
         return cls(ranges)
+
+    @classmethod
+    def for_graphql(cls, header: str | None) -> Accept:
+        """The Accept header of a GraphQL request: `application/json` when
+        it has none (GraphQL over HTTP, "Legacy watershed")."""
+        if header is None or not header.strip():
+            return cls([MediaRange("application", "json", 1.0, 0)])
+        return cls.parse(header)
 
     def _match(self, media_type: str) -> MediaRange | None:
         """The most specific range matching `media_type` (the first listed
