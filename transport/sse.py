@@ -430,7 +430,9 @@ class ServerSentEvents:
         if method == "DELETE":
             return await self.reservations.stop(request, token, user_id)
         if token is not None:
-            if accept.accepts(EVENT_STREAM):
+            # The stream is asked for explicitly (the graphql-sse client sends
+            # `Accept: text/event-stream`); `*/*` is an operation to execute.
+            if accept.prefers_event_stream():
                 return await self.reservations.connect(request, token, user_id, services, ends_at)
             return await self.reservations.execute(request, token, user_id, services)
         if not accept.accepts(EVENT_STREAM):
