@@ -5,6 +5,11 @@ open). WebSockets authenticate in `connection_init`: the payload's
 `Authorization` key (as GraphiQL's headers tab sends it), else `token`, else
 the upgrade request's own header. Every authenticated WebSocket is a presence
 connection, counted against the per-user connection limit.
+
+HTTP answers follow the Accept header (transport/media_types.py): an event
+stream (transport/sse.py), `application/graphql-response+json` with the
+GraphQL-over-HTTP spec's status codes (400 and no `data` when execution did
+not start), legacy `application/json` (200), or 406.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 https://github.com/enisdenjo/graphql-sse/blob/master/PROTOCOL.md
 
-Distinct connections mode: a GET or POST with `Accept: text/event-stream`
-runs one operation and streams `event: next` (data: the ExecutionResult) per
-result, then `event: complete`; parse and validation errors arrive as a
+Distinct connections mode: a GET or POST whose Accept header takes
+`text/event-stream` (transport/media_types.py: a subscription when the
+client accepts a stream at all, a query or mutation only when it prefers one
+to JSON) runs one operation and streams `event: next` (data: the
+ExecutionResult) per result, then `event: complete`; parse and validation errors arrive as a
 `next` with errors. Single connection mode (PUT reservation token, one event
 stream per token, operations POSTed with `extensions.operationId`) lives in
 `transport/sse_single.py`.
