@@ -177,6 +177,7 @@ async def test_requests_are_not_presence_connections(server: LiveServer) -> None
     readers = [await s.__aenter__() for s in streams]
     try:
         await server.wait_subscribers(limit)
+        opened = server.metric("streaming_connections_total")
         answers = await asyncio.gather(
             *(
                 request(server, "POST", token, json=post("{ me }"), headers={"Accept": URQL})
@@ -195,6 +196,9 @@ async def test_requests_are_not_presence_connections(server: LiveServer) -> None
         )
         assert [a.status_code for a in answers] == [200] * 12
         assert all("errors" not in a.json() for a in answers), [a.json() for a in answers]
+        # No connection was opened for them (one that opened and closed at once
+        # would have made the user flap ONLINE -> OFFLINE for presence subscribers).
+        assert server.metric("streaming_connections_total") == opened
         # Real streams are still counted.
         over = await request(server, "POST", token, json=subscribe, headers={"Accept": URQL})
         assert over.status_code == 429
