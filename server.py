@@ -72,8 +72,6 @@ def create_app(settings: Settings) -> ASGIApp:
     graphql = GraphQLView(
         schema,
         authority,
-        keep_alive=True,
-        keep_alive_interval=settings.ping_interval.total_seconds(),
         connection_init_wait_timeout=settings.init_timeout,
         write_timeout=settings.write_timeout.total_seconds(),
         max_send_buffer=settings.max_send_buffer,

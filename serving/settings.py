@@ -301,6 +301,8 @@ class Settings(BaseSettings):
     # timeouts
     ping_interval: PositiveDuration = timedelta(seconds=30)
     pong_timeout: PositiveDuration = timedelta(seconds=10)
+    # subscriptions-transport-ws clients drop a connection after 30 s without `ka`.
+    legacy_keepalive_interval: PositiveDuration = timedelta(seconds=10)
     write_timeout: PositiveDuration = timedelta(seconds=10)
     init_timeout: PositiveDuration = timedelta(seconds=10)
 

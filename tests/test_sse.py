@@ -170,11 +170,13 @@ async def test_subscription_without_event_stream_accept_is_400(
 ) -> None:
     client = server.client(unique("u"))
     body = subscribe("any-room")
+    # Not `*/*` (httpx's default): that accepts a stream, and gets one.
+    json_only = {"Accept": "application/json"}
     if method == "POST":
-        response = await request(server, "POST", client.token, json=body)
+        response = await request(server, "POST", client.token, json=body, headers=json_only)
     else:
         params = {"query": body["query"], "variables": '{"roomId": "any-room"}'}
-        response = await request(server, "GET", client.token, params=params)
+        response = await request(server, "GET", client.token, params=params, headers=json_only)
     assert response.status_code == 400
     [error] = response.json()["errors"]
     assert "text/event-stream" in error["message"]

@@ -34,7 +34,12 @@ CREATE_ROOM = 'mutation($id: ID!) { createRoom(input: {id: $id, name: "ws"}) { i
 MY_ROOMS = "{ rooms(mine: true) { id } }"
 WATCH_USERS = "subscription($ids: [ID!]) { presence(userIds: $ids) { userId status statusText } }"
 # Short timers for the tests that wait for them.
-FAST = {"ping_interval": "200ms", "pong_timeout": "300ms", "init_timeout": "500ms"}
+FAST = {
+    "ping_interval": "200ms",
+    "pong_timeout": "300ms",
+    "init_timeout": "500ms",
+    "legacy_keepalive_interval": "200ms",
+}
 MAX_REASON = 123  # bytes
 
 

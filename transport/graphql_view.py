@@ -5,6 +5,11 @@ open). WebSockets authenticate in `connection_init`: the payload's
 `Authorization` key (as GraphiQL's headers tab sends it), else `token`, else
 the upgrade request's own header. Every authenticated WebSocket is a presence
 connection, counted against the per-user connection limit.
+
+HTTP answers follow the Accept header (transport/media_types.py): an event
+stream (transport/sse.py), `application/graphql-response+json` with the
+GraphQL-over-HTTP spec's status codes (400 and no `data` when execution did
+not start), legacy `application/json` (200), or 406.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLRequestData
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.types import ExecutionResult
 
 from backends.errors import LimitReached
@@ -30,12 +35,26 @@ from resolvers.services import Services
 from schema import ApiSchema, Context, ValidDocuments
 from serving.auth import AuthError, TokenAuthority, bearer_token
 from serving.graphiql import graphiql_html
+from transport.media_types import (
+    APPLICATION_JSON,
+    EVENT_STREAM,
+    GRAPHQL_RESPONSE_JSON,
+    JSON_TYPES,
+    Accept,
+)
 from transport.shared import SharedSubscriptions
-from transport.sse import ServerSentEvents, execute_without_stream
+from transport.sse import ServerSentEvents, error_response, execute_without_stream
 from transport.stalled_writers import StalledWriters
 from transport.ws_handlers import LegacyWSHandler, Rejected, TransportWSHandler, WebSocketAdapter
 
 log = logging.getLogger(__name__)
+
+_NOT_ACCEPTABLE = (
+    f"Not acceptable: this endpoint answers {GRAPHQL_RESPONSE_JSON}, {APPLICATION_JSON} "
+    f"or {EVENT_STREAM} (see the Accept header)"
+)
+# Answers differ by the Accept header: caches must key on it.
+_VARY = {"vary": "accept"}
 
 
 def _unauthenticated(message: str) -> Response:
@@ -44,6 +63,21 @@ def _unauthenticated(message: str) -> Response:
         status_code=401,
         headers={"WWW-Authenticate": 'Bearer realm="forge-streaming"'},
     )
+
+
+def execution_started(result: ExecutionResult) -> bool:
+    """False when the request was refused before execution: a document that
+    does not parse or validate, variables that do not coerce, no operation to
+    run. Those errors have no `path`; a field error always has one."""
+    return result.data is not None or not result.errors or any(e.path for e in result.errors)
+
+
+def _graphql_response(request: Request) -> bool:
+    """Whether this request is answered `application/graphql-response+json`,
+    with the GraphQL-over-HTTP spec's status codes (400 when execution did
+    not start); `application/json` keeps 200 for those."""
+    media_type = getattr(request.state, "response_media_type", APPLICATION_JSON)
+    return bool(media_type == GRAPHQL_RESPONSE_JSON)
 
 
 def _token_from(params: dict[str, Any] | None, websocket: WebSocket) -> str | None:
@@ -134,10 +168,21 @@ class GraphQLView(GraphQL[Context, None]):
             )
         except AuthError as exc:
             return _unauthenticated(str(exc))
-        sse_response = await self.sse.handle(request, user_id, services, ends_at)
+        accept = Accept.for_graphql(request.headers.get("accept"))
+        sse_response = await self.sse.handle(request, accept, user_id, services, ends_at)
         if sse_response is not None:
             return sse_response
-        return await super().run(request, context=Context(services=services, user_id=user_id))
+        media_type = accept.best(JSON_TYPES)
+        if media_type is None:
+            return error_response(406, _NOT_ACCEPTABLE, "NOT_ACCEPTABLE", headers=_VARY)
+        request.state.response_media_type = media_type
+        response: Response = await super().run(
+            request, context=Context(services=services, user_id=user_id)
+        )
+        if response.headers.get("content-type", "").startswith(APPLICATION_JSON):
+            response.headers["content-type"] = media_type
+        response.headers.update(_VARY)
+        return response
 
     async def execute_single(
         self,
@@ -149,9 +194,21 @@ class GraphQLView(GraphQL[Context, None]):
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
         # Plain HTTP: a subscription gets a 400 naming the streaming transports.
-        return await execute_without_stream(
+        result = await execute_without_stream(
             self, request_adapter, sub_response, context, request_data
         )
+        if _graphql_response(request) and not execution_started(result):
+            sub_response.status_code = 400
+        return result
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        payload = await super().process_result(request, result)
+        if _graphql_response(request) and not execution_started(result):
+            # GraphQL spec §7.1.2: no `data` entry when execution did not start.
+            payload.pop("data", None)
+        return payload
 
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
         websocket: WebSocket = context.websocket

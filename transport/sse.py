@@ -2,9 +2,11 @@
 
 https://github.com/enisdenjo/graphql-sse/blob/master/PROTOCOL.md
 
-Distinct connections mode: a GET or POST with `Accept: text/event-stream`
-runs one operation and streams `event: next` (data: the ExecutionResult) per
-result, then `event: complete`; parse and validation errors arrive as a
+Distinct connections mode: a GET or POST whose Accept header takes
+`text/event-stream` (transport/media_types.py: a subscription when the
+client accepts a stream at all, a query or mutation only when it prefers one
+to JSON) runs one operation and streams `event: next` (data: the
+ExecutionResult) per result, then `event: complete`; parse and validation errors arrive as a
 `next` with errors. Single connection mode (PUT reservation token, one event
 stream per token, operations POSTed with `extensions.operationId`) lives in
 `transport/sse_single.py`.
@@ -42,7 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
-from graphql import GraphQLError
+from graphql import GraphQLError, get_operation_ast
+from graphql import OperationType as AstOperationType
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -58,6 +61,7 @@ from resolvers.presence import close_connection, open_connection
 from resolvers.services import Services
 from schema import Context
 
+from .media_types import EVENT_STREAM, Accept
 from .session_expiry import EXPIRED_CODE, EXPIRED_MESSAGE, SessionExpiry
 from .sse_resume import Resumable, prepare
 
@@ -67,7 +71,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EVENT_STREAM = "text/event-stream"
 TOKEN_HEADER = "x-graphql-event-stream-token"
 TOKEN_QUERY = "token"
 LAST_EVENT_ID = "last-event-id"
@@ -110,13 +113,6 @@ def error_response(
 def limit_response(exc: LimitReached) -> Response:
     return error_response(
         429, f"too many connections for this user ({exc.limit})", "LIMIT_EXCEEDED"
-    )
-
-
-def accepts_event_stream(request: Request) -> bool:
-    return any(
-        part.split(";", 1)[0].strip().lower() == EVENT_STREAM
-        for part in request.headers.get("accept", "").split(",")
     )
 
 
@@ -339,6 +335,18 @@ class Operation:
             request.headers.get(LAST_EVENT_ID),
         )
 
+    def is_subscription(self) -> bool:
+        """Whether the operation to run is a subscription (False for a
+        document that does not parse: its errors are a single result)."""
+        if not self.data.query:
+            return False
+        try:
+            document = self.view.documents.parse(self.data.query)
+        except GraphQLError:
+            return False
+        operation = get_operation_ast(document, self.data.operation_name)
+        return operation is not None and operation.operation is AstOperationType.SUBSCRIPTION
+
     async def results(self, context: Context) -> AsyncGenerator[tuple[dict[str, Any], str | None]]:
         """(payload, event id) per result, from Strawberry's `Schema.stream`."""
         allowed = OperationType.from_http("GET" if self.request.method == "GET" else "POST")
@@ -413,7 +421,7 @@ class ServerSentEvents:
         self.reservations: Reservations = Reservations(self)
 
     async def handle(
-        self, request: Request, user_id: str, services: Services, ends_at: float
+        self, request: Request, accept: Accept, user_id: str, services: Services, ends_at: float
     ) -> Response | None:
         """`ends_at`: when the request's token expires, and with it any
         stream this request opens."""
@@ -424,12 +432,23 @@ class ServerSentEvents:
         if method == "DELETE":
             return await self.reservations.stop(request, token, user_id)
         if token is not None:
-            if accepts_event_stream(request):
+            # The stream is asked for explicitly (the graphql-sse client sends
+            # `Accept: text/event-stream`); `*/*` is an operation to execute.
+            if accept.prefers_event_stream():
                 return await self.reservations.connect(request, token, user_id, services, ends_at)
             return await self.reservations.execute(request, token, user_id, services)
-        if accepts_event_stream(request):
-            return await self.distinct(request, user_id, services, ends_at)
-        return None
+        if not accept.accepts(EVENT_STREAM):
+            return None
+        preferred = accept.prefers_event_stream()
+        operation, problem = await parse_operation(self.view, request)
+        if operation is None or problem is not None:
+            # The JSON answer's own errors when the client prefers JSON.
+            return problem if preferred else None
+        # A subscription streams whenever the client takes a stream at all;
+        # a single result only when the client prefers one.
+        if not preferred and not operation.is_subscription():
+            return None
+        return await self.distinct(request, operation, user_id, services, ends_at)
 
     def settings(self, services: Services) -> tuple[int, float, float]:
         s = services.settings
@@ -440,15 +459,15 @@ class ServerSentEvents:
         )
 
     async def distinct(
-        self, request: Request, user_id: str, services: Services, ends_at: float
+        self,
+        request: Request,
+        operation: Operation,
+        user_id: str,
+        services: Services,
+        ends_at: float,
     ) -> Response:
         """Distinct connections mode: this request's operation on its own stream,
         until it completes or the token expires."""
-        operation, problem = await parse_operation(self.view, request)
-        if problem is not None:
-            return problem
-        if operation is None:
-            raise RuntimeError("parse_operation gives an operation or a problem")
         presence = Presence(services, user_id)
         try:
             await presence.open()

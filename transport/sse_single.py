@@ -49,6 +49,7 @@ from backends.hub import SlowConsumer
 from resolvers.services import Services
 from schema import Context, ValidDocuments
 
+from .media_types import Accept
 from .session_expiry import SessionExpiry
 from .sse import (
     EventStream,
@@ -102,11 +103,7 @@ class Reservations:
         return found if found is not None and found.user_id == user_id else None
 
     async def reserve(self, request: Request, user_id: str, services: Services) -> Response:
-        accept = request.headers.get("accept", "*/*")
-        if not any(
-            part.split(";", 1)[0].strip().lower() in ("*/*", "text/*", "text/plain")
-            for part in accept.split(",")
-        ):
+        if not Accept.parse(request.headers.get("accept")).accepts("text/plain"):
             return error_response(406, "A reservation answers text/plain", "BAD_USER_INPUT")
         limit = services.settings.max_connections_per_user
         pending = sum(1 for r in self._by_token.values() if r.user_id == user_id and not r.opened)

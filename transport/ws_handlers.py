@@ -516,7 +516,8 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
     `handle_connection_init` takes a null payload as {}, refuses a second
     init (4429) and closes a refused one with 4403, and after the ack starts
     the timer that ends the connection with its token (`connection_error`
-    UNAUTHENTICATED "token expired", then 4403); `handle_start` refuses an
+    UNAUTHENTICATED "token expired", then 4403) and the heartbeat that sends
+    `ka` every `legacy_keepalive_interval`; `handle_start` refuses an
     operation over the limit with LIMIT_EXCEEDED; `handle_async_results`
     runs any operation through `schema.stream` (Strawberry's uses
     `schema.subscribe`, subscriptions only); `send_message` drops sends to a
@@ -530,6 +531,14 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         self.init_timeout_task: asyncio.Task[None] | None = None
         self.expiry: SessionExpiry | None = None
         self.members: dict[str, Member] = {}
+        # `ka` on its own interval: at `ping_interval` (30 s) it came as late
+        # as the clients' 30 s timeout, and they dropped the connection.
+        # Strawberry's keep-alive task is not used.
+        self.heartbeat = Heartbeat(
+            self.context.services.settings.legacy_keepalive_interval.total_seconds(),
+            None,
+            ping=lambda: self.send_message({"type": "ka"}),
+        )
 
     async def cleanup_operation(self, operation_id: str) -> None:
         # As on graphql-transport-ws: no direct write after a stop.
@@ -559,7 +568,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             pass
         finally:
             await stop_task(self.init_timeout_task)
-            await stop_task(self.keep_alive_task)
+            await self.heartbeat.stop()
             if self.expiry is not None:
                 await self.expiry.stop()
             await self.cleanup()
@@ -648,8 +657,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         else:
             await self.send_message({"type": "connection_ack", "payload": ack})
         self.connection_acknowledged = True
-        if self.keep_alive:
-            self.keep_alive_task = asyncio.create_task(self.handle_keep_alive())
+        self.heartbeat.start(at_once=True)
         self.expiry = session_expiry(self.context, self.token_expired)
 
     async def token_expired(self) -> None:
