@@ -25,7 +25,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backends.errors import BackendError
 from backends.factory import ROLES, BackendConfigError, open_backends
@@ -45,6 +45,7 @@ from serving.metrics import Metrics
 from serving.server_timing import ServerTiming
 from serving.settings import Settings, SettingsError, load_settings, parse_duration
 from transport import routes
+from transport.admission import TurnAdmission
 from transport.graphql_view import GraphQLView
 from transport.http_protocol import LIMITS_KEY, ConnectionLimits, protocol_options
 from transport.request_body import BoundedBody
@@ -128,11 +129,16 @@ def create_app(settings: Settings) -> ASGIApp:
         lifespan=lifespan,
     )
 
+    # A burst of requests starts its work a few at a time, each turn of the
+    # event loop (transport/admission.py): HTTP requests that carry a
+    # document, and every WebSocket message.
+    admission = TurnAdmission(settings.max_admitted_per_turn)
     # Every request's bytes bounded before the app reads them.
     timed = BoundedBody(
         ServerTiming(app),
         max_bytes=settings.request_byte_limit,
         timeout=settings.body_timeout.total_seconds(),
+        admission=admission,
     )
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
@@ -141,11 +147,23 @@ def create_app(settings: Settings) -> ASGIApp:
         # connection lives, in every one of thousands. The view needs only
         # the lifespan state, which the server puts in every scope.
         if scope["type"] == "websocket" and scope["path"] == "/graphql":
-            await graphql(scope, receive, send)
+            await graphql(scope, _admitted(receive, admission), send)
         else:
             await timed(scope, receive, send)
 
     return asgi
+
+
+def _admitted(receive: Receive, admission: TurnAdmission) -> Receive:
+    """`receive` whose WebSocket messages each wait for their turn."""
+
+    async def admitted() -> Message:
+        message = await receive()
+        if message["type"] == "websocket.receive":
+            await admission.admit()
+        return message
+
+    return admitted
 
 
 async def _check_backends(settings: Settings) -> None:

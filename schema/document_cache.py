@@ -20,6 +20,10 @@ passed every check, in an LRU bounded both in entries and in tokens (a
 parsed document holds about 400 bytes per token). The key is the text
 alone: the limits and the validation rules are fixed for a schema. A
 document that fails is never kept; it is checked, and refused, each time.
+Only why the last few were refused unparsed is remembered (`_REFUSALS_KEPT`
+texts): one request's document is read by up to three paths in turn (SSE's
+resume, shared-execution planning, Strawberry's execution), and counting
+its tokens again in each tripled the cost of a refusal.
 """
 
 from __future__ import annotations
@@ -35,6 +39,11 @@ from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from .document_limits import DocumentLimits
+
+# Texts whose refusal is remembered: enough for the paths of the requests
+# that start in one turn of the event loop to share it, few enough that the
+# texts held (each at most max_request_bytes) do not matter.
+_REFUSALS_KEPT = 16
 
 
 def token_count(document: DocumentNode) -> int:
@@ -60,6 +69,7 @@ class ValidDocuments:
         self._max_tokens = max_tokens
         self._tokens = 0
         self._documents: OrderedDict[str, tuple[DocumentNode, int]] = OrderedDict()
+        self._refusals: OrderedDict[str, GraphQLError] = OrderedDict()
         self._schema: GraphQLSchema | None = None
 
     def bind(self, schema: GraphQLSchema) -> None:
@@ -86,10 +96,31 @@ class ValidDocuments:
             _, (_, dropped) = self._documents.popitem(last=False)
             self._tokens -= dropped
 
+    def refusal(self, query: str) -> GraphQLError | None:
+        """Why `query` is refused unparsed (too many bytes or tokens), or
+        None; a new error each time."""
+        refused = self._refusals.get(query)
+        if refused is None:
+            refused = self.limits.refusal(query)
+            if refused is None:
+                return None
+            self._refusals[query] = refused
+            if len(self._refusals) > _REFUSALS_KEPT:
+                self._refusals.popitem(last=False)
+        fresh = GraphQLError(refused.message, extensions=dict(refused.extensions or {}))
+        fresh.locations = refused.locations
+        return fresh
+
     def parse(self, query: str) -> DocumentNode:
         """The document of `query`, kept or parsed under the byte and token
         limits; GraphQLError otherwise. Not validated."""
-        return self.get(query) or self.limits.parse(query)
+        document = self.get(query)
+        if document is not None:
+            return document
+        refused = self.refusal(query)
+        if refused is not None:
+            raise refused
+        return parse(query, max_tokens=self.limits.max_tokens)
 
     def check(self, query: str) -> DocumentNode | list[GraphQLError]:
         """The valid document of `query`, or why it is refused."""
@@ -97,7 +128,7 @@ class ValidDocuments:
         if document is not None:
             return document
         try:
-            document = self.limits.parse(query)
+            document = self.parse(query)
         except GraphQLError as error:
             return [error]
         errors = self.validate(document)
@@ -163,7 +194,7 @@ class DocumentCache(SchemaExtension):
                 context.graphql_document = document
                 self._hit = True
             else:
-                refused = self._documents.limits.refusal(context.query)
+                refused = self._documents.refusal(context.query)
                 stand_in = None if refused is None else _stand_in(context)
                 if stand_in is not None:
                     context.graphql_document = stand_in
