@@ -25,7 +25,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backends.errors import BackendError
 from backends.factory import ROLES, BackendConfigError, open_backends
@@ -70,6 +70,11 @@ def create_app(settings: Settings) -> ASGIApp:
         max_tokens=settings.max_tokens,
         max_bytes=settings.request_byte_limit,
     )
+    # A burst of requests starts its work a few at a time, each turn of the
+    # event loop (transport/admission.py): HTTP requests that carry a
+    # document (BoundedBody), and every WebSocket message (the view's
+    # handlers, transport/ws_handlers.py).
+    admission = TurnAdmission(settings.max_admitted_per_turn)
     graphql = GraphQLView(
         schema,
         authority,
@@ -80,6 +85,7 @@ def create_app(settings: Settings) -> ASGIApp:
         max_send_buffer=settings.max_send_buffer,
         allowed_origins=settings.allowed_origins,
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
+        admission=admission,
     )
 
     @asynccontextmanager
@@ -129,10 +135,6 @@ def create_app(settings: Settings) -> ASGIApp:
         lifespan=lifespan,
     )
 
-    # A burst of requests starts its work a few at a time, each turn of the
-    # event loop (transport/admission.py): HTTP requests that carry a
-    # document, and every WebSocket message.
-    admission = TurnAdmission(settings.max_admitted_per_turn)
     # Every request's bytes bounded before the app reads them.
     timed = BoundedBody(
         ServerTiming(app),
@@ -147,23 +149,11 @@ def create_app(settings: Settings) -> ASGIApp:
         # connection lives, in every one of thousands. The view needs only
         # the lifespan state, which the server puts in every scope.
         if scope["type"] == "websocket" and scope["path"] == "/graphql":
-            await graphql(scope, _admitted(receive, admission), send)
+            await graphql(scope, receive, send)
         else:
             await timed(scope, receive, send)
 
     return asgi
-
-
-def _admitted(receive: Receive, admission: TurnAdmission) -> Receive:
-    """`receive` whose WebSocket messages each wait for their turn."""
-
-    async def admitted() -> Message:
-        message = await receive()
-        if message["type"] == "websocket.receive":
-            await admission.admit()
-        return message
-
-    return admitted
 
 
 async def _check_backends(settings: Settings) -> None:
