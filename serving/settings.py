@@ -375,7 +375,7 @@ class Settings(BaseSettings):
     # burst waits for later turns (transport/admission.py). A refused
     # document costs about a millisecond: this bounds a turn, and so how
     # long /health waits behind a burst.
-    max_admitted_per_turn: int = Field(default=8, ge=1)
+    max_admitted_per_turn: int = Field(default=4, ge=1)
     # Per-message deflate costs CPU for every subscriber of every event.
     websocket_compression: bool = False
     workers: int = Field(default=1, ge=1, le=256)
