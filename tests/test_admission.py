@@ -5,8 +5,8 @@ and the others wait, in order, for the following turns; a waiter that is
 cancelled takes nobody's place. Against a live server admitting one request
 a turn, a burst of every kind (valid and refused, HTTP, WebSocket, SSE) is
 answered in full, each with its own answer and code, and the server serves
-on. The store of valid documents remembers why a text was refused only for
-a few texts, and hands out a new error each time.
+on. The store of valid documents remembers why a text was refused (every
+path of one request reads it) and hands out a new error each time.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def test_per_turn_must_admit_someone() -> None:
 # --- refusals remembered ------------------------------------------------------------------
 
 
-def test_a_refusal_is_remembered_for_few_texts_and_never_shared() -> None:
+def test_a_refusal_is_remembered_and_never_shared() -> None:
     documents = build_schema(
         max_depth=12, max_aliases=30, max_tokens=MAX_TOKENS, max_bytes=LIMIT
     ).documents
