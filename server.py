@@ -45,6 +45,7 @@ from serving.metrics import Metrics
 from serving.server_timing import ServerTiming
 from serving.settings import Settings, SettingsError, load_settings, parse_duration
 from transport import routes
+from transport.admission import TurnAdmission
 from transport.graphql_view import GraphQLView
 from transport.http_protocol import LIMITS_KEY, ConnectionLimits, protocol_options
 from transport.request_body import BoundedBody
@@ -69,6 +70,11 @@ def create_app(settings: Settings) -> ASGIApp:
         max_tokens=settings.max_tokens,
         max_bytes=settings.request_byte_limit,
     )
+    # A burst of requests starts its work a few at a time, each turn of the
+    # event loop (transport/admission.py): HTTP requests that carry a
+    # document (BoundedBody), and every WebSocket message (the view's
+    # handlers, transport/ws_handlers.py).
+    admission = TurnAdmission(settings.max_admitted_per_turn)
     graphql = GraphQLView(
         schema,
         authority,
@@ -77,6 +83,7 @@ def create_app(settings: Settings) -> ASGIApp:
         max_send_buffer=settings.max_send_buffer,
         allowed_origins=settings.allowed_origins,
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
+        admission=admission,
     )
 
     @asynccontextmanager
@@ -131,6 +138,7 @@ def create_app(settings: Settings) -> ASGIApp:
         ServerTiming(app),
         max_bytes=settings.request_byte_limit,
         timeout=settings.body_timeout.total_seconds(),
+        admission=admission,
     )
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:

@@ -2,6 +2,7 @@
 
     python bench/abuse.py                 # 1,000 + 1,000 documents (issue 9's measurement)
     python bench/abuse.py --count 200     # a smaller burst
+    python bench/abuse.py --per-turn 64   # another max_admitted_per_turn
 
 Starts ours (`server.py`, SQLite in a temp dir, default document limits) on
 a free loopback port and a separate prober process that GETs /health every
@@ -257,6 +258,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=1000, help="documents per burst")
     parser.add_argument(
+        "--per-turn",
+        type=int,
+        help="the server's max_admitted_per_turn (default: the setting's default)",
+    )
+    parser.add_argument(
         "--probe", nargs=3, metavar=("URL", "STOP_FILE", "OUT"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
@@ -278,6 +284,11 @@ def main() -> int:
                         "backend": "sqlite",
                         "jwt_secret": secrets.token_urlsafe(48),
                         "log_level": "warning",
+                        **(
+                            {"max_admitted_per_turn": args.per_turn}
+                            if args.per_turn is not None
+                            else {}
+                        ),
                     }
                 }
             }
@@ -314,7 +325,10 @@ def main() -> int:
                 str(out),
             ]
         )
-        log(f"limits: {limit} bytes, {max_tokens} tokens; {args.count} documents per burst")
+        log(
+            f"limits: {limit} bytes, {max_tokens} tokens, "
+            f"{settings.max_admitted_per_turn} admitted per turn; {args.count} documents per burst"
+        )
         # Warm up every path once, so the RSS before includes what any use loads.
         warm = [authority.mint(f"warm-{i}") for i in range(10)]
         asyncio.run(burst(port, server.pid, warm, lambda n: "{ me }"))
@@ -353,7 +367,10 @@ def main() -> int:
         print(f"{label:<42} /health {percentiles(samples, start, end)}")
         print(f"{'':<42} answers: {dict(answers)}")
         per = cpu / args.count * 1000
-        print(f"{'':<42} server CPU {cpu:.2f} s, {per:.2f} ms a document")
+        print(
+            f"{'':<42} server CPU {cpu:.2f} s, {per:.2f} ms a document; "
+            f"all answered in {end - start:.2f} s"
+        )
     print(f"{'both oversized bursts':<42} /health {percentiles(samples, b1[0], b2[1])}")
     print(
         f"server RSS: {before / 2**20:.1f} MiB before the oversized bursts, "

@@ -20,21 +20,46 @@ passed every check, in an LRU bounded both in entries and in tokens (a
 parsed document holds about 400 bytes per token). The key is the text
 alone: the limits and the validation rules are fixed for a schema. A
 document that fails is never kept; it is checked, and refused, each time.
+Why a text was refused unparsed is remembered, for the last
+`_REFUSALS_KEPT` texts, by a digest of the text (not the text: a burst of
+large refused documents leaves nothing large behind): one request's
+document is read by up to three paths in turn (SSE's resume, then
+shared-execution planning, then Strawberry's execution, a while later for
+an event stream), and counting its tokens again in each cost up to three
+times the refusal. A digest costs a tenth of counting the tokens.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import Any, NamedTuple
 
-from graphql import DocumentNode, GraphQLError, GraphQLSchema, Token, parse, specified_rules
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    GraphQLSchema,
+    SourceLocation,
+    Token,
+    parse,
+    specified_rules,
+)
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from .document_limits import DocumentLimits
+
+# Refusals remembered: more than a burst of requests has in flight between
+# the first path that reads a document and the last; under 1 KB each.
+_REFUSALS_KEPT = 2048
+
+
+def _digest(query: str) -> bytes:
+    return hashlib.blake2b(query.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def token_count(document: DocumentNode) -> int:
@@ -49,6 +74,12 @@ def token_count(document: DocumentNode) -> int:
     return count
 
 
+class _Refusal(NamedTuple):
+    message: str
+    locations: list[SourceLocation] | None
+    extensions: dict[str, Any] | None
+
+
 class ValidDocuments:
     """The checks and the LRU store, shared by every request of one schema."""
 
@@ -60,6 +91,7 @@ class ValidDocuments:
         self._max_tokens = max_tokens
         self._tokens = 0
         self._documents: OrderedDict[str, tuple[DocumentNode, int]] = OrderedDict()
+        self._refusals: OrderedDict[bytes, _Refusal] = OrderedDict()
         self._schema: GraphQLSchema | None = None
 
     def bind(self, schema: GraphQLSchema) -> None:
@@ -86,10 +118,37 @@ class ValidDocuments:
             _, (_, dropped) = self._documents.popitem(last=False)
             self._tokens -= dropped
 
+    def refusal(self, query: str) -> GraphQLError | None:
+        """Why `query` is refused unparsed (too many bytes or tokens), or
+        None; a new error each time."""
+        if len(query) <= self.limits.max_tokens and len(query) * 4 <= self.limits.max_bytes:
+            return None  # too short for either limit: no digest needed
+        key = _digest(query)
+        refused = self._refusals.get(key)
+        if refused is None:
+            error = self.limits.refusal(query)
+            if error is None:
+                return None
+            refused = _Refusal(error.message, error.locations, error.extensions or None)
+            self._refusals[key] = refused
+            if len(self._refusals) > _REFUSALS_KEPT:
+                self._refusals.popitem(last=False)
+        else:
+            self._refusals.move_to_end(key)
+        fresh = GraphQLError(refused.message, extensions=dict(refused.extensions or {}))
+        fresh.locations = refused.locations
+        return fresh
+
     def parse(self, query: str) -> DocumentNode:
         """The document of `query`, kept or parsed under the byte and token
         limits; GraphQLError otherwise. Not validated."""
-        return self.get(query) or self.limits.parse(query)
+        document = self.get(query)
+        if document is not None:
+            return document
+        refused = self.refusal(query)
+        if refused is not None:
+            raise refused
+        return parse(query, max_tokens=self.limits.max_tokens)
 
     def check(self, query: str) -> DocumentNode | list[GraphQLError]:
         """The valid document of `query`, or why it is refused."""
@@ -97,7 +156,7 @@ class ValidDocuments:
         if document is not None:
             return document
         try:
-            document = self.limits.parse(query)
+            document = self.parse(query)
         except GraphQLError as error:
             return [error]
         errors = self.validate(document)
@@ -163,7 +222,7 @@ class DocumentCache(SchemaExtension):
                 context.graphql_document = document
                 self._hit = True
             else:
-                refused = self._documents.limits.refusal(context.query)
+                refused = self._documents.refusal(context.query)
                 stand_in = None if refused is None else _stand_in(context)
                 if stand_in is not None:
                     context.graphql_document = stand_in

@@ -372,6 +372,12 @@ class Settings(BaseSettings):
     # Open connections of every kind; twice the 10,000 idle subscribers
     # one node is sized for.
     max_connections: int = Field(default=20_000, ge=1)
+    # Requests (HTTP requests carrying a document, WebSocket messages) that
+    # may start their work in one turn of the event loop; the rest of a
+    # burst waits for later turns (transport/admission.py). A refused
+    # document costs about a millisecond: this bounds a turn, and so how
+    # long /health waits behind a burst.
+    max_admitted_per_turn: int = Field(default=4, ge=1)
     # Per-message deflate costs CPU for every subscriber of every event.
     websocket_compression: bool = False
     workers: int = Field(default=1, ge=1, le=256)

@@ -35,6 +35,7 @@ from resolvers.services import Services
 from schema import ApiSchema, Context, ValidDocuments
 from serving.auth import AuthError, TokenAuthority, bearer_token
 from serving.graphiql import graphiql_html
+from transport.admission import TurnAdmission
 from transport.media_types import (
     APPLICATION_JSON,
     EVENT_STREAM,
@@ -101,6 +102,7 @@ class GraphQLView(GraphQL[Context, None]):
         *,
         write_timeout: float,
         max_send_buffer: int,
+        admission: TurnAdmission,
         **options: Any,
     ) -> None:
         super().__init__(schema, **options)
@@ -110,6 +112,9 @@ class GraphQLView(GraphQL[Context, None]):
         self.shared = SharedSubscriptions(schema)
         self.stalled_writers = StalledWriters(write_timeout)
         self.max_send_buffer = max_send_buffer
+        # Each WebSocket message waits for its turn before it is read
+        # (transport/admission.py; HTTP bodies: transport/request_body.py).
+        self.admission = admission
         # graphql-sse, both modes (transport/sse.py, transport/sse_single.py).
         self.sse = ServerSentEvents(self)
         # GraphiQL with its assets served by this server (serving/graphiql.py).

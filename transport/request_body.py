@@ -12,6 +12,13 @@ answer with it.
 
 The app gets the body in one `http.request` message, then the server's own
 `receive` (an SSE stream waits there for the client to go).
+
+A request that carries a document (a body, or a query string) is read only
+once `admission` lets it start (transport/admission.py): in a burst the
+others wait their turn, their bytes in uvicorn's bounded buffer and the
+socket's (uvicorn stops reading a body nobody consumes), not as work queued
+ahead of every other request. A refusal decided from the headers alone
+does not wait.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from contextlib import suppress
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from transport.admission import TurnAdmission
 
 
 async def _answer(send: Send, status: int, code: str, message: str) -> None:
@@ -62,10 +71,13 @@ class _TooLarge(Exception):
 
 
 class BoundedBody:
-    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout: float) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, timeout: float, admission: TurnAdmission
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self.admission = admission
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,8 +92,11 @@ class BoundedBody:
             await self._too_large(send)
             return
         if not length:  # no body: nothing to read first
+            if scope.get("query_string"):  # a GET may carry a document
+                await self.admission.admit()
             await self.app(scope, receive, send)
             return
+        await self.admission.admit()
         try:
             async with asyncio.timeout(self.timeout):
                 body = await self._read(receive)

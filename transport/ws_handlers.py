@@ -53,6 +53,7 @@ from schema import Context
 from schema.resume_map import parse_resume
 from serving.errors import BadUserInput
 
+from .admission import TurnAdmission
 from .direct_frames import DirectFrames, server_protocol
 from .heartbeat import Heartbeat
 from .session_expiry import EXPIRED_CODE, EXPIRED_MESSAGE, SessionExpiry
@@ -181,6 +182,9 @@ class WebSocketAdapter(ASGIWebSocketAdapter):
         if message["type"] == "websocket.disconnect":
             self.ws.client_state = WebSocketState.DISCONNECTED
             raise WebSocketDisconnected
+        # In a burst, a message is decoded and handled only in its turn
+        # (transport/admission.py), not queued as work ahead of everyone.
+        await cast(_SharingView, self.view).admission.admit()
         text = message.get("text")
         if not isinstance(text, str):
             raise NonTextMessageReceived
@@ -346,6 +350,7 @@ class _SharingView(Protocol):
     shared: SharedSubscriptions
     stalled_writers: StalledWriters
     max_send_buffer: int
+    admission: TurnAdmission
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
