@@ -24,7 +24,6 @@ from tests.tools import (
     python_codegen_venv,
     run,
     static_site,
-    xfail_while_urql_gets_event_streams,
 )
 
 
@@ -78,8 +77,6 @@ async def test_node_apollo_and_urql_examples(server: LiveServer, script: str) ->
     restarts the server under them)."""
     folder = npm_ci(EXAMPLES / "node")
     user, room = unique("alice"), unique("room")
-    if script == "urql-chat.mjs":
-        xfail_while_urql_gets_event_streams(f"{server.url}/graphql", server.token(user))
     out = await asyncio.to_thread(
         run,
         [node(), script, "--url", f"{server.url}/graphql", "--token", server.token(user),

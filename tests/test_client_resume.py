@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from tests.live import TIMEOUT, GraphQLClient, LiveServer, Operation, WsClient, unique
-from tests.tools import EXAMPLES, Script, node, npm_ci, xfail_while_urql_gets_event_streams
+from tests.tools import EXAMPLES, Script, node, npm_ci
 
 CREATE = 'mutation($id: ID!) { createRoom(input: {id: $id, name: "Room"}) { id } }'
 SEND = """
@@ -260,8 +260,6 @@ async def test_client_resumes_after_a_server_restart(
     await sender.execute(CREATE, id=room)
     before, around, after = ["a1", "a2", "a3"], ["b1", "b2"], ["c1", "c2", "c3"]
     total = len(before) + len(around) + len(after)
-    if client == "urql":
-        xfail_while_urql_gets_event_streams(f"{live.url}/graphql", sender.token or "")
     args, folder = client_args(client, live, sender.token or "", room, total)
     script = await Script.start(args, folder, {})
     try:

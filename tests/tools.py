@@ -21,9 +21,6 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
-import pytest
-
 from tests.conftest import missing
 from tests.live import ROOT
 
@@ -142,29 +139,6 @@ class Script:
         if self.process.returncode is None:
             self.process.kill()
             await self.process.wait()
-
-
-# What urql (@urql/core 6) sends with every query and mutation by default.
-URQL_ACCEPT = (
-    "application/graphql-response+json, application/graphql+json, application/json, "
-    "text/event-stream, multipart/mixed"
-)
-
-
-def xfail_while_urql_gets_event_streams(url: str, token: str) -> None:
-    """xfail the calling test while the server answers a mutation sent with
-    urql's default `Accept` as an event stream (issue 10, first point): urql
-    then aborts the stream after the first result, and Node reports the
-    abort as an unhandled rejection. Once the server negotiates as RFC 9110
-    says, this does nothing and the test runs."""
-    response = httpx.post(
-        url,
-        json={"query": 'mutation { joinRoom(roomId: "urql-accept-probe") { id } }'},
-        headers={"Authorization": f"Bearer {token}", "Accept": URQL_ACCEPT},
-        timeout=10,
-    )
-    if response.headers.get("content-type", "").startswith("text/event-stream"):
-        pytest.xfail("the server answers urql's default Accept with an event stream")
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
