@@ -147,8 +147,15 @@ async def test_delete_cascades_members_and_bans(room_store: RoomStore) -> None:
 
 async def test_delete_frees_the_room_quota(room_store: RoomStore) -> None:
     await room_store.create(room("r1"), max_rooms_per_user=1)
-    await room_store.delete("r1")
+    with pytest.raises(LimitReached):  # the quota is full
+        await room_store.create(room("r2"), max_rooms_per_user=1)
+    assert await room_store.get("r2") is None
+    assert await room_store.delete("r1")
     await room_store.create(room("r2"), max_rooms_per_user=1)
+    assert [r.id for r in await room_store.list_joined("alice")] == ["r2"]
+    # One room freed one place, no more.
+    with pytest.raises(LimitReached):
+        await room_store.create(room("r3"), max_rooms_per_user=1)
 
 
 async def test_lists_are_oldest_first_and_respect_privacy(room_store: RoomStore) -> None:
@@ -278,9 +285,18 @@ async def test_ban_removes_membership_and_sticks(room_store: RoomStore) -> None:
 async def test_ban_frees_the_room_quota(room_store: RoomStore) -> None:
     await room_store.create(room("r1"))
     await room_store.create(room("r2"))
+    await room_store.create(room("r3"))
     await room_store.add_member(member("r1", "bob"), max_rooms_per_user=1)
+    with pytest.raises(LimitReached):  # the quota is full
+        await room_store.add_member(member("r2", "bob"), max_rooms_per_user=1)
+    assert await room_store.get_member("r2", "bob") is None
     await room_store.ban("r1", "bob")
     await room_store.add_member(member("r2", "bob"), max_rooms_per_user=1)
+    assert await room_store.get_member("r2", "bob") is not None
+    assert [r.id for r in await room_store.list_joined("bob")] == ["r2"]
+    # One ban freed one place, no more.
+    with pytest.raises(LimitReached):
+        await room_store.add_member(member("r3", "bob"), max_rooms_per_user=1)
 
 
 async def test_ban_in_a_missing_room_raises(room_store: RoomStore) -> None:
