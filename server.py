@@ -17,7 +17,7 @@ import gc
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backends.errors import BackendError
-from backends.factory import ROLES, BackendConfigError, open_backends
+from backends.factory import ROLES, BackendConfigError, Backends, open_backends
 from resolvers.housekeeping import run_housekeeping
 from resolvers.services import Services
 from schema import SDL_PATH, build_schema, export_sdl
@@ -55,8 +55,9 @@ log = logging.getLogger("forge_streaming")
 _HEAP_LOOK_EVERY = 1.0  # seconds (serving/heap.py)
 
 
-def create_app(settings: Settings) -> ASGIApp:
-    """The ASGI app; backends open in its lifespan and close with it."""
+def create_app(settings: Settings, backends: Backends | None = None) -> ASGIApp:
+    """The ASGI app. Its lifespan closes the backends: the ones given (opened
+    by the caller in the loop the app will run in), else ones it opens."""
     make_private(settings.data_dir)
     authority = TokenAuthority.from_settings(settings)
     metrics_token = (
@@ -88,13 +89,9 @@ def create_app(settings: Settings) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        backends = await open_backends(
-            _backend_urls(settings),
-            retention=settings.retention,
-            subscriber_capacity=settings.subscriber_queue_size,
-        )
+        opened = backends if backends is not None else await _open_backends(settings)
         metrics = Metrics()
-        services = Services(settings=settings, backends=backends, metrics=metrics)
+        services = Services(settings=settings, backends=opened, metrics=metrics)
         metrics.subscriptions_active.set_function(
             lambda: services.live_subscriptions + graphql.shared.live_members()
         )
@@ -121,7 +118,7 @@ def create_app(settings: Settings) -> ASGIApp:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await backends.close()
+            await opened.close()
 
     app = Starlette(
         routes=[
@@ -154,10 +151,54 @@ def create_app(settings: Settings) -> ASGIApp:
     return asgi
 
 
+async def _open_backends(settings: Settings) -> Backends:
+    return await open_backends(
+        _backend_urls(settings),
+        retention=settings.retention,
+        subscriber_capacity=settings.subscriber_queue_size,
+    )
+
+
 async def _check_backends(settings: Settings) -> None:
-    """Open and close the backends once, so a bad URL fails the start plainly."""
-    backends = await open_backends(_backend_urls(settings), retention=settings.retention)
+    """Open and close the backends, so a bad URL fails the start plainly
+    before `--workers` processes are started (each then opens its own)."""
+    backends = await _open_backends(settings)
     await backends.close()
+
+
+def _cannot_open(exc: Exception) -> int:
+    print(f"forge-streaming: cannot open the backend: {exc}", file=sys.stderr)
+    return 2
+
+
+async def _serve(settings: Settings, options: dict[str, Any]) -> int:
+    """One process: open the backends in the loop that serves, then serve.
+
+    Opening them here rather than in the app's lifespan keeps a bad URL or
+    a too-old server to one line and exit status 2 (a lifespan failure is a
+    traceback from uvicorn); opening them in the same loop lets the app use
+    them, so each start opens them once."""
+    try:
+        backends = await _open_backends(settings)
+    except (BackendConfigError, BackendError, ImportError) as exc:
+        return _cannot_open(exc)
+    # From here the app's lifespan closes them.
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, backends), **options))
+    await server.serve()
+    return 0 if server.started else _UVICORN_STARTUP_FAILURE
+
+
+# uvicorn.run's exit status when the server did not start.
+_UVICORN_STARTUP_FAILURE = 3
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where installed, as `uvicorn.run` picks by default."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _backend_urls(settings: Settings) -> dict[str, str]:
@@ -240,15 +281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, AuthError, ValueError) as exc:
         print(f"forge-streaming: {exc}", file=sys.stderr)
         return 2
-    try:
-        asyncio.run(_check_backends(settings))
-    except (BackendConfigError, BackendError, ImportError) as exc:
-        print(f"forge-streaming: cannot open the backend: {exc}", file=sys.stderr)
-        return 2
     logging.basicConfig(
         level=logging.DEBUG if settings.log_level == "trace" else settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    options = _uvicorn_options(settings)
     if settings.workers > 1:
         if settings.backend not in ("redis", "nats"):
             print(
@@ -257,16 +294,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+        try:
+            asyncio.run(_check_backends(settings))
+        except (BackendConfigError, BackendError, ImportError) as exc:
+            return _cannot_open(exc)
         # Each worker process builds its own app from the same settings.
         os.environ.update(_as_environment(args))
-        app: Any = "server:app_from_environment"
-    else:
-        app = create_app(settings)
+        uvicorn.run(
+            "server:app_from_environment", factory=True, workers=settings.workers, **options
+        )
+        return 0
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(_serve(settings, options))
+    except KeyboardInterrupt:  # as uvicorn.run: Ctrl-C is a normal stop
+        return 0
+
+
+def _uvicorn_options(settings: Settings) -> dict[str, Any]:
     http_protocol, ws_protocol = protocol_options()
-    uvicorn.run(
-        app,
-        factory=settings.workers > 1,
-        workers=settings.workers,
+    return dict(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
@@ -283,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # (transport/websocket_protocol.py, transport/direct_frames.py).
         http=http_protocol,
         ws=ws_protocol,
-        timeout_keep_alive=settings.idle_timeout.total_seconds(),  # type: ignore[arg-type]
+        timeout_keep_alive=settings.idle_timeout.total_seconds(),
         # uvicorn's own cap (503 once a request's headers are in), which
         # also counts running tasks; ours refuses the connection itself.
         limit_concurrency=settings.max_connections,
@@ -294,7 +341,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         ssl_keyfile=settings.tls_key_file,
         ssl_ca_certs=settings.tls_ca_file,
     )
-    return 0
 
 
 if __name__ == "__main__":
