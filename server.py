@@ -155,7 +155,7 @@ async def _check_backends(settings: Settings) -> None:
 
 
 def _backend_urls(settings: Settings) -> dict[str, str]:
-    return {role: settings.backend_url(role) for role in ROLES}
+    return {role: settings.backend_open_url(role) for role in ROLES}
 
 
 def app_from_environment() -> ASGIApp:

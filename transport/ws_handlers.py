@@ -47,7 +47,7 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.types.unset import UnsetType
 
-from backends.errors import Unavailable
+from backends.errors import Overloaded, Unavailable
 from backends.hub import SlowConsumer
 from schema import Context
 from schema.resume_map import parse_resume
@@ -75,6 +75,14 @@ TOO_MANY_INITS = 4429
 PONG_TIMEOUT = 4499
 INTERNAL_ERROR = 4500
 UNAVAILABLE_REASON = "UNAVAILABLE: the backend is unavailable, try again"
+OVERLOADED_REASON = "OVERLOADED: the server is overloaded, try again shortly"
+
+
+def _outage_reason(exc: Unavailable) -> str:
+    """The close reason of a connection a backend fault ended: load or outage."""
+    return OVERLOADED_REASON if isinstance(exc, Overloaded) else UNAVAILABLE_REASON
+
+
 # Our own: the subscriber's bounded buffer of results to send overflowed.
 SLOW_CONSUMER = 4008
 
@@ -402,7 +410,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await super().handle_message(message)
         except Unavailable as exc:  # an outage, not a bug: one line, no traceback
             log.warning("graphql-transport-ws message handling failed: %s", exc)
-            await self.websocket.close(code=INTERNAL_ERROR, reason=UNAVAILABLE_REASON)
+            await self.websocket.close(code=INTERNAL_ERROR, reason=_outage_reason(exc))
         except Exception:  # a bug of ours: say so, never leave the socket half-dead
             log.exception("graphql-transport-ws message handling failed")
             await self.websocket.close(code=INTERNAL_ERROR, reason="Internal server error")
@@ -590,7 +598,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             await self.handle_message(cast("legacy_ws.OperationMessage", frame))
         except Unavailable as exc:  # an outage, not a bug: one line, no traceback
             log.warning("graphql-ws message handling failed: %s", exc)
-            await self.websocket.close(code=INTERNAL_ERROR, reason=UNAVAILABLE_REASON)
+            await self.websocket.close(code=INTERNAL_ERROR, reason=_outage_reason(exc))
         except Exception:  # a bug of ours: say so, never leave the socket half-dead
             log.exception("graphql-ws message handling failed")
             await self.websocket.close(code=INTERNAL_ERROR, reason="Internal server error")
