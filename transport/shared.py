@@ -43,6 +43,7 @@ from graphql.execution.values import get_argument_values, get_variable_values
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
+from backends.errors import BackendError
 from backends.hub import BoundedStream, SlowConsumer
 from resolvers.resume import NO_RESUME, ResumeMap
 from resolvers.services import KeyedLocks, Services, Viewer
@@ -55,6 +56,14 @@ from serving.errors import ApiError
 from .direct_frames import DirectFrames
 
 log = logging.getLogger(__name__)
+
+# What keeps a subscriber out of a group: its own refusal, or a backend fault
+# (an outage, or load) while checking it. Either way it takes the unshared
+# path, which answers it: with the error, or with its subscription if the
+# backend answers this time. Letting a fault escape from `join` ended the
+# operation's task with no frame at all: acknowledged, subscribed, and
+# silently nothing, ever.
+_REFUSALS = (ApiError, BackendError)
 
 
 @dataclass(frozen=True)
@@ -199,7 +208,8 @@ class SharedSubscriptions:
         self, plan: Plan, context: Context, prefix: bytes, direct: DirectFrames | None
     ) -> AsyncIterator[Member | None]:
         """Join the plan's group (starting it if needed), or yield None when
-        this subscriber may not subscribe: the unshared path then answers it.
+        this subscriber may not subscribe or the backend failed while checking
+        it: the unshared path then answers it.
         Its frames are `prefix + payload + }`, written with `direct` if given."""
         services: Services = context.services
         viewer = context.viewer
@@ -210,7 +220,7 @@ class SharedSubscriptions:
         mark = known.access_changes if known is not None and known.live.is_set() else None
         try:
             await subscription.authorize(services, viewer, plan.args)
-        except ApiError:
+        except _REFUSALS:
             yield None
             return
         async with self._locks.hold(repr(plan.key)):
@@ -272,7 +282,7 @@ class SharedSubscriptions:
             seen = group.access_changes
             try:
                 await subscription.authorize(services, viewer, group.plan.args)
-            except ApiError:
+            except _REFUSALS:
                 return None
             if group.access_changes == seen and not group.ended.is_set():
                 return self._member(group, services, viewer, prefix, direct)
