@@ -36,6 +36,7 @@ JOIN = "mutation($id: ID!) { joinRoom(roomId: $id) { id } }"
 SEND = """
 mutation($input: SendMessageInput!) { sendMessage(input: $input) { cursor } }
 """
+PRESENCE = "query($ids: [ID!]!) { presence(userIds: $ids) { userId status } }"
 MESSAGES_SUB = "subscription($roomId: ID!) { roomMessages(roomId: $roomId) { type data } }"
 
 
@@ -264,3 +265,27 @@ async def test_members_refused_at_first_receive_everything_after_reconnecting(
         assert silent == [], f"members that got neither their messages nor a word: {silent}"
     finally:
         await asyncio.gather(*(m.close() for m in members))
+    # Every connection is gone: presence must say so. A connection refused
+    # after it was counted (its ONLINE could not be published) was kept by
+    # the heartbeat for good: its user stayed online, and counted.
+    await offline(server, members)
+
+
+async def offline(server: LiveServer, members: list[Member]) -> None:
+    """Wait until presence shows every member's user OFFLINE."""
+    deadline = asyncio.get_running_loop().time() + 30
+    online: list[str] = []
+    while asyncio.get_running_loop().time() < deadline:
+        online = []
+        for first in members[::MEMBERS]:
+            room_users = [m.user for m in members if m.room == first.room]
+            try:
+                found = await server.client(first.user).execute(PRESENCE, ids=room_users)
+            except GraphQLError:
+                online = ["(refused)"]  # still overloaded: ask again
+                continue
+            online += [p["userId"] for p in found["presence"] if p["status"] != "OFFLINE"]
+        if not online:
+            return
+        await asyncio.sleep(0.1)  # presence expires on the server's clock
+    raise AssertionError(f"still online after every connection closed: {online}")
