@@ -26,6 +26,7 @@ from websockets.typing import Subprotocol
 from backends.redis_backend import delete_namespace
 from tests.conftest import TEST_SETTINGS, require_service
 from tests.live import TIMEOUT, GraphQLClient, GraphQLError, LiveServer, unique
+from tests.services import ServiceProcess
 
 ROOMS = 10
 MEMBERS = 5
@@ -289,3 +290,25 @@ async def offline(server: LiveServer, members: list[Member]) -> None:
             return
         await asyncio.sleep(0.1)  # presence expires on the server's clock
     raise AssertionError(f"still online after every connection closed: {online}")
+
+
+async def test_an_outage_under_load_is_unavailable_not_overloaded(
+    make_server: type[LiveServer], tmp_path: Path
+) -> None:
+    # A pool of two and a wait of a minute: were the outage taken for load,
+    # the burst below would wait for the minute and then say OVERLOADED.
+    redis = ServiceProcess("redis", tmp_path / "redis", persistent=False).start()
+    try:
+        config = settings(redis.url + "/0", redis_max_connections=2, redis_pool_wait="60s")
+        server = make_server(tmp_path / "node", config).start()
+        owner = unique("owner")
+        room = unique("room")
+        await setup(server.client(owner), CREATE, room)
+        redis.stop()
+        client = server.client(owner)
+        refusals = await asyncio.gather(
+            *(client.error(SEND, input={"roomId": room, "data": {"n": n}}) for n in range(20))
+        )
+        assert {e.code for e in refusals} == {"UNAVAILABLE"}
+    finally:
+        redis.stop()
