@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, cast
@@ -77,9 +76,8 @@ class WaitingPool(BlockingConnectionPool):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        # When connecting (or checking a connection out) last failed; None
-        # once one succeeded since.
-        self._failing_since: float | None = None
+        # Whether connecting (or checking a connection out) failed last time.
+        self._connecting_fails = False
 
     async def get_connection(
         self, command_name: object = None, *keys: object, **options: object
@@ -91,7 +89,7 @@ class WaitingPool(BlockingConnectionPool):
         except redis.exceptions.ConnectionError as exc:
             if not isinstance(exc.__cause__, asyncio.TimeoutError):
                 raise  # connecting failed: an outage
-            if self._failing_since is not None:
+            if self._connecting_fails:
                 raise Unavailable(f"Redis is unavailable: {exc}") from exc
             raise Overloaded(
                 f"no Redis connection came free within {self.timeout:g}s"
@@ -102,11 +100,10 @@ class WaitingPool(BlockingConnectionPool):
     async def ensure_connection(self, connection: AbstractConnection) -> None:
         try:
             await super().ensure_connection(connection)
-        except BaseException:
-            if self._failing_since is None:
-                self._failing_since = time.monotonic()
+        except CONNECTION_ERRORS:
+            self._connecting_fails = True
             raise
-        self._failing_since = None
+        self._connecting_fails = False
 
 
 def waiting_pool(url: str, *, max_connections: int, wait: float, **kwargs: Any) -> WaitingPool:
