@@ -264,6 +264,9 @@ async def test_members_refused_at_first_receive_everything_after_reconnecting(
             (m.user, len(m.received)) for m in members if not m.told and len(m.received) < per_room
         ]
         assert silent == [], f"members that got neither their messages nor a word: {silent}"
+        # Told why: load, never a failure of the server's own.
+        internal = [m.told for m in members if "INTERNAL_SERVER_ERROR" in str(m.told)]
+        assert internal == [], internal[:3]
     finally:
         await asyncio.gather(*(m.close() for m in members))
     # Every connection is gone: presence must say so. A connection refused

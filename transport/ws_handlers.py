@@ -75,6 +75,7 @@ TOO_MANY_INITS = 4429
 PONG_TIMEOUT = 4499
 INTERNAL_ERROR = 4500
 UNAVAILABLE_REASON = "UNAVAILABLE: the backend is unavailable, try again"
+_INTERNAL = {"message": "Internal server error", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}
 OVERLOADED_REASON = "OVERLOADED: the server is overloaded, try again shortly"
 
 
@@ -469,16 +470,27 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await super().run_operation(operation)
             return
         prefix = b'{"id":' + orjson.dumps(operation.id) + b',"type":"next","payload":'
-        async with shared.join(plan, self.context, prefix, self.socket.direct) as member:
-            if member is None:  # not allowed: the unshared path says why
-                await super().run_operation(operation)
-                return
-            self.members[operation.id] = member
-            try:
-                if not await forward(self.socket, member):
+        try:
+            async with shared.join(plan, self.context, prefix, self.socket.direct) as member:
+                if member is None:  # not allowed: the unshared path says why
+                    await super().run_operation(operation)
                     return
-            finally:
-                self.members.pop(operation.id, None)
+                self.members[operation.id] = member
+                try:
+                    if not await forward(self.socket, member):
+                        return
+                finally:
+                    self.members.pop(operation.id, None)
+        except Exception:
+            # Never an acknowledged subscriber left with nothing: Strawberry
+            # drops what ends this task unseen, so say it here, to the log
+            # and to the client, as its own run_operation does.
+            log.exception("shared subscription %s failed", _short(operation.id))
+            self.operations.pop(operation.id, None)
+            with suppress(WebSocketDisconnected):
+                error = {"id": operation.id, "type": "error", "payload": [_INTERNAL]}
+                await operation.send_operation_message(cast("transport_ws.ErrorMessage", error))
+            return
         with suppress(WebSocketDisconnected):
             await operation.send_operation_message({"id": operation.id, "type": "complete"})
 
