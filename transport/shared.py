@@ -43,7 +43,7 @@ from graphql.execution.values import get_argument_values, get_variable_values
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
-from backends.errors import BackendError
+from backends.errors import BackendError, Overloaded
 from backends.hub import BoundedStream, SlowConsumer
 from resolvers.resume import NO_RESUME, ResumeMap
 from resolvers.services import KeyedLocks, Services, Viewer
@@ -51,6 +51,7 @@ from resolvers.stream_signals import AccessChange
 from resolvers.subscriptions import FIELDS, SharedHooks, SubscriptionField
 from schema import ApiSchema, Context
 from schema.bounds import check_arguments
+from serving import errors as api_errors
 from serving.errors import ApiError
 
 from .direct_frames import DirectFrames
@@ -348,6 +349,10 @@ class SharedSubscriptions:
                     verdicts[user_id] = None
                 except ApiError as denied:
                     verdicts[user_id] = _error_payload(denied)
+                except BackendError as fault:
+                    # Access unknown: end the member (it may have lost it),
+                    # saying why, rather than fail the whole group.
+                    verdicts[user_id] = _error_payload(_backend_fault(fault))
             refusal = verdicts[user_id]
             if refusal is not None:
                 member.end(refusal)
@@ -358,6 +363,12 @@ def _error_payload(error: ApiError) -> bytes:
     Strawberry builds an error raised by a running subscription."""
     located = GraphQLError(error.message, original_error=error)
     return encode_result(ExecutionResult(data=None, errors=[located]))
+
+
+def _backend_fault(fault: BackendError) -> ApiError:
+    if isinstance(fault, Overloaded):
+        return api_errors.Overloaded("the server is overloaded, try again shortly")
+    return api_errors.Unavailable("the backend is unavailable, try again")
 
 
 def _internal() -> GraphQLError:
