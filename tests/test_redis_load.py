@@ -11,6 +11,7 @@ close), never silently nothing. The load is bounded; nothing is timed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -128,22 +129,29 @@ class Member:
 
     async def send(self, n: int) -> dict[str, Any]:
         """Send one message over the socket; the answer's first frame."""
+        return await self.send_data({"from": self.user, "n": n}, f"send-{n}")
+
+    async def send_data(self, data: dict[str, Any], op: str) -> dict[str, Any]:
         assert self.ws is not None
-        op = f"send-{n}"
         self.answers[op] = asyncio.get_running_loop().create_future()
-        data = {"from": self.user, "n": n}
         payload = {"query": SEND, "variables": {"input": {"roomId": self.room, "data": data}}}
         await self.ws.send(json.dumps({"id": op, "type": "subscribe", "payload": payload}))
         return await asyncio.wait_for(self.answers[op], 30)
 
-    async def wait_for(self, count: int) -> None:
-        """Until `count` messages came or the member was told it ends."""
-        while len(self.received) < count and not self.told:
+    def with_key(self, key: str) -> list[Any]:
+        return [data for data in self.received if key in data]
+
+    async def wait_for(self, count: int, *, key: str = "n") -> None:
+        """Until `count` messages with `key` came or the member was told it ends."""
+        while len(self.with_key(key)) < count and not self.told:
             self.arrived.clear()
             try:
                 await asyncio.wait_for(self.arrived.wait(), 30)
             except TimeoutError:
                 return  # silent: the caller says who
+
+    def open(self) -> bool:
+        return self.ws is not None and not any(t.startswith("closed") for t in self.told)
 
     async def close(self) -> None:
         if self.ws is not None:
@@ -189,18 +197,23 @@ async def chat(server: LiveServer) -> tuple[list[Member], list[dict[str, Any]]]:
     return members, list(answers)
 
 
-async def live_or_told(server: LiveServer, members: list[Member]) -> None:
-    """Wait until every member's subscription is live on the server or the
-    member was told it failed; AssertionError naming the count if not."""
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:
-        untold = sum(not m.told for m in members)
-        live = await asyncio.to_thread(server.metric, "streaming_subscriptions_active")
-        if live == untold:
+async def probed_or_told(server: LiveServer, members: list[Member]) -> None:
+    """Probe each room (its first member sends) until every member saw a probe
+    or was told its subscription failed; AssertionError naming the silent."""
+    for attempt in range(50):
+        waiting = [m for m in members if not m.told and not m.with_key("probe")]
+        if not waiting:
             return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{untold} members subscribed and not told, {live} live")
-        await asyncio.sleep(0.05)  # polling the server's own count
+        for room in {m.room for m in waiting}:
+            sender = next(m for m in members if m.room == room and m.open())
+            await sender.send_data({"probe": attempt}, f"probe-{attempt}")
+        # Not there within a second: probe again (one refused reached nobody).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(m.wait_for(1, key="probe") for m in waiting)), 1
+            )
+    silent = [(m.user, m.received) for m in members if not m.told and not m.with_key("probe")]
+    raise AssertionError(f"subscribed, never told, and no probe ever reached: {silent}")
 
 
 def codes(answer: dict[str, Any]) -> list[str]:
@@ -232,7 +245,11 @@ async def test_a_burst_waits_for_the_pool_and_everyone_gets_everything(
         assert inits == [], f"connection_init refused under load: {inits[:5]}"
         expected = MEMBERS * MESSAGES
         await asyncio.gather(*(m.wait_for(expected) for m in members))
-        short = [(m.user, len(m.received), m.told) for m in members if len(m.received) < expected]
+        short = [
+            (m.user, len(m.with_key("n")), m.told)
+            for m in members
+            if len(m.with_key("n")) < expected
+        ]
         assert short == [], f"members short of their room's {expected} messages: {short[:5]}"
     finally:
         await asyncio.gather(*(m.close() for m in members))
@@ -250,18 +267,16 @@ async def test_members_refused_at_first_receive_everything_after_reconnecting(
     try:
         await asyncio.gather(*(m.connect(server) for m in members))
         await asyncio.gather(*(m.subscribe() for m in members))
-        await live_or_told(server, members)
-        sent = 0
+        await probed_or_told(server, members)
         for n in range(MESSAGES):
             # One sender per room, retried until it is taken: the load is over.
             for sender in members[::MEMBERS]:
                 while codes(await sender.send(n)):
                     pass
-                sent += 1
         per_room = MESSAGES
-        await asyncio.gather(*(m.wait_for(per_room) for m in members))
+        await asyncio.gather(*(m.wait_for(per_room, key="n") for m in members))
         silent = [
-            (m.user, len(m.received)) for m in members if not m.told and len(m.received) < per_room
+            (m.user, m.received) for m in members if not m.told and len(m.with_key("n")) < per_room
         ]
         assert silent == [], f"members that got neither their messages nor a word: {silent}"
         # Told why: load, never a failure of the server's own.
