@@ -202,7 +202,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _backend_urls(settings: Settings) -> dict[str, str]:
-    return {role: settings.backend_url(role) for role in ROLES}
+    return {role: settings.backend_open_url(role) for role in ROLES}
 
 
 def app_from_environment() -> ASGIApp:

@@ -6,6 +6,7 @@ BackendError
 │   └── ForeignStream the room's history belongs to another incarnation of the room
 ├── LimitReached      a per-user quota would be exceeded
 └── Unavailable       the backing service cannot be reached
+    └── Overloaded    it is up, but no connection to it came free in time
 """
 
 
@@ -43,3 +44,12 @@ class LimitReached(BackendError):
 
 class Unavailable(BackendError):
     pass
+
+
+class Overloaded(Unavailable):
+    """The backing service is up, but this process could not get a connection
+    to it within the pool's wait: load, not an outage.
+
+    A subclass of Unavailable so that every place that copes with an outage
+    (one log line, no traceback, the request fails) copes with this too; the
+    API tells the two apart (OVERLOADED, not UNAVAILABLE)."""

@@ -7,7 +7,11 @@
 several deployments (or test runs) can share one Redis. Other query
 parameters go to redis-py's `from_url` (TLS files, timeouts...). One
 connection pool serves the stores and publishing; the broker adds one
-subscriber connection.
+subscriber connection. The pool holds at most `max_connections` (default
+50); a command that finds them all busy waits up to `timeout` seconds
+(default 2) for one, then fails with `errors.Overloaded` (see
+`redis_common.WaitingPool`). The server sets both from its settings
+`redis_max_connections` and `redis_pool_wait` unless the URL names them.
 
 Needs Redis >= 6.2 (ZADD LT, used to index rooms by their oldest message).
 Run it with `maxmemory-policy noeviction` and persistence (RDB or AOF):
@@ -33,7 +37,7 @@ from redis.backoff import NoBackoff
 from .errors import Unavailable
 from .opened import Opened
 from .redis_broker import RedisBroker
-from .redis_common import CONNECTION_ERRORS, Keys, Scripts
+from .redis_common import CONNECTION_ERRORS, Keys, Scripts, waiting_pool
 from .redis_ephemeral import RedisPresenceStore, RedisRateLimiter, RedisTypingStore
 from .redis_messages import RedisMessageStore
 from .redis_rooms import RedisChannelStore, RedisRoomStore
@@ -52,6 +56,12 @@ DEFAULT_NAMESPACE = "forge"
 CONNECT_TIMEOUT = 3.0
 SOCKET_TIMEOUT = 2.0
 OPEN_TIMEOUT = 5.0
+# The pool: Redis runs commands one at a time, so a few dozen connections
+# per process keep it busy; many nodes x workers x 50 stay far below Redis's
+# default maxclients (10,000). Waiting longer than a couple of seconds for
+# a connection helps nobody: the client is better told OVERLOADED.
+POOL_SIZE = 50
+POOL_WAIT = 2.0
 
 
 def redact(url: str) -> str:
@@ -119,8 +129,10 @@ async def open_stores(url: str, roles: Collection[str], *, retention: timedelta 
     """Open one pool on `url` and the stores for `roles` (see `backends.opened`)."""
     where = redact(url)
     client_url, namespace = split_url(url)
-    client = Redis.from_url(
+    pool = waiting_pool(
         client_url,
+        max_connections=POOL_SIZE,
+        wait=POOL_WAIT,
         protocol=2,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=SOCKET_TIMEOUT,
@@ -128,6 +140,7 @@ async def open_stores(url: str, roles: Collection[str], *, retention: timedelta 
         # an outage must surface at once as Unavailable.
         retry=Retry(NoBackoff(), 0),
     )
+    client = Redis.from_pool(pool)
     try:
         await asyncio.wait_for(_check_server(client, where), OPEN_TIMEOUT)
     except redis.exceptions.AuthenticationError as exc:

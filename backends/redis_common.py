@@ -12,6 +12,7 @@ are not Redis Cluster compatible, which this backend does not claim.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 from collections.abc import Awaitable, Callable, Coroutine
@@ -19,10 +20,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, cast
 
 import redis.exceptions
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 
-from .errors import Unavailable
+from .errors import Overloaded, Unavailable
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -56,6 +58,61 @@ def translated(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any,
             raise Unavailable(f"Redis is unavailable: {exc}") from exc
 
     return wrapper
+
+
+class WaitingPool(BlockingConnectionPool):
+    """A bounded pool whose callers wait for a free connection, for a while.
+
+    redis-py's default pool refuses a command ("Too many connections", a
+    ConnectionError) the moment all its connections are busy, so a burst of
+    load looked like an outage. Here a caller waits up to `timeout` seconds
+    for a connection; one that gets none raises `errors.Overloaded`. An
+    outage is still told apart, and at once: connecting fails fast (the
+    connection's own connect timeout) and raises a ConnectionError, so
+    callers queue only behind connections that are busy; and a wait that
+    ends while connecting has been failing raises `Unavailable`, not
+    `Overloaded`.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Whether connecting (or checking a connection out) failed last time.
+        self._connecting_fails = False
+
+    async def get_connection(
+        self, command_name: object = None, *keys: object, **options: object
+    ) -> AbstractConnection:
+        # The arguments are deprecated and unused: redis-py passes none.
+        try:
+            get: Callable[[], Awaitable[AbstractConnection]] = super().get_connection
+            connection = await get()
+        except redis.exceptions.ConnectionError as exc:
+            if not isinstance(exc.__cause__, asyncio.TimeoutError):
+                raise  # connecting failed: an outage
+            if self._connecting_fails:
+                raise Unavailable(f"Redis is unavailable: {exc}") from exc
+            raise Overloaded(
+                f"no Redis connection came free within {self.timeout:g}s"
+                f" ({self.max_connections} busy)"
+            ) from None
+        return connection
+
+    async def ensure_connection(self, connection: AbstractConnection) -> None:
+        try:
+            await super().ensure_connection(connection)
+        except CONNECTION_ERRORS:
+            self._connecting_fails = True
+            raise
+        self._connecting_fails = False
+
+
+def waiting_pool(url: str, *, max_connections: int, wait: float, **kwargs: Any) -> WaitingPool:
+    """A `WaitingPool` on `url`; the URL's own `max_connections` and `timeout`
+    (redis-py's query parameters) win over the arguments."""
+    pool = WaitingPool.from_url(url, max_connections=max_connections, timeout=wait, **kwargs)
+    if not isinstance(pool, WaitingPool):
+        raise TypeError(f"expected a WaitingPool, got {type(pool).__name__}")
+    return pool
 
 
 def to_micros(value: datetime) -> int:

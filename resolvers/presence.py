@@ -16,9 +16,11 @@ out of `presence(userIds:)`, and never reported by its subscription.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator
 
 from backends import topics
+from backends.errors import BackendError
 from backends.events import AccessEvent, PresenceEvent
 from backends.hub import RESYNC
 from backends.records import PresenceEntry, Status
@@ -29,6 +31,8 @@ from .rooms import membership, readable_room
 from .services import Services, Viewer
 from .stream_signals import LIVE, AccessChange, Signal
 from .validation import optional_text
+
+log = logging.getLogger(__name__)
 
 
 async def open_connection(services: Services, user_id: str, conn_id: str) -> None:
@@ -45,16 +49,31 @@ async def open_connection(services: Services, user_id: str, conn_id: str) -> Non
     services.metrics.connections_total.inc()
     services.metrics.connections_active.inc()
     if came_online and settings.enable_presence:
-        await publish_presence(services, [user_id])
+        try:
+            await publish_presence(services, [user_id])
+        except BaseException:
+            # The caller refuses the connection: count it out again. Left
+            # in `services.connections`, the heartbeat would keep a socket
+            # that is gone online, and counted against the user's limit,
+            # for as long as the process runs.
+            await close_connection(services, user_id, conn_id)
+            raise
 
 
 async def close_connection(services: Services, user_id: str, conn_id: str) -> None:
-    """Release a connection that `open_connection` counted."""
+    """Release a connection that `open_connection` counted.
+
+    If the backend cannot take the release now (an outage, or load), the
+    entry is left to expire: nothing refreshes it any more, so after
+    `presence_ttl` it is gone, as if its process had died."""
     services.connections.pop(conn_id, None)
     services.metrics.connections_active.dec()
-    await services.backends.presence.disconnect(
-        user_id, conn_id, grace=services.settings.presence_grace.total_seconds()
-    )
+    try:
+        await services.backends.presence.disconnect(
+            user_id, conn_id, grace=services.settings.presence_grace.total_seconds()
+        )
+    except BackendError as exc:
+        log.warning("connection %s left to expire from presence: %s", conn_id, exc)
 
 
 async def heartbeat(services: Services) -> None:

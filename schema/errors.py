@@ -11,13 +11,22 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 
 from backends import errors as backend_errors
 from backends.hub import HubClosed, SlowConsumer
-from serving.errors import ApiError, BadUserInput, LimitExceeded, NotFound, Unavailable
+from serving.errors import (
+    ApiError,
+    BadUserInput,
+    LimitExceeded,
+    NotFound,
+    Overloaded,
+    Unavailable,
+)
 
 log = logging.getLogger("forge_streaming.errors")
 
 _TRANSLATED: tuple[tuple[type[BaseException], type[ApiError], str], ...] = (
     (backend_errors.LimitReached, LimitExceeded, ""),
     (backend_errors.Missing, NotFound, ""),
+    # Before Unavailable, its base class: load is not an outage.
+    (backend_errors.Overloaded, Overloaded, "the server is overloaded, try again shortly"),
     (backend_errors.Unavailable, Unavailable, "the backend is unavailable, try again"),
     (ConnectionError, Unavailable, "the backend is unavailable, try again"),
     (TimeoutError, Unavailable, "the backend did not answer in time, try again"),

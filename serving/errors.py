@@ -11,6 +11,7 @@ Anything else raised inside a resolver is masked as an internal error.
     ├── LimitExceeded     LIMIT_EXCEEDED
     ├── PayloadTooLarge   PAYLOAD_TOO_LARGE
     ├── Unavailable       UNAVAILABLE
+    ├── Overloaded        OVERLOADED
     └── FeatureDisabled   FEATURE_DISABLED
 """
 
@@ -59,6 +60,13 @@ class PayloadTooLarge(ApiError):
 
 class Unavailable(ApiError):
     code = "UNAVAILABLE"
+
+
+class Overloaded(ApiError):
+    """The server is up but has more work than it can take now: try again
+    shortly. Not RATE_LIMITED (a user's own quota) nor UNAVAILABLE (an outage)."""
+
+    code = "OVERLOADED"
 
 
 class FeatureDisabled(ApiError):

@@ -282,6 +282,12 @@ class Settings(BaseSettings):
     backend_username: str | None = None
     backend_password: SecretStr | None = None
     role_urls: dict[Role, str] = {}
+    # Redis: connections per process, and how long a request waits for one
+    # when all are busy before it fails with OVERLOADED (never UNAVAILABLE:
+    # that stays the outage's code). A Redis URL's own `max_connections` and
+    # `timeout` query parameters win.
+    redis_max_connections: int = Field(default=50, ge=1, le=10_000)
+    redis_pool_wait: PositiveDuration = timedelta(seconds=2)
 
     # features
     enable_rooms: bool = True
@@ -524,6 +530,21 @@ class Settings(BaseSettings):
         if url is None:
             url = self.backend_urls[0] if self.backend_urls else self._default_url()
         return self._with_credentials(url)
+
+    def backend_open_url(self, role: str) -> str:
+        """`backend_url` with the pool settings a Redis URL does not name itself."""
+        url = self.backend_url(role)
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in _SCHEMES["redis"]:
+            return url
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        named = {name for name, _ in query}
+        pool = {
+            "max_connections": str(self.redis_max_connections),
+            "timeout": f"{self.redis_pool_wait.total_seconds():g}",
+        }
+        query += [(name, value) for name, value in pool.items() if name not in named]
+        return urlunsplit(parts._replace(query=urlencode(query)))
 
     def _default_url(self) -> str:
         if self.backend == "memory":

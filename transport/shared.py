@@ -43,6 +43,7 @@ from graphql.execution.values import get_argument_values, get_variable_values
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
+from backends.errors import BackendError, Overloaded
 from backends.hub import BoundedStream, SlowConsumer
 from resolvers.resume import NO_RESUME, ResumeMap
 from resolvers.services import KeyedLocks, Services, Viewer
@@ -50,11 +51,20 @@ from resolvers.stream_signals import AccessChange
 from resolvers.subscriptions import FIELDS, SharedHooks, SubscriptionField
 from schema import ApiSchema, Context
 from schema.bounds import check_arguments
+from serving import errors as api_errors
 from serving.errors import ApiError
 
 from .direct_frames import DirectFrames
 
 log = logging.getLogger(__name__)
+
+# What keeps a subscriber out of a group: its own refusal, or a backend fault
+# (an outage, or load) while checking it. Either way it takes the unshared
+# path, which answers it: with the error, or with its subscription if the
+# backend answers this time. Letting a fault escape from `join` ended the
+# operation's task with no frame at all: acknowledged, subscribed, and
+# silently nothing, ever.
+_REFUSALS = (ApiError, BackendError)
 
 
 @dataclass(frozen=True)
@@ -199,7 +209,8 @@ class SharedSubscriptions:
         self, plan: Plan, context: Context, prefix: bytes, direct: DirectFrames | None
     ) -> AsyncIterator[Member | None]:
         """Join the plan's group (starting it if needed), or yield None when
-        this subscriber may not subscribe: the unshared path then answers it.
+        this subscriber may not subscribe or the backend failed while checking
+        it: the unshared path then answers it.
         Its frames are `prefix + payload + }`, written with `direct` if given."""
         services: Services = context.services
         viewer = context.viewer
@@ -210,7 +221,7 @@ class SharedSubscriptions:
         mark = known.access_changes if known is not None and known.live.is_set() else None
         try:
             await subscription.authorize(services, viewer, plan.args)
-        except ApiError:
+        except _REFUSALS:
             yield None
             return
         async with self._locks.hold(repr(plan.key)):
@@ -272,7 +283,7 @@ class SharedSubscriptions:
             seen = group.access_changes
             try:
                 await subscription.authorize(services, viewer, group.plan.args)
-            except ApiError:
+            except _REFUSALS:
                 return None
             if group.access_changes == seen and not group.ended.is_set():
                 return self._member(group, services, viewer, prefix, direct)
@@ -338,6 +349,10 @@ class SharedSubscriptions:
                     verdicts[user_id] = None
                 except ApiError as denied:
                     verdicts[user_id] = _error_payload(denied)
+                except BackendError as fault:
+                    # Access unknown: end the member (it may have lost it),
+                    # saying why, rather than fail the whole group.
+                    verdicts[user_id] = _error_payload(_backend_fault(fault))
             refusal = verdicts[user_id]
             if refusal is not None:
                 member.end(refusal)
@@ -348,6 +363,12 @@ def _error_payload(error: ApiError) -> bytes:
     Strawberry builds an error raised by a running subscription."""
     located = GraphQLError(error.message, original_error=error)
     return encode_result(ExecutionResult(data=None, errors=[located]))
+
+
+def _backend_fault(fault: BackendError) -> ApiError:
+    if isinstance(fault, Overloaded):
+        return api_errors.Overloaded("the server is overloaded, try again shortly")
+    return api_errors.Unavailable("the backend is unavailable, try again")
 
 
 def _internal() -> GraphQLError:

@@ -47,7 +47,7 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.types.unset import UnsetType
 
-from backends.errors import Unavailable
+from backends.errors import Overloaded, Unavailable
 from backends.hub import SlowConsumer
 from schema import Context
 from schema.resume_map import parse_resume
@@ -76,6 +76,15 @@ TOO_MANY_INITS = 4429
 PONG_TIMEOUT = 4499
 INTERNAL_ERROR = 4500
 UNAVAILABLE_REASON = "UNAVAILABLE: the backend is unavailable, try again"
+_INTERNAL = {"message": "Internal server error", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}
+OVERLOADED_REASON = "OVERLOADED: the server is overloaded, try again shortly"
+
+
+def _outage_reason(exc: Unavailable) -> str:
+    """The close reason of a connection a backend fault ended: load or outage."""
+    return OVERLOADED_REASON if isinstance(exc, Overloaded) else UNAVAILABLE_REASON
+
+
 # Our own: the subscriber's bounded buffer of results to send overflowed.
 SLOW_CONSUMER = 4008
 
@@ -407,7 +416,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await super().handle_message(message)
         except Unavailable as exc:  # an outage, not a bug: one line, no traceback
             log.warning("graphql-transport-ws message handling failed: %s", exc)
-            await self.websocket.close(code=INTERNAL_ERROR, reason=UNAVAILABLE_REASON)
+            await self.websocket.close(code=INTERNAL_ERROR, reason=_outage_reason(exc))
         except Exception:  # a bug of ours: say so, never leave the socket half-dead
             log.exception("graphql-transport-ws message handling failed")
             await self.websocket.close(code=INTERNAL_ERROR, reason="Internal server error")
@@ -466,16 +475,27 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await super().run_operation(operation)
             return
         prefix = b'{"id":' + orjson.dumps(operation.id) + b',"type":"next","payload":'
-        async with shared.join(plan, self.context, prefix, self.socket.direct) as member:
-            if member is None:  # not allowed: the unshared path says why
-                await super().run_operation(operation)
-                return
-            self.members[operation.id] = member
-            try:
-                if not await forward(self.socket, member):
+        try:
+            async with shared.join(plan, self.context, prefix, self.socket.direct) as member:
+                if member is None:  # not allowed: the unshared path says why
+                    await super().run_operation(operation)
                     return
-            finally:
-                self.members.pop(operation.id, None)
+                self.members[operation.id] = member
+                try:
+                    if not await forward(self.socket, member):
+                        return
+                finally:
+                    self.members.pop(operation.id, None)
+        except Exception:
+            # Never an acknowledged subscriber left with nothing: Strawberry
+            # drops what ends this task unseen, so say it here, to the log
+            # and to the client, as its own run_operation does.
+            log.exception("shared subscription %s failed", _short(operation.id))
+            self.operations.pop(operation.id, None)
+            with suppress(WebSocketDisconnected):
+                error = {"id": operation.id, "type": "error", "payload": [_INTERNAL]}
+                await operation.send_operation_message(cast("transport_ws.ErrorMessage", error))
+            return
         with suppress(WebSocketDisconnected):
             await operation.send_operation_message({"id": operation.id, "type": "complete"})
 
@@ -604,7 +624,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             await self.handle_message(cast("legacy_ws.OperationMessage", frame))
         except Unavailable as exc:  # an outage, not a bug: one line, no traceback
             log.warning("graphql-ws message handling failed: %s", exc)
-            await self.websocket.close(code=INTERNAL_ERROR, reason=UNAVAILABLE_REASON)
+            await self.websocket.close(code=INTERNAL_ERROR, reason=_outage_reason(exc))
         except Exception:  # a bug of ours: say so, never leave the socket half-dead
             log.exception("graphql-ws message handling failed")
             await self.websocket.close(code=INTERNAL_ERROR, reason="Internal server error")
