@@ -74,7 +74,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> ASGIApp:
     # A burst of requests starts its work a few at a time, each turn of the
     # event loop (transport/admission.py): HTTP requests that carry a
     # document (BoundedBody), and every WebSocket message (the view's
-    # handlers, transport/ws_handlers.py).
+    # handlers, transport/ws/handlers.py).
     admission = TurnAdmission(settings.max_admitted_per_turn)
     graphql = GraphQLView(
         schema,
@@ -122,7 +122,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> ASGIApp:
 
     app = Starlette(
         routes=[
-            # PUT and DELETE: graphql-sse single connection mode (transport/sse_single.py).
+            # PUT and DELETE: graphql-sse single connection mode (transport/sse/single.py).
             Route("/graphql", graphql, methods=["GET", "POST", "PUT", "DELETE"]),
             Mount(graphiql.MOUNT_PATH, app=StaticFiles(directory=graphiql.STATIC_DIR)),
             *routes.build_routes(metrics_token),
@@ -327,7 +327,7 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         # HTTP with a header timeout and the connection cap
         # (transport/http_protocol.py); uvicorn's sans-I/O WebSocket protocol
         # made lighter, shared payloads written to it directly
-        # (transport/websocket_protocol.py, transport/direct_frames.py).
+        # (transport/ws/protocol.py, transport/ws/direct_frames.py).
         http=http_protocol,
         ws=ws_protocol,
         timeout_keep_alive=settings.idle_timeout.total_seconds(),

@@ -15,7 +15,7 @@ exactly as before; one refused later is ended with the error the unshared
 path would give it, and the others go on.
 
 A subscriber on a connection that can take frames directly
-(transport/direct_frames.py) gets each payload written to its socket as the
+(transport/ws/direct_frames.py) gets each payload written to its socket as the
 execution yields it; any other has a bounded queue of payloads. Either way one
 that does not keep up (its connection's unsent bytes over `max_send_buffer`,
 or its queue full) is cut off with `SlowConsumer`, never slowing the
@@ -29,7 +29,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from graphql import (
@@ -52,9 +52,17 @@ from schema import ApiSchema, Context
 from schema.bounds import check_arguments
 from serving.errors import ApiError
 
-from .direct_frames import DirectFrames
-
 log = logging.getLogger(__name__)
+
+
+class FrameWriter(Protocol):
+    """Writes a member's frames straight to its socket
+    (transport/ws/direct_frames.py). Declared here so that shared executions
+    do not import the WebSocket transport that uses them."""
+
+    limit: int
+
+    def write(self, prefix: bytes, payload: bytes) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -78,7 +86,7 @@ class Member(BoundedStream[bytes]):
     """
 
     def __init__(
-        self, viewer: Viewer, capacity: int, prefix: bytes, direct: DirectFrames | None
+        self, viewer: Viewer, capacity: int, prefix: bytes, direct: FrameWriter | None
     ) -> None:
         super().__init__(capacity, "results waiting to be sent")
         self.viewer = viewer
@@ -196,7 +204,7 @@ class SharedSubscriptions:
 
     @contextlib.asynccontextmanager
     async def join(
-        self, plan: Plan, context: Context, prefix: bytes, direct: DirectFrames | None
+        self, plan: Plan, context: Context, prefix: bytes, direct: FrameWriter | None
     ) -> AsyncIterator[Member | None]:
         """Join the plan's group (starting it if needed), or yield None when
         this subscriber may not subscribe: the unshared path then answers it.
@@ -244,7 +252,7 @@ class SharedSubscriptions:
         services: Services,
         viewer: Viewer,
         prefix: bytes,
-        direct: DirectFrames | None,
+        direct: FrameWriter | None,
     ) -> Member:
         member = Member(viewer, services.settings.subscriber_queue_size, prefix, direct)
         group.members.add(member)
@@ -257,7 +265,7 @@ class SharedSubscriptions:
         services: Services,
         viewer: Viewer,
         prefix: bytes,
-        direct: DirectFrames | None,
+        direct: FrameWriter | None,
     ) -> Member | None:
         """Authorize the subscriber again once the group is live, until no
         access change came meanwhile; None if refused or the group ended."""
