@@ -175,8 +175,8 @@ class Bench:
 
     def tokens(self, config: Path, count: int) -> list[str]:
         """One user per subscriber (sub-00001, ...), signed with the bench's secret."""
-        from serving.auth import TokenAuthority
-        from serving.settings import load_settings
+        from core.settings import load_settings
+        from transport.auth import TokenAuthority
 
         if len(self._tokens) < count:
             authority = TokenAuthority.from_settings(load_settings(str(config)))
@@ -193,8 +193,8 @@ class Bench:
         workers: int = 1,
         **extra: Any,
     ) -> Server:
-        from serving.auth import TokenAuthority
-        from serving.settings import load_settings
+        from core.settings import load_settings
+        from transport.auth import TokenAuthority
 
         data_dir = data_dir or Path(tempfile.mkdtemp(prefix=f"{label}-", dir=self.tmp))
         config = self.our_config(data_dir, **extra)

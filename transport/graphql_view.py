@@ -37,9 +37,9 @@ from backends.errors import LimitReached
 from resolvers.presence import close_connection, open_connection
 from resolvers.services import Services
 from schema import ApiSchema, Context, ValidDocuments
-from serving.auth import AuthError, TokenAuthority, bearer_token
-from serving.graphiql import graphiql_html
 from transport.admission import TurnAdmission
+from transport.auth import AuthError, TokenAuthority, bearer_token
+from transport.graphiql import graphiql_html
 from transport.media_types import (
     APPLICATION_JSON,
     EVENT_STREAM,
@@ -122,7 +122,7 @@ class GraphQLView(GraphQL[Context, None]):
         self.admission = admission
         # graphql-sse, both modes (transport/sse/).
         self.sse = ServerSentEvents(self)
-        # GraphiQL with its assets served by this server (serving/graphiql.py).
+        # GraphiQL with its assets served by this server (transport/graphiql.py).
         self._graphql_ide_html = (
             graphiql_html() if self.graphql_ide == "graphiql" else super().graphql_ide_html
         )

@@ -44,13 +44,13 @@ from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
 from backends.hub import BoundedStream, SlowConsumer
+from resolvers.errors import ApiError
 from resolvers.resume import NO_RESUME, ResumeMap
 from resolvers.services import KeyedLocks, Services, Viewer
 from resolvers.stream_signals import AccessChange
 from resolvers.subscriptions import FIELDS, SharedHooks, SubscriptionField
 from schema import ApiSchema, Context
 from schema.bounds import check_arguments
-from serving.errors import ApiError
 
 log = logging.getLogger(__name__)
 

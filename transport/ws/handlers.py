@@ -49,9 +49,9 @@ from strawberry.types.unset import UnsetType
 
 from backends.errors import Unavailable
 from backends.hub import SlowConsumer
+from resolvers.errors import BadUserInput
 from schema import Context
 from schema.resume_map import parse_resume
-from serving.errors import BadUserInput
 
 from ..admission import TurnAdmission
 from ..session_expiry import EXPIRED_CODE, EXPIRED_MESSAGE, SessionExpiry
