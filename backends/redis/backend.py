@@ -30,13 +30,13 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from .errors import Unavailable
-from .opened import Opened
-from .redis_broker import RedisBroker
-from .redis_common import CONNECTION_ERRORS, Keys, Scripts
-from .redis_ephemeral import RedisPresenceStore, RedisRateLimiter, RedisTypingStore
-from .redis_messages import RedisMessageStore
-from .redis_rooms import RedisChannelStore, RedisRoomStore
+from ..errors import Unavailable
+from ..opened import Opened
+from .broker import RedisBroker
+from .common import CONNECTION_ERRORS, Keys, Scripts
+from .ephemeral import RedisPresenceStore, RedisRateLimiter, RedisTypingStore
+from .messages import RedisMessageStore
+from .rooms import RedisChannelStore, RedisRoomStore
 
 __all__ = [
     "MIN_VERSION",

@@ -22,7 +22,7 @@ import redis.exceptions
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from .errors import Unavailable
+from ..errors import Unavailable
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from .errors import LimitReached
-from .records import PresenceEntry, Status, TypingEntry
-from .redis_common import LUA_PROLOGUE, Commands, Keys, Scripts, from_micros, translated
+from ..errors import LimitReached
+from ..records import PresenceEntry, Status, TypingEntry
+from .common import LUA_PROLOGUE, Commands, Keys, Scripts, from_micros, translated
 
 _SWEEP_BATCH = 500
 
