@@ -5,7 +5,7 @@
     python server.py schema [--check]
 
 Settings come from code, a YAML file and FORGE_STREAMING_* variables
-(serving/settings.py); the command line wins over all of them.
+(core/settings.py); the command line wins over all of them.
 """
 
 from __future__ import annotations
@@ -29,30 +29,29 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backends.errors import BackendError
 from backends.factory import ROLES, BackendConfigError, Backends, open_backends
+from core.metrics import Metrics
+from core.settings import Settings, SettingsError, load_settings, parse_duration
 from resolvers.housekeeping import run_housekeeping
 from resolvers.services import Services
 from schema import SDL_PATH, build_schema, export_sdl
-from serving import graphiql
-from serving.auth import (
+from transport import graphiql, routes
+from transport.admission import TurnAdmission
+from transport.auth import (
     METRICS_TOKEN_FILE_NAME,
     AuthError,
     TokenAuthority,
     load_or_create_secret,
 )
-from serving.data_dir import make_private
-from serving.heap import give_back_freed_memory
-from serving.metrics import Metrics
-from serving.server_timing import ServerTiming
-from serving.settings import Settings, SettingsError, load_settings, parse_duration
-from transport import routes
-from transport.admission import TurnAdmission
+from transport.data_dir import make_private
 from transport.graphql_view import GraphQLView
+from transport.heap import give_back_freed_memory
 from transport.http_protocol import LIMITS_KEY, ConnectionLimits, protocol_options
 from transport.request_body import BoundedBody
+from transport.server_timing import ServerTiming
 
 log = logging.getLogger("forge_streaming")
 
-_HEAP_LOOK_EVERY = 1.0  # seconds (serving/heap.py)
+_HEAP_LOOK_EVERY = 1.0  # seconds (transport/heap.py)
 
 
 def create_app(settings: Settings, backends: Backends | None = None) -> ASGIApp:
@@ -74,7 +73,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> ASGIApp:
     # A burst of requests starts its work a few at a time, each turn of the
     # event loop (transport/admission.py): HTTP requests that carry a
     # document (BoundedBody), and every WebSocket message (the view's
-    # handlers, transport/ws_handlers.py).
+    # handlers, transport/ws/handlers.py).
     admission = TurnAdmission(settings.max_admitted_per_turn)
     graphql = GraphQLView(
         schema,
@@ -122,7 +121,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> ASGIApp:
 
     app = Starlette(
         routes=[
-            # PUT and DELETE: graphql-sse single connection mode (transport/sse_single.py).
+            # PUT and DELETE: graphql-sse single connection mode (transport/sse/single.py).
             Route("/graphql", graphql, methods=["GET", "POST", "PUT", "DELETE"]),
             Mount(graphiql.MOUNT_PATH, app=StaticFiles(directory=graphiql.STATIC_DIR)),
             *routes.build_routes(metrics_token),
@@ -327,7 +326,7 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         # HTTP with a header timeout and the connection cap
         # (transport/http_protocol.py); uvicorn's sans-I/O WebSocket protocol
         # made lighter, shared payloads written to it directly
-        # (transport/websocket_protocol.py, transport/direct_frames.py).
+        # (transport/ws/protocol.py, transport/ws/direct_frames.py).
         http=http_protocol,
         ws=ws_protocol,
         timeout_keep_alive=settings.idle_timeout.total_seconds(),

@@ -1,5 +1,9 @@
 """Errors the backends raise. The resolvers translate them into API errors.
 
+`Unavailable` here is the backend's fact (its service cannot be reached);
+schema/errors.py turns it into resolvers/errors.py's `Unavailable`, the API
+error a client gets (extensions.code UNAVAILABLE).
+
 BackendError
 ├── Conflict          the id is taken
 ├── Missing           the room or channel does not exist (any more)

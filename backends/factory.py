@@ -30,10 +30,10 @@ from .protocols import (
 MODULES = {
     "memory": "backends.memory",
     "sqlite": "backends.sqlite",
-    "redis": "backends.redis_backend",
-    "rediss": "backends.redis_backend",
-    "nats": "backends.nats_backend",
-    "tls": "backends.nats_backend",
+    "redis": "backends.redis",
+    "rediss": "backends.redis",
+    "nats": "backends.nats",
+    "tls": "backends.nats",
 }
 
 __all__ = ["MODULES", "ROLES", "BackendConfigError", "Backends", "backend_module", "open_backends"]

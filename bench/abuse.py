@@ -271,8 +271,8 @@ def main() -> int:
         return 0
     raise_nofile()
 
-    from serving.auth import TokenAuthority
-    from serving.settings import load_settings
+    from core.settings import load_settings
+    from transport.auth import TokenAuthority
 
     tmp = Path(tempfile.mkdtemp(prefix="abuse-"))
     config = tmp / "config.yaml"

@@ -175,8 +175,8 @@ class Bench:
 
     def tokens(self, config: Path, count: int) -> list[str]:
         """One user per subscriber (sub-00001, ...), signed with the bench's secret."""
-        from serving.auth import TokenAuthority
-        from serving.settings import load_settings
+        from core.settings import load_settings
+        from transport.auth import TokenAuthority
 
         if len(self._tokens) < count:
             authority = TokenAuthority.from_settings(load_settings(str(config)))
@@ -193,8 +193,8 @@ class Bench:
         workers: int = 1,
         **extra: Any,
     ) -> Server:
-        from serving.auth import TokenAuthority
-        from serving.settings import load_settings
+        from core.settings import load_settings
+        from transport.auth import TokenAuthority
 
         data_dir = data_dir or Path(tempfile.mkdtemp(prefix=f"{label}-", dir=self.tmp))
         config = self.our_config(data_dir, **extra)
@@ -392,8 +392,8 @@ class Bench:
             url = f"sqlite:///{data_dir / 'forge-streaming.db'}"
             extra: dict[str, Any] = {"backend": "sqlite"}
         else:
-            if importlib.util.find_spec("backends.redis_backend") is None:
-                return {"skipped": "backends/redis_backend.py is not built yet"}
+            if importlib.util.find_spec("backends.redis") is None:
+                return {"skipped": "backends/redis/ is not built yet"}
             redis = self.start_service("redis", data_dir)
             url = f"redis://127.0.0.1:{redis}/0"
             extra = {"backend": "redis", "backend_urls": [url]}
@@ -443,10 +443,10 @@ class Bench:
     def crossnode(self) -> None:
         rows: dict[str, dict[str, Any]] = {}
         self.results["crossnode"] = rows
-        for backend, module in (("redis", "redis_backend"), ("nats", "nats_backend")):
+        for backend in ("redis", "nats"):
             log(f"cross-node latency on {backend}")
-            if importlib.util.find_spec(f"backends.{module}") is None:
-                rows[backend] = {"skipped": f"backends/{module}.py is not built yet"}
+            if importlib.util.find_spec(f"backends.{backend}") is None:
+                rows[backend] = {"skipped": f"backends/{backend}/ is not built yet"}
                 log(f"  -> {rows[backend]['skipped']}")
                 continue
             try:

@@ -15,7 +15,7 @@ from backends.errors import Conflict
 from backends.events import AccessEvent, MessageEvent
 from backends.hub import RESYNC
 from backends.records import Channel, Message, MessageKind, utcnow
-from serving.errors import BadUserInput, Forbidden, NotFound
+from resolvers.errors import BadUserInput, Forbidden, NotFound
 
 from .posting import check_outgoing
 from .services import Services, Viewer

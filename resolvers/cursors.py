@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from serving.errors import BadUserInput
+from resolvers.errors import BadUserInput
 
 MAX_CURSOR_LENGTH = 100
 MAX_OFFSET = 2**63 - 1

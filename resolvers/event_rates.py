@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from serving.errors import RateLimited
+from resolvers.errors import RateLimited
 
 from .services import Services, Viewer
 

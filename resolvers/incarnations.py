@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from backends.errors import ForeignStream
-from serving.errors import NotFound, Unavailable
+from resolvers.errors import NotFound, Unavailable
 
 from .services import Services
 

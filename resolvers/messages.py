@@ -23,7 +23,7 @@ from backends.records import (
     StreamPosition,
     utcnow,
 )
-from serving.errors import BadUserInput, NotFound
+from resolvers.errors import BadUserInput, NotFound
 
 from .cursors import Cursor, parse_cursor
 from .incarnations import with_own_history

@@ -7,7 +7,7 @@ from typing import Any
 from backends import topics
 from backends.events import AccessEvent, MessageEvent
 from backends.records import Message, NewMessage
-from serving.errors import NotFound, RateLimited
+from resolvers.errors import NotFound, RateLimited
 
 from .incarnations import require_alive, with_own_history
 from .services import Services, Viewer

@@ -24,7 +24,7 @@ from backends.errors import BackendError
 from backends.events import AccessEvent, PresenceEvent
 from backends.hub import RESYNC
 from backends.records import PresenceEntry, Status
-from serving.errors import BadUserInput
+from resolvers.errors import BadUserInput
 
 from .event_rates import spend_event_budget
 from .rooms import membership, readable_room

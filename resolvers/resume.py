@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from serving.errors import BadUserInput
+from resolvers.errors import BadUserInput
 
 from .cursors import Cursor, parse_cursor
 

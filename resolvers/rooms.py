@@ -13,7 +13,7 @@ from typing import Any
 
 from backends.errors import Conflict, LimitReached
 from backends.records import Member, MessageKind, NewMessage, Role, Room
-from serving.errors import BadUserInput, Forbidden, LimitExceeded, NotFound
+from resolvers.errors import BadUserInput, Forbidden, LimitExceeded, NotFound
 
 from .event_rates import spend_event_budget
 from .posting import post, revoke_access

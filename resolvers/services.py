@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from backends.factory import Backends
-from serving.errors import FeatureDisabled
-from serving.metrics import Metrics
-from serving.settings import Settings
+from core.metrics import Metrics
+from core.settings import Settings
+from resolvers.errors import FeatureDisabled
 
 from .presence_watch import PresenceWatch
 

@@ -14,7 +14,7 @@ from backends import topics
 from backends.events import AccessEvent, TypingEvent
 from backends.hub import RESYNC
 from backends.records import TypingEntry
-from serving.errors import RateLimited
+from resolvers.errors import RateLimited
 
 from .event_rates import spend_event_budget
 from .rooms import membership, readable_room

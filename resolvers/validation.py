@@ -6,12 +6,31 @@ must not be blank, text is stored stripped, payloads fit their byte limit."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
 import orjson
 
-from serving.errors import BadUserInput, PayloadTooLarge
+from resolvers.errors import BadUserInput, PayloadTooLarge
+
+MAX_USER_ID_LENGTH = 256
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def user_id_problem(user_id: object) -> str | None:
+    """Why ``user_id`` is not a usable user id, or ``None`` if it is.
+
+    The one rule for user ids: a token's ``sub`` and every ``userId`` argument
+    follow it, so every user who can sign in can also be addressed.
+    """
+    if not isinstance(user_id, str) or not user_id:
+        return "must be a non-empty string"
+    if len(user_id) > MAX_USER_ID_LENGTH:
+        return f"is longer than {MAX_USER_ID_LENGTH} characters"
+    if _CONTROL.search(user_id):
+        return "contains control characters"
+    return None
 
 
 def new_id() -> str:

@@ -33,8 +33,8 @@ from graphql import (
 )
 
 from resolvers.cursors import parse_cursor
-from serving.auth import user_id_problem
-from serving.errors import BadUserInput
+from resolvers.errors import BadUserInput
+from resolvers.validation import user_id_problem
 
 # Scalars whose coercion already bounds them.
 _SELF_BOUNDED: Final = frozenset({"Int", "Boolean"})
@@ -64,7 +64,7 @@ _IDENT: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 @dataclass(frozen=True, slots=True)
 class UserId:
-    """A user id: the rule of a token's `sub` (serving.auth)."""
+    """A user id: the rule of a token's `sub` (resolvers/validation.py)."""
 
     def __call__(self, value: Any, name: str) -> None:
         problem = user_id_problem(value)

@@ -7,10 +7,10 @@ from typing import Any
 
 from strawberry.types import Info
 
+from resolvers.errors import Unauthenticated
 from resolvers.resume import NO_RESUME, ResumeMap
 from resolvers.services import Services, Viewer
 from resolvers.subscriptions import SharedHooks
-from serving.errors import Unauthenticated
 
 
 @dataclass

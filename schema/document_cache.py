@@ -4,7 +4,7 @@ validated once.
 Every path that reads a document goes through `ValidDocuments`: Strawberry's
 execution (through the `DocumentCache` extension), shared-execution planning
 (transport/shared.py), graphql-sse's single connection mode and its resume
-(transport/sse_single.py, transport/sse_resume.py). In each the limits
+(transport/sse/single.py, transport/sse/resume.py). In each the limits
 (schema/document_limits.py) come first: the size before parsing, the token
 limit while parsing, depth and aliases before any other validation rule.
 

@@ -11,7 +11,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 
 from backends import errors as backend_errors
 from backends.hub import HubClosed, SlowConsumer
-from serving.errors import (
+from resolvers.errors import (
     ApiError,
     BadUserInput,
     LimitExceeded,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import strawberry
 
 from resolvers import channels, messages, presence, rooms, typing_indicators
-from serving.errors import NotFound
+from resolvers.errors import NotFound
 
 from .context import GraphInfo
 from .types import Channel, MessageConnection, Presence, Room

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from resolvers.cursors import Cursor, parse_cursor
+from resolvers.errors import BadUserInput
 from resolvers.resume import NO_RESUME, ResumeMap
-from serving.errors import BadUserInput
 
 from .bounds import Ident
 

@@ -84,7 +84,7 @@ class Subscription:
 
 
 def _metadata_filter(value: object) -> dict[str, object] | None:
-    from serving.errors import BadUserInput
+    from resolvers.errors import BadUserInput
 
     if value is None:
         return None

@@ -26,8 +26,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
-from serving.auth import METRICS_TOKEN_FILE_NAME, TokenAuthority
-from serving.settings import load_settings
+from core.settings import load_settings
+from transport.auth import METRICS_TOKEN_FILE_NAME, TokenAuthority
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 10.0

@@ -16,14 +16,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from serving.auth import (
+from core.settings import Settings, load_settings
+from transport.auth import (
     MAX_USER_ID_LENGTH,
     AuthError,
     TokenAuthority,
     bearer_token,
     load_or_create_secret,
 )
-from serving.settings import Settings, load_settings
 
 SECRET = "s" * 48
 
@@ -101,7 +101,7 @@ def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> No
     assert authority.verify(token) == "alice"  # remembered
     later = datetime.now(UTC).timestamp() + 60 + 6
     # The clock jumps past exp and the leeway (a minute is not worth waiting).
-    monkeypatch.setattr("serving.auth.time.time", lambda: later)
+    monkeypatch.setattr("transport.auth.time.time", lambda: later)
     with pytest.raises(AuthError, match=r"^token expired$"):
         authority.verify(token)
     # Refusals are not remembered: a bad token is refused every time.

@@ -21,11 +21,13 @@ import pytest
 import redis.asyncio as redis_asyncio
 from broadcaster import Event
 
-from backends import nats_backend, redis_backend, topics
+from backends import topics
 from backends.errors import Unavailable
 from backends.hub import RESYNC_CHANNEL
+from backends.nats import backend as nats_backend
 from backends.opened import Opened
 from backends.records import MessageKind, NewMessage
+from backends.redis import backend as redis_backend
 from tests.conftest import TEST_SETTINGS, require_service
 from tests.live import TIMEOUT, LiveServer, Operation, unique, ws_connect
 from tests.services import ServiceProcess

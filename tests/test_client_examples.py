@@ -286,7 +286,7 @@ def test_codegen_python_fails_on_a_breaking_schema(tmp_path: Path) -> None:
 
 
 # --- SSE (graphql-sse): Python httpx client, Node graphql-sse in both modes ---
-# These need transport/sse.py (distinct connections and single connection mode).
+# These need transport/sse/ (distinct connections and single connection mode).
 
 
 async def test_python_sse_example(server: LiveServer) -> None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 from graphql import DocumentNode, GraphQLError, parse, validate
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 
+from core.settings import Settings
 from schema import ValidDocuments, build_schema
 from schema.document_cache import token_count
 from schema.document_limits import DocumentLimits
-from serving.settings import Settings
 from transport.http_protocol import (
     FALLBACK_HTTP,
     FALLBACK_WS,

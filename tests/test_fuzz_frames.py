@@ -35,7 +35,7 @@ from tests.fuzzing import (
 )
 from tests.live import TIMEOUT, LiveServer
 from tests.services import ServiceProcess
-from transport.ws_handlers import UNAVAILABLE_REASON
+from transport.ws.handlers import UNAVAILABLE_REASON
 
 TRANSPORT_WS = "graphql-transport-ws"
 LEGACY_WS = "graphql-ws"

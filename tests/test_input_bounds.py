@@ -26,7 +26,7 @@ from graphql import (
 from graphql import build_schema as schema_from_sdl
 
 from backends import topics
-from backends.nats_link import key_token
+from backends.nats.link import key_token
 from schema import SDL_PATH
 from schema.bounds import BOUNDS, UnboundedArgument, apply_bounds
 from tests.conftest import TEST_SETTINGS, require_service
@@ -336,7 +336,7 @@ def nats_server(make_server: type[LiveServer], tmp_path: Path) -> Iterator[LiveS
     server = make_server(tmp_path / "nats-node", settings).start()
     yield server
     server.stop()  # before its data goes: a server never sees that happen
-    from backends.nats_backend import delete_namespace
+    from backends.nats.backend import delete_namespace
 
     asyncio.run(delete_namespace(url))
 

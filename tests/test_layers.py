@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT = {"server", "transport", "schema", "resolvers", "serving", "backends", "tests"}
+PROJECT = {"server", "transport", "schema", "resolvers", "backends", "core", "tests"}
 
 
 def imported_roots(path: Path) -> set[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import websockets
 from websockets.typing import Subprotocol
 
-from serving.settings import Settings
+from core.settings import Settings
 from tests.conftest import TEST_SETTINGS
 from tests.live import TIMEOUT, LiveServer, unique
 

@@ -16,8 +16,8 @@ import pytest
 from backends import topics
 from backends.errors import Unavailable
 from backends.hub import RESYNC, Hub, Subscription
-from backends.nats_backend import check_server_version, delete_namespace, open_stores
-from backends.nats_link import redact_url
+from backends.nats.backend import check_server_version, delete_namespace, open_stores
+from backends.nats.link import redact_url
 from backends.opened import Opened
 from backends.protocols import MessageStore
 from backends.records import MessageKind, NewMessage

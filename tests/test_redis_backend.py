@@ -19,13 +19,14 @@ from uuid import uuid4
 import pytest
 from redis.asyncio import Redis
 
-from backends import redis_messages, topics
+from backends import topics
 from backends.errors import LimitReached, Unavailable
 from backends.events import Event, MessageEvent, decode_event, encode_event
 from backends.hub import RESYNC, Hub, Subscription
 from backends.opened import Opened
 from backends.records import LEGACY_INCARNATION, MessageKind, NewMessage, Room
-from backends.redis_backend import (
+from backends.redis import messages as redis_messages
+from backends.redis.backend import (
     check_version,
     delete_namespace,
     open_stores,

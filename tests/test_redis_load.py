@@ -24,7 +24,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
-from backends.redis_backend import delete_namespace
+from backends.redis import delete_namespace
 from tests.conftest import TEST_SETTINGS, require_service
 from tests.live import TIMEOUT, GraphQLClient, GraphQLError, LiveServer, unique
 from tests.services import ServiceProcess

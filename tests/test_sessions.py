@@ -13,11 +13,11 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from serving.auth import TokenAuthority
-from serving.settings import load_settings
+from core.settings import load_settings
 from tests.conftest import TEST_SETTINGS
 from tests.live import TIMEOUT, GraphQLClient, LiveServer, unique, ws_connect
 from tests.sse_client import TOKEN_HEADER, event_stream, request
+from transport.auth import TokenAuthority
 
 CREATE = 'mutation($id: ID!) { createRoom(input: {id: $id, name: "Room"}) { id } }'
 JOIN = "mutation($id: ID!) { joinRoom(roomId: $id) { id } }"

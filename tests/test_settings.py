@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.settings import (
+from core.settings import (
     CONFIG_ENV,
     Settings,
     SettingsError,

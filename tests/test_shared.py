@@ -5,7 +5,7 @@ subscribers leaving and joining mid-stream, permission per subscriber, the
 viewer independence of the shared payload types, and the slow-consumer policy.
 
 Each runs on both ways a shared frame goes out: written straight to the
-socket (transport/direct_frames.py), and through ASGI from a bounded queue,
+socket (transport/ws/direct_frames.py), and through ASGI from a bounded queue,
 which is what a connection with permessage-deflate gets (the test client
 offers it, so turning compression on in the server takes that path).
 """

@@ -7,7 +7,7 @@ the upgrade request's own header. Every authenticated WebSocket is a presence
 connection, counted against the per-user connection limit.
 
 HTTP answers follow the Accept header (transport/media_types.py): an event
-stream (transport/sse.py), `application/graphql-response+json` with the
+stream (transport/sse/), `application/graphql-response+json` with the
 GraphQL-over-HTTP spec's status codes (400 and no `data` when execution did
 not start), legacy `application/json` (200), or 406.
 """
@@ -22,20 +22,24 @@ from typing import Any
 
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import MissingQueryError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from backends.errors import LimitReached
 from resolvers.presence import close_connection, open_connection
 from resolvers.services import Services
 from schema import ApiSchema, Context, ValidDocuments
-from serving.auth import AuthError, TokenAuthority, bearer_token
-from serving.graphiql import graphiql_html
 from transport.admission import TurnAdmission
+from transport.auth import AuthError, TokenAuthority, bearer_token
+from transport.graphiql import graphiql_html
 from transport.media_types import (
     APPLICATION_JSON,
     EVENT_STREAM,
@@ -44,9 +48,10 @@ from transport.media_types import (
     Accept,
 )
 from transport.shared import SharedSubscriptions
-from transport.sse import ServerSentEvents, error_response, execute_without_stream
-from transport.stalled_writers import StalledWriters
-from transport.ws_handlers import LegacyWSHandler, Rejected, TransportWSHandler, WebSocketAdapter
+from transport.sse.distinct import ServerSentEvents
+from transport.sse.events import error_response
+from transport.ws.handlers import LegacyWSHandler, Rejected, TransportWSHandler, WebSocketAdapter
+from transport.ws.stalled_writers import StalledWriters
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +95,7 @@ def _token_from(params: dict[str, Any] | None, websocket: WebSocket) -> str | No
 
 
 class GraphQLView(GraphQL[Context, None]):
-    # WebSockets: transport/ws_handlers.py (strict frames, pings, timeouts).
+    # WebSockets: transport/ws/handlers.py (strict frames, pings, timeouts).
     websocket_adapter_class = WebSocketAdapter
     graphql_transport_ws_handler_class = TransportWSHandler
     graphql_ws_handler_class = LegacyWSHandler
@@ -115,9 +120,9 @@ class GraphQLView(GraphQL[Context, None]):
         # Each WebSocket message waits for its turn before it is read
         # (transport/admission.py; HTTP bodies: transport/request_body.py).
         self.admission = admission
-        # graphql-sse, both modes (transport/sse.py, transport/sse_single.py).
+        # graphql-sse, both modes (transport/sse/).
         self.sse = ServerSentEvents(self)
-        # GraphiQL with its assets served by this server (serving/graphiql.py).
+        # GraphiQL with its assets served by this server (transport/graphiql.py).
         self._graphql_ide_html = (
             graphiql_html() if self.graphql_ide == "graphiql" else super().graphql_ide_html
         )
@@ -255,3 +260,45 @@ def _int64(text: str) -> int:
     if len(text.lstrip("-")) > 20 or int(text) not in _INT64:
         raise json.JSONDecodeError("an integer beyond 64 bits", text, 0)
     return int(text)
+
+
+# --- plain HTTP: one result, no stream --------------------------------------------
+
+
+async def execute_without_stream(
+    view: GraphQLView,
+    request_adapter: AsyncHTTPRequestAdapter,
+    sub_response: Response,
+    context: Context,
+    request_data: GraphQLRequestData,
+) -> ExecutionResult:
+    """Strawberry's `execute_single` for plain HTTP, except that a subscription
+    gets a 400 saying how to stream it (Strawberry would run it as a query and
+    answer a masked internal error)."""
+    allowed = OperationType.from_http(request_adapter.method) - {OperationType.SUBSCRIPTION}
+    if not view.allow_queries_via_get and request_adapter.method == "GET":
+        allowed -= {OperationType.QUERY}
+    try:
+        return await view.schema.execute(
+            request_data.query,
+            variable_values=request_data.variables,
+            context_value=context,
+            operation_name=request_data.operation_name,
+            allowed_operation_types=allowed,
+            operation_extensions=request_data.extensions,
+        )
+    except InvalidOperationTypeError as exc:
+        if exc.operation_type is not OperationType.SUBSCRIPTION:
+            raise HTTPException(400, exc.as_http_error_reason(request_adapter.method)) from exc
+        sub_response.status_code = 400
+        message = (
+            "A subscription needs a stream: send it with `Accept: text/event-stream` "
+            "(graphql-sse) or over a WebSocket (graphql-transport-ws)."
+        )
+        return ExecutionResult(
+            data=None, errors=[GraphQLError(message, extensions={"code": "BAD_USER_INPUT"})]
+        )
+    except CannotGetOperationTypeError as exc:
+        raise HTTPException(400, exc.as_http_error_reason()) from exc
+    except MissingQueryError as exc:
+        raise HTTPException(400, "No GraphQL query found in the request") from exc

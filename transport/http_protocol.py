@@ -22,7 +22,7 @@ httptools is installed, as `uvicorn[standard]` does) adds:
 Its settings come from the app's lifespan state (`LIMITS_KEY`), which
 uvicorn hands every protocol it makes. It relies on uvicorn's internals
 (`connections`, `transport`, `app_state` and the parser callbacks), as
-transport/websocket_protocol.py does, so `protocol_options` names these
+transport/ws/protocol.py does, so `protocol_options` names these
 classes only for the uvicorn they were written for; with any other the
 server runs uvicorn's own protocols, without the header timeout (a warning
 says so) and with `limit_concurrency` as the only cap.
@@ -45,7 +45,7 @@ LIMITS_KEY = "forge_streaming.connection_limits"
 SUPPORTED_UVICORN = "0.54."  # the minor version these internals were read from
 
 HTTP_PROTOCOL = "transport.http_protocol:HttpProtocol"
-WS_PROTOCOL = "transport.websocket_protocol:WebSocketProtocol"
+WS_PROTOCOL = "transport.ws.protocol:WebSocketProtocol"
 # uvicorn's own, as named in its settings: what runs with another uvicorn.
 FALLBACK_HTTP = "auto"
 FALLBACK_WS = "websockets-sansio"

@@ -2,7 +2,7 @@
 
 `/health` and `/ready` are open (load balancers probe them). `/metrics` needs
 `Authorization: Bearer <metrics token>`: the `metrics_token` setting, or the
-token generated into `<data_dir>/metrics-token` (serving/auth.py), which the
+token generated into `<data_dir>/metrics-token` (transport/auth.py), which the
 user running the server can read and nobody else.
 """
 
@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from resolvers.services import Services
-from serving.auth import bearer_token
+from transport.auth import bearer_token
 
 _READY_TIMEOUT = 2.0
 _NO_METRICS = "metrics need the metrics token (Authorization: Bearer)"

@@ -5,7 +5,7 @@ checked once, when it opens, so without this it would keep the user's rights
 for as long as it stays open. One loop timer per session (no task while it
 waits: 10,000 idle subscribers must stay cheap), fired when the server would
 start refusing the token over HTTP: `exp`, plus the clock leeway that
-verification allows (serving/auth.py).
+verification allows (transport/auth.py).
 """
 
 from __future__ import annotations

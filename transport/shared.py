@@ -15,7 +15,7 @@ exactly as before; one refused later is ended with the error the unshared
 path would give it, and the others go on.
 
 A subscriber on a connection that can take frames directly
-(transport/direct_frames.py) gets each payload written to its socket as the
+(transport/ws/direct_frames.py) gets each payload written to its socket as the
 execution yields it; any other has a bounded queue of payloads. Either way one
 that does not keep up (its connection's unsent bytes over `max_send_buffer`,
 or its queue full) is cut off with `SlowConsumer`, never slowing the
@@ -29,7 +29,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from graphql import (
@@ -45,16 +45,14 @@ from strawberry.types.execution import PreExecutionError
 
 from backends.errors import BackendError, Overloaded
 from backends.hub import BoundedStream, SlowConsumer
+from resolvers import errors as api_errors
+from resolvers.errors import ApiError
 from resolvers.resume import NO_RESUME, ResumeMap
 from resolvers.services import KeyedLocks, Services, Viewer
 from resolvers.stream_signals import AccessChange
 from resolvers.subscriptions import FIELDS, SharedHooks, SubscriptionField
 from schema import ApiSchema, Context
 from schema.bounds import check_arguments
-from serving import errors as api_errors
-from serving.errors import ApiError
-
-from .direct_frames import DirectFrames
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +63,16 @@ log = logging.getLogger(__name__)
 # operation's task with no frame at all: acknowledged, subscribed, and
 # silently nothing, ever.
 _REFUSALS = (ApiError, BackendError)
+
+
+class FrameWriter(Protocol):
+    """Writes a member's frames straight to its socket
+    (transport/ws/direct_frames.py). Declared here so that shared executions
+    do not import the WebSocket transport that uses them."""
+
+    limit: int
+
+    def write(self, prefix: bytes, payload: bytes) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,7 @@ class Member(BoundedStream[bytes]):
     """
 
     def __init__(
-        self, viewer: Viewer, capacity: int, prefix: bytes, direct: DirectFrames | None
+        self, viewer: Viewer, capacity: int, prefix: bytes, direct: FrameWriter | None
     ) -> None:
         super().__init__(capacity, "results waiting to be sent")
         self.viewer = viewer
@@ -206,7 +214,7 @@ class SharedSubscriptions:
 
     @contextlib.asynccontextmanager
     async def join(
-        self, plan: Plan, context: Context, prefix: bytes, direct: DirectFrames | None
+        self, plan: Plan, context: Context, prefix: bytes, direct: FrameWriter | None
     ) -> AsyncIterator[Member | None]:
         """Join the plan's group (starting it if needed), or yield None when
         this subscriber may not subscribe or the backend failed while checking
@@ -255,7 +263,7 @@ class SharedSubscriptions:
         services: Services,
         viewer: Viewer,
         prefix: bytes,
-        direct: DirectFrames | None,
+        direct: FrameWriter | None,
     ) -> Member:
         member = Member(viewer, services.settings.subscriber_queue_size, prefix, direct)
         group.members.add(member)
@@ -268,7 +276,7 @@ class SharedSubscriptions:
         services: Services,
         viewer: Viewer,
         prefix: bytes,
-        direct: DirectFrames | None,
+        direct: FrameWriter | None,
     ) -> Member | None:
         """Authorize the subscriber again once the group is live, until no
         access change came meanwhile; None if refused or the group ended."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 import tempfile
 import time
@@ -24,8 +23,10 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from cryptography.x509 import load_pem_x509_certificate
 from jwt.exceptions import InvalidSubjectError
 
+from resolvers.validation import MAX_USER_ID_LENGTH, user_id_problem
+
 if TYPE_CHECKING:
-    from serving.settings import Settings
+    from core.settings import Settings
 
 __all__ = [
     "MAX_USER_ID_LENGTH",
@@ -41,13 +42,11 @@ __all__ = [
 
 SECRET_FILE_NAME = "jwt-secret"
 METRICS_TOKEN_FILE_NAME = "metrics-token"
-MAX_USER_ID_LENGTH = 256
 MAX_TOKEN_LENGTH = 8192
 LEEWAY = timedelta(seconds=5)
 _REMEMBERED_TOKENS = 4096
 _MIN_SECRET_BYTES = 32
 _MIN_RSA_BITS = 2048
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 class AuthError(Exception):
@@ -63,21 +62,6 @@ def bearer_token(header_value: str | None) -> str | None:
         return parts[1]
     if len(parts) == 1 and parts[0].lower() != "bearer":
         return parts[0]
-    return None
-
-
-def user_id_problem(user_id: object) -> str | None:
-    """Why ``user_id`` is not a usable user id, or ``None`` if it is.
-
-    The one rule for user ids: a token's ``sub`` and every ``userId`` argument
-    follow it, so every user who can sign in can also be addressed.
-    """
-    if not isinstance(user_id, str) or not user_id:
-        return "must be a non-empty string"
-    if len(user_id) > MAX_USER_ID_LENGTH:
-        return f"is longer than {MAX_USER_ID_LENGTH} characters"
-    if _CONTROL.search(user_id):
-        return "contains control characters"
     return None
 
 

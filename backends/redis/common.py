@@ -24,7 +24,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 
-from .errors import Overloaded, Unavailable
+from ..errors import Overloaded, Unavailable
 
 P = ParamSpec("P")
 R = TypeVar("R")

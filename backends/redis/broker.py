@@ -34,9 +34,9 @@ from broadcaster import BroadcastBackend, Event
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 
-from .errors import Unavailable
-from .hub import RESYNC_CHANNEL
-from .redis_common import CONNECTION_ERRORS
+from ..errors import Unavailable
+from ..hub import RESYNC_CHANNEL
+from .common import CONNECTION_ERRORS
 
 log = logging.getLogger(__name__)
 

@@ -10,14 +10,14 @@ connection pool serves the stores and publishing; the broker adds one
 subscriber connection. The pool holds at most `max_connections` (default
 50); a command that finds them all busy waits up to `timeout` seconds
 (default 2) for one, then fails with `errors.Overloaded` (see
-`redis_common.WaitingPool`). The server sets both from its settings
+`common.WaitingPool`). The server sets both from its settings
 `redis_max_connections` and `redis_pool_wait` unless the URL names them.
 
 Needs Redis >= 6.2 (ZADD LT, used to index rooms by their oldest message).
 Run it with `maxmemory-policy noeviction` and persistence (RDB or AOF):
 an evicted or lost stream shows up as a new epoch, never as silent gaps.
-Roles and their keys are described in redis_messages, redis_rooms,
-redis_ephemeral and redis_broker.
+Roles and their keys are described in messages, rooms,
+ephemeral and broker.
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from .errors import Unavailable
-from .opened import Opened
-from .redis_broker import RedisBroker
-from .redis_common import CONNECTION_ERRORS, Keys, Scripts, waiting_pool
-from .redis_ephemeral import RedisPresenceStore, RedisRateLimiter, RedisTypingStore
-from .redis_messages import RedisMessageStore
-from .redis_rooms import RedisChannelStore, RedisRoomStore
+from ..errors import Unavailable
+from ..opened import Opened
+from .broker import RedisBroker
+from .common import CONNECTION_ERRORS, Keys, Scripts, waiting_pool
+from .ephemeral import RedisPresenceStore, RedisRateLimiter, RedisTypingStore
+from .messages import RedisMessageStore
+from .rooms import RedisChannelStore, RedisRoomStore
 
 __all__ = [
     "MIN_VERSION",

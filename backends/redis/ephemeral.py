@@ -2,7 +2,7 @@
 
 Expiry is computed inside Lua scripts from Redis's own clock (TIME), so all
 nodes agree on what has expired whatever their clocks say. Keys (see
-`redis_common` for the layout):
+`common` for the layout):
 
     presence:<user>          HASH  status, text (absent = none), seen (µs),
                                    online ("1" while the user was last known online),
@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from .errors import LimitReached
-from .records import PresenceEntry, Status, TypingEntry
-from .redis_common import LUA_PROLOGUE, Commands, Keys, Scripts, from_micros, translated
+from ..errors import LimitReached
+from ..records import PresenceEntry, Status, TypingEntry
+from .common import LUA_PROLOGUE, Commands, Keys, Scripts, from_micros, translated
 
 _SWEEP_BATCH = 500
 

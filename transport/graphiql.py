@@ -52,7 +52,7 @@ def graphiql_html() -> str:
         if url not in html:
             raise RuntimeError(
                 f"Strawberry's GraphiQL page no longer loads {url}: "
-                "refresh serving/static/graphiql (see its README.md)"
+                "refresh transport/static/graphiql (see its README.md)"
             )
         html = html.replace(url, f"{MOUNT_PATH}/{local}")
     external = _EXTERNAL.findall(html)

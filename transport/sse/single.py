@@ -37,7 +37,7 @@ import contextlib
 import logging
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from graphql import GraphQLError
@@ -49,12 +49,11 @@ from backends.hub import SlowConsumer
 from resolvers.services import Services
 from schema import Context, ValidDocuments
 
-from .media_types import Accept
-from .session_expiry import SessionExpiry
-from .sse import (
+from ..media_types import Accept
+from ..session_expiry import SessionExpiry
+from .events import (
     EventStream,
     EventStreamResponse,
-    Operation,
     Presence,
     StreamClosed,
     encode_event,
@@ -62,11 +61,9 @@ from .sse import (
     error_response,
     event_bytes,
     limit_response,
-    parse_operation,
+    stream_settings,
 )
-
-if TYPE_CHECKING:
-    from .sse import ServerSentEvents
+from .operation import Operation, StreamingView, parse_operation
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +90,8 @@ def _not_found() -> Response:
 
 
 class Reservations:
-    def __init__(self, sse: ServerSentEvents) -> None:
-        self.sse = sse
+    def __init__(self, view: StreamingView) -> None:
+        self.view = view
         self._by_token: dict[str, Reservation] = {}
         self._background: set[asyncio.Task[None]] = set()
 
@@ -111,7 +108,7 @@ class Reservations:
             return error_response(
                 429, f"too many stream reservations for this user ({limit})", "LIMIT_EXCEEDED"
             )
-        capacity, write_timeout, _ = self.sse.settings(services)
+        capacity, write_timeout, _ = stream_settings(services)
         token = secrets.token_urlsafe(24)
         reservation = Reservation(
             token=token,
@@ -149,7 +146,7 @@ class Reservations:
             return limit_response(exc)
         if reservation.expiry is not None:
             reservation.expiry.cancel()
-        _, _, ping = self.sse.settings(services)
+        _, _, ping = stream_settings(services)
 
         async def token_expired() -> None:
             end_with_expired_token(reservation.stream, list(reservation.operations))
@@ -170,7 +167,7 @@ class Reservations:
         reservation = self._find(token, user_id)
         if reservation is None:
             return _not_found()
-        operation, problem = await parse_operation(self.sse.view, request)
+        operation, problem = await parse_operation(self.view, request)
         if problem is not None:
             return problem
         if operation is None:
@@ -187,12 +184,12 @@ class Reservations:
             return _not_found()
         if op_id in reservation.operations:
             return error_response(409, "Operation with ID already exists", "BAD_USER_INPUT")
-        limit = self.sse.view.max_subscriptions_per_connection
+        limit = self.view.max_subscriptions_per_connection
         if limit is not None and len(reservation.operations) >= limit:
             return error_response(
                 429, f"too many operations on this stream ({limit})", "LIMIT_EXCEEDED"
             )
-        errors = _invalid(self.sse.view.documents, operation)
+        errors = _invalid(self.view.documents, operation)
         if errors:
             return JSONResponse({"errors": errors}, status_code=400)
         context = Context(services=services, user_id=user_id, conn_id=reservation.presence.conn_id)

@@ -56,11 +56,10 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import DiscardPolicy, RawStreamMsg, StorageType
 
-from .errors import ForeignStream
-from .events import decode_message, encode_message
-from .memory import check_page_args, require_utc
-from .nats_link import Bucket, NatsLink, key_token, replay
-from .records import (
+from ..errors import ForeignStream
+from ..events import decode_message, encode_message
+from ..memory import check_page_args, require_utc
+from ..records import (
     LEGACY_INCARNATION,
     HistoryPage,
     Message,
@@ -70,7 +69,8 @@ from .records import (
     new_epoch,
     utcnow,
 )
-from .topics import escape_token
+from ..topics import escape_token
+from .link import Bucket, NatsLink, key_token, replay
 
 _TS: Final = "Forge-Ts"
 _CMID: Final = "Forge-Cmid"

@@ -49,15 +49,15 @@ from strawberry.types.unset import UnsetType
 
 from backends.errors import Overloaded, Unavailable
 from backends.hub import SlowConsumer
+from resolvers.errors import BadUserInput
 from schema import Context
 from schema.resume_map import parse_resume
-from serving.errors import BadUserInput
 
-from .admission import TurnAdmission
+from ..admission import TurnAdmission
+from ..session_expiry import EXPIRED_CODE, EXPIRED_MESSAGE, SessionExpiry
+from ..shared import Member, SharedSubscriptions
 from .direct_frames import DirectFrames, server_protocol
 from .heartbeat import Heartbeat
-from .session_expiry import EXPIRED_CODE, EXPIRED_MESSAGE, SessionExpiry
-from .shared import Member, SharedSubscriptions
 from .stalled_writers import StalledWriters
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Rooms, members, bans and channels in Redis hashes and sets.
 
-Keys (see `redis_common` for the layout):
+Keys (see `common` for the layout):
 
     room:<room>             HASH  name, owner, private (1/0), description (JSON),
                                   metadata (JSON), created (µs), inc (incarnation;
@@ -29,10 +29,10 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from .errors import Conflict, LimitReached, Missing
-from .memory import is_added_by_other, require_utc
-from .records import Channel, Member, Role, Room
-from .redis_common import Commands, Keys, Scripts, from_micros, to_micros, translated
+from ..errors import Conflict, LimitReached, Missing
+from ..memory import is_added_by_other, require_utc
+from ..records import Channel, Member, Role, Room
+from .common import Commands, Keys, Scripts, from_micros, to_micros, translated
 
 _ROOM_LUA = """
 local ns = ARGV[1]

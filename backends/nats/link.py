@@ -31,8 +31,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy, StorageType
 
-from .errors import Unavailable
-from .topics import escape_token
+from ..errors import Unavailable
+from ..topics import escape_token
 
 log = logging.getLogger(__name__)
 

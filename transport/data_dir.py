@@ -3,7 +3,7 @@
 It holds the SQLite database (private rooms' history), the generated JWT
 secret and the generated metrics token, so on a shared host nobody else may
 list or read it: the folder is 0700 and every file the server writes there
-is 0600 (each writer creates its file so; see `serving/auth.py` and
+is 0600 (each writer creates its file so; see `transport/auth.py` and
 `backends/sqlite.py`). A folder left looser by an older version or by hand
 is tightened at start.
 """

@@ -12,7 +12,7 @@ share one server:
     KV bucket       <ns>_live  (TTL 1 day) presence connections, typing, rate windows
 
 Only what the asked roles need is created. The stores are in
-`backends.nats_history` and `backends.nats_stores`; this module connects,
+`backends.nats.history` and `backends.nats.stores`; this module connects,
 checks the server, and holds the fan-out `BroadcastBackend`.
 """
 
@@ -37,18 +37,18 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from .errors import Unavailable
-from .hub import RESYNC_CHANNEL
-from .nats_history import NatsMessageStore
-from .nats_link import TRANSPORT_ERRORS, NatsLink, redact_url
-from .nats_stores import (
+from ..errors import Unavailable
+from ..hub import RESYNC_CHANNEL
+from ..opened import Opened
+from .history import NatsMessageStore
+from .link import TRANSPORT_ERRORS, NatsLink, redact_url
+from .stores import (
     NatsChannelStore,
     NatsPresenceStore,
     NatsRateLimiter,
     NatsRoomStore,
     NatsTypingStore,
 )
-from .opened import Opened
 
 __all__ = [
     "NatsBroker",

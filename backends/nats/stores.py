@@ -36,8 +36,8 @@ from typing import Any, Final
 
 import orjson
 
-from .errors import Conflict, LimitReached, Missing
-from .memory import (
+from ..errors import Conflict, LimitReached, Missing
+from ..memory import (
     decode_channel,
     decode_room,
     encode_channel,
@@ -45,8 +45,7 @@ from .memory import (
     is_added_by_other,
     require_utc,
 )
-from .nats_link import DELETE, KEEP, Bucket, NatsLink, key_token
-from .records import (
+from ..records import (
     Channel,
     Member,
     PresenceEntry,
@@ -56,6 +55,7 @@ from .records import (
     TypingEntry,
     utcnow,
 )
+from .link import DELETE, KEEP, Bucket, NatsLink, key_token
 
 _STALE_RESERVATION: Final = 10.0
 """Seconds after which a quota reservation without its record is dropped."""

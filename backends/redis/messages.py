@@ -1,6 +1,6 @@
 """Room history on Redis Streams: one stream per room, appended by one Lua script.
 
-Keys of a room (see `redis_common` for the layout):
+Keys of a room (see `common` for the layout):
 
     msg-meta:<room>    HASH    epoch ("<room incarnation>.<n>"), last (the last
                                offset given)
@@ -32,10 +32,10 @@ from datetime import timedelta
 import orjson
 from redis.asyncio import Redis
 
-from .errors import ForeignStream
-from .events import decode_message, message_to_dict
-from .memory import check_page_args, require_utc
-from .records import (
+from ..errors import ForeignStream
+from ..events import decode_message, message_to_dict
+from ..memory import check_page_args, require_utc
+from ..records import (
     HistoryPage,
     Message,
     NewMessage,
@@ -44,8 +44,8 @@ from .records import (
     new_epoch,
     utcnow,
 )
-from .redis_common import Commands, Keys, Scripts, to_micros, translated
-from .topics import room_messages
+from ..topics import room_messages
+from .common import Commands, Keys, Scripts, to_micros, translated
 
 _INCARNATION_OF = """
 local function incarnation_of(epoch) return string.match(epoch, '^(.*)%.') or '' end

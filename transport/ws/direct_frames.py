@@ -3,7 +3,7 @@
 Through ASGI every frame costs a coroutine, a wait on the server's
 `writable` event and websockets' framing, and a shared payload goes to
 thousands of sockets per event. So on our uvicorn protocol class
-(transport/websocket_protocol.py), when no extension was negotiated (no
+(transport/ws/protocol.py), when no extension was negotiated (no
 permessage-deflate), a shared payload's frame is built here instead: a
 server's text frame is a header of two to ten bytes and the bytes, unmasked
 (RFC 6455 section 5.2), written to the transport synchronously. With any
@@ -24,7 +24,7 @@ import struct
 
 from starlette.websockets import WebSocket
 
-from .websocket_protocol import WebSocketProtocol
+from .protocol import WebSocketProtocol
 
 _TEXT_FIN = 0x81  # FIN bit and opcode 1 (text)
 _SUFFIX = b"}"
