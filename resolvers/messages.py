@@ -31,7 +31,7 @@ from .posting import check_outgoing, post
 from .rooms import membership, readable_room
 from .services import Services, Viewer
 from .stream_signals import LIVE, AccessChange, Signal
-from .typing_indicators import stop_typing
+from .typing_indicators import end_typing
 from .validation import optional_text
 
 _REPLAY_PAGE = 200
@@ -90,7 +90,9 @@ async def send_message(
         incarnation=room.incarnation,
     )
     if settings.enable_typing_indicators:
-        await stop_typing(services, viewer, room_id)
+        # The membership check above covers it; a room deleted since must not
+        # turn this stored message into a reported failure.
+        await end_typing(services, room_id, viewer.user_id)
     return message
 
 

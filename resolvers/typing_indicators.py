@@ -42,9 +42,15 @@ async def start_typing(services: Services, viewer: Viewer, room_id: str) -> bool
 async def stop_typing(services: Services, viewer: Viewer, room_id: str) -> bool:
     services.require("typing")
     await readable_room(services, viewer, room_id)
-    if await services.backends.typing.stop(room_id, viewer.user_id):
-        await _publish(services, TypingEvent(room_id, viewer.user_id, False))
+    await end_typing(services, room_id, viewer.user_id)
     return True
+
+
+async def end_typing(services: Services, room_id: str, user_id: str) -> None:
+    """Stop the user's indicator, if on, for a caller that has checked the
+    room already (a sent message ends its sender's typing)."""
+    if await services.backends.typing.stop(room_id, user_id):
+        await _publish(services, TypingEvent(room_id, user_id, False))
 
 
 async def typing_users(services: Services, viewer: Viewer, room_id: str) -> list[str]:
