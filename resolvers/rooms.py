@@ -16,6 +16,7 @@ from backends.records import Member, MessageKind, NewMessage, Role, Room
 from resolvers.errors import BadUserInput, Forbidden, LimitExceeded, NotFound
 
 from .event_rates import spend_event_budget
+from .incarnations import require_alive
 from .posting import post, revoke_access
 from .services import Services, Viewer
 from .validation import check_payload_size, new_id, optional_text, required_text
@@ -51,10 +52,8 @@ async def membership(
     room = await readable_room(services, viewer, room_id)
     member = await services.backends.rooms.get_member(room_id, viewer.user_id)
     if member is None:
-        # Deleted since it was read: its members went with it.
-        current = await services.backends.rooms.get(room_id)
-        if current is None or current.incarnation != room.incarnation:
-            raise NotFound(f"room {room_id!r} not found", roomId=room_id)
+        # Deleted since it was read (its members went with it): NOT_FOUND.
+        await require_alive(services, room_id, room.incarnation)
         raise Forbidden(f"you are not a member of room {room_id!r}", roomId=room_id)
     if member.role.rank < at_least.rank:
         raise Forbidden(f"this needs the {at_least.value} role in room {room_id!r}", roomId=room_id)
@@ -259,13 +258,19 @@ async def add_member(
 
 async def remove_member(services: Services, viewer: Viewer, room_id: str, user_id: str) -> bool:
     await spend_event_budget(services, viewer, "rooms")
-    _, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
+    room, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
     target = await _outranked_member(services, me, room_id, user_id)
     if target is None:
         return False
     await services.backends.rooms.remove_member(room_id, user_id)
     await _announce(
-        services, room_id, MessageKind.LEAVE, user_id, "member.removed", {"by": viewer.user_id}
+        services,
+        room_id,
+        MessageKind.LEAVE,
+        user_id,
+        "member.removed",
+        {"by": viewer.user_id},
+        incarnation=room.incarnation,
     )
     await revoke_access(services, room_id, user_id)
     return True
@@ -275,7 +280,7 @@ async def set_member_role(
     services: Services, viewer: Viewer, room_id: str, user_id: str, role: Role
 ) -> Member:
     await spend_event_budget(services, viewer, "rooms")
-    await membership(services, viewer, room_id, at_least=Role.OWNER)
+    room, _ = await membership(services, viewer, room_id, at_least=Role.OWNER)
     rooms = services.backends.rooms
     target = await rooms.get_member(room_id, user_id)
     if target is None:
@@ -299,6 +304,7 @@ async def set_member_role(
         viewer.user_id,
         "member.role",
         {"userId": user_id, "role": role.value},
+        incarnation=room.incarnation,
     )
     await revoke_access(services, room_id, user_id)
     return updated
@@ -306,7 +312,7 @@ async def set_member_role(
 
 async def ban_member(services: Services, viewer: Viewer, room_id: str, user_id: str) -> bool:
     await spend_event_budget(services, viewer, "rooms")
-    _, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
+    room, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
     if user_id == viewer.user_id:
         raise BadUserInput("you cannot ban yourself", argument="userId")
     await _outranked_member(services, me, room_id, user_id)
@@ -315,7 +321,13 @@ async def ban_member(services: Services, viewer: Viewer, room_id: str, user_id: 
     await rooms.ban(room_id, user_id)
     if was_member:
         await _announce(
-            services, room_id, MessageKind.LEAVE, user_id, "member.banned", {"by": viewer.user_id}
+            services,
+            room_id,
+            MessageKind.LEAVE,
+            user_id,
+            "member.banned",
+            {"by": viewer.user_id},
+            incarnation=room.incarnation,
         )
     await revoke_access(services, room_id, user_id)
     return True
@@ -346,15 +358,10 @@ async def _announce(
     event: str,
     data: Any,
     *,
-    incarnation: str | None = None,
+    incarnation: str,
 ) -> None:
     """Post a room event into the history of the room's incarnation
-    `incarnation` (None: the room's current one, read now)."""
-    if incarnation is None:
-        current = await services.backends.rooms.get(room_id)
-        if current is None:
-            raise NotFound(f"room {room_id!r} not found", roomId=room_id)
-        incarnation = current.incarnation
+    `incarnation` (the one the caller checked)."""
     await post(
         services,
         NewMessage(kind=kind, user_id=user_id, room_id=room_id, event=event, data=data),
