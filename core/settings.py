@@ -349,6 +349,10 @@ class Settings(BaseSettings):
     # Unsent bytes one WebSocket may hold before it is cut off as a slow
     # consumer; 1 MiB, as Centrifugo's client_queue_max_size.
     max_send_buffer: int = Field(default=1 << 20, ge=1024)
+    # Library internals used for speed (uvicorn, Starlette, Strawberry,
+    # broadcaster) live in one adapter module per library, used only on the
+    # versions they were written for; false takes the public path everywhere.
+    fast_paths: bool = True
 
     # Sessions, presence and user-triggered events
     # Operations one WebSocket or one SSE single-connection stream may run at once.
