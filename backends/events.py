@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 
-from .records import Message, MessageKind, PresenceEntry, Status
+from .codecs import message_from_dict, message_to_dict
+from .records import Message, PresenceEntry, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,50 +48,6 @@ class AccessEvent:
 
 
 Event = MessageEvent | TypingEvent | PresenceEvent | AccessEvent
-
-
-def message_to_dict(m: Message) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "kind": m.kind.value,
-        "user_id": m.user_id,
-        "timestamp": m.timestamp.isoformat(),
-        "offset": m.offset,
-        "epoch": m.epoch,
-        "room_id": m.room_id,
-        "channel_id": m.channel_id,
-        "event": m.event,
-        "data": m.data,
-        "metadata": m.metadata,
-        "thread_id": m.thread_id,
-        "client_message_id": m.client_message_id,
-    }
-
-
-def message_from_dict(d: dict[str, Any]) -> Message:
-    return Message(
-        id=d["id"],
-        kind=MessageKind(d["kind"]),
-        user_id=d["user_id"],
-        timestamp=datetime.fromisoformat(d["timestamp"]),
-        offset=d["offset"],
-        epoch=d["epoch"],
-        room_id=d["room_id"],
-        channel_id=d["channel_id"],
-        event=d["event"],
-        data=d["data"],
-        metadata=d["metadata"],
-        thread_id=d["thread_id"],
-        client_message_id=d["client_message_id"],
-    )
-
-
-def encode_message(m: Message) -> bytes:
-    return orjson.dumps(message_to_dict(m))
-
-
-def decode_message(raw: bytes | str) -> Message:
-    return message_from_dict(orjson.loads(raw))
 
 
 def _optional_time(value: str | None) -> datetime | None:

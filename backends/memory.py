@@ -1,8 +1,7 @@
 """In-process implementations of every role, for tests and single-node use.
 
-Records cross the same encoding as the other backends (messages through
-`encode_message`, rooms and channels through orjson), so a serialization bug
-shows up in memory-only tests too. Expiry runs on `time.monotonic()`; the
+Records cross the same encoding as the other backends (`backends.codecs`),
+so a serialization bug shows up in memory-only tests too. Expiry runs on `time.monotonic()`; the
 times reported are wall-clock UTC.
 """
 
@@ -13,16 +12,21 @@ import time
 from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
-import orjson
-
+from .codecs import (
+    decode_channel,
+    decode_message,
+    decode_room,
+    encode_channel,
+    encode_message,
+    encode_room,
+    require_utc,
+)
 from .errors import Conflict, ForeignStream, LimitReached, Missing
-from .events import decode_message, encode_message
 from .opened import Opened
+from .protocols import check_page_args, is_added_by_other
 from .records import (
-    LEGACY_INCARNATION,
     Channel,
     HistoryPage,
     Member,
@@ -47,18 +51,6 @@ __all__ = [
     "MemoryRoomStore",
     "MemoryTypingStore",
 ]
-
-
-def require_utc(value: datetime, what: str) -> datetime:
-    """The UTC form of an aware datetime; ValueError for a naive one."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{what} must be timezone-aware")
-    return value.astimezone(UTC)
-
-
-def check_page_args(limit: int) -> None:
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
 
 
 # --- messages -------------------------------------------------------------
@@ -225,35 +217,6 @@ class MemoryMessageStore:
 # --- rooms ----------------------------------------------------------------
 
 
-def encode_room(room: Room) -> bytes:
-    return orjson.dumps(
-        {
-            "id": room.id,
-            "name": room.name,
-            "owner": room.owner,
-            "is_private": room.is_private,
-            "description": room.description,
-            "metadata": room.metadata,
-            "created_at": require_utc(room.created_at, "created_at").isoformat(),
-            "incarnation": room.incarnation,
-        }
-    )
-
-
-def decode_room(raw: bytes) -> Room:
-    d: dict[str, Any] = orjson.loads(raw)
-    return Room(
-        id=d["id"],
-        name=d["name"],
-        owner=d["owner"],
-        is_private=d["is_private"],
-        description=d["description"],
-        metadata=d["metadata"],
-        created_at=datetime.fromisoformat(d["created_at"]),
-        incarnation=d.get("incarnation", LEGACY_INCARNATION),
-    )
-
-
 def _room_order(room: Room) -> tuple[datetime, str]:
     return (room.created_at, room.id)
 
@@ -264,11 +227,6 @@ class _RoomState:
     members: dict[str, Member] = field(default_factory=dict)
     added: set[str] = field(default_factory=set)  # members others added
     bans: set[str] = field(default_factory=set)
-
-
-def is_added_by_other(member: Member, added_by: str | None) -> bool:
-    """Whether `add_member` puts the user in by someone else's hand."""
-    return added_by is not None and added_by != member.user_id
 
 
 class MemoryRoomStore:
@@ -449,31 +407,6 @@ class MemoryRoomStore:
 
 
 # --- channels -------------------------------------------------------------
-
-
-def encode_channel(channel: Channel) -> bytes:
-    return orjson.dumps(
-        {
-            "id": channel.id,
-            "name": channel.name,
-            "created_by": channel.created_by,
-            "is_private": channel.is_private,
-            "description": channel.description,
-            "created_at": require_utc(channel.created_at, "created_at").isoformat(),
-        }
-    )
-
-
-def decode_channel(raw: bytes) -> Channel:
-    d: dict[str, Any] = orjson.loads(raw)
-    return Channel(
-        id=d["id"],
-        name=d["name"],
-        created_by=d["created_by"],
-        is_private=d["is_private"],
-        description=d["description"],
-        created_at=datetime.fromisoformat(d["created_at"]),
-    )
 
 
 class MemoryChannelStore:

@@ -292,3 +292,13 @@ class RateLimiter(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def check_page_args(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+
+
+def is_added_by_other(member: Member, added_by: str | None) -> bool:
+    """Whether `add_member` puts the user in by someone else's hand."""
+    return added_by is not None and added_by != member.user_id

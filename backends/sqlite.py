@@ -26,9 +26,10 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from .codecs import require_utc
 from .errors import Conflict, ForeignStream, LimitReached, Missing
-from .memory import check_page_args, is_added_by_other, require_utc
 from .opened import Opened
+from .protocols import check_page_args, is_added_by_other
 from .records import (
     Channel,
     HistoryPage,

@@ -56,9 +56,9 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import DiscardPolicy, RawStreamMsg, StorageType
 
+from ..codecs import decode_message, encode_message, require_utc
 from ..errors import ForeignStream
-from ..events import decode_message, encode_message
-from ..memory import check_page_args, require_utc
+from ..protocols import check_page_args
 from ..records import (
     LEGACY_INCARNATION,
     HistoryPage,

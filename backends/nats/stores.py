@@ -36,15 +36,9 @@ from typing import Any, Final
 
 import orjson
 
+from ..codecs import decode_channel, decode_room, encode_channel, encode_room, require_utc
 from ..errors import Conflict, LimitReached, Missing
-from ..memory import (
-    decode_channel,
-    decode_room,
-    encode_channel,
-    encode_room,
-    is_added_by_other,
-    require_utc,
-)
+from ..protocols import is_added_by_other
 from ..records import (
     Channel,
     Member,

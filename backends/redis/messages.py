@@ -32,9 +32,9 @@ from datetime import timedelta
 import orjson
 from redis.asyncio import Redis
 
+from ..codecs import decode_message, message_to_dict, require_utc
 from ..errors import ForeignStream
-from ..events import decode_message, message_to_dict
-from ..memory import check_page_args, require_utc
+from ..protocols import check_page_args
 from ..records import (
     HistoryPage,
     Message,

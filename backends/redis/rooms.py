@@ -29,8 +29,9 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from ..codecs import require_utc
 from ..errors import Conflict, LimitReached, Missing
-from ..memory import is_added_by_other, require_utc
+from ..protocols import is_added_by_other
 from ..records import Channel, Member, Role, Room
 from .common import Commands, Keys, Scripts, from_micros, to_micros, translated
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from backends.codecs import decode_room, encode_room
 from backends.errors import Conflict, LimitReached, Missing
-from backends.memory import decode_room, encode_room
 from backends.protocols import RoomStore
 from backends.records import LEGACY_INCARNATION, Member, Role, Room
 

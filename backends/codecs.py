@@ -1,0 +1,120 @@
+"""How records are encoded wherever a backend stores them.
+
+Every backend, memory included, stores messages, rooms and channels through
+these functions, so a serialization bug cannot hide behind an in-process
+shortcut. Datetimes are stored as UTC; a naive one is refused on the way in.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from .records import LEGACY_INCARNATION, Channel, Message, MessageKind, Room
+
+
+def require_utc(value: datetime, what: str) -> datetime:
+    """The UTC form of an aware datetime; ValueError for a naive one."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware")
+    return value.astimezone(UTC)
+
+
+def message_to_dict(m: Message) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "kind": m.kind.value,
+        "user_id": m.user_id,
+        "timestamp": m.timestamp.isoformat(),
+        "offset": m.offset,
+        "epoch": m.epoch,
+        "room_id": m.room_id,
+        "channel_id": m.channel_id,
+        "event": m.event,
+        "data": m.data,
+        "metadata": m.metadata,
+        "thread_id": m.thread_id,
+        "client_message_id": m.client_message_id,
+    }
+
+
+def message_from_dict(d: dict[str, Any]) -> Message:
+    return Message(
+        id=d["id"],
+        kind=MessageKind(d["kind"]),
+        user_id=d["user_id"],
+        timestamp=datetime.fromisoformat(d["timestamp"]),
+        offset=d["offset"],
+        epoch=d["epoch"],
+        room_id=d["room_id"],
+        channel_id=d["channel_id"],
+        event=d["event"],
+        data=d["data"],
+        metadata=d["metadata"],
+        thread_id=d["thread_id"],
+        client_message_id=d["client_message_id"],
+    )
+
+
+def encode_message(m: Message) -> bytes:
+    return orjson.dumps(message_to_dict(m))
+
+
+def decode_message(raw: bytes | str) -> Message:
+    return message_from_dict(orjson.loads(raw))
+
+
+def encode_room(room: Room) -> bytes:
+    return orjson.dumps(
+        {
+            "id": room.id,
+            "name": room.name,
+            "owner": room.owner,
+            "is_private": room.is_private,
+            "description": room.description,
+            "metadata": room.metadata,
+            "created_at": require_utc(room.created_at, "created_at").isoformat(),
+            "incarnation": room.incarnation,
+        }
+    )
+
+
+def decode_room(raw: bytes) -> Room:
+    d: dict[str, Any] = orjson.loads(raw)
+    return Room(
+        id=d["id"],
+        name=d["name"],
+        owner=d["owner"],
+        is_private=d["is_private"],
+        description=d["description"],
+        metadata=d["metadata"],
+        created_at=datetime.fromisoformat(d["created_at"]),
+        incarnation=d.get("incarnation", LEGACY_INCARNATION),
+    )
+
+
+def encode_channel(channel: Channel) -> bytes:
+    return orjson.dumps(
+        {
+            "id": channel.id,
+            "name": channel.name,
+            "created_by": channel.created_by,
+            "is_private": channel.is_private,
+            "description": channel.description,
+            "created_at": require_utc(channel.created_at, "created_at").isoformat(),
+        }
+    )
+
+
+def decode_channel(raw: bytes) -> Channel:
+    d: dict[str, Any] = orjson.loads(raw)
+    return Channel(
+        id=d["id"],
+        name=d["name"],
+        created_by=d["created_by"],
+        is_private=d["is_private"],
+        description=d["description"],
+        created_at=datetime.fromisoformat(d["created_at"]),
+    )
