@@ -22,6 +22,14 @@ def require_utc(value: datetime, what: str) -> datetime:
     return value.astimezone(UTC)
 
 
+def to_iso_utc(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+def from_iso_utc(value: str) -> datetime:
+    return datetime.fromisoformat(value).astimezone(UTC)
+
+
 def message_to_dict(m: Message) -> dict[str, Any]:
     return {
         "id": m.id,

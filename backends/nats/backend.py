@@ -12,7 +12,7 @@ share one server:
     KV bucket       <ns>_live  (TTL 1 day) presence connections, typing, rate windows
 
 Only what the asked roles need is created. The stores are in
-`backends.nats.history` and `backends.nats.stores`; this module connects,
+`backends.nats.history` and one module per other role; this module connects,
 checks the server, and holds the fan-out `BroadcastBackend`.
 """
 
@@ -40,15 +40,13 @@ from nats.aio.subscription import Subscription
 from ..errors import Unavailable
 from ..hub import RESYNC_CHANNEL
 from ..opened import Opened
+from .channels import NatsChannelStore
 from .history import NatsMessageStore
 from .link import TRANSPORT_ERRORS, NatsLink, redact_url
-from .stores import (
-    NatsChannelStore,
-    NatsPresenceStore,
-    NatsRateLimiter,
-    NatsRoomStore,
-    NatsTypingStore,
-)
+from .presence import NatsPresenceStore
+from .rate_limits import NatsRateLimiter
+from .rooms import NatsRoomStore
+from .typing_indicators import NatsTypingStore
 
 __all__ = [
     "NatsBroker",

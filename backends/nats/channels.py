@@ -1,0 +1,102 @@
+"""Channels with their grants, one KV document per channel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..codecs import decode_channel, encode_channel
+from ..errors import Conflict, Missing
+from ..records import Channel
+from .link import DELETE, KEEP, Bucket, NatsLink, key_token
+from .quotas import release_quota, reserve_quota
+
+
+class NatsChannelStore:
+    """Channels with their grants, one KV document per channel."""
+
+    def __init__(self, link: NatsLink, state: Bucket) -> None:
+        self._link = link
+        self._kv = state
+
+    @staticmethod
+    def _key(channel_id: str) -> str:
+        return f"chan.{key_token(channel_id)}"
+
+    @staticmethod
+    def _by_key(user_id: str) -> str:
+        return f"chanby.{key_token(user_id)}"
+
+    async def create(self, channel: Channel, *, max_channels_per_user: int | None = None) -> None:
+        raw = orjson.loads(encode_channel(channel))
+        key = self._key(channel.id)
+
+        async def still_created(other: str) -> bool:
+            doc, _ = await self._kv.read(self._key(other))
+            return doc is not None and doc["channel"]["created_by"] == channel.created_by
+
+        async with self._link.guard():
+            current, revision = await self._kv.read(key)
+            if current is not None:
+                raise Conflict(f"channel {channel.id!r} already exists")
+            by_key = self._by_key(channel.created_by)
+            await reserve_quota(
+                self._kv, by_key, channel.id, max_channels_per_user, "channels", still_created
+            )
+            if await self._kv.write(key, {"channel": raw, "grants": []}, last=revision) is None:
+                await release_quota(self._kv, by_key, channel.id)
+                raise Conflict(f"channel {channel.id!r} already exists")
+
+    async def get(self, channel_id: str) -> Channel | None:
+        async with self._link.guard():
+            doc, _ = await self._kv.read(self._key(channel_id))
+        return None if doc is None else decode_channel(orjson.dumps(doc["channel"]))
+
+    async def delete(self, channel_id: str) -> bool:
+        async def change(doc: Any) -> tuple[Any, Any]:
+            return (KEEP, None) if doc is None else (DELETE, doc)
+
+        async with self._link.guard():
+            doc = await self._kv.mutate(self._key(channel_id), change)
+            if doc is None:
+                return False
+            await release_quota(self._kv, self._by_key(doc["channel"]["created_by"]), channel_id)
+            return True
+
+    async def list_all(self) -> list[Channel]:
+        async with self._link.guard():
+            docs = await self._kv.scan("chan.")
+        channels = [decode_channel(orjson.dumps(doc["channel"])) for _, doc, _ in docs]
+        return sorted(channels, key=lambda c: (c.created_at, c.id))
+
+    async def grant(self, channel_id: str, user_id: str) -> None:
+        async def change(doc: Any) -> tuple[Any, None]:
+            if doc is None:
+                raise Missing(f"channel {channel_id!r} does not exist")
+            if user_id in doc["grants"]:
+                return KEEP, None
+            return {**doc, "grants": sorted({*doc["grants"], user_id})}, None
+
+        async with self._link.guard():
+            await self._kv.mutate(self._key(channel_id), change)
+
+    async def revoke(self, channel_id: str, user_id: str) -> bool:
+        async def change(doc: Any) -> tuple[Any, bool]:
+            if doc is None or user_id not in doc["grants"]:
+                return KEEP, False
+            return {**doc, "grants": [g for g in doc["grants"] if g != user_id]}, True
+
+        async with self._link.guard():
+            return await self._kv.mutate(self._key(channel_id), change)
+
+    async def is_granted(self, channel_id: str, user_id: str) -> bool:
+        return user_id in await self.grants(channel_id)
+
+    async def grants(self, channel_id: str) -> list[str]:
+        async with self._link.guard():
+            doc, _ = await self._kv.read(self._key(channel_id))
+        return [] if doc is None else list(doc["grants"])
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,288 @@
+"""Rooms with their members and bans, one KV document per room.
+
+A room's members and bans live in the room document, so membership changes,
+bans and ownership transfers are single atomic writes; the price is that one
+document carries the whole member list (fine for rooms up to some thousands
+of members; NATS's default 1 MB payload bounds it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from ..codecs import decode_room, encode_room, from_iso_utc, require_utc, to_iso_utc
+from ..errors import Conflict, Missing
+from ..protocols import is_added_by_other
+from ..records import Member, Role, Room
+from .link import DELETE, KEEP, Bucket, NatsLink, key_token
+from .quotas import release_quota, reserve_quota
+
+
+def _member(room_id: str, user_id: str, raw: list[str]) -> Member:
+    return Member(
+        room_id=room_id, user_id=user_id, role=Role(raw[0]), joined_at=from_iso_utc(raw[1])
+    )
+
+
+def _members(room_id: str, doc: Any) -> list[Member]:
+    members = [_member(room_id, u, raw) for u, raw in doc["members"].items()]
+    return sorted(members, key=lambda m: (m.joined_at, m.user_id))
+
+
+def _room(doc: Any) -> Room:
+    return decode_room(orjson.dumps(doc["room"]))
+
+
+def _room_order(room: Room) -> tuple[datetime, str]:
+    return (room.created_at, room.id)
+
+
+class NatsRoomStore:
+    """Rooms with their members and bans, one KV document per room."""
+
+    def __init__(self, link: NatsLink, state: Bucket) -> None:
+        self._link = link
+        self._kv = state
+
+    @staticmethod
+    def _key(room_id: str) -> str:
+        return f"room.{key_token(room_id)}"
+
+    @staticmethod
+    def _joined_key(user_id: str) -> str:
+        return f"joined.{key_token(user_id)}"
+
+    @staticmethod
+    def _added_key(user_id: str) -> str:
+        return f"added.{key_token(user_id)}"
+
+    def _quota_key(self, user_id: str, *, added: bool) -> str:
+        return self._added_key(user_id) if added else self._joined_key(user_id)
+
+    async def _read(self, room_id: str) -> Any:
+        doc, _ = await self._kv.read(self._key(room_id))
+        return doc
+
+    async def _reserve(
+        self, user_id: str, room_id: str, limit: int | None, *, added: bool = False
+    ) -> None:
+        async def is_member(other: str) -> bool:
+            doc = await self._read(other)
+            return doc is not None and user_id in doc["members"]
+
+        key = self._quota_key(user_id, added=added)
+        what = "room additions" if added else "rooms"
+        await reserve_quota(self._kv, key, room_id, limit, what, is_member)
+
+    async def _release(self, user_id: str, room_id: str, raw_member: list[Any]) -> None:
+        """Free the quota slot a member entry (`[role, joined, added?]`) holds."""
+        added = len(raw_member) > 2 and bool(raw_member[2])
+        await release_quota(self._kv, self._quota_key(user_id, added=added), room_id)
+
+    async def create(self, room: Room, *, max_rooms_per_user: int | None = None) -> Member:
+        async with self._link.guard():
+            raw = orjson.loads(encode_room(room))
+            key = self._key(room.id)
+            current, revision = await self._kv.read(key)
+            if current is not None:
+                raise Conflict(f"room {room.id!r} already exists")
+            await self._reserve(room.owner, room.id, max_rooms_per_user)
+            owner = Member(room.id, room.owner, Role.OWNER, from_iso_utc(raw["created_at"]))
+            doc = {
+                "room": raw,
+                "members": {room.owner: [Role.OWNER.value, raw["created_at"]]},
+                "bans": [],
+            }
+            if await self._kv.write(key, doc, last=revision) is None:
+                await release_quota(self._kv, self._joined_key(room.owner), room.id)
+                raise Conflict(f"room {room.id!r} already exists")
+            return owner
+
+    async def get(self, room_id: str) -> Room | None:
+        async with self._link.guard():
+            doc = await self._read(room_id)
+            return None if doc is None else _room(doc)
+
+    async def update(self, room: Room) -> None:
+        raw = orjson.loads(encode_room(room))
+
+        async def change(doc: Any) -> tuple[Any, None]:
+            if doc is None:
+                raise Missing(f"room {room.id!r} does not exist")
+            raw["owner"], raw["created_at"] = doc["room"]["owner"], doc["room"]["created_at"]
+            raw["incarnation"] = _room(doc).incarnation
+            return {**doc, "room": raw}, None
+
+        async with self._link.guard():
+            await self._kv.mutate(self._key(room.id), change)
+
+    async def delete(self, room_id: str, *, incarnation: str | None = None) -> bool:
+        async def change(doc: Any) -> tuple[Any, Any]:
+            if doc is None:
+                return KEEP, None
+            if incarnation is not None and _room(doc).incarnation != incarnation:
+                return KEEP, None
+            return DELETE, doc
+
+        async with self._link.guard():
+            doc = await self._kv.mutate(self._key(room_id), change)
+            if doc is None:
+                return False
+            for user_id, raw_member in doc["members"].items():
+                await self._release(user_id, room_id, raw_member)
+            return True
+
+    async def list_visible(self, user_id: str) -> list[Room]:
+        async with self._link.guard():
+            docs = await self._kv.scan("room.")
+        rooms = [
+            _room(doc)
+            for _, doc, _ in docs
+            if not doc["room"]["is_private"] or user_id in doc["members"]
+        ]
+        return sorted(rooms, key=_room_order)
+
+    async def list_joined(self, user_id: str) -> list[Room]:
+        async with self._link.guard():
+            (held, _), (added, _) = await asyncio.gather(
+                self._kv.read(self._joined_key(user_id)), self._kv.read(self._added_key(user_id))
+            )
+            room_ids = {*(held or {}), *(added or {})}
+            docs = await asyncio.gather(*(self._read(r) for r in sorted(room_ids)))
+        rooms = [_room(doc) for doc in docs if doc is not None and user_id in doc["members"]]
+        return sorted(rooms, key=_room_order)
+
+    async def add_member(
+        self,
+        member: Member,
+        *,
+        max_rooms_per_user: int | None = None,
+        added_by: str | None = None,
+        max_room_additions: int | None = None,
+    ) -> tuple[Member, bool]:
+        joined_at = to_iso_utc(require_utc(member.joined_at, "joined_at"))
+        room_id, user_id = member.room_id, member.user_id
+        by_other = is_added_by_other(member, added_by)
+        entry: list[Any] = [member.role.value, joined_at]
+        if by_other:
+            entry.append(1)
+
+        async def change(doc: Any) -> tuple[Any, tuple[Member, bool]]:
+            if doc is None:
+                raise Missing(f"room {room_id!r} does not exist")
+            if user_id in doc["members"]:
+                return KEEP, (_member(room_id, user_id, doc["members"][user_id]), False)
+            members = {**doc["members"], user_id: entry}
+            added = _member(room_id, user_id, members[user_id])
+            return {**doc, "members": members}, (added, True)
+
+        async with self._link.guard():
+            doc = await self._read(room_id)
+            if doc is None:
+                raise Missing(f"room {room_id!r} does not exist")
+            if user_id in doc["members"]:
+                return _member(room_id, user_id, doc["members"][user_id]), False
+            limit = max_room_additions if by_other else max_rooms_per_user
+            await self._reserve(user_id, room_id, limit, added=by_other)
+            try:
+                return await self._kv.mutate(self._key(room_id), change)
+            except Missing:
+                await self._release(user_id, room_id, entry)
+                raise
+
+    async def remove_member(self, room_id: str, user_id: str) -> bool:
+        async def change(doc: Any) -> tuple[Any, list[Any] | None]:
+            if doc is None or user_id not in doc["members"]:
+                return KEEP, None
+            members = {u: m for u, m in doc["members"].items() if u != user_id}
+            return {**doc, "members": members}, doc["members"][user_id]
+
+        async with self._link.guard():
+            removed = await self._kv.mutate(self._key(room_id), change)
+            if removed is not None:
+                await self._release(user_id, room_id, removed)
+            return removed is not None
+
+    async def get_member(self, room_id: str, user_id: str) -> Member | None:
+        async with self._link.guard():
+            doc = await self._read(room_id)
+        if doc is None or user_id not in doc["members"]:
+            return None
+        return _member(room_id, user_id, doc["members"][user_id])
+
+    async def members(self, room_id: str) -> list[Member]:
+        async with self._link.guard():
+            doc = await self._read(room_id)
+        return [] if doc is None else _members(room_id, doc)
+
+    async def member_count(self, room_id: str) -> int:
+        async with self._link.guard():
+            doc = await self._read(room_id)
+        return 0 if doc is None else len(doc["members"])
+
+    async def set_role(self, room_id: str, user_id: str, role: Role) -> Member | None:
+        async def change(doc: Any) -> tuple[Any, Member | None]:
+            if doc is None or user_id not in doc["members"]:
+                return KEEP, None
+            # The entry's tail ([joined, added?]) stays: it says which quota it holds.
+            members = {**doc["members"], user_id: [role.value, *doc["members"][user_id][1:]]}
+            return {**doc, "members": members}, _member(room_id, user_id, members[user_id])
+
+        async with self._link.guard():
+            return await self._kv.mutate(self._key(room_id), change)
+
+    async def transfer_ownership(self, room_id: str, new_owner: str) -> Member:
+        # One document holds the owner field and both roles: one atomic write.
+        async def change(doc: Any) -> tuple[Any, Member]:
+            if doc is None:
+                raise Missing(f"room {room_id!r} does not exist")
+            members = dict(doc["members"])
+            if new_owner not in members:
+                raise Missing(f"{new_owner!r} is not a member of room {room_id!r}")
+            old_owner = doc["room"]["owner"]
+            if old_owner in members and old_owner != new_owner:
+                members[old_owner] = [Role.ADMIN.value, *members[old_owner][1:]]
+            members[new_owner] = [Role.OWNER.value, *members[new_owner][1:]]
+            room = {**doc["room"], "owner": new_owner}
+            promoted = _member(room_id, new_owner, members[new_owner])
+            return {**doc, "room": room, "members": members}, promoted
+
+        async with self._link.guard():
+            return await self._kv.mutate(self._key(room_id), change)
+
+    async def ban(self, room_id: str, user_id: str) -> None:
+        async def change(doc: Any) -> tuple[Any, list[Any] | None]:
+            if doc is None:
+                raise Missing(f"room {room_id!r} does not exist")
+            was = doc["members"].get(user_id)
+            if was is None and user_id in doc["bans"]:
+                return KEEP, None
+            members = {u: m for u, m in doc["members"].items() if u != user_id}
+            bans = sorted({*doc["bans"], user_id})
+            return {**doc, "members": members, "bans": bans}, was
+
+        async with self._link.guard():
+            was = await self._kv.mutate(self._key(room_id), change)
+            if was is not None:
+                await self._release(user_id, room_id, was)
+
+    async def unban(self, room_id: str, user_id: str) -> bool:
+        async def change(doc: Any) -> tuple[Any, bool]:
+            if doc is None or user_id not in doc["bans"]:
+                return KEEP, False
+            return {**doc, "bans": [b for b in doc["bans"] if b != user_id]}, True
+
+        async with self._link.guard():
+            return await self._kv.mutate(self._key(room_id), change)
+
+    async def is_banned(self, room_id: str, user_id: str) -> bool:
+        async with self._link.guard():
+            doc = await self._read(room_id)
+        return doc is not None and user_id in doc["bans"]
+
+    async def close(self) -> None:
+        return None
