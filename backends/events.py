@@ -1,7 +1,7 @@
 """What travels through the fan-out hub, and how it is encoded.
 
 Every backend, memory included, moves events as JSON text through the same
-`encode_event`/`decode_event` pair, so a serialization bug cannot hide behind
+`encode_hub_event`/`decode_hub_event` pair, so a serialization bug cannot hide behind
 an in-process shortcut.
 """
 
@@ -54,7 +54,7 @@ def _optional_time(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
-def encode_event(event: Event) -> str:
+def encode_hub_event(event: Event) -> str:
     body: dict[str, Any]
     match event:
         case MessageEvent(message=m):
@@ -80,8 +80,8 @@ def encode_event(event: Event) -> str:
     return orjson.dumps(body).decode()
 
 
-def decode_event(raw: str | bytes) -> Event:
-    """Decode what `encode_event` made; ValueError on anything else."""
+def decode_hub_event(raw: str | bytes) -> Event:
+    """Decode what `encode_hub_event` made; ValueError on anything else."""
     try:
         body = orjson.loads(raw)
         match body.get("t"):

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from .events import Event, decode_event, encode_event
+from .events import Event, decode_hub_event, encode_hub_event
 from .hub import Hub
 from .opened import ROLES, Opened
 from .protocols import (
@@ -115,8 +115,8 @@ async def open_backends(
 
         hub: Hub[Event] = Hub(
             provided("broker"),
-            encode=encode_event,
-            decode=decode_event,
+            encode=encode_hub_event,
+            decode=decode_hub_event,
             capacity=subscriber_capacity,
         )
         await hub.start()

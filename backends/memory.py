@@ -29,12 +29,12 @@ from .protocols import check_page_args, is_added_by_other
 from .records import (
     Channel,
     HistoryPage,
-    Member,
     Message,
     NewMessage,
     PresenceEntry,
-    Role,
     Room,
+    RoomMember,
+    RoomRole,
     Status,
     StreamPosition,
     TypingEntry,
@@ -224,7 +224,7 @@ def _room_order(room: Room) -> tuple[datetime, str]:
 @dataclass(slots=True)
 class _RoomState:
     raw: bytes
-    members: dict[str, Member] = field(default_factory=dict)
+    members: dict[str, RoomMember] = field(default_factory=dict)
     added: set[str] = field(default_factory=set)  # members others added
     bans: set[str] = field(default_factory=set)
 
@@ -261,15 +261,15 @@ class MemoryRoomStore:
                 if not rooms:
                     del index[user_id]
 
-    async def create(self, room: Room, *, max_rooms_per_user: int | None = None) -> Member:
+    async def create(self, room: Room, *, max_rooms_per_user: int | None = None) -> RoomMember:
         if room.id in self._rooms:
             raise Conflict(f"room {room.id!r} already exists")
         self._check_room_limit(room.owner, max_rooms_per_user)
         raw = encode_room(room)
-        owner = Member(
+        owner = RoomMember(
             room_id=room.id,
             user_id=room.owner,
-            role=Role.OWNER,
+            role=RoomRole.OWNER,
             joined_at=decode_room(raw).created_at,
         )
         self._rooms[room.id] = _RoomState(raw=raw, members={room.owner: owner})
@@ -319,12 +319,12 @@ class MemoryRoomStore:
 
     async def add_member(
         self,
-        member: Member,
+        member: RoomMember,
         *,
         max_rooms_per_user: int | None = None,
         added_by: str | None = None,
         max_room_additions: int | None = None,
-    ) -> tuple[Member, bool]:
+    ) -> tuple[RoomMember, bool]:
         state = self._state(member.room_id)
         existing = state.members.get(member.user_id)
         if existing is not None:
@@ -350,11 +350,11 @@ class MemoryRoomStore:
         self._forget_membership(room_id, user_id)
         return True
 
-    async def get_member(self, room_id: str, user_id: str) -> Member | None:
+    async def get_member(self, room_id: str, user_id: str) -> RoomMember | None:
         state = self._rooms.get(room_id)
         return None if state is None else state.members.get(user_id)
 
-    async def members(self, room_id: str) -> list[Member]:
+    async def members(self, room_id: str) -> list[RoomMember]:
         state = self._rooms.get(room_id)
         if state is None:
             return []
@@ -364,7 +364,7 @@ class MemoryRoomStore:
         state = self._rooms.get(room_id)
         return 0 if state is None else len(state.members)
 
-    async def set_role(self, room_id: str, user_id: str, role: Role) -> Member | None:
+    async def set_role(self, room_id: str, user_id: str, role: RoomRole) -> RoomMember | None:
         state = self._rooms.get(room_id)
         if state is None or user_id not in state.members:
             return None
@@ -372,14 +372,14 @@ class MemoryRoomStore:
         state.members[user_id] = updated
         return updated
 
-    async def transfer_ownership(self, room_id: str, new_owner: str) -> Member:
+    async def transfer_ownership(self, room_id: str, new_owner: str) -> RoomMember:
         state = self._state(room_id)
         if new_owner not in state.members:
             raise Missing(f"{new_owner!r} is not a member of room {room_id!r}")
         room = decode_room(state.raw)
         if room.owner in state.members and room.owner != new_owner:
-            state.members[room.owner] = replace(state.members[room.owner], role=Role.ADMIN)
-        promoted = replace(state.members[new_owner], role=Role.OWNER)
+            state.members[room.owner] = replace(state.members[room.owner], role=RoomRole.ADMIN)
+        promoted = replace(state.members[new_owner], role=RoomRole.OWNER)
         state.members[new_owner] = promoted
         state.raw = encode_room(replace(room, owner=new_owner))
         return promoted

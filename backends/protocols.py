@@ -14,12 +14,12 @@ from typing import Protocol
 from .records import (
     Channel,
     HistoryPage,
-    Member,
     Message,
     NewMessage,
     PresenceEntry,
-    Role,
     Room,
+    RoomMember,
+    RoomRole,
     Status,
     StreamPosition,
     TypingEntry,
@@ -105,7 +105,7 @@ class MessageStore(Protocol):
 class RoomStore(Protocol):
     """Rooms, their members with roles, and bans."""
 
-    async def create(self, room: Room, *, max_rooms_per_user: int | None = None) -> Member:
+    async def create(self, room: Room, *, max_rooms_per_user: int | None = None) -> RoomMember:
         """Create the room (with its incarnation) and its owner as OWNER
         member, atomically.
 
@@ -139,12 +139,12 @@ class RoomStore(Protocol):
 
     async def add_member(
         self,
-        member: Member,
+        member: RoomMember,
         *,
         max_rooms_per_user: int | None = None,
         added_by: str | None = None,
         max_room_additions: int | None = None,
-    ) -> tuple[Member, bool]:
+    ) -> tuple[RoomMember, bool]:
         """Add a member; an existing member is returned unchanged with False.
 
         Without `added_by` (or with the member's own id) the user joins
@@ -158,17 +158,17 @@ class RoomStore(Protocol):
 
     async def remove_member(self, room_id: str, user_id: str) -> bool: ...
 
-    async def get_member(self, room_id: str, user_id: str) -> Member | None: ...
+    async def get_member(self, room_id: str, user_id: str) -> RoomMember | None: ...
 
-    async def members(self, room_id: str) -> list[Member]:
+    async def members(self, room_id: str) -> list[RoomMember]:
         """Members in the order they joined."""
         ...
 
     async def member_count(self, room_id: str) -> int: ...
 
-    async def set_role(self, room_id: str, user_id: str, role: Role) -> Member | None: ...
+    async def set_role(self, room_id: str, user_id: str, role: RoomRole) -> RoomMember | None: ...
 
-    async def transfer_ownership(self, room_id: str, new_owner: str) -> Member:
+    async def transfer_ownership(self, room_id: str, new_owner: str) -> RoomMember:
         """Make the member `new_owner` the room's owner, atomically: the room's
         `owner` changes, the new owner gets OWNER and the old one ADMIN.
 
@@ -299,6 +299,6 @@ def check_page_args(limit: int) -> None:
         raise ValueError(f"limit must be at least 1, got {limit}")
 
 
-def is_added_by_other(member: Member, added_by: str | None) -> bool:
+def is_added_by_other(member: RoomMember, added_by: str | None) -> bool:
     """Whether `add_member` puts the user in by someone else's hand."""
     return added_by is not None and added_by != member.user_id

@@ -42,7 +42,7 @@ def new_epoch(incarnation: str) -> str:
     return f"{incarnation}.{secrets.token_hex(4)}"
 
 
-class Role(enum.Enum):
+class RoomRole(enum.Enum):
     OWNER = "OWNER"
     ADMIN = "ADMIN"
     MEMBER = "MEMBER"
@@ -84,10 +84,10 @@ class Room:
 
 
 @dataclass(frozen=True, slots=True)
-class Member:
+class RoomMember:
     room_id: str
     user_id: str
-    role: Role
+    role: RoomRole
     joined_at: datetime = field(default_factory=utcnow)
 
 

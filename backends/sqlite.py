@@ -33,12 +33,12 @@ from .protocols import check_page_args, is_added_by_other
 from .records import (
     Channel,
     HistoryPage,
-    Member,
     Message,
     MessageKind,
     NewMessage,
-    Role,
     Room,
+    RoomMember,
+    RoomRole,
     StreamPosition,
     new_epoch,
     utcnow,
@@ -456,8 +456,10 @@ def _room(row: Row) -> Room:
     )
 
 
-def _member(row: Row) -> Member:
-    return Member(room_id=row[0], user_id=row[1], role=Role(row[2]), joined_at=_from_micros(row[3]))
+def _member(row: Row) -> RoomMember:
+    return RoomMember(
+        room_id=row[0], user_id=row[1], role=RoomRole(row[2]), joined_at=_from_micros(row[3])
+    )
 
 
 async def _room_count(conn: aiosqlite.Connection, user_id: str, *, added: bool) -> int:
@@ -474,12 +476,12 @@ class SqliteRoomStore:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
 
-    async def create(self, room: Room, *, max_rooms_per_user: int | None = None) -> Member:
+    async def create(self, room: Room, *, max_rooms_per_user: int | None = None) -> RoomMember:
         created_at = _to_micros(room.created_at, "created_at")
-        owner = Member(
+        owner = RoomMember(
             room_id=room.id,
             user_id=room.owner,
-            role=Role.OWNER,
+            role=RoomRole.OWNER,
             joined_at=_from_micros(created_at),
         )
         async with self._db.transaction() as conn:
@@ -506,7 +508,7 @@ class SqliteRoomStore:
             )
             await conn.execute(
                 "INSERT INTO members (room_id, user_id, role, joined_at) VALUES (?, ?, ?, ?)",
-                (room.id, room.owner, Role.OWNER.value, created_at),
+                (room.id, room.owner, RoomRole.OWNER.value, created_at),
             )
         return owner
 
@@ -551,12 +553,12 @@ class SqliteRoomStore:
 
     async def add_member(
         self,
-        member: Member,
+        member: RoomMember,
         *,
         max_rooms_per_user: int | None = None,
         added_by: str | None = None,
         max_room_additions: int | None = None,
-    ) -> tuple[Member, bool]:
+    ) -> tuple[RoomMember, bool]:
         joined_at = _to_micros(member.joined_at, "joined_at")
         added = is_added_by_other(member, added_by)
         limit, what = (
@@ -588,7 +590,7 @@ class SqliteRoomStore:
         )
         return changed > 0
 
-    async def get_member(self, room_id: str, user_id: str) -> Member | None:
+    async def get_member(self, room_id: str, user_id: str) -> RoomMember | None:
         rows = await self._db.fetch(
             "SELECT room_id, user_id, role, joined_at FROM members"
             " WHERE room_id = ? AND user_id = ?",
@@ -596,7 +598,7 @@ class SqliteRoomStore:
         )
         return _member(rows[0]) if rows else None
 
-    async def members(self, room_id: str) -> list[Member]:
+    async def members(self, room_id: str) -> list[RoomMember]:
         rows = await self._db.fetch(
             "SELECT room_id, user_id, role, joined_at FROM members WHERE room_id = ?"
             " ORDER BY joined_at, user_id",
@@ -608,7 +610,7 @@ class SqliteRoomStore:
         rows = await self._db.fetch("SELECT COUNT(*) FROM members WHERE room_id = ?", (room_id,))
         return int(rows[0][0])
 
-    async def set_role(self, room_id: str, user_id: str, role: Role) -> Member | None:
+    async def set_role(self, room_id: str, user_id: str, role: RoomRole) -> RoomMember | None:
         rows = await self._db.fetch(
             "UPDATE members SET role = ? WHERE room_id = ? AND user_id = ?"
             " RETURNING room_id, user_id, role, joined_at",
@@ -616,7 +618,7 @@ class SqliteRoomStore:
         )
         return _member(rows[0]) if rows else None
 
-    async def transfer_ownership(self, room_id: str, new_owner: str) -> Member:
+    async def transfer_ownership(self, room_id: str, new_owner: str) -> RoomMember:
         async with self._db.transaction() as conn:
             row = await _one(conn, "SELECT owner FROM rooms WHERE id = ?", (room_id,))
             if row is None:
@@ -625,14 +627,14 @@ class SqliteRoomStore:
                 conn,
                 "UPDATE members SET role = ? WHERE room_id = ? AND user_id = ?"
                 " RETURNING room_id, user_id, role, joined_at",
-                (Role.OWNER.value, room_id, new_owner),
+                (RoomRole.OWNER.value, room_id, new_owner),
             )
             if promoted is None:
                 raise Missing(f"{new_owner!r} is not a member of room {room_id!r}")
             if row[0] != new_owner:
                 await conn.execute(
                     "UPDATE members SET role = ? WHERE room_id = ? AND user_id = ?",
-                    (Role.ADMIN.value, room_id, row[0]),
+                    (RoomRole.ADMIN.value, room_id, row[0]),
                 )
             await conn.execute("UPDATE rooms SET owner = ? WHERE id = ?", (new_owner, room_id))
         return _member(promoted)

@@ -47,9 +47,9 @@ from pydantic_settings import (
 __all__ = [
     "CONFIG_ENV",
     "ENV_PREFIX",
+    "BackendRole",
     "Duration",
     "PositiveDuration",
-    "Role",
     "Settings",
     "SettingsError",
     "format_duration",
@@ -62,7 +62,7 @@ ENV_PREFIX = "FORGE_STREAMING_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 """Environment variable naming the YAML file when ``load_settings`` gets none."""
 
-Role = Literal["broker", "messages", "rooms", "channels", "presence", "typing", "limits"]
+BackendRole = Literal["broker", "messages", "rooms", "channels", "presence", "typing", "limits"]
 BackendName = Literal["memory", "sqlite", "redis", "nats"]
 
 _REQUEST_OVERHEAD = 64 * 1024  # bytes of a request besides its message
@@ -281,7 +281,7 @@ class Settings(BaseSettings):
     backend_urls: Annotated[list[str], NoDecode] = []
     backend_username: str | None = None
     backend_password: SecretStr | None = None
-    role_urls: dict[Role, str] = {}
+    role_urls: dict[BackendRole, str] = {}
     # Redis: connections per process, and how long a request waits for one
     # when all are busy before it fails with OVERLOADED (never UNAVAILABLE:
     # that stays the outage's code). A Redis URL's own `max_connections` and
@@ -428,7 +428,7 @@ class Settings(BaseSettings):
 
     @field_validator("role_urls", mode="after")
     @classmethod
-    def _check_role_urls(cls, value: dict[Role, str]) -> dict[Role, str]:
+    def _check_role_urls(cls, value: dict[BackendRole, str]) -> dict[BackendRole, str]:
         known = sorted({s for schemes in _SCHEMES.values() for s in schemes})
         for role, url in value.items():
             if _scheme(url) not in known:
@@ -528,7 +528,7 @@ class Settings(BaseSettings):
 
     def backend_url(self, role: str) -> str:
         """The URL for one backend role, with the configured credentials inserted."""
-        if role not in get_args(Role):
+        if role not in get_args(BackendRole):
             raise ValueError(f"unknown backend role {role!r}")
         url = self.role_urls.get(role)  # type: ignore[call-overload]
         if url is None:

@@ -38,7 +38,7 @@ _REPLAY_PAGE = 200
 
 
 @dataclass(frozen=True, slots=True)
-class Connection:
+class MessagePage:
     """A Relay page: the messages with their cursors, and which way more lie."""
 
     messages: list[Message]
@@ -106,7 +106,7 @@ async def history(
     last: int | None,
     before: str | None,
     thread_id: str | None,
-) -> Connection:
+) -> MessagePage:
     services.require("history")
     room = await readable_room(services, viewer, room_id)
     limit_max = services.settings.max_page_size
@@ -137,7 +137,7 @@ async def history(
     requested = last if backwards else first
     limit = 50 if requested is None else requested
     if limit == 0:
-        return Connection([], has_next_page=False, has_previous_page=False)
+        return MessagePage([], has_next_page=False, has_previous_page=False)
     page = await store.page(
         room_id,
         incarnation=room.incarnation,
@@ -148,14 +148,14 @@ async def history(
         thread_id=thread_id,
     )
     if backwards:
-        return Connection(
+        return MessagePage(
             page.messages,
             has_next_page=position is not None
             and before_offset is not None
             and before_offset <= position.last_offset,
             has_previous_page=page.has_more,
         )
-    return Connection(
+    return MessagePage(
         page.messages,
         has_next_page=page.has_more,
         has_previous_page=position is not None

@@ -119,7 +119,7 @@ async def presence_of(
 
 async def room_presence(services: Services, viewer: Viewer, room_id: str) -> list[PresenceEntry]:
     services.require("presence")
-    await may_see_room_presence(services, viewer, room_id)
+    await require_room_presence_access(services, viewer, room_id)
     members = await services.backends.rooms.members(room_id)
     return await services.backends.presence.get([m.user_id for m in members])
 
@@ -142,7 +142,7 @@ async def visible_users(services: Services, viewer: Viewer, user_ids: list[str])
     return visible
 
 
-async def may_see_room_presence(services: Services, viewer: Viewer, room_id: str) -> None:
+async def require_room_presence_access(services: Services, viewer: Viewer, room_id: str) -> None:
     """Raise unless the viewer may see the presence of the room's members:
     it must be readable, and with `presence_visibility: rooms` the viewer
     must be a member (members share the room; others would not)."""
@@ -169,7 +169,7 @@ async def authorize_presence_stream(
     """Raise the error the viewer gets for watching this presence, if any."""
     services.require("presence")
     if room_id is not None and user_ids is None:
-        await may_see_room_presence(services, viewer, room_id)
+        await require_room_presence_access(services, viewer, room_id)
     elif user_ids is not None and room_id is None:
         check_user_ids(services, user_ids)
     else:

@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from backends.errors import Conflict, LimitReached
-from backends.records import Member, MessageKind, NewMessage, Role, Room
+from backends.records import MessageKind, NewMessage, Room, RoomMember, RoomRole
 from resolvers.errors import BadUserInput, Forbidden, LimitExceeded, NotFound
 
 from .event_rates import spend_event_budget
@@ -46,8 +46,8 @@ async def readable_room(services: Services, viewer: Viewer, room_id: str) -> Roo
 
 
 async def membership(
-    services: Services, viewer: Viewer, room_id: str, *, at_least: Role = Role.MEMBER
-) -> tuple[Room, Member]:
+    services: Services, viewer: Viewer, room_id: str, *, at_least: RoomRole = RoomRole.MEMBER
+) -> tuple[Room, RoomMember]:
     """The room and the viewer's membership, which must rank at least `at_least`."""
     room = await readable_room(services, viewer, room_id)
     member = await services.backends.rooms.get_member(room_id, viewer.user_id)
@@ -60,7 +60,7 @@ async def membership(
     return room, member
 
 
-async def my_role(services: Services, viewer: Viewer, room_id: str) -> Role | None:
+async def my_role(services: Services, viewer: Viewer, room_id: str) -> RoomRole | None:
     member = await services.backends.rooms.get_member(room_id, viewer.user_id)
     return member.role if member else None
 
@@ -117,7 +117,7 @@ async def update_room(
     services: Services, viewer: Viewer, room_id: str, changes: dict[str, Any]
 ) -> Room:
     await spend_event_budget(services, viewer, "rooms")
-    room, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
+    room, me = await membership(services, viewer, room_id, at_least=RoomRole.ADMIN)
     fields: dict[str, Any] = {}
     if "name" in changes:
         fields["name"] = required_text(changes["name"], "name", max_length=_NAME_MAX)
@@ -131,7 +131,7 @@ async def update_room(
     if "is_private" in changes:
         if changes["is_private"] is None:
             raise BadUserInput("isPrivate must not be null", argument="isPrivate")
-        if room.is_private and not changes["is_private"] and me.role is not Role.OWNER:
+        if room.is_private and not changes["is_private"] and me.role is not RoomRole.OWNER:
             # It would show the whole history to everyone.
             raise Forbidden("only the owner may make a private room public", roomId=room_id)
         fields["is_private"] = changes["is_private"]
@@ -153,7 +153,7 @@ async def update_room(
 
 async def delete_room(services: Services, viewer: Viewer, room_id: str) -> bool:
     await spend_event_budget(services, viewer, "rooms")
-    room, _ = await membership(services, viewer, room_id, at_least=Role.OWNER)
+    room, _ = await membership(services, viewer, room_id, at_least=RoomRole.OWNER)
     # This incarnation only: the id may have been deleted and made again since.
     deleted = await services.backends.rooms.delete(room_id, incarnation=room.incarnation)
     await services.backends.messages.drop_room(room_id, incarnation=room.incarnation)
@@ -172,7 +172,7 @@ async def join_room(services: Services, viewer: Viewer, room_id: str) -> Room:
     if room.is_private:  # readable_room let a member through; the viewer is not one
         raise NotFound(f"room {room_id!r} not found", roomId=room_id)
     _, added = await rooms.add_member(
-        Member(room_id=room_id, user_id=viewer.user_id, role=Role.MEMBER),
+        RoomMember(room_id=room_id, user_id=viewer.user_id, role=RoomRole.MEMBER),
         max_rooms_per_user=services.settings.max_rooms_per_user,
     )
     if added:
@@ -192,7 +192,7 @@ async def join_room(services: Services, viewer: Viewer, room_id: str) -> Room:
 async def leave_room(services: Services, viewer: Viewer, room_id: str) -> bool:
     await spend_event_budget(services, viewer, "rooms")
     room, member = await membership(services, viewer, room_id)
-    if member.role is Role.OWNER:
+    if member.role is RoomRole.OWNER:
         raise Forbidden(
             "the owner cannot leave: hand ownership on with setMemberRole(role: OWNER) "
             "or delete the room",
@@ -213,15 +213,15 @@ async def leave_room(services: Services, viewer: Viewer, room_id: str) -> bool:
 
 
 async def add_member(
-    services: Services, viewer: Viewer, room_id: str, user_id: str, role: Role
-) -> Member:
+    services: Services, viewer: Viewer, room_id: str, user_id: str, role: RoomRole
+) -> RoomMember:
     await spend_event_budget(services, viewer, "rooms")
-    room, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
-    if role is Role.OWNER:
+    room, me = await membership(services, viewer, room_id, at_least=RoomRole.ADMIN)
+    if role is RoomRole.OWNER:
         raise BadUserInput(
             "a room has one owner: use setMemberRole(role: OWNER) to hand it on", argument="role"
         )
-    if role is Role.ADMIN and me.role is not Role.OWNER:
+    if role is RoomRole.ADMIN and me.role is not RoomRole.OWNER:
         raise Forbidden("only the owner makes admins", roomId=room_id)
     rooms = services.backends.rooms
     if await rooms.is_banned(room_id, user_id):
@@ -231,7 +231,7 @@ async def add_member(
         # Others' additions count apart from the user's own rooms, so they
         # can never use up the user's max_rooms_per_user.
         member, added = await rooms.add_member(
-            Member(room_id=room_id, user_id=user_id, role=role),
+            RoomMember(room_id=room_id, user_id=user_id, role=role),
             added_by=viewer.user_id,
             max_room_additions=limit,
         )
@@ -258,7 +258,7 @@ async def add_member(
 
 async def remove_member(services: Services, viewer: Viewer, room_id: str, user_id: str) -> bool:
     await spend_event_budget(services, viewer, "rooms")
-    room, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
+    room, me = await membership(services, viewer, room_id, at_least=RoomRole.ADMIN)
     target = await _outranked_member(services, me, room_id, user_id)
     if target is None:
         return False
@@ -277,22 +277,22 @@ async def remove_member(services: Services, viewer: Viewer, room_id: str, user_i
 
 
 async def set_member_role(
-    services: Services, viewer: Viewer, room_id: str, user_id: str, role: Role
-) -> Member:
+    services: Services, viewer: Viewer, room_id: str, user_id: str, role: RoomRole
+) -> RoomMember:
     await spend_event_budget(services, viewer, "rooms")
-    room, _ = await membership(services, viewer, room_id, at_least=Role.OWNER)
+    room, _ = await membership(services, viewer, room_id, at_least=RoomRole.OWNER)
     rooms = services.backends.rooms
     target = await rooms.get_member(room_id, user_id)
     if target is None:
         raise NotFound(f"{user_id!r} is not a member of this room", roomId=room_id)
     if user_id == viewer.user_id:
-        if role is Role.OWNER:
+        if role is RoomRole.OWNER:
             return target
         raise BadUserInput(
             "the owner hands ownership on by making another member OWNER", argument="userId"
         )
-    if role is Role.OWNER:
-        updated: Member | None = await rooms.transfer_ownership(room_id, user_id)
+    if role is RoomRole.OWNER:
+        updated: RoomMember | None = await rooms.transfer_ownership(room_id, user_id)
     else:
         updated = await rooms.set_role(room_id, user_id, role)
     if updated is None:
@@ -312,7 +312,7 @@ async def set_member_role(
 
 async def ban_member(services: Services, viewer: Viewer, room_id: str, user_id: str) -> bool:
     await spend_event_budget(services, viewer, "rooms")
-    room, me = await membership(services, viewer, room_id, at_least=Role.ADMIN)
+    room, me = await membership(services, viewer, room_id, at_least=RoomRole.ADMIN)
     if user_id == viewer.user_id:
         raise BadUserInput("you cannot ban yourself", argument="userId")
     await _outranked_member(services, me, room_id, user_id)
@@ -334,13 +334,13 @@ async def ban_member(services: Services, viewer: Viewer, room_id: str, user_id: 
 
 
 async def unban_member(services: Services, viewer: Viewer, room_id: str, user_id: str) -> bool:
-    await membership(services, viewer, room_id, at_least=Role.ADMIN)
+    await membership(services, viewer, room_id, at_least=RoomRole.ADMIN)
     return await services.backends.rooms.unban(room_id, user_id)
 
 
 async def _outranked_member(
-    services: Services, me: Member, room_id: str, user_id: str
-) -> Member | None:
+    services: Services, me: RoomMember, room_id: str, user_id: str
+) -> RoomMember | None:
     """The target member, who must rank below the acting one (None if not a member)."""
     target = await services.backends.rooms.get_member(room_id, user_id)
     if target is not None and target.role.rank >= me.role.rank:

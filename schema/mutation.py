@@ -4,7 +4,7 @@ from typing import Any
 
 import strawberry
 
-from backends.records import Role, Status
+from backends.records import RoomRole, Status
 from resolvers import channels, messages, presence, rooms, typing_indicators
 
 from .context import GraphInfo
@@ -78,10 +78,10 @@ class Mutation:
         info: GraphInfo,
         room_id: strawberry.ID,
         user_id: strawberry.ID,
-        role: Role | None = Role.MEMBER,
+        role: RoomRole | None = RoomRole.MEMBER,
     ) -> RoomMember:
         ctx = info.context
-        chosen = Role.MEMBER if role is None else role
+        chosen = RoomRole.MEMBER if role is None else role
         member = await rooms.add_member(ctx.services, ctx.viewer, room_id, user_id, chosen)
         return RoomMember.of(member)
 
@@ -94,7 +94,7 @@ class Mutation:
 
     @strawberry.mutation(description="OWNER only; making another member OWNER hands ownership on.")
     async def set_member_role(
-        self, info: GraphInfo, room_id: strawberry.ID, user_id: strawberry.ID, role: Role
+        self, info: GraphInfo, room_id: strawberry.ID, user_id: strawberry.ID, role: RoomRole
     ) -> RoomMember:
         ctx = info.context
         member = await rooms.set_member_role(ctx.services, ctx.viewer, room_id, user_id, role)

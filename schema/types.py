@@ -13,13 +13,13 @@ from strawberry.scalars import JSON
 from backends import records
 from backends.events import TypingEvent as TypingRecord
 from resolvers import rooms as room_resolvers
-from resolvers.messages import Connection, cursor_of
+from resolvers.messages import MessagePage, cursor_of
 
 from .context import GraphInfo
 
 # The records' enums, registered under their GraphQL names.
 MessageType = strawberry.enum(records.MessageKind, name="MessageType")
-RoomRole = strawberry.enum(records.Role, name="RoomRole")
+RoomRole = strawberry.enum(records.RoomRole, name="RoomRole")
 PresenceStatus = strawberry.enum(records.Status, name="PresenceStatus")
 
 
@@ -61,11 +61,11 @@ def _id(value: str | None) -> strawberry.ID | None:
 @strawberry.type
 class RoomMember:
     user_id: strawberry.ID
-    role: records.Role
+    role: records.RoomRole
     joined_at: datetime
 
     @classmethod
-    def of(cls, m: records.Member) -> RoomMember:
+    def of(cls, m: records.RoomMember) -> RoomMember:
         return cls(user_id=strawberry.ID(m.user_id), role=m.role, joined_at=m.joined_at)
 
 
@@ -112,7 +112,7 @@ class Room:
         return [RoomMember.of(m) for m in members]
 
     @strawberry.field(description="The viewer's role, null when not a member.")
-    async def my_role(self, info: GraphInfo) -> records.Role | None:
+    async def my_role(self, info: GraphInfo) -> records.RoomRole | None:
         ctx = info.context
         return await room_resolvers.my_role(ctx.services, ctx.viewer, self.record.id)
 
@@ -192,7 +192,7 @@ class MessageConnection:
     page_info: PageInfo
 
     @classmethod
-    def of(cls, page: Connection) -> MessageConnection:
+    def of(cls, page: MessagePage) -> MessageConnection:
         edges = [MessageEdge(cursor=cursor_of(m), node=Message.of(m)) for m in page.messages]
         return cls(
             edges=edges,

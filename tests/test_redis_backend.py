@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from backends import topics
 from backends.errors import LimitReached, Unavailable
-from backends.events import Event, MessageEvent, decode_event, encode_event
+from backends.events import Event, MessageEvent, decode_hub_event, encode_hub_event
 from backends.hub import RESYNC, Hub, Subscription
 from backends.opened import Opened
 from backends.records import LEGACY_INCARNATION, MessageKind, NewMessage, Room
@@ -184,7 +184,7 @@ async def test_appends_from_two_nodes_are_atomic_ordered_and_published(url: str)
     node_b = await open_stores(url, ["broker", "messages"], retention=None)
     assert node_a.broker is not None and node_a.messages and node_b.messages
     assert node_a.messages.publishes_on_append
-    hub: Hub[Event] = Hub(node_a.broker, encode=encode_event, decode=decode_event)
+    hub: Hub[Event] = Hub(node_a.broker, encode=encode_hub_event, decode=decode_hub_event)
     await hub.start()
     try:
         async with hub.subscribe(topics.room_messages("room-1")) as live:
@@ -230,7 +230,7 @@ async def test_published_event_decodes_to_the_stored_message(url: str) -> None:
                 incarnation=INC,
             )
             text = await receive(raw)
-        event = decode_event(text)
+        event = decode_hub_event(text)
         assert event == MessageEvent(message)
         assert message.data == data and message.thread_id == ""
         page = await opened.messages.page("r", limit=5, thread_id="", incarnation=INC)

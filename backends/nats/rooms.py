@@ -17,18 +17,18 @@ import orjson
 from ..codecs import decode_room, encode_room, from_iso_utc, require_utc, to_iso_utc
 from ..errors import Conflict, Missing
 from ..protocols import is_added_by_other
-from ..records import Member, Role, Room
+from ..records import Room, RoomMember, RoomRole
 from .link import DELETE, KEEP, Bucket, NatsLink, key_token
 from .quotas import release_quota, reserve_quota
 
 
-def _member(room_id: str, user_id: str, raw: list[str]) -> Member:
-    return Member(
-        room_id=room_id, user_id=user_id, role=Role(raw[0]), joined_at=from_iso_utc(raw[1])
+def _member(room_id: str, user_id: str, raw: list[str]) -> RoomMember:
+    return RoomMember(
+        room_id=room_id, user_id=user_id, role=RoomRole(raw[0]), joined_at=from_iso_utc(raw[1])
     )
 
 
-def _members(room_id: str, doc: Any) -> list[Member]:
+def _members(room_id: str, doc: Any) -> list[RoomMember]:
     members = [_member(room_id, u, raw) for u, raw in doc["members"].items()]
     return sorted(members, key=lambda m: (m.joined_at, m.user_id))
 
@@ -83,7 +83,7 @@ class NatsRoomStore:
         added = len(raw_member) > 2 and bool(raw_member[2])
         await release_quota(self._kv, self._quota_key(user_id, added=added), room_id)
 
-    async def create(self, room: Room, *, max_rooms_per_user: int | None = None) -> Member:
+    async def create(self, room: Room, *, max_rooms_per_user: int | None = None) -> RoomMember:
         async with self._link.guard():
             raw = orjson.loads(encode_room(room))
             key = self._key(room.id)
@@ -91,10 +91,10 @@ class NatsRoomStore:
             if current is not None:
                 raise Conflict(f"room {room.id!r} already exists")
             await self._reserve(room.owner, room.id, max_rooms_per_user)
-            owner = Member(room.id, room.owner, Role.OWNER, from_iso_utc(raw["created_at"]))
+            owner = RoomMember(room.id, room.owner, RoomRole.OWNER, from_iso_utc(raw["created_at"]))
             doc = {
                 "room": raw,
-                "members": {room.owner: [Role.OWNER.value, raw["created_at"]]},
+                "members": {room.owner: [RoomRole.OWNER.value, raw["created_at"]]},
                 "bans": [],
             }
             if await self._kv.write(key, doc, last=revision) is None:
@@ -158,12 +158,12 @@ class NatsRoomStore:
 
     async def add_member(
         self,
-        member: Member,
+        member: RoomMember,
         *,
         max_rooms_per_user: int | None = None,
         added_by: str | None = None,
         max_room_additions: int | None = None,
-    ) -> tuple[Member, bool]:
+    ) -> tuple[RoomMember, bool]:
         joined_at = to_iso_utc(require_utc(member.joined_at, "joined_at"))
         room_id, user_id = member.room_id, member.user_id
         by_other = is_added_by_other(member, added_by)
@@ -171,7 +171,7 @@ class NatsRoomStore:
         if by_other:
             entry.append(1)
 
-        async def change(doc: Any) -> tuple[Any, tuple[Member, bool]]:
+        async def change(doc: Any) -> tuple[Any, tuple[RoomMember, bool]]:
             if doc is None:
                 raise Missing(f"room {room_id!r} does not exist")
             if user_id in doc["members"]:
@@ -207,14 +207,14 @@ class NatsRoomStore:
                 await self._release(user_id, room_id, removed)
             return removed is not None
 
-    async def get_member(self, room_id: str, user_id: str) -> Member | None:
+    async def get_member(self, room_id: str, user_id: str) -> RoomMember | None:
         async with self._link.guard():
             doc = await self._read(room_id)
         if doc is None or user_id not in doc["members"]:
             return None
         return _member(room_id, user_id, doc["members"][user_id])
 
-    async def members(self, room_id: str) -> list[Member]:
+    async def members(self, room_id: str) -> list[RoomMember]:
         async with self._link.guard():
             doc = await self._read(room_id)
         return [] if doc is None else _members(room_id, doc)
@@ -224,8 +224,8 @@ class NatsRoomStore:
             doc = await self._read(room_id)
         return 0 if doc is None else len(doc["members"])
 
-    async def set_role(self, room_id: str, user_id: str, role: Role) -> Member | None:
-        async def change(doc: Any) -> tuple[Any, Member | None]:
+    async def set_role(self, room_id: str, user_id: str, role: RoomRole) -> RoomMember | None:
+        async def change(doc: Any) -> tuple[Any, RoomMember | None]:
             if doc is None or user_id not in doc["members"]:
                 return KEEP, None
             # The entry's tail ([joined, added?]) stays: it says which quota it holds.
@@ -235,9 +235,9 @@ class NatsRoomStore:
         async with self._link.guard():
             return await self._kv.mutate(self._key(room_id), change)
 
-    async def transfer_ownership(self, room_id: str, new_owner: str) -> Member:
+    async def transfer_ownership(self, room_id: str, new_owner: str) -> RoomMember:
         # One document holds the owner field and both roles: one atomic write.
-        async def change(doc: Any) -> tuple[Any, Member]:
+        async def change(doc: Any) -> tuple[Any, RoomMember]:
             if doc is None:
                 raise Missing(f"room {room_id!r} does not exist")
             members = dict(doc["members"])
@@ -245,8 +245,8 @@ class NatsRoomStore:
                 raise Missing(f"{new_owner!r} is not a member of room {room_id!r}")
             old_owner = doc["room"]["owner"]
             if old_owner in members and old_owner != new_owner:
-                members[old_owner] = [Role.ADMIN.value, *members[old_owner][1:]]
-            members[new_owner] = [Role.OWNER.value, *members[new_owner][1:]]
+                members[old_owner] = [RoomRole.ADMIN.value, *members[old_owner][1:]]
+            members[new_owner] = [RoomRole.OWNER.value, *members[new_owner][1:]]
             room = {**doc["room"], "owner": new_owner}
             promoted = _member(room_id, new_owner, members[new_owner])
             return {**doc, "room": room, "members": members}, promoted

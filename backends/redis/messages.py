@@ -227,7 +227,7 @@ _SCAN_MAX_BATCH = 1000
 def _message_prefix(message: Message) -> bytes:
     """The message's JSON up to (and including) `"offset":`; Lua adds the rest.
 
-    `decode_event` reads keys by name, so offset and epoch may come last.
+    `decode_hub_event` reads keys by name, so offset and epoch may come last.
     """
     body = message_to_dict(message)
     del body["offset"], body["epoch"]

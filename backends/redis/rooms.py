@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 from ..codecs import require_utc
 from ..errors import Conflict, LimitReached, Missing
 from ..protocols import is_added_by_other
-from ..records import Channel, Member, Role, Room
+from ..records import Channel, Room, RoomMember, RoomRole
 from .common import Commands, Keys, Scripts, from_micros, to_micros, translated
 
 _ROOM_LUA = """
@@ -230,9 +230,11 @@ def _json(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
-def _member(room_id: str, user_id: str, value: bytes) -> Member:
+def _member(room_id: str, user_id: str, value: bytes) -> RoomMember:
     role, joined = value.decode().split("|", 1)
-    return Member(room_id=room_id, user_id=user_id, role=Role(role), joined_at=from_micros(joined))
+    return RoomMember(
+        room_id=room_id, user_id=user_id, role=RoomRole(role), joined_at=from_micros(joined)
+    )
 
 
 def _room(room_id: str, fields: dict[bytes, bytes]) -> Room:
@@ -290,7 +292,7 @@ class RedisRoomStore:
         return sorted(rooms, key=lambda r: (r.created_at, r.id))
 
     @translated
-    async def create(self, room: Room, *, max_rooms_per_user: int | None = None) -> Member:
+    async def create(self, room: Room, *, max_rooms_per_user: int | None = None) -> RoomMember:
         created = to_micros(require_utc(room.created_at, "created_at"))
         result = await self._scripts.run(
             "room-create",
@@ -312,8 +314,8 @@ class RedisRoomStore:
             raise Conflict(f"room {room.id!r} already exists")
         if result == b"limit":
             raise LimitReached("rooms", _limit(max_rooms_per_user))
-        return Member(
-            room_id=room.id, user_id=room.owner, role=Role.OWNER, joined_at=from_micros(created)
+        return RoomMember(
+            room_id=room.id, user_id=room.owner, role=RoomRole.OWNER, joined_at=from_micros(created)
         )
 
     @translated
@@ -358,12 +360,12 @@ class RedisRoomStore:
     @translated
     async def add_member(
         self,
-        member: Member,
+        member: RoomMember,
         *,
         max_rooms_per_user: int | None = None,
         added_by: str | None = None,
         max_room_additions: int | None = None,
-    ) -> tuple[Member, bool]:
+    ) -> tuple[RoomMember, bool]:
         joined = to_micros(require_utc(member.joined_at, "joined_at"))
         by_other = is_added_by_other(member, added_by)
         limit, what = (
@@ -393,12 +395,12 @@ class RedisRoomStore:
         return bool(await self._scripts.run("room-remove-member", [], [self._ns, room_id, user_id]))
 
     @translated
-    async def get_member(self, room_id: str, user_id: str) -> Member | None:
+    async def get_member(self, room_id: str, user_id: str) -> RoomMember | None:
         value = await self._redis.hget(self._keys.key("room-members", room_id), user_id)
         return None if value is None else _member(room_id, user_id, value)
 
     @translated
-    async def members(self, room_id: str) -> list[Member]:
+    async def members(self, room_id: str) -> list[RoomMember]:
         found = await self._redis.hgetall(self._keys.key("room-members", room_id))
         members = [_member(room_id, user.decode(), value) for user, value in found.items()]
         return sorted(members, key=lambda m: (m.joined_at, m.user_id))
@@ -408,14 +410,14 @@ class RedisRoomStore:
         return int(await self._redis.hlen(self._keys.key("room-members", room_id)))
 
     @translated
-    async def set_role(self, room_id: str, user_id: str, role: Role) -> Member | None:
+    async def set_role(self, room_id: str, user_id: str, role: RoomRole) -> RoomMember | None:
         value = await self._scripts.run(
             "room-set-role", [], [self._ns, room_id, user_id, role.value]
         )
         return None if value is None else _member(room_id, user_id, value)
 
     @translated
-    async def transfer_ownership(self, room_id: str, new_owner: str) -> Member:
+    async def transfer_ownership(self, room_id: str, new_owner: str) -> RoomMember:
         result = await self._scripts.run("room-transfer", [], [self._ns, room_id, new_owner])
         if result[0] == b"no-room":
             raise Missing(f"room {room_id!r} does not exist")

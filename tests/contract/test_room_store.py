@@ -11,7 +11,7 @@ import pytest
 from backends.codecs import decode_room, encode_room
 from backends.errors import Conflict, LimitReached, Missing
 from backends.protocols import RoomStore
-from backends.records import LEGACY_INCARNATION, Member, Role, Room
+from backends.records import LEGACY_INCARNATION, Room, RoomMember, RoomRole
 
 from .conftest import Reopen
 
@@ -31,8 +31,10 @@ def room(room_id: str, *, owner: str = "alice", private: bool = False, minute: i
     )
 
 
-def member(room_id: str, user_id: str, *, role: Role = Role.MEMBER, minute: int = 0) -> Member:
-    return Member(
+def member(
+    room_id: str, user_id: str, *, role: RoomRole = RoomRole.MEMBER, minute: int = 0
+) -> RoomMember:
+    return RoomMember(
         room_id=room_id, user_id=user_id, role=role, joined_at=T0 + timedelta(minutes=minute)
     )
 
@@ -40,7 +42,7 @@ def member(room_id: str, user_id: str, *, role: Role = Role.MEMBER, minute: int 
 async def test_create_adds_the_owner_and_round_trips_fields(room_store: RoomStore) -> None:
     r = room("r1")
     owner = await room_store.create(r)
-    assert owner == Member(room_id="r1", user_id="alice", role=Role.OWNER, joined_at=T0)
+    assert owner == RoomMember(room_id="r1", user_id="alice", role=RoomRole.OWNER, joined_at=T0)
     got = await room_store.get("r1")
     assert got == r
     assert got is not None and got.created_at.utcoffset() == timedelta(0)
@@ -186,11 +188,11 @@ async def test_add_member_is_idempotent(room_store: RoomStore) -> None:
     added, created = await room_store.add_member(member("r1", "bob", minute=5))
     assert created
     assert added == member("r1", "bob", minute=5)
-    again, created = await room_store.add_member(member("r1", "bob", role=Role.ADMIN, minute=9))
+    again, created = await room_store.add_member(member("r1", "bob", role=RoomRole.ADMIN, minute=9))
     assert not created
     assert again == added
     owner, created = await room_store.add_member(member("r1", "alice"))
-    assert not created and owner.role is Role.OWNER
+    assert not created and owner.role is RoomRole.OWNER
     assert await room_store.member_count("r1") == 2
 
 
@@ -232,24 +234,24 @@ async def test_members_in_join_order_and_removal(room_store: RoomStore) -> None:
 async def test_set_role(room_store: RoomStore) -> None:
     await room_store.create(room("r1"))
     await room_store.add_member(member("r1", "bob", minute=1))
-    promoted = await room_store.set_role("r1", "bob", Role.ADMIN)
-    assert promoted == member("r1", "bob", role=Role.ADMIN, minute=1)
+    promoted = await room_store.set_role("r1", "bob", RoomRole.ADMIN)
+    assert promoted == member("r1", "bob", role=RoomRole.ADMIN, minute=1)
     assert await room_store.get_member("r1", "bob") == promoted
-    assert await room_store.set_role("r1", "nobody", Role.ADMIN) is None
-    assert await room_store.set_role("missing", "bob", Role.ADMIN) is None
-    assert Role.OWNER.rank > Role.ADMIN.rank > Role.MEMBER.rank
+    assert await room_store.set_role("r1", "nobody", RoomRole.ADMIN) is None
+    assert await room_store.set_role("missing", "bob", RoomRole.ADMIN) is None
+    assert RoomRole.OWNER.rank > RoomRole.ADMIN.rank > RoomRole.MEMBER.rank
 
 
 async def test_transfer_ownership_is_one_change(room_store: RoomStore) -> None:
     await room_store.create(room("r1"))
     await room_store.add_member(member("r1", "bob", minute=1))
     promoted = await room_store.transfer_ownership("r1", "bob")
-    assert promoted == member("r1", "bob", role=Role.OWNER, minute=1)
+    assert promoted == member("r1", "bob", role=RoomRole.OWNER, minute=1)
     got = await room_store.get("r1")
     assert got is not None and got.owner == "bob"
     assert got.name == "Room r1" and got.created_at == T0
     roles = {m.user_id: m.role for m in await room_store.members("r1")}
-    assert roles == {"alice": Role.ADMIN, "bob": Role.OWNER}
+    assert roles == {"alice": RoomRole.ADMIN, "bob": RoomRole.OWNER}
 
 
 async def test_transfer_ownership_needs_a_member(room_store: RoomStore) -> None:
@@ -260,7 +262,9 @@ async def test_transfer_ownership_needs_a_member(room_store: RoomStore) -> None:
         await room_store.transfer_ownership("nope", "alice")
     got = await room_store.get("r1")
     assert got is not None and got.owner == "alice"
-    assert [(m.user_id, m.role) for m in await room_store.members("r1")] == [("alice", Role.OWNER)]
+    assert [(m.user_id, m.role) for m in await room_store.members("r1")] == [
+        ("alice", RoomRole.OWNER)
+    ]
 
 
 async def test_ban_removes_membership_and_sticks(room_store: RoomStore) -> None:
@@ -310,7 +314,7 @@ async def test_rooms_survive_a_restart(reopen: Reopen) -> None:
     await stores.rooms.create(room("r1"))
     await stores.rooms.create(room("r2", owner="bob", private=True, minute=1))
     await stores.rooms.add_member(member("r1", "bob", minute=2))
-    await stores.rooms.set_role("r1", "bob", Role.ADMIN)
+    await stores.rooms.set_role("r1", "bob", RoomRole.ADMIN)
     await stores.rooms.add_member(member("r1", "carol", minute=3))
     await stores.rooms.ban("r1", "carol")
     await stores.close()
@@ -319,8 +323,8 @@ async def test_rooms_survive_a_restart(reopen: Reopen) -> None:
     assert await stores.rooms.get("r1") == room("r1")
     assert await stores.rooms.get("r2") == room("r2", owner="bob", private=True, minute=1)
     assert await stores.rooms.members("r1") == [
-        Member("r1", "alice", Role.OWNER, T0),
-        member("r1", "bob", role=Role.ADMIN, minute=2),
+        RoomMember("r1", "alice", RoomRole.OWNER, T0),
+        member("r1", "bob", role=RoomRole.ADMIN, minute=2),
     ]
     assert await stores.rooms.is_banned("r1", "carol")
     assert [r.id for r in await stores.rooms.list_joined("bob")] == ["r1", "r2"]
@@ -384,7 +388,7 @@ async def test_leaving_bans_and_deletes_free_an_addition(room_store: RoomStore) 
     with pytest.raises(LimitReached):
         await add("a2")
     # A new role (or ownership) keeps the membership one others made.
-    await room_store.set_role("a0", "bob", Role.ADMIN)
+    await room_store.set_role("a0", "bob", RoomRole.ADMIN)
     assert await room_store.remove_member("a0", "bob")
     await add("a2")
     await room_store.ban("a1", "bob")
