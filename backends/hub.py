@@ -119,7 +119,7 @@ class BoundedStream(Generic[T]):
         return len(self._items or ())
 
 
-class Subscription(BoundedStream[T | _Resync]):
+class HubSubscription(BoundedStream[T | _Resync]):
     """A local subscriber's bounded queue; iterate it for events."""
 
     def __init__(self, topic: str, capacity: int) -> None:
@@ -130,7 +130,7 @@ class Subscription(BoundedStream[T | _Resync]):
 @dataclass
 class _Topic(Generic[T]):
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    subscribers: set[Subscription[T]] = field(default_factory=set)
+    subscribers: set[HubSubscription[T]] = field(default_factory=set)
     upstream: bool = False
     users: int = 0  # coroutines holding this entry, subscribed or waiting for the lock
 
@@ -178,8 +178,8 @@ class Hub(Generic[T]):
         return sum(len(entry.subscribers) for entry in entries if entry)
 
     @asynccontextmanager
-    async def subscribe(self, topic: str) -> AsyncIterator[Subscription[T]]:
-        sub: Subscription[T] = Subscription(topic, self._capacity)
+    async def subscribe(self, topic: str) -> AsyncIterator[HubSubscription[T]]:
+        sub: HubSubscription[T] = HubSubscription(topic, self._capacity)
         entry = self._topics.setdefault(topic, _Topic())
         entry.users += 1
         try:

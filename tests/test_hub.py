@@ -9,7 +9,7 @@ import pytest
 from broadcaster import Event
 from broadcaster._backends.memory import MemoryBackend
 
-from backends.hub import RESYNC, Hub, HubClosed, SlowConsumer, Subscription
+from backends.hub import RESYNC, Hub, HubClosed, HubSubscription, SlowConsumer
 
 TIMEOUT = 5.0
 
@@ -32,7 +32,7 @@ async def hub() -> AsyncIterator[Hub[str]]:
     await h.stop()
 
 
-async def receive(sub: Subscription[str]) -> object:
+async def receive(sub: HubSubscription[str]) -> object:
     return await asyncio.wait_for(anext(sub), TIMEOUT)
 
 

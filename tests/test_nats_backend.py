@@ -15,7 +15,7 @@ import pytest
 
 from backends import topics
 from backends.errors import Unavailable
-from backends.hub import RESYNC, Hub, Subscription
+from backends.hub import RESYNC, Hub, HubSubscription
 from backends.nats.backend import check_server_version, delete_namespace, open_stores
 from backends.nats.link import redact_url
 from backends.opened import Opened
@@ -82,7 +82,7 @@ async def namespace_url() -> AsyncIterator[str]:
     await delete_namespace(url)
 
 
-async def receive(sub: Subscription[str]) -> object:
+async def receive(sub: HubSubscription[str]) -> object:
     return await asyncio.wait_for(anext(sub), TIMEOUT)
 
 

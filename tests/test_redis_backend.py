@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from backends import topics
 from backends.errors import LimitReached, Unavailable
 from backends.events import Event, MessageEvent, decode_hub_event, encode_hub_event
-from backends.hub import RESYNC, Hub, Subscription
+from backends.hub import RESYNC, Hub, HubSubscription
 from backends.opened import Opened
 from backends.records import LEGACY_INCARNATION, MessageKind, NewMessage, Room
 from backends.redis import messages as redis_messages
@@ -76,7 +76,7 @@ async def text_hub(url: str, *roles: str) -> AsyncIterator[tuple[Hub[str], Opene
         await opened.close()
 
 
-async def receive(sub: Subscription[Any], timeout: float = TIMEOUT) -> Any:
+async def receive(sub: HubSubscription[Any], timeout: float = TIMEOUT) -> Any:
     return await asyncio.wait_for(anext(sub), timeout)
 
 

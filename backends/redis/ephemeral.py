@@ -197,7 +197,7 @@ return {#users, offline}
 )
 
 
-def _micros(seconds: float) -> int:
+def _duration_micros(seconds: float) -> int:
     return max(int(seconds * 1_000_000), 0)
 
 
@@ -237,7 +237,7 @@ class RedisPresenceStore:
     ) -> bool:
         limit = -1 if max_connections is None else max_connections
         result = await self._scripts.run(
-            "presence-connect", [], [self._ns, user_id, conn_id, _micros(ttl), limit]
+            "presence-connect", [], [self._ns, user_id, conn_id, _duration_micros(ttl), limit]
         )
         if result == -1:
             raise LimitReached("connections", limit)
@@ -246,14 +246,14 @@ class RedisPresenceStore:
     @translated
     async def heartbeat(self, user_id: str, conn_id: str, *, ttl: float) -> bool:
         result = await self._scripts.run(
-            "presence-heartbeat", [], [self._ns, user_id, conn_id, _micros(ttl)]
+            "presence-heartbeat", [], [self._ns, user_id, conn_id, _duration_micros(ttl)]
         )
         return bool(result)
 
     @translated
     async def disconnect(self, user_id: str, conn_id: str, *, grace: float) -> None:
         await self._scripts.run(
-            "presence-disconnect", [], [self._ns, user_id, conn_id, _micros(grace)]
+            "presence-disconnect", [], [self._ns, user_id, conn_id, _duration_micros(grace)]
         )
 
     @translated
@@ -362,7 +362,7 @@ class RedisTypingStore:
         expires, new = await self._scripts.run(
             "typing-start",
             [],
-            [self._ns, room_id, user_id, _micros(ttl), _typing_member(room_id, user_id)],
+            [self._ns, room_id, user_id, _duration_micros(ttl), _typing_member(room_id, user_id)],
         )
         entry = TypingEntry(room_id=room_id, user_id=user_id, expires_at=from_micros(expires))
         return entry, bool(new)
@@ -427,7 +427,7 @@ class RedisRateLimiter:
         allowed = await self._scripts.run(
             "rate-acquire",
             [self._keys.key("rate", key)],
-            [self._keys.namespace, limit, _micros(per_seconds)],
+            [self._keys.namespace, limit, _duration_micros(per_seconds)],
         )
         return bool(allowed)
 
