@@ -100,15 +100,7 @@ async def create_room(
         )
     except Conflict as exc:
         raise BadUserInput(f"room id {room.id!r} is taken", argument="id") from exc
-    await _announce(
-        services,
-        room.id,
-        MessageKind.JOIN,
-        owner.user_id,
-        "room.created",
-        None,
-        incarnation=room.incarnation,
-    )
+    await _announce(services, room, MessageKind.JOIN, owner.user_id, "room.created", None)
     services.metrics.rooms_joins.inc()
     return room
 
@@ -139,12 +131,11 @@ async def update_room(
     await services.backends.rooms.update(updated)
     await _announce(
         services,
-        room_id,
+        room,
         MessageKind.SYSTEM,
         viewer.user_id,
         "room.updated",
         {"fields": sorted(_camel(k) for k in fields)},
-        incarnation=room.incarnation,
     )
     if updated.is_private and not room.is_private:
         await revoke_access(services, room_id, None)
@@ -177,15 +168,7 @@ async def join_room(services: Services, viewer: Viewer, room_id: str) -> Room:
     )
     if added:
         services.metrics.rooms_joins.inc()
-        await _announce(
-            services,
-            room_id,
-            MessageKind.JOIN,
-            viewer.user_id,
-            "member.joined",
-            None,
-            incarnation=room.incarnation,
-        )
+        await _announce(services, room, MessageKind.JOIN, viewer.user_id, "member.joined", None)
     return room
 
 
@@ -199,15 +182,7 @@ async def leave_room(services: Services, viewer: Viewer, room_id: str) -> bool:
             roomId=room_id,
         )
     await services.backends.rooms.remove_member(room_id, viewer.user_id)
-    await _announce(
-        services,
-        room_id,
-        MessageKind.LEAVE,
-        viewer.user_id,
-        "member.left",
-        None,
-        incarnation=room.incarnation,
-    )
+    await _announce(services, room, MessageKind.LEAVE, viewer.user_id, "member.left", None)
     await revoke_access(services, room_id, viewer.user_id)
     return True
 
@@ -245,13 +220,7 @@ async def add_member(
     if added:
         services.metrics.rooms_joins.inc()
         await _announce(
-            services,
-            room_id,
-            MessageKind.JOIN,
-            user_id,
-            "member.added",
-            {"by": viewer.user_id},
-            incarnation=room.incarnation,
+            services, room, MessageKind.JOIN, user_id, "member.added", {"by": viewer.user_id}
         )
     return member
 
@@ -264,13 +233,7 @@ async def remove_member(services: Services, viewer: Viewer, room_id: str, user_i
         return False
     await services.backends.rooms.remove_member(room_id, user_id)
     await _announce(
-        services,
-        room_id,
-        MessageKind.LEAVE,
-        user_id,
-        "member.removed",
-        {"by": viewer.user_id},
-        incarnation=room.incarnation,
+        services, room, MessageKind.LEAVE, user_id, "member.removed", {"by": viewer.user_id}
     )
     await revoke_access(services, room_id, user_id)
     return True
@@ -299,12 +262,11 @@ async def set_member_role(
         raise NotFound(f"{user_id!r} is not a member of this room", roomId=room_id)
     await _announce(
         services,
-        room_id,
+        room,
         MessageKind.SYSTEM,
         viewer.user_id,
         "member.role",
         {"userId": user_id, "role": role.value},
-        incarnation=room.incarnation,
     )
     await revoke_access(services, room_id, user_id)
     return updated
@@ -321,13 +283,7 @@ async def ban_member(services: Services, viewer: Viewer, room_id: str, user_id: 
     await rooms.ban(room_id, user_id)
     if was_member:
         await _announce(
-            services,
-            room_id,
-            MessageKind.LEAVE,
-            user_id,
-            "member.banned",
-            {"by": viewer.user_id},
-            incarnation=room.incarnation,
+            services, room, MessageKind.LEAVE, user_id, "member.banned", {"by": viewer.user_id}
         )
     await revoke_access(services, room_id, user_id)
     return True
@@ -351,21 +307,14 @@ async def _outranked_member(
 
 
 async def _announce(
-    services: Services,
-    room_id: str,
-    kind: MessageKind,
-    user_id: str,
-    event: str,
-    data: Any,
-    *,
-    incarnation: str,
+    services: Services, room: Room, kind: MessageKind, user_id: str, event: str, data: Any
 ) -> None:
-    """Post a room event into the history of the room's incarnation
-    `incarnation` (the one the caller checked)."""
+    """Post a room event into the history of the incarnation of `room` (the
+    one the caller checked)."""
     await post(
         services,
-        NewMessage(kind=kind, user_id=user_id, room_id=room_id, event=event, data=data),
-        incarnation=incarnation,
+        NewMessage(kind=kind, user_id=user_id, room_id=room.id, event=event, data=data),
+        incarnation=room.incarnation,
     )
 
 
