@@ -7,7 +7,7 @@ shortcut. Datetimes are stored as UTC; a naive one is refused on the way in.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -20,6 +20,20 @@ def require_utc(value: datetime, what: str) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{what} must be timezone-aware")
     return value.astimezone(UTC)
+
+
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def to_micros(value: datetime, what: str) -> int:
+    """Microseconds since the Unix epoch of an aware datetime; ValueError
+    for a naive one."""
+    return (require_utc(value, what) - _UNIX_EPOCH) // _MICROSECOND
+
+
+def from_micros(value: int | str | bytes) -> datetime:
+    return _UNIX_EPOCH + timedelta(microseconds=int(value))
 
 
 def to_iso_utc(value: datetime) -> str:
@@ -74,23 +88,20 @@ def decode_message(raw: bytes | str) -> Message:
     return message_from_dict(orjson.loads(raw))
 
 
-def encode_room(room: Room) -> bytes:
-    return orjson.dumps(
-        {
-            "id": room.id,
-            "name": room.name,
-            "owner": room.owner,
-            "is_private": room.is_private,
-            "description": room.description,
-            "metadata": room.metadata,
-            "created_at": require_utc(room.created_at, "created_at").isoformat(),
-            "incarnation": room.incarnation,
-        }
-    )
+def room_to_dict(room: Room) -> dict[str, Any]:
+    return {
+        "id": room.id,
+        "name": room.name,
+        "owner": room.owner,
+        "is_private": room.is_private,
+        "description": room.description,
+        "metadata": room.metadata,
+        "created_at": require_utc(room.created_at, "created_at").isoformat(),
+        "incarnation": room.incarnation,
+    }
 
 
-def decode_room(raw: bytes) -> Room:
-    d: dict[str, Any] = orjson.loads(raw)
+def room_from_dict(d: dict[str, Any]) -> Room:
     return Room(
         id=d["id"],
         name=d["name"],
@@ -103,21 +114,26 @@ def decode_room(raw: bytes) -> Room:
     )
 
 
-def encode_channel(channel: Channel) -> bytes:
-    return orjson.dumps(
-        {
-            "id": channel.id,
-            "name": channel.name,
-            "created_by": channel.created_by,
-            "is_private": channel.is_private,
-            "description": channel.description,
-            "created_at": require_utc(channel.created_at, "created_at").isoformat(),
-        }
-    )
+def encode_room(room: Room) -> bytes:
+    return orjson.dumps(room_to_dict(room))
 
 
-def decode_channel(raw: bytes) -> Channel:
-    d: dict[str, Any] = orjson.loads(raw)
+def decode_room(raw: bytes) -> Room:
+    return room_from_dict(orjson.loads(raw))
+
+
+def channel_to_dict(channel: Channel) -> dict[str, Any]:
+    return {
+        "id": channel.id,
+        "name": channel.name,
+        "created_by": channel.created_by,
+        "is_private": channel.is_private,
+        "description": channel.description,
+        "created_at": require_utc(channel.created_at, "created_at").isoformat(),
+    }
+
+
+def channel_from_dict(d: dict[str, Any]) -> Channel:
     return Channel(
         id=d["id"],
         name=d["name"],
@@ -126,3 +142,11 @@ def decode_channel(raw: bytes) -> Channel:
         description=d["description"],
         created_at=datetime.fromisoformat(d["created_at"]),
     )
+
+
+def encode_channel(channel: Channel) -> bytes:
+    return orjson.dumps(channel_to_dict(channel))
+
+
+def decode_channel(raw: bytes) -> Channel:
+    return channel_from_dict(orjson.loads(raw))

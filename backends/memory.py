@@ -25,7 +25,7 @@ from .codecs import (
 )
 from .errors import Conflict, ForeignStream, LimitReached, Missing
 from .opened import Opened
-from .protocols import check_page_args, is_added_by_other
+from .protocols import check_page_args, member_order, member_quota, room_order
 from .records import (
     Channel,
     HistoryPage,
@@ -217,10 +217,6 @@ class MemoryMessageStore:
 # --- rooms ----------------------------------------------------------------
 
 
-def _room_order(room: Room) -> tuple[datetime, str]:
-    return (room.created_at, room.id)
-
-
 @dataclass(slots=True)
 class _RoomState:
     raw: bytes
@@ -304,14 +300,14 @@ class MemoryRoomStore:
         return True
 
     def _sorted_rooms(self, room_ids: set[str] | list[str]) -> list[Room]:
-        return sorted((decode_room(self._rooms[r].raw) for r in room_ids), key=_room_order)
+        return sorted((decode_room(self._rooms[r].raw) for r in room_ids), key=room_order)
 
     async def list_visible(self, user_id: str) -> list[Room]:
         rooms = (decode_room(s.raw) for s in self._rooms.values())
         joined = self._joined.get(user_id, set())
         return sorted(
             (r for r in rooms if not r.is_private or r.id in joined),
-            key=_room_order,
+            key=room_order,
         )
 
     async def list_joined(self, user_id: str) -> list[Room]:
@@ -329,15 +325,20 @@ class MemoryRoomStore:
         existing = state.members.get(member.user_id)
         if existing is not None:
             return existing, False
-        by_other = is_added_by_other(member, added_by)
-        if by_other:
+        quota = member_quota(
+            member,
+            added_by,
+            max_rooms_per_user=max_rooms_per_user,
+            max_room_additions=max_room_additions,
+        )
+        if quota.by_other:
             self._check_additions_limit(member.user_id, max_room_additions)
         else:
             self._check_room_limit(member.user_id, max_rooms_per_user)
         stored = replace(member, joined_at=require_utc(member.joined_at, "joined_at"))
         state.members[member.user_id] = stored
         self._joined.setdefault(member.user_id, set()).add(member.room_id)
-        if by_other:
+        if quota.by_other:
             state.added.add(member.user_id)
             self._added.setdefault(member.user_id, set()).add(member.room_id)
         return stored, True
@@ -358,7 +359,7 @@ class MemoryRoomStore:
         state = self._rooms.get(room_id)
         if state is None:
             return []
-        return sorted(state.members.values(), key=lambda m: (m.joined_at, m.user_id))
+        return sorted(state.members.values(), key=member_order)
 
     async def member_count(self, room_id: str) -> int:
         state = self._rooms.get(room_id)

@@ -9,6 +9,8 @@ same contract suite in tests/contract/. Records are in `backends.records`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from .records import (
@@ -299,6 +301,34 @@ def check_page_args(limit: int) -> None:
         raise ValueError(f"limit must be at least 1, got {limit}")
 
 
-def is_added_by_other(member: RoomMember, added_by: str | None) -> bool:
-    """Whether `add_member` puts the user in by someone else's hand."""
-    return added_by is not None and added_by != member.user_id
+@dataclass(frozen=True, slots=True)
+class MemberQuota:
+    """The quota an `add_member` counts against: the user's own rooms, or
+    the rooms others added them to (`by_other`); `what` names it in
+    LimitReached."""
+
+    by_other: bool
+    limit: int | None
+    what: str
+
+
+def member_quota(
+    member: RoomMember,
+    added_by: str | None,
+    *,
+    max_rooms_per_user: int | None,
+    max_room_additions: int | None,
+) -> MemberQuota:
+    if added_by is not None and added_by != member.user_id:
+        return MemberQuota(by_other=True, limit=max_room_additions, what="room additions")
+    return MemberQuota(by_other=False, limit=max_rooms_per_user, what="rooms")
+
+
+def room_order(room: Room) -> tuple[datetime, str]:
+    """The order of `RoomStore.list_visible` and `list_joined`: oldest first."""
+    return (room.created_at, room.id)
+
+
+def member_order(member: RoomMember) -> tuple[datetime, str]:
+    """The order of `RoomStore.members`: as they joined."""
+    return (member.joined_at, member.user_id)

@@ -19,17 +19,17 @@ import sqlite3
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import orjson
 
-from .codecs import require_utc
+from .codecs import from_micros, to_micros
 from .errors import Conflict, ForeignStream, LimitReached, Missing
 from .opened import Opened
-from .protocols import check_page_args, is_added_by_other
+from .protocols import check_page_args, member_quota
 from .records import (
     Channel,
     HistoryPage,
@@ -129,18 +129,6 @@ async def _add_missing_columns(connection: aiosqlite.Connection) -> None:
         rows = await connection.execute_fetchall(f"PRAGMA table_info({table})")
         if column not in {row[1] for row in rows}:
             await connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
-
-
-_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def _to_micros(value: datetime, what: str) -> int:
-    return (require_utc(value, what) - _UNIX_EPOCH) // _MICROSECOND
-
-
-def _from_micros(value: int) -> datetime:
-    return _UNIX_EPOCH + timedelta(microseconds=value)
 
 
 def _dump(value: Any) -> str:
@@ -246,7 +234,7 @@ def _message(row: Row) -> Message:
         id=row[0],
         kind=MessageKind(row[1]),
         user_id=row[2],
-        timestamp=_from_micros(row[3]),
+        timestamp=from_micros(row[3]),
         offset=row[4],
         epoch=row[5],
         room_id=row[6],
@@ -289,12 +277,12 @@ class SqliteMessageStore:
     def _cutoff(self) -> int | None:
         if self._retention is None:
             return None
-        return _to_micros(utcnow() - self._retention, "cutoff")
+        return to_micros(utcnow() - self._retention, "cutoff")
 
     async def append(self, message: NewMessage, *, incarnation: str) -> tuple[Message, bool]:
         if message.room_id is None:
             raise ValueError("a stored message needs a room_id")
-        ts = _to_micros(message.timestamp, "timestamp")
+        ts = to_micros(message.timestamp, "timestamp")
         room_id = message.room_id
         cid = message.client_message_id
         async with self._db.transaction() as conn:
@@ -319,7 +307,7 @@ class SqliteMessageStore:
             epoch, offset = stream
             data, metadata = _dump(message.data), _dump(message.metadata)
             stored = replace(
-                message.stored(timestamp=_from_micros(ts), offset=offset, epoch=epoch),
+                message.stored(timestamp=from_micros(ts), offset=offset, epoch=epoch),
                 # What a reader would get back, so a JSON quirk shows at once.
                 data=orjson.loads(data),
                 metadata=orjson.loads(metadata),
@@ -451,14 +439,14 @@ def _room(row: Row) -> Room:
         is_private=bool(row[3]),
         description=row[4],
         metadata=orjson.loads(row[5]),
-        created_at=_from_micros(row[6]),
+        created_at=from_micros(row[6]),
         incarnation=row[7],
     )
 
 
 def _member(row: Row) -> RoomMember:
     return RoomMember(
-        room_id=row[0], user_id=row[1], role=RoomRole(row[2]), joined_at=_from_micros(row[3])
+        room_id=row[0], user_id=row[1], role=RoomRole(row[2]), joined_at=from_micros(row[3])
     )
 
 
@@ -477,12 +465,12 @@ class SqliteRoomStore:
         self._db = db
 
     async def create(self, room: Room, *, max_rooms_per_user: int | None = None) -> RoomMember:
-        created_at = _to_micros(room.created_at, "created_at")
+        created_at = to_micros(room.created_at, "created_at")
         owner = RoomMember(
             room_id=room.id,
             user_id=room.owner,
             role=RoomRole.OWNER,
-            joined_at=_from_micros(created_at),
+            joined_at=from_micros(created_at),
         )
         async with self._db.transaction() as conn:
             if await _one(conn, "SELECT 1 FROM rooms WHERE id = ?", (room.id,)) is not None:
@@ -559,10 +547,12 @@ class SqliteRoomStore:
         added_by: str | None = None,
         max_room_additions: int | None = None,
     ) -> tuple[RoomMember, bool]:
-        joined_at = _to_micros(member.joined_at, "joined_at")
-        added = is_added_by_other(member, added_by)
-        limit, what = (
-            (max_room_additions, "room additions") if added else (max_rooms_per_user, "rooms")
+        joined_at = to_micros(member.joined_at, "joined_at")
+        quota = member_quota(
+            member,
+            added_by,
+            max_rooms_per_user=max_rooms_per_user,
+            max_room_additions=max_room_additions,
         )
         async with self._db.transaction() as conn:
             if await _one(conn, "SELECT 1 FROM rooms WHERE id = ?", (member.room_id,)) is None:
@@ -575,14 +565,15 @@ class SqliteRoomStore:
             )
             if existing is not None:
                 return _member(existing), False
+            limit, added = quota.limit, quota.by_other
             if limit is not None and await _room_count(conn, member.user_id, added=added) >= limit:
-                raise LimitReached(what, limit)
+                raise LimitReached(quota.what, limit)
             await conn.execute(
                 "INSERT INTO members (room_id, user_id, role, joined_at, added)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (member.room_id, member.user_id, member.role.value, joined_at, int(added)),
             )
-        return replace(member, joined_at=_from_micros(joined_at)), True
+        return replace(member, joined_at=from_micros(joined_at)), True
 
     async def remove_member(self, room_id: str, user_id: str) -> bool:
         changed = await self._db.execute(
@@ -678,7 +669,7 @@ def _channel(row: Row) -> Channel:
         created_by=row[2],
         is_private=bool(row[3]),
         description=row[4],
-        created_at=_from_micros(row[5]),
+        created_at=from_micros(row[5]),
     )
 
 
@@ -689,7 +680,7 @@ class SqliteChannelStore:
         self._db = db
 
     async def create(self, channel: Channel, *, max_channels_per_user: int | None = None) -> None:
-        created_at = _to_micros(channel.created_at, "created_at")
+        created_at = to_micros(channel.created_at, "created_at")
         async with self._db.transaction() as conn:
             if await _one(conn, "SELECT 1 FROM channels WHERE id = ?", (channel.id,)) is not None:
                 raise Conflict(f"channel {channel.id!r} already exists")

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
-from ..codecs import decode_channel, encode_channel
+from ..codecs import channel_from_dict, channel_to_dict
 from ..errors import Conflict, Missing
 from ..records import Channel
 from .link import DELETE, KEEP, Bucket, NatsLink, key_token
@@ -29,7 +27,7 @@ class NatsChannelStore:
         return f"chanby.{key_token(user_id)}"
 
     async def create(self, channel: Channel, *, max_channels_per_user: int | None = None) -> None:
-        raw = orjson.loads(encode_channel(channel))
+        raw = channel_to_dict(channel)
         key = self._key(channel.id)
 
         async def still_created(other: str) -> bool:
@@ -51,7 +49,7 @@ class NatsChannelStore:
     async def get(self, channel_id: str) -> Channel | None:
         async with self._link.guard():
             doc, _ = await self._kv.read(self._key(channel_id))
-        return None if doc is None else decode_channel(orjson.dumps(doc["channel"]))
+        return None if doc is None else channel_from_dict(doc["channel"])
 
     async def delete(self, channel_id: str) -> bool:
         async def change(doc: Any) -> tuple[Any, Any]:
@@ -67,7 +65,7 @@ class NatsChannelStore:
     async def list_all(self) -> list[Channel]:
         async with self._link.guard():
             docs = await self._kv.scan("chan.")
-        channels = [decode_channel(orjson.dumps(doc["channel"])) for _, doc, _ in docs]
+        channels = [channel_from_dict(doc["channel"]) for _, doc, _ in docs]
         return sorted(channels, key=lambda c: (c.created_at, c.id))
 
     async def grant(self, channel_id: str, user_id: str) -> None:

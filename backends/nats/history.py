@@ -49,14 +49,14 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
 import nats.errors
 import nats.js.errors
 from nats.js.api import DiscardPolicy, RawStreamMsg, StorageType
 
-from ..codecs import decode_message, encode_message, require_utc
+from ..codecs import decode_message, encode_message, require_utc, to_micros
 from ..errors import ForeignStream
 from ..protocols import check_page_args
 from ..records import (
@@ -76,11 +76,6 @@ _TS: Final = "Forge-Ts"
 _CMID: Final = "Forge-Cmid"
 _BACKSTOP: Final = timedelta(minutes=5)
 _DUPLICATE_WINDOW: Final = 120.0
-_UNIX_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _micros(value: datetime) -> int:
-    return (value - _UNIX_EPOCH) // timedelta(microseconds=1)
 
 
 @dataclass(slots=True)
@@ -305,7 +300,7 @@ class NatsMessageStore:
                 )
                 headers = {
                     "Nats-Expected-Last-Subject-Sequence": str(tail.seq),
-                    _TS: str(_micros(timestamp)),
+                    _TS: str(to_micros(timestamp, "timestamp")),
                 }
                 if cmid_key is not None:
                     headers[_CMID] = cmid_key
@@ -438,7 +433,7 @@ class NatsMessageStore:
         cutoff = self._cutoff()
         if cutoff is None:
             return 0
-        limit = _micros(cutoff)
+        limit = to_micros(cutoff, "cutoff")
         removed = 0
         async with self._link.guard():
             messages = await replay(

@@ -9,14 +9,11 @@ of members; NATS's default 1 MB payload bounds it).
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Any
 
-import orjson
-
-from ..codecs import decode_room, encode_room, from_iso_utc, require_utc, to_iso_utc
+from ..codecs import from_iso_utc, require_utc, room_from_dict, room_to_dict, to_iso_utc
 from ..errors import Conflict, Missing
-from ..protocols import is_added_by_other
+from ..protocols import member_order, member_quota, room_order
 from ..records import Room, RoomMember, RoomRole
 from .link import DELETE, KEEP, Bucket, NatsLink, key_token
 from .quotas import release_quota, reserve_quota
@@ -30,15 +27,11 @@ def _member(room_id: str, user_id: str, raw: list[str]) -> RoomMember:
 
 def _members(room_id: str, doc: Any) -> list[RoomMember]:
     members = [_member(room_id, u, raw) for u, raw in doc["members"].items()]
-    return sorted(members, key=lambda m: (m.joined_at, m.user_id))
+    return sorted(members, key=member_order)
 
 
 def _room(doc: Any) -> Room:
-    return decode_room(orjson.dumps(doc["room"]))
-
-
-def _room_order(room: Room) -> tuple[datetime, str]:
-    return (room.created_at, room.id)
+    return room_from_dict(doc["room"])
 
 
 class NatsRoomStore:
@@ -85,7 +78,7 @@ class NatsRoomStore:
 
     async def create(self, room: Room, *, max_rooms_per_user: int | None = None) -> RoomMember:
         async with self._link.guard():
-            raw = orjson.loads(encode_room(room))
+            raw = room_to_dict(room)
             key = self._key(room.id)
             current, revision = await self._kv.read(key)
             if current is not None:
@@ -108,7 +101,7 @@ class NatsRoomStore:
             return None if doc is None else _room(doc)
 
     async def update(self, room: Room) -> None:
-        raw = orjson.loads(encode_room(room))
+        raw = room_to_dict(room)
 
         async def change(doc: Any) -> tuple[Any, None]:
             if doc is None:
@@ -144,7 +137,7 @@ class NatsRoomStore:
             for _, doc, _ in docs
             if not doc["room"]["is_private"] or user_id in doc["members"]
         ]
-        return sorted(rooms, key=_room_order)
+        return sorted(rooms, key=room_order)
 
     async def list_joined(self, user_id: str) -> list[Room]:
         async with self._link.guard():
@@ -154,7 +147,7 @@ class NatsRoomStore:
             room_ids = {*(held or {}), *(added or {})}
             docs = await asyncio.gather(*(self._read(r) for r in sorted(room_ids)))
         rooms = [_room(doc) for doc in docs if doc is not None and user_id in doc["members"]]
-        return sorted(rooms, key=_room_order)
+        return sorted(rooms, key=room_order)
 
     async def add_member(
         self,
@@ -166,9 +159,14 @@ class NatsRoomStore:
     ) -> tuple[RoomMember, bool]:
         joined_at = to_iso_utc(require_utc(member.joined_at, "joined_at"))
         room_id, user_id = member.room_id, member.user_id
-        by_other = is_added_by_other(member, added_by)
+        quota = member_quota(
+            member,
+            added_by,
+            max_rooms_per_user=max_rooms_per_user,
+            max_room_additions=max_room_additions,
+        )
         entry: list[Any] = [member.role.value, joined_at]
-        if by_other:
+        if quota.by_other:
             entry.append(1)
 
         async def change(doc: Any) -> tuple[Any, tuple[RoomMember, bool]]:
@@ -186,8 +184,7 @@ class NatsRoomStore:
                 raise Missing(f"room {room_id!r} does not exist")
             if user_id in doc["members"]:
                 return _member(room_id, user_id, doc["members"][user_id]), False
-            limit = max_room_additions if by_other else max_rooms_per_user
-            await self._reserve(user_id, room_id, limit, added=by_other)
+            await self._reserve(user_id, room_id, quota.limit, added=quota.by_other)
             try:
                 return await self._kv.mutate(self._key(room_id), change)
             except Missing:

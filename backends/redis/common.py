@@ -16,7 +16,6 @@ import asyncio
 import functools
 import re
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, cast
 
 import redis.exceptions
@@ -38,9 +37,6 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.TimeoutError,
     OSError,
 )
-
-_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 def translated(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -113,14 +109,6 @@ def waiting_pool(url: str, *, max_connections: int, wait: float, **kwargs: Any) 
     if not isinstance(pool, WaitingPool):
         raise TypeError(f"expected a WaitingPool, got {type(pool).__name__}")
     return pool
-
-
-def to_micros(value: datetime) -> int:
-    return (value - _UNIX_EPOCH) // _MICROSECOND
-
-
-def from_micros(value: int | str | bytes) -> datetime:
-    return _UNIX_EPOCH + timedelta(microseconds=int(value))
 
 
 def text(value: bytes | str) -> str:

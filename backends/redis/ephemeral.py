@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from ..codecs import from_micros
 from ..errors import LimitReached
 from ..records import PresenceEntry, Status, TypingEntry
-from .common import LUA_PROLOGUE, Commands, Keys, Scripts, from_micros, translated
+from .common import LUA_PROLOGUE, Commands, Keys, Scripts, translated
 
 _SWEEP_BATCH = 500
 

@@ -32,7 +32,7 @@ from datetime import timedelta
 import orjson
 from redis.asyncio import Redis
 
-from ..codecs import decode_message, message_to_dict, require_utc
+from ..codecs import decode_message, message_to_dict, require_utc, to_micros
 from ..errors import ForeignStream
 from ..protocols import check_page_args
 from ..records import (
@@ -45,7 +45,7 @@ from ..records import (
     utcnow,
 )
 from ..topics import room_messages
-from .common import Commands, Keys, Scripts, to_micros, translated
+from .common import Commands, Keys, Scripts, translated
 
 _INCARNATION_OF = """
 local function incarnation_of(epoch) return string.match(epoch, '^(.*)%.') or '' end
@@ -268,7 +268,7 @@ class RedisMessageStore:
         ]
 
     def _cutoff(self) -> int | None:
-        return None if self._retention is None else to_micros(utcnow() - self._retention)
+        return None if self._retention is None else to_micros(utcnow() - self._retention, "cutoff")
 
     @translated
     async def append(self, message: NewMessage, *, incarnation: str) -> tuple[Message, bool]:
@@ -286,7 +286,7 @@ class RedisMessageStore:
             [
                 new_epoch(incarnation),
                 _message_prefix(draft),
-                to_micros(timestamp),
+                to_micros(timestamp, "timestamp"),
                 "0" if message.thread_id is None else "1",
                 message.thread_id or "",
                 cid_field,

@@ -29,11 +29,11 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from ..codecs import require_utc
+from ..codecs import from_micros, to_micros
 from ..errors import Conflict, LimitReached, Missing
-from ..protocols import is_added_by_other
+from ..protocols import member_order, member_quota
 from ..records import Channel, Room, RoomMember, RoomRole
-from .common import Commands, Keys, Scripts, from_micros, to_micros, translated
+from .common import Commands, Keys, Scripts, translated
 
 _ROOM_LUA = """
 local ns = ARGV[1]
@@ -293,7 +293,7 @@ class RedisRoomStore:
 
     @translated
     async def create(self, room: Room, *, max_rooms_per_user: int | None = None) -> RoomMember:
-        created = to_micros(require_utc(room.created_at, "created_at"))
+        created = to_micros(room.created_at, "created_at")
         result = await self._scripts.run(
             "room-create",
             [],
@@ -366,10 +366,12 @@ class RedisRoomStore:
         added_by: str | None = None,
         max_room_additions: int | None = None,
     ) -> tuple[RoomMember, bool]:
-        joined = to_micros(require_utc(member.joined_at, "joined_at"))
-        by_other = is_added_by_other(member, added_by)
-        limit, what = (
-            (max_room_additions, "room additions") if by_other else (max_rooms_per_user, "rooms")
+        joined = to_micros(member.joined_at, "joined_at")
+        quota = member_quota(
+            member,
+            added_by,
+            max_rooms_per_user=max_rooms_per_user,
+            max_room_additions=max_room_additions,
         )
         result = await self._scripts.run(
             "room-add-member",
@@ -379,15 +381,15 @@ class RedisRoomStore:
                 member.room_id,
                 member.user_id,
                 f"{member.role.value}|{joined}",
-                _limit(limit),
-                "1" if by_other else "0",
+                _limit(quota.limit),
+                "1" if quota.by_other else "0",
             ],
         )
         status = result[0]
         if status == b"missing":
             raise Missing(f"room {member.room_id!r} does not exist")
         if status == b"limit":
-            raise LimitReached(what, _limit(limit))
+            raise LimitReached(quota.what, _limit(quota.limit))
         return _member(member.room_id, member.user_id, result[1]), status == b"added"
 
     @translated
@@ -403,7 +405,7 @@ class RedisRoomStore:
     async def members(self, room_id: str) -> list[RoomMember]:
         found = await self._redis.hgetall(self._keys.key("room-members", room_id))
         members = [_member(room_id, user.decode(), value) for user, value in found.items()]
-        return sorted(members, key=lambda m: (m.joined_at, m.user_id))
+        return sorted(members, key=member_order)
 
     @translated
     async def member_count(self, room_id: str) -> int:
@@ -466,7 +468,7 @@ class RedisChannelStore:
                 channel.created_by,
                 "1" if channel.is_private else "0",
                 _json(channel.description),
-                to_micros(require_utc(channel.created_at, "created_at")),
+                to_micros(channel.created_at, "created_at"),
                 _limit(max_channels_per_user),
             ],
         )
