@@ -7,7 +7,7 @@ from typing import Any
 from ..codecs import channel_from_dict, channel_to_dict
 from ..errors import Conflict, Missing
 from ..records import Channel
-from .link import DELETE, KEEP, Bucket, NatsLink, key_token
+from .link import DELETE, KEEP, Bucket, NatsLink, kv_key
 from .quotas import release_quota, reserve_quota
 
 
@@ -18,27 +18,19 @@ class NatsChannelStore:
         self._link = link
         self._kv = state
 
-    @staticmethod
-    def _key(channel_id: str) -> str:
-        return f"chan.{key_token(channel_id)}"
-
-    @staticmethod
-    def _by_key(user_id: str) -> str:
-        return f"chanby.{key_token(user_id)}"
-
     async def create(self, channel: Channel, *, max_channels_per_user: int | None = None) -> None:
         raw = channel_to_dict(channel)
-        key = self._key(channel.id)
+        key = kv_key("chan", channel.id)
 
         async def still_created(other: str) -> bool:
-            doc, _ = await self._kv.read(self._key(other))
+            doc, _ = await self._kv.read(kv_key("chan", other))
             return doc is not None and doc["channel"]["created_by"] == channel.created_by
 
         async with self._link.guard():
             current, revision = await self._kv.read(key)
             if current is not None:
                 raise Conflict(f"channel {channel.id!r} already exists")
-            by_key = self._by_key(channel.created_by)
+            by_key = kv_key("chanby", channel.created_by)
             await reserve_quota(
                 self._kv, by_key, channel.id, max_channels_per_user, "channels", still_created
             )
@@ -48,7 +40,7 @@ class NatsChannelStore:
 
     async def get(self, channel_id: str) -> Channel | None:
         async with self._link.guard():
-            doc, _ = await self._kv.read(self._key(channel_id))
+            doc, _ = await self._kv.read(kv_key("chan", channel_id))
         return None if doc is None else channel_from_dict(doc["channel"])
 
     async def delete(self, channel_id: str) -> bool:
@@ -56,10 +48,12 @@ class NatsChannelStore:
             return (KEEP, None) if doc is None else (DELETE, doc)
 
         async with self._link.guard():
-            doc = await self._kv.mutate(self._key(channel_id), change)
+            doc = await self._kv.mutate(kv_key("chan", channel_id), change)
             if doc is None:
                 return False
-            await release_quota(self._kv, self._by_key(doc["channel"]["created_by"]), channel_id)
+            await release_quota(
+                self._kv, kv_key("chanby", doc["channel"]["created_by"]), channel_id
+            )
             return True
 
     async def list_all(self) -> list[Channel]:
@@ -77,7 +71,7 @@ class NatsChannelStore:
             return {**doc, "grants": sorted({*doc["grants"], user_id})}, None
 
         async with self._link.guard():
-            await self._kv.mutate(self._key(channel_id), change)
+            await self._kv.mutate(kv_key("chan", channel_id), change)
 
     async def revoke(self, channel_id: str, user_id: str) -> bool:
         async def change(doc: Any) -> tuple[Any, bool]:
@@ -86,14 +80,14 @@ class NatsChannelStore:
             return {**doc, "grants": [g for g in doc["grants"] if g != user_id]}, True
 
         async with self._link.guard():
-            return await self._kv.mutate(self._key(channel_id), change)
+            return await self._kv.mutate(kv_key("chan", channel_id), change)
 
     async def is_granted(self, channel_id: str, user_id: str) -> bool:
         return user_id in await self.grants(channel_id)
 
     async def grants(self, channel_id: str) -> list[str]:
         async with self._link.guard():
-            doc, _ = await self._kv.read(self._key(channel_id))
+            doc, _ = await self._kv.read(kv_key("chan", channel_id))
         return [] if doc is None else list(doc["grants"])
 
     async def close(self) -> None:

@@ -70,7 +70,7 @@ from ..records import (
     utcnow,
 )
 from ..topics import escape_token
-from .link import Bucket, NatsLink, key_token, replay
+from .link import Bucket, NatsLink, key_token, kv_key, replay
 
 _TS: Final = "Forge-Ts"
 _CMID: Final = "Forge-Cmid"
@@ -132,7 +132,7 @@ class NatsMessageStore:
 
     @staticmethod
     def _epoch_key(room_id: str) -> str:
-        return f"epoch.{key_token(room_id)}"
+        return kv_key("epoch", room_id)
 
     def _cutoff(self) -> datetime | None:
         return None if self._retention is None else utcnow() - self._retention

@@ -87,6 +87,12 @@ def key_token(value: str) -> str:
     return escape_token(value).replace("%", "=")
 
 
+def kv_key(kind: str, value: str) -> str:
+    """The KV key `<kind>.<token>` of an id (the layout is in the package's
+    docstring)."""
+    return f"{kind}.{key_token(value)}"
+
+
 Connect = Callable[[], Awaitable[Client]]
 """Opens a new connection (raising `errors.Unavailable` when it cannot)."""
 

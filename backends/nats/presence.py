@@ -16,7 +16,7 @@ from typing import Any
 from ..codecs import from_iso_utc, to_iso_utc
 from ..errors import LimitReached
 from ..records import PresenceEntry, Status, utcnow
-from .link import KEEP, Bucket, NatsLink, key_token
+from .link import KEEP, Bucket, NatsLink, kv_key
 
 
 class NatsPresenceStore:
@@ -34,20 +34,12 @@ class NatsPresenceStore:
         self._state = state
         self._live = live
 
-    @staticmethod
-    def _conns_key(user_id: str) -> str:
-        return f"conns.{key_token(user_id)}"
-
-    @staticmethod
-    def _status_key(user_id: str) -> str:
-        return f"status.{key_token(user_id)}"
-
     async def _touch_status(self, user_id: str, seen: datetime) -> None:
         async def change(doc: Any) -> tuple[Any, None]:
             base = doc or {"status": Status.ONLINE.value, "text": None}
             return {**base, "last_seen": to_iso_utc(seen)}, None
 
-        await self._state.mutate(self._status_key(user_id), change)
+        await self._state.mutate(kv_key("status", user_id), change)
 
     async def connect(
         self, user_id: str, conn_id: str, *, ttl: float, max_connections: int | None = None
@@ -64,7 +56,7 @@ class NatsPresenceStore:
             return {"conns": conns, "last_seen": to_iso_utc(utcnow())}, was_offline
 
         async with self._link.guard():
-            came_online = await self._live.mutate(self._conns_key(user_id), change)
+            came_online = await self._live.mutate(kv_key("conns", user_id), change)
             await self._touch_status(user_id, utcnow())
             return came_online
 
@@ -78,7 +70,7 @@ class NatsPresenceStore:
             return {"conns": conns, "last_seen": to_iso_utc(utcnow())}, True
 
         async with self._link.guard():
-            return await self._live.mutate(self._conns_key(user_id), change)
+            return await self._live.mutate(kv_key("conns", user_id), change)
 
     async def disconnect(self, user_id: str, conn_id: str, *, grace: float) -> None:
         # The entry stays until it expires so that `sweep` reports the user.
@@ -89,12 +81,12 @@ class NatsPresenceStore:
             return {"conns": conns, "last_seen": to_iso_utc(utcnow())}, None
 
         async with self._link.guard():
-            await self._live.mutate(self._conns_key(user_id), change)
+            await self._live.mutate(kv_key("conns", user_id), change)
 
     async def _entry(self, user_id: str) -> PresenceEntry | None:
         (status, _), (conns, _) = await asyncio.gather(
-            self._state.read(self._status_key(user_id)),
-            self._live.read(self._conns_key(user_id)),
+            self._state.read(kv_key("status", user_id)),
+            self._live.read(kv_key("conns", user_id)),
         )
         if status is None and conns is None:
             return None
@@ -122,12 +114,12 @@ class NatsPresenceStore:
             return new, None
 
         async with self._link.guard():
-            conns, _ = await self._live.read(self._conns_key(user_id))
+            conns, _ = await self._live.read(kv_key("conns", user_id))
             now = time.time()
             online = conns is not None and any(c["exp"] > now for c in conns["conns"].values())
-            status_doc, _ = await self._state.read(self._status_key(user_id))
+            status_doc, _ = await self._state.read(kv_key("status", user_id))
             hidden_since = utcnow() if online else _seen(status_doc, conns)
-            await self._state.mutate(self._status_key(user_id), change)
+            await self._state.mutate(kv_key("status", user_id), change)
             entry = await self._entry(user_id)
         if entry is None:
             raise RuntimeError("the status document was just written, yet is missing")

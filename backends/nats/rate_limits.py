@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .link import Bucket, NatsLink, key_token
+from .link import Bucket, NatsLink, kv_key
 
 
 class NatsRateLimiter:
@@ -26,9 +26,9 @@ class NatsRateLimiter:
     async def acquire(self, key: str, *, limit: int, per_seconds: float) -> bool:
         if limit <= 0:
             return False
-        kv_key = f"rate.{key_token(key)}"
+        rate_key = kv_key("rate", key)
         async with self._link.guard():
-            cached = self._cache.get(kv_key)
+            cached = self._cache.get(rate_key)
             for _ in range(100):
                 hits, revision = cached if cached is not None else ([], 0)
                 now = time.time()
@@ -36,13 +36,13 @@ class NatsRateLimiter:
                 if len(hits) >= limit:
                     return False
                 hits.append(now)
-                written = await self._kv.write(kv_key, {"hits": hits}, last=revision)
+                written = await self._kv.write(rate_key, {"hits": hits}, last=revision)
                 if written is not None:
                     if len(self._cache) >= self._CACHE_LIMIT:
                         self._cache.clear()
-                    self._cache[kv_key] = (hits, written)
+                    self._cache[rate_key] = (hits, written)
                     return True
-                doc, revision = await self._kv.read(kv_key)
+                doc, revision = await self._kv.read(rate_key)
                 cached = ((doc or {}).get("hits", []), revision)
             raise self._link.unavailable(f"too much contention on rate key {key!r}")
 

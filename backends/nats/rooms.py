@@ -15,7 +15,7 @@ from ..codecs import from_iso_utc, require_utc, room_from_dict, room_to_dict, to
 from ..errors import Conflict, Missing
 from ..protocols import member_order, member_quota, room_order
 from ..records import Room, RoomMember, RoomRole
-from .link import DELETE, KEEP, Bucket, NatsLink, key_token
+from .link import DELETE, KEEP, Bucket, NatsLink, kv_key
 from .quotas import release_quota, reserve_quota
 
 
@@ -41,23 +41,11 @@ class NatsRoomStore:
         self._link = link
         self._kv = state
 
-    @staticmethod
-    def _key(room_id: str) -> str:
-        return f"room.{key_token(room_id)}"
-
-    @staticmethod
-    def _joined_key(user_id: str) -> str:
-        return f"joined.{key_token(user_id)}"
-
-    @staticmethod
-    def _added_key(user_id: str) -> str:
-        return f"added.{key_token(user_id)}"
-
     def _quota_key(self, user_id: str, *, added: bool) -> str:
-        return self._added_key(user_id) if added else self._joined_key(user_id)
+        return kv_key("added", user_id) if added else kv_key("joined", user_id)
 
     async def _read(self, room_id: str) -> Any:
-        doc, _ = await self._kv.read(self._key(room_id))
+        doc, _ = await self._kv.read(kv_key("room", room_id))
         return doc
 
     async def _reserve(
@@ -79,7 +67,7 @@ class NatsRoomStore:
     async def create(self, room: Room, *, max_rooms_per_user: int | None = None) -> RoomMember:
         async with self._link.guard():
             raw = room_to_dict(room)
-            key = self._key(room.id)
+            key = kv_key("room", room.id)
             current, revision = await self._kv.read(key)
             if current is not None:
                 raise Conflict(f"room {room.id!r} already exists")
@@ -91,7 +79,7 @@ class NatsRoomStore:
                 "bans": [],
             }
             if await self._kv.write(key, doc, last=revision) is None:
-                await release_quota(self._kv, self._joined_key(room.owner), room.id)
+                await release_quota(self._kv, kv_key("joined", room.owner), room.id)
                 raise Conflict(f"room {room.id!r} already exists")
             return owner
 
@@ -111,7 +99,7 @@ class NatsRoomStore:
             return {**doc, "room": raw}, None
 
         async with self._link.guard():
-            await self._kv.mutate(self._key(room.id), change)
+            await self._kv.mutate(kv_key("room", room.id), change)
 
     async def delete(self, room_id: str, *, incarnation: str | None = None) -> bool:
         async def change(doc: Any) -> tuple[Any, Any]:
@@ -122,7 +110,7 @@ class NatsRoomStore:
             return DELETE, doc
 
         async with self._link.guard():
-            doc = await self._kv.mutate(self._key(room_id), change)
+            doc = await self._kv.mutate(kv_key("room", room_id), change)
             if doc is None:
                 return False
             for user_id, raw_member in doc["members"].items():
@@ -142,7 +130,7 @@ class NatsRoomStore:
     async def list_joined(self, user_id: str) -> list[Room]:
         async with self._link.guard():
             (held, _), (added, _) = await asyncio.gather(
-                self._kv.read(self._joined_key(user_id)), self._kv.read(self._added_key(user_id))
+                self._kv.read(kv_key("joined", user_id)), self._kv.read(kv_key("added", user_id))
             )
             room_ids = {*(held or {}), *(added or {})}
             docs = await asyncio.gather(*(self._read(r) for r in sorted(room_ids)))
@@ -186,7 +174,7 @@ class NatsRoomStore:
                 return _member(room_id, user_id, doc["members"][user_id]), False
             await self._reserve(user_id, room_id, quota.limit, added=quota.by_other)
             try:
-                return await self._kv.mutate(self._key(room_id), change)
+                return await self._kv.mutate(kv_key("room", room_id), change)
             except Missing:
                 await self._release(user_id, room_id, entry)
                 raise
@@ -199,7 +187,7 @@ class NatsRoomStore:
             return {**doc, "members": members}, doc["members"][user_id]
 
         async with self._link.guard():
-            removed = await self._kv.mutate(self._key(room_id), change)
+            removed = await self._kv.mutate(kv_key("room", room_id), change)
             if removed is not None:
                 await self._release(user_id, room_id, removed)
             return removed is not None
@@ -230,7 +218,7 @@ class NatsRoomStore:
             return {**doc, "members": members}, _member(room_id, user_id, members[user_id])
 
         async with self._link.guard():
-            return await self._kv.mutate(self._key(room_id), change)
+            return await self._kv.mutate(kv_key("room", room_id), change)
 
     async def transfer_ownership(self, room_id: str, new_owner: str) -> RoomMember:
         # One document holds the owner field and both roles: one atomic write.
@@ -249,7 +237,7 @@ class NatsRoomStore:
             return {**doc, "room": room, "members": members}, promoted
 
         async with self._link.guard():
-            return await self._kv.mutate(self._key(room_id), change)
+            return await self._kv.mutate(kv_key("room", room_id), change)
 
     async def ban(self, room_id: str, user_id: str) -> None:
         async def change(doc: Any) -> tuple[Any, list[Any] | None]:
@@ -263,7 +251,7 @@ class NatsRoomStore:
             return {**doc, "members": members, "bans": bans}, was
 
         async with self._link.guard():
-            was = await self._kv.mutate(self._key(room_id), change)
+            was = await self._kv.mutate(kv_key("room", room_id), change)
             if was is not None:
                 await self._release(user_id, room_id, was)
 
@@ -274,7 +262,7 @@ class NatsRoomStore:
             return {**doc, "bans": [b for b in doc["bans"] if b != user_id]}, True
 
         async with self._link.guard():
-            return await self._kv.mutate(self._key(room_id), change)
+            return await self._kv.mutate(kv_key("room", room_id), change)
 
     async def is_banned(self, room_id: str, user_id: str) -> bool:
         async with self._link.guard():

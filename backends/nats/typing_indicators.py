@@ -8,7 +8,7 @@ from typing import Any
 
 from ..codecs import from_iso_utc, to_iso_utc
 from ..records import TypingEntry, utcnow
-from .link import DELETE, KEEP, Bucket, NatsLink, key_token
+from .link import DELETE, KEEP, Bucket, NatsLink, kv_key
 
 
 class NatsTypingStore:
@@ -17,10 +17,6 @@ class NatsTypingStore:
     def __init__(self, link: NatsLink, live: Bucket) -> None:
         self._link = link
         self._kv = live
-
-    @staticmethod
-    def _key(room_id: str) -> str:
-        return f"typing.{key_token(room_id)}"
 
     async def start(self, room_id: str, user_id: str, *, ttl: float) -> tuple[TypingEntry, bool]:
         async def change(doc: Any) -> tuple[Any, tuple[TypingEntry, bool]]:
@@ -34,7 +30,7 @@ class NatsTypingStore:
             return {"room_id": room_id, "users": users}, (entry, started)
 
         async with self._link.guard():
-            return await self._kv.mutate(self._key(room_id), change)
+            return await self._kv.mutate(kv_key("typing", room_id), change)
 
     async def stop(self, room_id: str, user_id: str) -> bool:
         async def change(doc: Any) -> tuple[Any, bool]:
@@ -44,11 +40,11 @@ class NatsTypingStore:
             return ({**doc, "users": users} if users else DELETE), True
 
         async with self._link.guard():
-            return await self._kv.mutate(self._key(room_id), change)
+            return await self._kv.mutate(kv_key("typing", room_id), change)
 
     async def users(self, room_id: str) -> list[str]:
         async with self._link.guard():
-            doc, _ = await self._kv.read(self._key(room_id))
+            doc, _ = await self._kv.read(kv_key("typing", room_id))
         now = utcnow()
         return [u for u, e in (doc or {}).get("users", {}).items() if from_iso_utc(e) > now]
 
