@@ -1,8 +1,8 @@
 """What travels through the fan-out hub, and how it is encoded.
 
 Every backend, memory included, moves events as JSON text through the same
-`encode_hub_event`/`decode_hub_event` pair, so a serialization bug cannot hide behind
-an in-process shortcut.
+`encode_hub_event`/`decode_hub_event` pair, so a serialization bug cannot
+hide behind an in-process shortcut.
 """
 
 from __future__ import annotations

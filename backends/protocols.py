@@ -1,4 +1,6 @@
-"""The storage roles, one Protocol each.
+"""The storage roles, one Protocol each, and the few rules of their
+contract that every implementation applies the same way (the page limit,
+which quota `add_member` counts against, the order lists come in).
 
 Methods that name a room or channel that does not exist raise
 `errors.Missing`, so nothing is ever attached to a missing parent.
@@ -297,6 +299,7 @@ class RateLimiter(Protocol):
 
 
 def check_page_args(limit: int) -> None:
+    """ValueError unless `limit` (of `MessageStore.page`) is at least 1."""
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
 
