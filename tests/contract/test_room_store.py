@@ -424,6 +424,19 @@ async def test_rooms_quotas_survive_a_restart(reopen: Reopen) -> None:
     await stores.close()
 
 
+async def test_naive_times_are_refused_and_nothing_is_kept(room_store: RoomStore) -> None:
+    """Every backend stores times through the shared codecs, which refuse a
+    naive datetime before anything is written."""
+    naive = datetime(2024, 3, 1, 12, 0)
+    with pytest.raises(ValueError, match="created_at must be timezone-aware"):
+        await room_store.create(replace(room("r1"), created_at=naive))
+    assert await room_store.get("r1") is None
+    await room_store.create(room("r2"))
+    with pytest.raises(ValueError, match="joined_at must be timezone-aware"):
+        await room_store.add_member(replace(member("r2", "bob"), joined_at=naive))
+    assert await room_store.get_member("r2", "bob") is None
+
+
 def test_a_room_document_from_before_incarnations_decodes_as_legacy() -> None:
     """The memory and NATS stores keep rooms as this JSON document."""
     raw = orjson.dumps(
