@@ -20,6 +20,7 @@ import orjson
 
 from .errors import Conflict, ForeignStream, LimitReached, Missing
 from .events import decode_message, encode_message
+from .memory_broker import MemoryBroker
 from .opened import Opened
 from .records import (
     LEGACY_INCARNATION,
@@ -763,10 +764,8 @@ class MemoryRateLimiter:
 
 async def open_stores(url: str, roles: Collection[str], *, retention: timedelta | None) -> Opened:
     """Everything in this process: one node only (see `backends.opened`)."""
-    from broadcaster._backends.memory import MemoryBackend
-
     return Opened(
-        broker=MemoryBackend(url) if "broker" in roles else None,
+        broker=MemoryBroker() if "broker" in roles else None,
         messages=MemoryMessageStore(retention) if "messages" in roles else None,
         rooms=MemoryRoomStore() if "rooms" in roles else None,
         channels=MemoryChannelStore() if "channels" in roles else None,
