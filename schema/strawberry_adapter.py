@@ -82,7 +82,7 @@ class StrawberryAdapter:
                 if not seen:
                     seen.append(context.schema)
 
-        return [AddValidationRules([SchemaProbe])]
+        return [lambda: AddValidationRules([SchemaProbe])]
 
     def core_schema(self, schema: Schema) -> GraphQLSchema:
         """The graphql-core schema `schema` executes (built with `extensions()`)."""
