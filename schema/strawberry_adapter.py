@@ -14,9 +14,10 @@ version, with `fast_paths` on, it uses:
 On any other version, or with `fast_paths` off, it takes the public path and
 says so in one log line: the graphql-core schema as Strawberry hands it to a
 validation rule (`AddValidationRules`, graphql-core's `ValidationContext`),
-graphql-core's own `validate` with its specified rules, and Strawberry
-validating every document itself. Slower (a document is validated on every
-request), not different.
+graphql-core's own `validate` with its specified rules (Strawberry adds
+rules for `@oneOf` inputs and `Maybe`, which this schema does not use, so
+the two agree), and Strawberry validating every document itself. Slower
+(a document is validated on every request), not different.
 """
 
 from __future__ import annotations
