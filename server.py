@@ -69,6 +69,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> ASGIApp:
         max_aliases=settings.max_aliases,
         max_tokens=settings.max_tokens,
         max_bytes=settings.request_byte_limit,
+        fast_paths=settings.fast_paths,
     )
     # A burst of requests starts its work a few at a time, each turn of the
     # event loop (transport/admission.py): HTTP requests that carry a

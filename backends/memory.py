@@ -24,6 +24,7 @@ from .codecs import (
     require_utc,
 )
 from .errors import Conflict, ForeignStream, LimitReached, Missing
+from .memory_broker import MemoryBroker
 from .opened import Opened
 from .protocols import check_page_args, member_order, member_quota, room_order
 from .records import (
@@ -697,10 +698,8 @@ class MemoryRateLimiter:
 
 async def open_stores(url: str, roles: Collection[str], *, retention: timedelta | None) -> Opened:
     """Everything in this process: one node only (see `backends.opened`)."""
-    from broadcaster._backends.memory import MemoryBackend
-
     return Opened(
-        broker=MemoryBackend(url) if "broker" in roles else None,
+        broker=MemoryBroker() if "broker" in roles else None,
         messages=MemoryMessageStore(retention) if "messages" in roles else None,
         rooms=MemoryRoomStore() if "rooms" in roles else None,
         channels=MemoryChannelStore() if "channels" in roles else None,

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLSchema
 from strawberry.types import ExecutionContext
 
 from .bounds import apply_bounds
@@ -16,21 +16,18 @@ from .document_limits import DocumentLimits
 from .errors import ApiErrors, log_unexpected
 from .mutation import Mutation
 from .query import Query
+from .strawberry_adapter import StrawberryAdapter
 from .subscription import Subscription
 
 SDL_PATH = Path(__file__).with_name("schema.graphql")
 
 
 class ApiSchema(strawberry.Schema):
-    """The schema, with the store every path checks its documents through."""
+    """The schema, with the store every path checks its documents through
+    and the graphql-core schema it executes."""
 
     documents: ValidDocuments
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        # graphql-core's schema is where each field's arguments arrive,
-        # coerced, on every path (HTTP, both WebSocket protocols, SSE).
-        apply_bounds(self._schema)
+    graphql_core: GraphQLSchema
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -44,21 +41,33 @@ def build_schema(
     max_aliases: int = 30,
     max_tokens: int = 5000,
     max_bytes: int = 256 * 1024,
+    fast_paths: bool = True,
 ) -> ApiSchema:
     """The schema; its documents are checked under these limits on every
-    path (schema/document_limits.py) before any other validation."""
+    path (schema/document_limits.py) before any other validation.
+    `fast_paths` false keeps to Strawberry's public API (strawberry_adapter.py)."""
     limits = DocumentLimits(
         max_bytes=max_bytes, max_tokens=max_tokens, max_depth=max_depth, max_aliases=max_aliases
     )
-    documents = ValidDocuments(limits)
+    strawberry_adapter = StrawberryAdapter.choose(fast_paths)
+    documents = ValidDocuments(limits, strawberry_adapter)
     # Factories, not instances: Strawberry keeps an instance's state across
     # requests, so concurrent requests would read each other's results.
-    extensions: list[Any] = [lambda: DocumentCache(documents), ApiErrors]
+    extensions: list[Any] = [
+        lambda: DocumentCache(documents),
+        ApiErrors,
+        *strawberry_adapter.extensions(),
+    ]
     schema = ApiSchema(
         query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
     )
-    documents.bind(schema._schema)
+    core = strawberry_adapter.core_schema(schema)
+    # graphql-core's schema is where each field's arguments arrive,
+    # coerced, on every path (HTTP, both WebSocket protocols, SSE).
+    apply_bounds(core)
+    documents.bind(core)
     schema.documents = documents
+    schema.graphql_core = core
     return schema
 
 

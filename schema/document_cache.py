@@ -44,14 +44,13 @@ from graphql import (
     SourceLocation,
     Token,
     parse,
-    specified_rules,
 )
 from strawberry.extensions import SchemaExtension
-from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from .document_limits import DocumentLimits
+from .strawberry_adapter import StrawberryAdapter
 
 # Refusals remembered: more than a burst of requests has in flight between
 # the first path that reads a document and the last; under 1 KB each.
@@ -84,9 +83,15 @@ class ValidDocuments:
     """The checks and the LRU store, shared by every request of one schema."""
 
     def __init__(
-        self, limits: DocumentLimits, *, max_entries: int = 512, max_tokens: int = 50_000
+        self,
+        limits: DocumentLimits,
+        strawberry_adapter: StrawberryAdapter,
+        *,
+        max_entries: int = 512,
+        max_tokens: int = 50_000,
     ) -> None:
         self.limits = limits
+        self.strawberry = strawberry_adapter
         self._max_entries = max_entries
         self._max_tokens = max_tokens
         self._tokens = 0
@@ -173,7 +178,7 @@ class ValidDocuments:
             return problems
         if self._schema is None:
             raise RuntimeError("ValidDocuments used before its schema was bound")
-        return validate_document(self._schema, document, tuple(specified_rules))
+        return self.strawberry.validate(self._schema, document)
 
 
 _NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
@@ -233,8 +238,8 @@ class DocumentCache(SchemaExtension):
         context = self.execution_context
         if self._refused is not None:
             context.pre_execution_errors = [self._refused]
-        elif self._hit:
-            context.pre_execution_errors = []  # it validated before: skip validation
+        elif self._hit and self._documents.strawberry.skip_validation(context):
+            pass  # it validated before: Strawberry skips validation
         elif context.graphql_document is not None and context.pre_execution_errors is None:
             problems = self._documents.limits.problems(context.graphql_document)
             if problems:  # refused: Strawberry then runs no other rule

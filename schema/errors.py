@@ -4,9 +4,10 @@ code, and everything else masked (the log keeps the detail)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 from graphql import GraphQLError
-from strawberry.extensions import MaskErrors
+from strawberry.extensions import SchemaExtension
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from backends import errors as backend_errors
@@ -56,35 +57,66 @@ def _replacement(original: BaseException | None) -> ApiError | None:
     return None
 
 
-class ApiErrors(MaskErrors):
-    """Pass API errors through; translate backend faults; mask the rest."""
+class ApiErrors(SchemaExtension):
+    """Pass API errors through; translate backend faults; mask the rest.
+
+    Strawberry's `MaskErrors` with our own replacement, on the public
+    extension hooks only: the result of a query or mutation when the
+    operation ends, each result of a stream as it is yielded.
+    """
 
     def __init__(self) -> None:
-        super().__init__(should_mask_error=lambda e: not is_client_error(e))
+        self._streamed = False
 
-    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
-        return [_with_code(e) for e in super()._process_errors(errors)]
+    def on_operation(self) -> Iterator[None]:
+        self._streamed = False
+        yield
+        if self._streamed:  # already done result by result
+            return
+        result = self.execution_context.result
+        _mask_result(result)
+        _mask_result(getattr(result, "initial_result", None))
 
-    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
-        replacement = _replacement(error.original_error)
-        if replacement is None:
-            return GraphQLError(
-                message="Internal server error",
-                nodes=error.nodes,
-                source=error.source,
-                positions=error.positions,
-                path=error.path,
-                extensions={"code": "INTERNAL_SERVER_ERROR"},
-            )
+    def on_stream_result(self, result: object) -> Iterator[None]:
+        self._streamed = True
+        _mask_result(result)
+        for part in (
+            *(getattr(result, "incremental", None) or ()),
+            *(getattr(result, "completed", None) or ()),
+        ):
+            _mask_result(part)
+        yield None
+
+
+def _mask_result(result: object) -> None:
+    errors = getattr(result, "errors", None)
+    if errors:
+        result.errors = [_with_code(masked(e)) for e in errors]  # type: ignore[attr-defined]
+
+
+def masked(error: GraphQLError) -> GraphQLError:
+    """What a client sees of `error`."""
+    if is_client_error(error):
+        return error
+    replacement = _replacement(error.original_error)
+    if replacement is None:
         return GraphQLError(
-            message=replacement.message,
+            message="Internal server error",
             nodes=error.nodes,
             source=error.source,
             positions=error.positions,
             path=error.path,
-            original_error=replacement,
-            extensions=replacement.extensions,
+            extensions={"code": "INTERNAL_SERVER_ERROR"},
         )
+    return GraphQLError(
+        message=replacement.message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=replacement,
+        extensions=replacement.extensions,
+    )
 
 
 def _with_code(error: GraphQLError) -> GraphQLError:

@@ -26,6 +26,42 @@ TEST_SETTINGS = {
 }
 
 
+# The two ways the server may use its libraries (settings `fast_paths`): through
+# the adapters to their internals, or by their public API only. Every test runs
+# on the first; a module marked `both_paths` (the protocol conformance suites)
+# runs its servers' tests on the second too, except a test marked
+# `fast_paths_only(why)`.
+LIBRARY_PATHS = {"fast": {}, "public": {"fast_paths": False}}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_paths: run this module's server tests with fast_paths on and off"
+    )
+    config.addinivalue_line(
+        "markers", "fast_paths_only(why): needs a library fast path; says which and why"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "library_paths" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("both_paths") is None:
+        return
+    only_fast = metafunc.definition.get_closest_marker("fast_paths_only")
+    if only_fast is not None and not only_fast.args:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: fast_paths_only needs a why")
+    paths = ["fast"] if only_fast is not None else list(LIBRARY_PATHS)
+    metafunc.parametrize("library_paths", paths, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def library_paths(request: pytest.FixtureRequest) -> str:
+    """ "fast" or "public": which paths this module's servers take."""
+    paths: str = getattr(request, "param", "fast")
+    return paths
+
+
 # Bytes of each server log (by path) already checked for tracebacks.
 _CHECKED = pytest.StashKey[dict[Path, int]]()
 
@@ -60,8 +96,11 @@ def _live_servers(item: pytest.Item) -> list[LiveServer]:
 
 
 @pytest.fixture(scope="module")
-def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = LiveServer(tmp_path_factory.mktemp("server"), dict(TEST_SETTINGS)).start()
+def module_server(
+    tmp_path_factory: pytest.TempPathFactory, library_paths: str
+) -> Iterator[LiveServer]:
+    settings = {**TEST_SETTINGS, **LIBRARY_PATHS[library_paths]}
+    live = LiveServer(tmp_path_factory.mktemp("server"), settings).start()
     yield live
     live.stop()
 
@@ -78,12 +117,15 @@ def server(module_server: LiveServer) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[type[LiveServer]]:
-    """Start servers with settings of the test's own; all stopped at the end."""
+def make_server(tmp_path: Path, library_paths: str) -> Iterator[type[LiveServer]]:
+    """Start servers with settings of the test's own (on the module's library
+    paths unless they say); all stopped at the end."""
     started: list[LiveServer] = []
+    paths = LIBRARY_PATHS[library_paths]
 
     class _Started(LiveServer):
         def start(self) -> LiveServer:
+            self.settings = {**paths, **self.settings}
             started.append(self)
             return super().start()
 

@@ -42,7 +42,7 @@ def strawberry_errors(document: DocumentNode, depth: int, aliases: int) -> list[
         *QueryDepthLimiter(max_depth=depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=aliases).validation_rules,
     ]
-    return sorted({e.message for e in validate(build_schema()._schema, document, rules)})
+    return sorted({e.message for e in validate(build_schema().graphql_core, document, rules)})
 
 
 def our_errors(document: DocumentNode, depth: int, aliases: int) -> list[str]:
@@ -108,8 +108,10 @@ def test_size_and_tokens_come_before_parsing_and_validation() -> None:
 
 def test_the_store_keeps_only_valid_documents_and_is_bounded_in_tokens() -> None:
     schema = build_schema()
-    documents_small = ValidDocuments(schema.documents.limits, max_entries=100, max_tokens=40)
-    documents_small.bind(schema._schema)
+    documents_small = ValidDocuments(
+        schema.documents.limits, schema.documents.strawberry, max_entries=100, max_tokens=40
+    )
+    documents_small.bind(schema.graphql_core)
     first = "{ a: me }"  # 6 tokens with start and end
     assert isinstance(documents_small.check(first), DocumentNode)
     assert documents_small.get(first) is not None

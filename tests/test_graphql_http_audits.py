@@ -6,8 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from tests.live import ROOT, LiveServer, unique
 from tests.tools import node, npm_ci, run
+
+# Protocol conformance: also with the library fast paths off (tests/conftest.py).
+pytestmark = pytest.mark.both_paths
 
 AUDITS = ROOT / "tests" / "audits"
 

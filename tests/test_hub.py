@@ -7,16 +7,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 from broadcaster import Event
-from broadcaster._backends.memory import MemoryBackend
 
 from backends.hub import RESYNC, Hub, HubClosed, HubSubscription, SlowConsumer
+from backends.memory_broker import MemoryBroker
 
 TIMEOUT = 5.0
 
 
-def text_hub(backend: MemoryBackend | None = None, capacity: int = 16) -> Hub[str]:
+def text_hub(backend: MemoryBroker | None = None, capacity: int = 16) -> Hub[str]:
     return Hub(
-        backend or MemoryBackend("memory://"),
+        backend or MemoryBroker(),
         encode=lambda s: s,
         decode=lambda s: s,
         capacity=capacity,
@@ -65,7 +65,7 @@ async def test_concurrent_first_subscribers_all_receive(hub: Hub[str]) -> None:
 async def test_one_upstream_subscription_per_topic() -> None:
     calls: list[str] = []
 
-    class CountingBackend(MemoryBackend):
+    class CountingBackend(MemoryBroker):
         async def subscribe(self, channel: str) -> None:
             calls.append(channel)
             await super().subscribe(channel)
@@ -74,7 +74,7 @@ async def test_one_upstream_subscription_per_topic() -> None:
             calls.append("-" + channel)
             await super().unsubscribe(channel)
 
-    hub = text_hub(CountingBackend("memory://"))
+    hub = text_hub(CountingBackend())
     await hub.start()
     try:
         async with hub.subscribe("a"), hub.subscribe("a"), hub.subscribe("a"):
@@ -107,7 +107,7 @@ async def test_slow_consumer_is_cut_off_without_stalling_others() -> None:
 async def test_listener_failure_resyncs_subscribers() -> None:
     # A fault a real backend shows after an outage; the memory backend cannot
     # fail, so this one is injected.
-    class FailingOnce(MemoryBackend):
+    class FailingOnce(MemoryBroker):
         failed = False
 
         async def next_published(self) -> Event:
@@ -116,7 +116,7 @@ async def test_listener_failure_resyncs_subscribers() -> None:
                 raise ConnectionError("backend went away")
             return await super().next_published()
 
-    hub = text_hub(FailingOnce("memory://"))
+    hub = text_hub(FailingOnce())
     async with hub.subscribe("t") as sub:
         await hub.start()
         try:
@@ -141,7 +141,7 @@ async def test_undecodable_events_are_dropped() -> None:
             raise ValueError("bad event")
         return raw
 
-    hub: Hub[str] = Hub(MemoryBackend("memory://"), encode=lambda s: s, decode=strict)
+    hub: Hub[str] = Hub(MemoryBroker(), encode=lambda s: s, decode=strict)
     await hub.start()
     try:
         async with hub.subscribe("t") as sub:

@@ -21,6 +21,9 @@ from websockets.typing import Subprotocol
 from schema import SDL_PATH, export_sdl
 from tests.live import ROOT, TIMEOUT, GraphQLClient, LiveServer, unique
 
+# Protocol conformance: also with the library fast paths off (tests/conftest.py).
+pytestmark = pytest.mark.both_paths
+
 CREATE_ROOM = 'mutation($id: ID!) { createRoom(input: {name: "proto", id: $id}) { id } }'
 JOIN_ROOM = "mutation($id: ID!) { joinRoom(roomId: $id) { id } }"
 SEND = """

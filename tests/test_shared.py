@@ -615,7 +615,7 @@ def test_shared_payload_types_are_viewer_independent() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         schema = build_schema()
-    core: graphql.GraphQLSchema = schema._schema
+    core: graphql.GraphQLSchema = schema.graphql_core
     assert core.subscription_type is not None
     # Every subscription field may share an execution (with some arguments).
     assert set(FIELDS) == set(core.subscription_type.fields)

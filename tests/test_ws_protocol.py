@@ -24,8 +24,11 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from tests.conftest import TEST_SETTINGS
+from tests.conftest import LIBRARY_PATHS, TEST_SETTINGS
 from tests.live import TIMEOUT, LiveServer, unique, ws_connect
+
+# Protocol conformance: also with the library fast paths off (tests/conftest.py).
+pytestmark = pytest.mark.both_paths
 
 TRANSPORT_WS = "graphql-transport-ws"
 LEGACY_WS = "graphql-ws"
@@ -47,8 +50,11 @@ MAX_REASON = 123  # bytes
 
 
 @pytest.fixture(scope="module")
-def fast_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = LiveServer(tmp_path_factory.mktemp("fast"), {**TEST_SETTINGS, **FAST}).start()
+def fast_server(
+    tmp_path_factory: pytest.TempPathFactory, library_paths: str
+) -> Iterator[LiveServer]:
+    settings = {**TEST_SETTINGS, **FAST, **LIBRARY_PATHS[library_paths]}
+    live = LiveServer(tmp_path_factory.mktemp("fast"), settings).start()
     yield live
     live.stop()
 
@@ -635,6 +641,10 @@ SEND_TEXT = (
 
 
 @pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+@pytest.mark.fast_paths_only(
+    "a peer that stopped reading is cut off by aborting the server's transport, which"
+    " only the uvicorn adapter reaches; through plain ASGI the close waits on the peer"
+)
 async def test_client_that_never_reads_is_dropped_others_unaffected(
     fast: LiveServer, protocol: str
 ) -> None:
@@ -661,3 +671,15 @@ async def test_client_that_never_reads_is_dropped_others_unaffected(
             await fast.wait_metric("streaming_connections_active", 1)
         await owner.execute(SEND_TEXT, id=room, n=40)
         assert (await watching.next())["roomMessages"]["data"] == {"n": 40}
+
+
+# --- the library paths ----------------------------------------------------------------
+
+
+async def test_the_server_takes_the_library_paths_it_is_told(
+    server: LiveServer, library_paths: str
+) -> None:
+    # With fast_paths off the server says, once, that it keeps to the public
+    # API; the suite above then ran on that path.
+    said = server.log().count("strawberry: fast paths off (setting fast_paths): public API only")
+    assert said == (1 if library_paths == "public" else 0)

@@ -153,7 +153,7 @@ class SharedSubscriptions:
 
     def __init__(self, schema: ApiSchema) -> None:
         self._schema = schema
-        self._graphql_schema: GraphQLSchema = schema._schema
+        self._graphql_schema: GraphQLSchema = schema.graphql_core
         self._groups: dict[tuple[str, bytes, str | None], _Group] = {}
         self._locks = KeyedLocks()
 
