@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from .records import Message
+
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 __all__ = [
     "AnyOf",
@@ -104,6 +107,12 @@ class SearchKey:
     room_id: str
     offset: int
     score: float | None = None
+
+    def sort_key(self, order: SearchOrder) -> tuple[float, int, str, int]:
+        """A tuple that sorts ascending in `order`'s order."""
+        micros = (self.timestamp - _UNIX_EPOCH) // _MICROSECOND
+        score = -(self.score or 0.0) if order is SearchOrder.RELEVANCE else 0.0
+        return (score, -micros, self.room_id, -self.offset)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ from .records import (
     new_epoch,
     utcnow,
 )
+from .sqlite_fts import FTS_SCHEMA, forget_before, forget_room, index_message, mark_unindexed
 
 __all__ = ["SqliteChannelStore", "SqliteDatabase", "SqliteMessageStore", "SqliteRoomStore"]
 
@@ -184,6 +185,7 @@ class SqliteDatabase:
             await connection.execute("PRAGMA busy_timeout = 5000")
             await connection.execute("PRAGMA synchronous = NORMAL")
             await connection.executescript(_SCHEMA)
+            await connection.executescript(FTS_SCHEMA)
             await _add_missing_columns(connection)
         except BaseException:
             await connection.close()
@@ -215,6 +217,12 @@ class SqliteDatabase:
                 await self._connection.rollback()
                 raise
             await self._connection.commit()
+
+    async def appending_unindexed(self) -> None:
+        """Record that messages are appended without their FTS rows from now
+        on, so that the search role indexes them when it comes back."""
+        async with self.transaction() as conn:
+            await mark_unindexed(conn)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         async with self._lock:
@@ -281,9 +289,14 @@ class SqliteMessageStore:
 
     publishes_on_append = False
 
-    def __init__(self, db: SqliteDatabase, retention: timedelta | None = None) -> None:
+    def __init__(
+        self, db: SqliteDatabase, retention: timedelta | None = None, *, indexed: bool = False
+    ) -> None:
         self._db = db
         self._retention = retention
+        # With the search role on this database: each append also writes the
+        # message's FTS row, in its transaction.
+        self._indexed = indexed
 
     def _cutoff(self) -> int | None:
         if self._retention is None:
@@ -323,10 +336,11 @@ class SqliteMessageStore:
                 data=orjson.loads(data),
                 metadata=orjson.loads(metadata),
             )
-            await conn.execute(
+            inserted = await _one(
+                conn,
                 "INSERT INTO messages (room_id, seq, id, kind, user_id, ts, channel_id, event,"
                 " data, metadata, thread_id, client_message_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING rowid",
                 (
                     room_id,
                     offset,
@@ -342,6 +356,8 @@ class SqliteMessageStore:
                     cid,
                 ),
             )
+            if self._indexed and inserted is not None:
+                await index_message(conn, inserted[0], data, stored.event)
         return stored, True
 
     async def find_client_message(
@@ -418,7 +434,10 @@ class SqliteMessageStore:
         cutoff = self._cutoff()
         if cutoff is None:
             return 0
-        return await self._db.execute("DELETE FROM messages WHERE ts < ?", (cutoff,))
+        async with self._db.transaction() as conn:
+            await forget_before(conn, cutoff)
+            async with conn.execute("DELETE FROM messages WHERE ts < ?", (cutoff,)) as cursor:
+                return cursor.rowcount
 
     async def drop_room(self, room_id: str, *, incarnation: str | None = None) -> None:
         async with self._db.transaction() as conn:
@@ -428,6 +447,7 @@ class SqliteMessageStore:
                 )
                 if row is not None and row[0] != incarnation:
                     return
+            await forget_room(conn, room_id)
             await conn.execute("DELETE FROM messages WHERE room_id = ?", (room_id,))
             await conn.execute("DELETE FROM streams WHERE room_id = ?", (room_id,))
 
@@ -769,15 +789,23 @@ async def open_stores(url: str, roles: Collection[str], *, retention: timedelta 
     presence, typing, rate limits) in memory, as for `memory://`."""
     from . import memory
 
-    durable = {"messages", "rooms", "channels"}
+    durable = {"messages", "rooms", "channels", "search"}
     opened = await memory.open_stores(
         "memory://", [r for r in roles if r not in durable], retention=retention
     )
     if not durable.intersection(roles):
         return opened
     db = await SqliteDatabase.open(sqlite_path(url))
+    if "search" in roles:
+        from .sqlite_search import SqliteMessageSearch
+
+        opened.search = await SqliteMessageSearch.open(
+            db, retention, with_messages="messages" in roles
+        )
+    elif "messages" in roles:
+        await db.appending_unindexed()
     if "messages" in roles:
-        opened.messages = SqliteMessageStore(db, retention)
+        opened.messages = SqliteMessageStore(db, retention, indexed="search" in roles)
     if "rooms" in roles:
         opened.rooms = SqliteRoomStore(db)
     if "channels" in roles:
