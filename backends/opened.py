@@ -1,6 +1,6 @@
 """What one backend URL provides: the contract of every backend module.
 
-Each backend module (`backends.memory`, `backends.sqlite`, and later the
+Each backend module (`backends.memory`, `backends.sqlite_backend`, and the
 redis and nats ones) has
 
     async def open_stores(url: str, roles: Collection[str], *,

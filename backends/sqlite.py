@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -28,7 +28,6 @@ import orjson
 
 from .errors import Conflict, ForeignStream, LimitReached, Missing
 from .memory import check_page_args, is_added_by_other, require_utc
-from .opened import Opened
 from .records import (
     Channel,
     HistoryPage,
@@ -44,7 +43,13 @@ from .records import (
 )
 from .sqlite_fts import FTS_SCHEMA, forget_before, forget_room, index_message, mark_unindexed
 
-__all__ = ["SqliteChannelStore", "SqliteDatabase", "SqliteMessageStore", "SqliteRoomStore"]
+__all__ = [
+    "SqliteChannelStore",
+    "SqliteDatabase",
+    "SqliteMessageStore",
+    "SqliteRoomStore",
+    "sqlite_path",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
@@ -782,34 +787,3 @@ def sqlite_path(url: str) -> Path:
     if not path or path == url:
         raise ValueError(f"a sqlite URL needs a path: sqlite:///path/to.db, got {url!r}")
     return Path(path)
-
-
-async def open_stores(url: str, roles: Collection[str], *, retention: timedelta | None) -> Opened:
-    """Rooms, channels and history in the file; the ephemeral roles (fan-out,
-    presence, typing, rate limits) in memory, as for `memory://`."""
-    from . import memory
-
-    durable = {"messages", "rooms", "channels", "search"}
-    opened = await memory.open_stores(
-        "memory://", [r for r in roles if r not in durable], retention=retention
-    )
-    if not durable.intersection(roles):
-        return opened
-    db = await SqliteDatabase.open(sqlite_path(url))
-    if "search" in roles:
-        from .sqlite_search import SqliteMessageSearch
-
-        opened.search = await SqliteMessageSearch.open(
-            db, retention, with_messages="messages" in roles
-        )
-    elif "messages" in roles:
-        await db.appending_unindexed()
-    if "messages" in roles:
-        opened.messages = SqliteMessageStore(db, retention, indexed="search" in roles)
-    if "rooms" in roles:
-        opened.rooms = SqliteRoomStore(db)
-    if "channels" in roles:
-        opened.channels = SqliteChannelStore(db)
-    opened.ping = db.ping
-    opened.close = db.close
-    return opened
