@@ -8,6 +8,7 @@ NATS history). A backend joins by listing "search" in its BackendSpec roles.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -297,3 +298,39 @@ async def test_index_is_idempotent(make_indexed: Any) -> None:
     message = await indexed.append(new("once"))
     await indexed.search.index([message])
     assert await found(indexed, "once") == ["once"]
+
+
+async def test_sqlite_indexes_what_was_stored_without_the_index(tmp_path: Path) -> None:
+    """A database from before search (no FTS table), and messages appended
+    while the search role was elsewhere, are indexed at the next open."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    plain = await _open(url, ["messages"], None)
+    assert plain.messages is not None
+    for i in range(5):
+        await plain.messages.append(new(f"older {i}"), incarnation=INC)
+    await plain.messages.close()
+    await plain.close()
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        db.executescript("DROP TABLE message_fts; DROP TABLE search_state;")
+    db.close()
+
+    async def search_all(opened: Opened) -> list[Any]:
+        assert opened.search is not None
+        page = await opened.search.search(
+            SearchRequest(match=parse_query("older").match, rooms=(RoomScope("r1", INC),), limit=50)
+        )
+        return [hit.message.data for hit in page.hits]
+
+    both = await _open(url, ["messages", "search"], None)
+    assert await search_all(both) == [f"older {i}" for i in range(4, -1, -1)]
+    assert both.messages is not None
+    await both.messages.close()
+    await both.close()
+    # History alone again (the index elsewhere), then back with the index.
+    plain = await _open(url, ["messages"], None)
+    assert plain.messages is not None
+    await plain.messages.append(new("older 5"), incarnation=INC)
+    await plain.close()
+    both = await _open(url, ["messages", "search"], None)
+    assert (await search_all(both))[0] == "older 5"
+    await both.close()
