@@ -531,6 +531,9 @@ class Settings(BaseSettings):
         if role not in get_args(Role):
             raise ValueError(f"unknown backend role {role!r}")
         url = self.role_urls.get(role)  # type: ignore[call-overload]
+        if url is None and role == "search":
+            # The index belongs with the history it indexes.
+            return self.backend_url("messages")
         if url is None:
             url = self.backend_urls[0] if self.backend_urls else self._default_url()
         return self._with_credentials(url)

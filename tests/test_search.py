@@ -3,6 +3,7 @@ the query language, what the viewer may read, paging, snippets and bad input."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -345,3 +346,22 @@ async def test_search_role_off_and_on_beside_redis(
     assert await texts(alice, "indexed") == ["indexed now"]
     await alice.execute(DELETE, id=room)
     assert await texts(alice, "indexed") == []
+
+
+async def test_search_follows_the_history_to_its_own_file(make_server: Any, tmp_path: Any) -> None:
+    history = f"sqlite:///{tmp_path / 'history' / 'messages.db'}"
+    live = make_server(tmp_path / "split", {**SETTINGS, "role_urls": {"messages": history}}).start()
+    alice = live.client(unique("alice"))
+    room = await new_room(alice)
+    await send(alice, room, "kept beside the history")
+    assert await texts(alice, "beside") == ["kept beside the history"]
+    live.stop()
+    # Indexed in the history's file, in its transaction; no copy beside the rooms.
+    for path, indexed in (
+        (tmp_path / "history" / "messages.db", True),
+        (tmp_path / "split" / "forge-streaming.db", False),
+    ):
+        with sqlite3.connect(path) as db:
+            (rows,) = db.execute("SELECT COUNT(*) FROM message_fts").fetchone()
+        db.close()
+        assert (rows > 0) is indexed
