@@ -39,7 +39,6 @@ __all__ = [
 FTS_SCHEMA: Final = """
 CREATE VIRTUAL TABLE IF NOT EXISTS message_fts
     USING fts5(body, tokenize = 'unicode61 remove_diacritics 2');
-CREATE VIRTUAL TABLE IF NOT EXISTS message_fts_vocab USING fts5vocab(message_fts, row);
 CREATE TABLE IF NOT EXISTS search_state (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL

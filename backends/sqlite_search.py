@@ -9,7 +9,6 @@ file of its own, `index` copies the messages it is given into the file's
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Final
@@ -159,57 +158,16 @@ class SqliteMessageSearch:
         if inserted is not None:
             await index_message(conn, inserted[0], data, message.event)
 
-    async def _matches_estimate(self, match: TextMatch) -> float:
-        """About how many messages hold the query's rarest required clause."""
-        estimate = math.inf
-        for clause in match.required:
-            options = clause.options if isinstance(clause, AnyOf) else (clause,)
-            total = 0.0
-            for option in options:
-                if isinstance(option, Term) and option.prefix:
-                    total = math.inf
-                    break
-                words = [option.token] if isinstance(option, Term) else list(option.tokens)
-                rows = await self._db.fetch(
-                    "SELECT MIN(COALESCE((SELECT doc FROM message_fts_vocab v"
-                    " WHERE v.term = w.value), 0)) FROM json_each(?) w",
-                    (orjson.dumps(words).decode(),),
-                )
-                total += rows[0][0] or 0
-            estimate = min(estimate, total)
-        return estimate
-
-    async def _scope_size(self, rooms: str) -> int:
-        rows = await self._db.fetch(
-            "SELECT COALESCE(SUM(last_offset), 0) FROM streams"
-            " WHERE room_id IN (SELECT json_extract(value, '$[0]') FROM json_each(?))",
-            (rooms,),
-        )
-        return int(rows[0][0])
-
     async def search(self, request: SearchRequest) -> SearchPage:
-        rooms = orjson.dumps([[r.room_id, r.incarnation] for r in request.rooms]).decode()
         where = [
             "message_fts MATCH ?",
             "(m.room_id, s.incarnation) IN (SELECT json_extract(value, '$[0]'),"
             " json_extract(value, '$[1]') FROM json_each(?))",
         ]
-        params: list[Any] = [match_expression(request.match), rooms]
-        # Two plans: from the index's matches (a rare word), or from the
-        # rooms' messages, each looked up in the index by rowid (few messages
-        # in the rooms, a common word). Whichever reads fewer rows.
-        if await self._scope_size(rooms) < await self._matches_estimate(request.match):
-            source = "messages m JOIN streams s ON s.room_id = m.room_id CROSS JOIN message_fts"
-            where += [
-                "message_fts.rowid = m.rowid",
-                "m.room_id IN (SELECT json_extract(value, '$[0]') FROM json_each(?))",
-            ]
-            params.append(rooms)
-        else:
-            source = (
-                "message_fts JOIN messages m ON m.rowid = message_fts.rowid"
-                " JOIN streams s ON s.room_id = m.room_id"
-            )
+        params: list[Any] = [
+            match_expression(request.match),
+            orjson.dumps([[r.room_id, r.incarnation] for r in request.rooms]).decode(),
+        ]
         since = [request.since] if request.since is not None else []
         if self._retention is not None:
             since.append(utcnow() - self._retention)
@@ -232,7 +190,8 @@ class SqliteMessageSearch:
             where.append("m.thread_id IS NOT NULL")
         inner = (
             f"SELECT {_MESSAGE_COLUMNS}, -bm25(message_fts) AS score"
-            f" FROM {source} WHERE {' AND '.join(where)}"
+            f" FROM message_fts JOIN messages m ON m.rowid = message_fts.rowid"
+            f" JOIN streams s ON s.room_id = m.room_id WHERE {' AND '.join(where)}"
         )
         after = request.after
         if request.order is SearchOrder.NEWEST:

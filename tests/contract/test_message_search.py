@@ -311,9 +311,7 @@ async def test_sqlite_indexes_what_was_stored_without_the_index(tmp_path: Path) 
     await plain.messages.close()
     await plain.close()
     with sqlite3.connect(tmp_path / "old.db") as db:
-        db.executescript(
-            "DROP TABLE message_fts_vocab; DROP TABLE message_fts; DROP TABLE search_state;"
-        )
+        db.executescript("DROP TABLE message_fts; DROP TABLE search_state;")
     db.close()
 
     async def search_all(opened: Opened) -> list[Any]:
