@@ -362,7 +362,7 @@ class SqliteMessageStore:
                 ),
             )
             if self._indexed and inserted is not None:
-                await index_message(conn, inserted[0], data, stored.event)
+                await index_message(conn, inserted[0], room_id, data, stored.event)
         return stored, True
 
     async def find_client_message(

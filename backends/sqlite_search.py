@@ -27,6 +27,7 @@ from .search_query import (
     Term,
     TextMatch,
 )
+from .search_text import tokens
 from .sqlite import (
     _MESSAGE_COLUMNS,
     SqliteDatabase,
@@ -61,11 +62,21 @@ def _clause(clause: Term | Phrase | AnyOf) -> str:
     return _quoted([clause.token]) + ("*" if clause.prefix else "")
 
 
-def match_expression(match: TextMatch) -> str:
-    """The FTS5 MATCH expression of a parsed query."""
+MAX_ROOM_FILTER: Final = 64
+"""Scopes of more rooms are filtered by the join alone."""
+
+
+def match_expression(match: TextMatch, room_ids: Sequence[str] = ()) -> str:
+    """The FTS5 MATCH expression of a parsed query, in the given rooms."""
     expression = "(" + " AND ".join(_clause(c) for c in match.required) + ")"
     for excluded in match.excluded:
         expression += " NOT " + _clause(excluded)
+    expression = f"body : ({expression})"
+    # Room ids split into tokens like any text ("a-b" is "a b"), so this may
+    # let another room through: the join on room_id decides.
+    phrases = [tokens(r) for r in room_ids]
+    if phrases and len(phrases) <= MAX_ROOM_FILTER and all(phrases):
+        expression += " AND room : (" + " OR ".join(_quoted(p) for p in phrases) + ")"
     return expression
 
 
@@ -97,14 +108,14 @@ class SqliteMessageSearch:
             async with self._db.transaction() as conn:
                 start = await indexed_upto(conn)
                 async with conn.execute(
-                    "SELECT m.rowid, m.data, m.event FROM messages m WHERE m.rowid > ?"
+                    "SELECT m.rowid, m.room_id, m.data, m.event FROM messages m WHERE m.rowid > ?"
                     " AND NOT EXISTS (SELECT 1 FROM message_fts f WHERE f.rowid = m.rowid)"
                     " ORDER BY m.rowid LIMIT ?",
                     (start, BACKFILL_BATCH),
                 ) as cursor:
                     rows = list(await cursor.fetchall())
-                for rowid, data, event in rows:
-                    await index_message(conn, rowid, data, event)
+                for rowid, room_id, data, event in rows:
+                    await index_message(conn, rowid, room_id, data, event)
                 if len(rows) < BACKFILL_BATCH:
                     top = await _one(conn, "SELECT MAX(rowid) FROM messages")
                     await set_indexed_upto(conn, 0 if top is None or top[0] is None else top[0])
@@ -156,7 +167,7 @@ class SqliteMessageSearch:
             ),
         )
         if inserted is not None:
-            await index_message(conn, inserted[0], data, message.event)
+            await index_message(conn, inserted[0], message.room_id, data, message.event)
 
     async def search(self, request: SearchRequest) -> SearchPage:
         where = [
@@ -165,7 +176,7 @@ class SqliteMessageSearch:
             " json_extract(value, '$[1]') FROM json_each(?))",
         ]
         params: list[Any] = [
-            match_expression(request.match),
+            match_expression(request.match, [r.room_id for r in request.rooms]),
             orjson.dumps([[r.room_id, r.incarnation] for r in request.rooms]).decode(),
         ]
         since = [request.since] if request.since is not None else []
@@ -189,7 +200,7 @@ class SqliteMessageSearch:
         if request.has_thread:
             where.append("m.thread_id IS NOT NULL")
         inner = (
-            f"SELECT {_MESSAGE_COLUMNS}, -bm25(message_fts) AS score"
+            f"SELECT {_MESSAGE_COLUMNS}, -bm25(message_fts, 1.0, 0.0) AS score"
             f" FROM message_fts JOIN messages m ON m.rowid = message_fts.rowid"
             f" JOIN streams s ON s.room_id = m.room_id WHERE {' AND '.join(where)}"
         )

@@ -726,7 +726,8 @@ def _bulk_sqlite(url: str, count: int) -> None:
             # Their search index rows too, as appends write them (the text is
             # the one string in `data`), so the server does not index them at start.
             db.execute(
-                "INSERT INTO message_fts (rowid, body) SELECT rowid, json_extract(data, '$.text')"
+                "INSERT INTO message_fts (rowid, body, room)"
+                " SELECT rowid, json_extract(data, '$.text'), room_id"
                 " FROM messages WHERE room_id = ? AND seq >= 2",
                 (ROOM,),
             )
