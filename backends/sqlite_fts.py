@@ -58,8 +58,11 @@ def body_of(data_json: str, event: str | None) -> str:
 async def index_message(
     conn: aiosqlite.Connection, rowid: int, room_id: str, data_json: str, event: str | None
 ) -> None:
+    # REPLACE: a row left behind by a server without this index (its trim
+    # deleted the message, not the row) must not block a message that
+    # reuses the rowid.
     await conn.execute(
-        "INSERT INTO message_fts (rowid, body, room) VALUES (?, ?, ?)",
+        "INSERT OR REPLACE INTO message_fts (rowid, body, room) VALUES (?, ?, ?)",
         (rowid, body_of(data_json, event), room_id),
     )
 
