@@ -94,21 +94,22 @@ class Query:
         order_by: SearchOrder = SearchOrder.NEWEST,
     ) -> MessageSearchConnection:
         ctx = info.context
-        results = await search.search_messages(
-            ctx.services,
-            ctx.viewer,
-            query=query,
-            room_id=room_id,
-            user_id=user_id,
-            event=event,
-            thread_id=thread_id,
-            since=since,
-            until=until,
-            first=first,
-            after=after or None,
-            order=order_by,
-        )
-        return MessageSearchConnection.of(results)
+        with ctx.services.metrics.search_seconds.time():
+            results = await search.search_messages(
+                ctx.services,
+                ctx.viewer,
+                query=query,
+                room_id=room_id,
+                user_id=user_id,
+                event=event,
+                thread_id=thread_id,
+                since=since,
+                until=until,
+                first=first,
+                after=after or None,
+                order=order_by,
+            )
+            return MessageSearchConnection.of(results)
 
     @strawberry.field
     async def channel(self, info: GraphInfo, id: strawberry.ID) -> Channel | None:

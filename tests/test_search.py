@@ -3,6 +3,7 @@ the query language, what the viewer may read, paging, snippets and bad input."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -148,6 +149,7 @@ async def test_modifiers_and_arguments_combine(server: LiveServer) -> None:
 async def test_snippet_is_plain_text_with_highlights(server: LiveServer) -> None:
     alice = server.client(unique("alice"))
     room = await new_room(alice)
+    searches = await asyncio.to_thread(server.metric, "streaming_search_seconds_count")
     long = "<b>x</b> " * 30 + "the Café opens " + "later " * 40
     await send(alice, room, long)
     edge = (await search(alice, "cafe opens", room=room))["edges"][0]
@@ -158,6 +160,8 @@ async def test_snippet_is_plain_text_with_highlights(server: LiveServer) -> None
     assert marked == ["Café", "opens"]
     assert "<b>x</b>" in snippet or "Café" in snippet  # markup stays text, never parsed
     assert edge["score"] >= 0
+    timed = await asyncio.to_thread(server.metric, "streaming_search_seconds_count")
+    assert timed == searches + 1
 
 
 # --- who may read what --------------------------------------------------------------------
