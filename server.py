@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backends.errors import BackendError
-from backends.factory import ROLES, BackendConfigError, Backends, open_backends
+from backends.factory import OPTIONAL_ROLES, ROLES, BackendConfigError, Backends, open_backends
 from core.metrics import Metrics
 from core.settings import Settings, SettingsError, load_settings, parse_duration
 from resolvers.housekeeping import run_housekeeping
@@ -156,6 +156,7 @@ async def _open_backends(settings: Settings) -> Backends:
         _backend_urls(settings),
         retention=settings.retention,
         subscriber_capacity=settings.subscriber_queue_size,
+        insist_on=[role for role in OPTIONAL_ROLES if role in settings.role_urls],
     )
 
 

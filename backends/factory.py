@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -17,9 +17,11 @@ from urllib.parse import urlsplit
 
 from .events import Event, decode_hub_event, encode_hub_event
 from .hub import Hub
-from .opened import ROLES, Opened
+from .indexed_history import IndexedMessageStore
+from .opened import OPTIONAL_ROLES, ROLES, Opened
 from .protocols import (
     ChannelStore,
+    MessageSearch,
     MessageStore,
     PresenceStore,
     RateLimiter,
@@ -29,14 +31,22 @@ from .protocols import (
 
 MODULES = {
     "memory": "backends.memory",
-    "sqlite": "backends.sqlite",
+    "sqlite": "backends.sqlite_backend",
     "redis": "backends.redis",
     "rediss": "backends.redis",
     "nats": "backends.nats",
     "tls": "backends.nats",
 }
 
-__all__ = ["MODULES", "ROLES", "BackendConfigError", "Backends", "backend_module", "open_backends"]
+__all__ = [
+    "MODULES",
+    "OPTIONAL_ROLES",
+    "ROLES",
+    "BackendConfigError",
+    "Backends",
+    "backend_module",
+    "open_backends",
+]
 
 
 class BackendConfigError(ValueError):
@@ -52,6 +62,8 @@ class Backends:
     typing: TypingStore
     rates: RateLimiter
     hub: Hub[Event]
+    search: MessageSearch | None = None
+    """None when no backend provides the search role (searchMessages is off)."""
     checks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -71,6 +83,8 @@ class Backends:
             self.rates,
         ):
             await store.close()
+        if self.search is not None:
+            await self.search.close()
         for closer in reversed(self.closers):
             await closer()
 
@@ -94,8 +108,13 @@ async def open_backends(
     *,
     retention: timedelta | None,
     subscriber_capacity: int = 1024,
+    insist_on: Collection[str] = (),
 ) -> Backends:
-    """Open the backends for each role in `ROLES` from `urls[role]`."""
+    """Open the backends for each role in `ROLES` from `urls[role]`.
+
+    An optional role (`OPTIONAL_ROLES`) its URL does not provide is None,
+    unless it is in `insist_on` (its URL was set for it): then that is a
+    BackendConfigError, like any other role not provided."""
     missing = [role for role in ROLES if role not in urls]
     if missing:
         raise BackendConfigError(f"no backend URL for {', '.join(missing)}")
@@ -119,6 +138,12 @@ async def open_backends(
             decode=decode_hub_event,
             capacity=subscriber_capacity,
         )
+        search: MessageSearch | None = by_role["search"].search
+        if search is None and "search" in insist_on:
+            _required(None, "search", urls["search"])
+        messages: MessageStore = provided("messages")
+        if search is not None and not search.indexes_on_append:
+            messages = IndexedMessageStore(messages, search)
         await hub.start()
     except BaseException:
         for item in reversed(opened.values()):
@@ -126,7 +151,8 @@ async def open_backends(
                 await item.close()
         raise
     return Backends(
-        messages=provided("messages"),
+        messages=messages,
+        search=search,
         rooms=provided("rooms"),
         channels=provided("channels"),
         presence=provided("presence"),

@@ -25,6 +25,7 @@ from .codecs import (
 )
 from .errors import Conflict, ForeignStream, LimitReached, Missing
 from .memory_broker import MemoryBroker
+from .memory_search import MemoryMessageSearch
 from .opened import Opened
 from .protocols import check_page_args, member_order, member_quota, room_order
 from .records import (
@@ -81,9 +82,14 @@ class MemoryMessageStore:
 
     publishes_on_append = False
 
-    def __init__(self, retention: timedelta | None = None) -> None:
+    def __init__(
+        self, retention: timedelta | None = None, *, search: MemoryMessageSearch | None = None
+    ) -> None:
         self._retention = retention
         self._streams: dict[str, _Stream] = {}
+        # Opened with the search role: indexed here, with no await in
+        # between, so a message is never stored without being searchable.
+        self._search = search
 
     def _stream(self, room_id: str, incarnation: str) -> _Stream:
         """The room's history, started if it has none; ForeignStream if it
@@ -131,7 +137,10 @@ class MemoryMessageStore:
         stream.messages.append(stored)
         if cid is not None:
             stream.by_client_id[(message.user_id, cid)] = stored
-        return decode_message(raw), True
+        appended = decode_message(raw)
+        if self._search is not None:
+            self._search.add(appended)
+        return appended, True
 
     async def find_client_message(
         self, room_id: str, user_id: str, client_message_id: str, *, incarnation: str
@@ -204,12 +213,16 @@ class MemoryMessageStore:
             stream.by_client_id = {
                 (m.user_id, m.client_message_id): m for m in kept if m.client_message_id is not None
             }
+        if self._search is not None:
+            self._search.forget_before(cutoff)
         return removed
 
     async def drop_room(self, room_id: str, *, incarnation: str | None = None) -> None:
         stream = self._streams.get(room_id)
         if stream is not None and incarnation in (None, incarnation_of(stream.epoch)):
             del self._streams[room_id]
+            if self._search is not None:
+                self._search.forget_room(room_id, None)
 
     async def close(self) -> None:
         return None
@@ -698,9 +711,15 @@ class MemoryRateLimiter:
 
 async def open_stores(url: str, roles: Collection[str], *, retention: timedelta | None) -> Opened:
     """Everything in this process: one node only (see `backends.opened`)."""
+    search = None
+    if "search" in roles:
+        search = MemoryMessageSearch(retention, on_append="messages" in roles)
     return Opened(
         broker=MemoryBroker() if "broker" in roles else None,
-        messages=MemoryMessageStore(retention) if "messages" in roles else None,
+        messages=MemoryMessageStore(retention, search=search if "messages" in roles else None)
+        if "messages" in roles
+        else None,
+        search=search,
         rooms=MemoryRoomStore() if "rooms" in roles else None,
         channels=MemoryChannelStore() if "channels" in roles else None,
         presence=MemoryPresenceStore() if "presence" in roles else None,

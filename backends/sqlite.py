@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -28,7 +28,6 @@ import orjson
 
 from .codecs import from_micros, to_micros
 from .errors import Conflict, ForeignStream, LimitReached, Missing
-from .opened import Opened
 from .protocols import check_page_args, member_quota
 from .records import (
     Channel,
@@ -43,8 +42,15 @@ from .records import (
     new_epoch,
     utcnow,
 )
+from .sqlite_fts import FTS_SCHEMA, forget_before, forget_room, index_message, mark_unindexed
 
-__all__ = ["SqliteChannelStore", "SqliteDatabase", "SqliteMessageStore", "SqliteRoomStore"]
+__all__ = [
+    "SqliteChannelStore",
+    "SqliteDatabase",
+    "SqliteMessageStore",
+    "SqliteRoomStore",
+    "sqlite_path",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
@@ -173,6 +179,7 @@ class SqliteDatabase:
             await connection.execute("PRAGMA busy_timeout = 5000")
             await connection.execute("PRAGMA synchronous = NORMAL")
             await connection.executescript(_SCHEMA)
+            await connection.executescript(FTS_SCHEMA)
             await _add_missing_columns(connection)
         except BaseException:
             await connection.close()
@@ -204,6 +211,12 @@ class SqliteDatabase:
                 await self._connection.rollback()
                 raise
             await self._connection.commit()
+
+    async def appending_unindexed(self) -> None:
+        """Record that messages are appended without their FTS rows from now
+        on, so that the search role indexes them when it comes back."""
+        async with self.transaction() as conn:
+            await mark_unindexed(conn)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         async with self._lock:
@@ -270,9 +283,14 @@ class SqliteMessageStore:
 
     publishes_on_append = False
 
-    def __init__(self, db: SqliteDatabase, retention: timedelta | None = None) -> None:
+    def __init__(
+        self, db: SqliteDatabase, retention: timedelta | None = None, *, indexed: bool = False
+    ) -> None:
         self._db = db
         self._retention = retention
+        # With the search role on this database: each append also writes the
+        # message's FTS row, in its transaction.
+        self._indexed = indexed
 
     def _cutoff(self) -> int | None:
         if self._retention is None:
@@ -312,10 +330,11 @@ class SqliteMessageStore:
                 data=orjson.loads(data),
                 metadata=orjson.loads(metadata),
             )
-            await conn.execute(
+            inserted = await _one(
+                conn,
                 "INSERT INTO messages (room_id, seq, id, kind, user_id, ts, channel_id, event,"
                 " data, metadata, thread_id, client_message_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING rowid",
                 (
                     room_id,
                     offset,
@@ -331,6 +350,8 @@ class SqliteMessageStore:
                     cid,
                 ),
             )
+            if self._indexed and inserted is not None:
+                await index_message(conn, inserted[0], room_id, data, stored.event)
         return stored, True
 
     async def find_client_message(
@@ -407,7 +428,10 @@ class SqliteMessageStore:
         cutoff = self._cutoff()
         if cutoff is None:
             return 0
-        return await self._db.execute("DELETE FROM messages WHERE ts < ?", (cutoff,))
+        async with self._db.transaction() as conn:
+            await forget_before(conn, cutoff)
+            async with conn.execute("DELETE FROM messages WHERE ts < ?", (cutoff,)) as cursor:
+                return cursor.rowcount
 
     async def drop_room(self, room_id: str, *, incarnation: str | None = None) -> None:
         async with self._db.transaction() as conn:
@@ -417,6 +441,7 @@ class SqliteMessageStore:
                 )
                 if row is not None and row[0] != incarnation:
                     return
+            await forget_room(conn, room_id)
             await conn.execute("DELETE FROM messages WHERE room_id = ?", (room_id,))
             await conn.execute("DELETE FROM streams WHERE room_id = ?", (room_id,))
 
@@ -756,26 +781,3 @@ def sqlite_path(url: str) -> Path:
     if not path or path == url:
         raise ValueError(f"a sqlite URL needs a path: sqlite:///path/to.db, got {url!r}")
     return Path(path)
-
-
-async def open_stores(url: str, roles: Collection[str], *, retention: timedelta | None) -> Opened:
-    """Rooms, channels and history in the file; the ephemeral roles (fan-out,
-    presence, typing, rate limits) in memory, as for `memory://`."""
-    from . import memory
-
-    durable = {"messages", "rooms", "channels"}
-    opened = await memory.open_stores(
-        "memory://", [r for r in roles if r not in durable], retention=retention
-    )
-    if not durable.intersection(roles):
-        return opened
-    db = await SqliteDatabase.open(sqlite_path(url))
-    if "messages" in roles:
-        opened.messages = SqliteMessageStore(db, retention)
-    if "rooms" in roles:
-        opened.rooms = SqliteRoomStore(db)
-    if "channels" in roles:
-        opened.channels = SqliteChannelStore(db)
-    opened.ping = db.ping
-    opened.close = db.close
-    return opened

@@ -723,6 +723,18 @@ def _bulk_sqlite(url: str, count: int) -> None:
             db.execute(
                 "UPDATE streams SET last_offset = ? WHERE room_id = ?", (max(count, 1), ROOM)
             )
+            # Their search index rows too, as appends write them (the text is
+            # the one string in `data`), so the server does not index them at start.
+            db.execute(
+                "INSERT INTO message_fts (rowid, body, room)"
+                " SELECT rowid, json_extract(data, '$.text'), room_id"
+                " FROM messages WHERE room_id = ? AND seq >= 2",
+                (ROOM,),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO search_state (key, value)"
+                " SELECT 'indexed_upto', MAX(rowid) FROM messages"
+            )
     finally:
         db.close()
 

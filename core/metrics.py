@@ -50,6 +50,12 @@ class Metrics:
             buckets=_HISTORY_BUCKETS,
             registry=r,
         )
+        self.search_seconds = Histogram(
+            "streaming_search_seconds",
+            "Time to answer Query.searchMessages: parsing, access checks, the search, snippets",
+            buckets=_HISTORY_BUCKETS,
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -62,7 +62,9 @@ ENV_PREFIX = "FORGE_STREAMING_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 """Environment variable naming the YAML file when ``load_settings`` gets none."""
 
-BackendRole = Literal["broker", "messages", "rooms", "channels", "presence", "typing", "limits"]
+BackendRole = Literal[
+    "broker", "messages", "rooms", "channels", "presence", "typing", "limits", "search"
+]
 BackendName = Literal["memory", "sqlite", "redis", "nats"]
 
 _REQUEST_OVERHEAD = 64 * 1024  # bytes of a request besides its message
@@ -531,6 +533,9 @@ class Settings(BaseSettings):
         if role not in get_args(BackendRole):
             raise ValueError(f"unknown backend role {role!r}")
         url = self.role_urls.get(role)  # type: ignore[call-overload]
+        if url is None and role == "search":
+            # The index belongs with the history it indexes.
+            return self.backend_url("messages")
         if url is None:
             url = self.backend_urls[0] if self.backend_urls else self._default_url()
         return self._with_credentials(url)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from backends import topics
@@ -44,6 +45,32 @@ class MessagePage:
     messages: list[Message]
     has_next_page: bool
     has_previous_page: bool
+    resume: Message | None = None
+    """With filters, where a page that ran out of its scan budget stopped:
+    its cursor continues the paging (pageInfo's end cursor going forward,
+    start cursor going backward) though it matched no filter."""
+    backwards: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryFilter:
+    """history's filters besides the thread; None means any."""
+
+    user_ids: frozenset[str] | None = None
+    events: frozenset[str] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.user_ids, self.events, self.since, self.until))
+
+    def keeps(self, message: Message) -> bool:
+        return (
+            (self.user_ids is None or message.user_id in self.user_ids)
+            and (self.events is None or message.event in self.events)
+            and (self.since is None or message.timestamp >= self.since)
+            and (self.until is None or message.timestamp < self.until)
+        )
 
 
 def cursor_of(message: Message) -> str:
@@ -106,6 +133,7 @@ async def history(
     last: int | None,
     before: str | None,
     thread_id: str | None,
+    where: HistoryFilter | None = None,
 ) -> MessagePage:
     services.require("history")
     room = await readable_room(services, viewer, room_id)
@@ -138,15 +166,29 @@ async def history(
     limit = 50 if requested is None else requested
     if limit == 0:
         return MessagePage([], has_next_page=False, has_previous_page=False)
-    page = await store.page(
-        room_id,
-        incarnation=room.incarnation,
-        limit=limit,
-        after=after_offset,
-        before=before_offset,
-        from_end=backwards,
-        thread_id=thread_id,
-    )
+    resume = None
+    if where:
+        page, resume = await _filtered_page(
+            services,
+            room_id,
+            room.incarnation,
+            limit=limit,
+            after=after_offset,
+            before=before_offset,
+            backwards=backwards,
+            thread_id=thread_id,
+            where=where,
+        )
+    else:
+        page = await store.page(
+            room_id,
+            incarnation=room.incarnation,
+            limit=limit,
+            after=after_offset,
+            before=before_offset,
+            from_end=backwards,
+            thread_id=thread_id,
+        )
     if backwards:
         return MessagePage(
             page.messages,
@@ -154,6 +196,8 @@ async def history(
             and before_offset is not None
             and before_offset <= position.last_offset,
             has_previous_page=page.has_more,
+            resume=resume,
+            backwards=True,
         )
     return MessagePage(
         page.messages,
@@ -162,7 +206,60 @@ async def history(
         and after_offset is not None
         and position.first_offset != 0
         and after_offset >= position.first_offset,
+        resume=resume,
     )
+
+
+_SCAN_PAGE = 200
+_SCAN_PAGES = 25
+"""A filtered history page reads at most _SCAN_PAGE * _SCAN_PAGES messages."""
+
+
+async def _filtered_page(
+    services: Services,
+    room_id: str,
+    incarnation: str,
+    *,
+    limit: int,
+    after: int | None,
+    before: int | None,
+    backwards: bool,
+    thread_id: str | None,
+    where: HistoryFilter,
+) -> tuple[HistoryPage, Message | None]:
+    """The page of messages the filter keeps, scanning at most a bounded
+    number; and, if the scan stopped short, the last message it read."""
+    store = services.backends.messages
+    picked: list[Message] = []
+    last: Message | None = None
+    for _ in range(_SCAN_PAGES):
+        page = await store.page(
+            room_id,
+            incarnation=incarnation,
+            limit=_SCAN_PAGE,
+            after=after,
+            before=before,
+            from_end=backwards,
+            thread_id=thread_id,
+        )
+        scanned = list(reversed(page.messages)) if backwards else page.messages
+        for message in scanned:
+            last = message
+            if where.keeps(message):
+                if len(picked) == limit:
+                    return _in_order(picked, backwards, has_more=True), None
+                picked.append(message)
+        if not page.has_more or last is None:
+            return _in_order(picked, backwards, has_more=False), None
+        if backwards:
+            before = last.offset
+        else:
+            after = last.offset
+    return _in_order(picked, backwards, has_more=True), last
+
+
+def _in_order(picked: list[Message], backwards: bool, *, has_more: bool) -> HistoryPage:
+    return HistoryPage(list(reversed(picked)) if backwards else picked, has_more=has_more)
 
 
 def _offset(cursor: Cursor, epoch: str) -> int:

@@ -17,6 +17,7 @@ import math
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from graphql import (
@@ -32,8 +33,11 @@ from graphql import (
     GraphQLSchema,
 )
 
+from backends.search_query import SearchOrder
 from resolvers.cursors import parse_cursor
 from resolvers.errors import BadUserInput
+from resolvers.search import parse_search_cursor
+from resolvers.search_syntax import MAX_QUERY_LENGTH
 from resolvers.validation import user_id_problem
 
 # Scalars whose coercion already bounds them.
@@ -142,6 +146,45 @@ class ListOf:
                     self.item(item, name)
 
 
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """A DateTime with a time zone, between 1970 and 9999 (what every store holds)."""
+
+    def __call__(self, value: Any, name: str) -> None:
+        if (
+            not isinstance(value, datetime)
+            or value.utcoffset() is None
+            or not _FIRST_MOMENT <= value <= _LAST_MOMENT
+        ):
+            raise BadUserInput(
+                f"{name}: a date and time with a time zone, between 1970 and 9999",
+                argument=name,
+            )
+
+
+_FIRST_MOMENT: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_LAST_MOMENT: Final = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchCursor:
+    """A cursor of searchMessages: its shape here, its order in the resolver."""
+
+    def __call__(self, value: Any, name: str) -> None:
+        if not isinstance(value, str):
+            raise BadUserInput(f"{name} must be a string", argument=name)
+        if value and not any(_is_search_cursor(value, order) for order in SearchOrder):
+            raise BadUserInput(f"{name}: malformed search cursor", argument=name)
+
+
+def _is_search_cursor(value: str, order: SearchOrder) -> bool:
+    try:
+        parse_search_cursor(value, order)
+    except BadUserInput:
+        return False
+    return True
+
+
 NAME: Final = Text(200)
 DESCRIPTION: Final = Text(2000)
 EVENT: Final = Text(128)
@@ -155,6 +198,18 @@ BOUNDS: Final[Mapping[str, Check]] = {
     "Query.history(after:)": HistoryCursor(),
     "Query.history(before:)": HistoryCursor(),
     "Query.history(threadId:)": Ident(),
+    "Query.history(userIds:)": ListOf(MAX_USER_IDS, UserId()),
+    "Query.history(events:)": ListOf(MAX_FILTER_EVENTS, EVENT),
+    "Query.history(since:)": Moment(),
+    "Query.history(until:)": Moment(),
+    "Query.searchMessages(query:)": Text(MAX_QUERY_LENGTH),
+    "Query.searchMessages(roomId:)": Ident(),
+    "Query.searchMessages(userId:)": UserId(),
+    "Query.searchMessages(event:)": EVENT,
+    "Query.searchMessages(threadId:)": Ident(),
+    "Query.searchMessages(since:)": Moment(),
+    "Query.searchMessages(until:)": Moment(),
+    "Query.searchMessages(after:)": SearchCursor(),
     "Query.channel(id:)": Ident(),
     "Query.presence(userIds:)": ListOf(MAX_USER_IDS, UserId()),
     "Query.roomPresence(roomId:)": Ident(),

@@ -1,12 +1,21 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 import strawberry
 
-from resolvers import channels, messages, presence, rooms, typing_indicators
+from backends.search_query import SearchOrder
+from resolvers import channels, messages, presence, rooms, search, typing_indicators
 from resolvers.errors import NotFound
 
 from .context import GraphInfo
-from .types import Channel, MessageConnection, Presence, Room
+from .types import (
+    Channel,
+    MessageConnection,
+    MessageSearchConnection,
+    Presence,
+    Room,
+)
 
 
 @strawberry.type
@@ -41,8 +50,18 @@ class Query:
         last: int | None = None,
         before: str | None = None,
         thread_id: strawberry.ID | None = None,
+        user_ids: list[strawberry.ID] | None = None,
+        events: list[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> MessageConnection:
         ctx = info.context
+        where = messages.HistoryFilter(
+            user_ids=None if user_ids is None else frozenset(user_ids),
+            events=None if events is None else frozenset(events),
+            since=since,
+            until=until,
+        )
         with ctx.services.metrics.history_seconds.time():
             page = await messages.history(
                 ctx.services,
@@ -53,8 +72,44 @@ class Query:
                 last=last,
                 before=before,
                 thread_id=thread_id,
+                where=where,
             )
             return MessageConnection.of(page)
+
+    @strawberry.field(
+        description="Search the history of the rooms the viewer may read (README: Search)."
+    )
+    async def search_messages(
+        self,
+        info: GraphInfo,
+        query: str,
+        room_id: strawberry.ID | None = None,
+        user_id: strawberry.ID | None = None,
+        event: str | None = None,
+        thread_id: strawberry.ID | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        first: int | None = 20,
+        after: str | None = None,
+        order_by: SearchOrder = SearchOrder.NEWEST,
+    ) -> MessageSearchConnection:
+        ctx = info.context
+        with ctx.services.metrics.search_seconds.time():
+            results = await search.search_messages(
+                ctx.services,
+                ctx.viewer,
+                query=query,
+                room_id=room_id,
+                user_id=user_id,
+                event=event,
+                thread_id=thread_id,
+                since=since,
+                until=until,
+                first=first,
+                after=after or None,
+                order=order_by,
+            )
+            return MessageSearchConnection.of(results)
 
     @strawberry.field
     async def channel(self, info: GraphInfo, id: strawberry.ID) -> Channel | None:

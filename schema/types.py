@@ -10,10 +10,11 @@ from datetime import datetime
 import strawberry
 from strawberry.scalars import JSON
 
-from backends import records
+from backends import records, search_query
 from backends.events import TypingEvent as TypingRecord
 from resolvers import rooms as room_resolvers
 from resolvers.messages import MessagePage, cursor_of
+from resolvers.search import SearchResults
 
 from .context import GraphInfo
 
@@ -21,6 +22,7 @@ from .context import GraphInfo
 MessageType = strawberry.enum(records.MessageKind, name="MessageType")
 RoomRole = strawberry.enum(records.RoomRole, name="RoomRole")
 PresenceStatus = strawberry.enum(records.Status, name="PresenceStatus")
+SearchOrder = strawberry.enum(search_query.SearchOrder, name="SearchOrder")
 
 
 @strawberry.type
@@ -194,11 +196,68 @@ class MessageConnection:
     @classmethod
     def of(cls, page: MessagePage) -> MessageConnection:
         edges = [MessageEdge(cursor=cursor_of(m), node=Message.of(m)) for m in page.messages]
+        start = edges[0].cursor if edges else None
+        end = edges[-1].cursor if edges else None
+        if page.resume is not None:
+            # A filtered page that stopped scanning: continue from where it stopped.
+            if page.backwards:
+                start = cursor_of(page.resume)
+            else:
+                end = cursor_of(page.resume)
         return cls(
             edges=edges,
             page_info=PageInfo(
                 has_next_page=page.has_next_page,
                 has_previous_page=page.has_previous_page,
+                start_cursor=start,
+                end_cursor=end,
+            ),
+        )
+
+
+@strawberry.type(description="A range of characters of a snippet: [start, end).")
+class TextRange:
+    start: int
+    end: int
+
+
+@strawberry.type
+class MessageSearchEdge:
+    cursor: str
+    node: Message
+    snippet: str = strawberry.field(
+        description="Plain text (never markup) of the message around the first match."
+    )
+    highlights: list[TextRange] = strawberry.field(
+        description="The matched ranges of `snippet`, in Unicode characters (code points)."
+    )
+    score: float = strawberry.field(
+        description="Relevance; higher is better, comparable within one search only."
+    )
+
+
+@strawberry.type
+class MessageSearchConnection:
+    edges: list[MessageSearchEdge]
+    page_info: PageInfo
+
+    @classmethod
+    def of(cls, results: SearchResults) -> MessageSearchConnection:
+        edges = [
+            MessageSearchEdge(
+                cursor=f.cursor,
+                node=Message.of(f.message),
+                snippet=f.snippet,
+                highlights=[TextRange(start=s, end=e) for s, e in f.highlights],
+                score=f.score,
+            )
+            for f in results.found
+        ]
+        return cls(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=results.has_next_page,
+                has_previous_page=results.has_previous_page,
                 start_cursor=edges[0].cursor if edges else None,
                 end_cursor=edges[-1].cursor if edges else None,
             ),

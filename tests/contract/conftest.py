@@ -65,10 +65,10 @@ class BackendSpec:
 EVERY_ROLE = frozenset({"messages", "rooms", "channels", "presence", "typing", "limits"})
 
 BACKENDS: dict[str, BackendSpec] = {
-    "memory": BackendSpec(url=lambda tmp: "memory://", roles=EVERY_ROLE),
+    "memory": BackendSpec(url=lambda tmp: "memory://", roles=EVERY_ROLE | {"search"}),
     "sqlite": BackendSpec(
         url=lambda tmp: f"sqlite:///{tmp / 'nested' / 'forge.db'}",
-        roles=frozenset({"messages", "rooms", "channels"}),
+        roles=frozenset({"messages", "rooms", "channels", "search"}),
         durable=True,
     ),
     "redis": BackendSpec(

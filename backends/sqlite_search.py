@@ -1,0 +1,261 @@
+"""The search role on SQLite: FTS5 MATCH over `message_fts` (backends/sqlite_fts.py).
+
+Opened on the same file as the message store, that store indexes each
+append in its own transaction and this module only reads (and, at open,
+indexes messages appended while the search role was elsewhere). Opened on a
+file of its own, `index` copies the messages it is given into the file's
+`messages` table with their FTS rows: a search-only mirror.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, Final
+
+import orjson
+
+from .codecs import to_micros
+from .records import Message, incarnation_of, utcnow
+from .search_query import (
+    AnyOf,
+    Phrase,
+    SearchHit,
+    SearchKey,
+    SearchOrder,
+    SearchPage,
+    SearchRequest,
+    Term,
+    TextMatch,
+)
+from .search_text import tokens
+from .sqlite import (
+    _MESSAGE_COLUMNS,
+    SqliteDatabase,
+    _dump,
+    _message,
+    _one,
+)
+from .sqlite_fts import (
+    forget_before,
+    forget_room,
+    index_message,
+    indexed_upto,
+    set_indexed_upto,
+)
+
+__all__ = ["SqliteMessageSearch", "match_expression"]
+
+BACKFILL_BATCH: Final = 2000
+
+
+def _quoted(tokens: Sequence[str]) -> str:
+    # Tokens are folded word characters; doubling quotes keeps it safe anyway.
+    return '"' + " ".join(t.replace('"', '""') for t in tokens) + '"'
+
+
+def _clause(clause: Term | Phrase | AnyOf) -> str:
+    if isinstance(clause, AnyOf):
+        return "(" + " OR ".join(_clause(option) for option in clause.options) + ")"
+    if isinstance(clause, Phrase):
+        return _quoted(clause.tokens)
+    return _quoted([clause.token]) + ("*" if clause.prefix else "")
+
+
+MAX_ROOM_FILTER: Final = 64
+"""Scopes of more rooms are filtered by the join alone."""
+
+
+def match_expression(match: TextMatch, room_ids: Sequence[str] = ()) -> str:
+    """The FTS5 MATCH expression of a parsed query, in the given rooms."""
+    expression = "(" + " AND ".join(_clause(c) for c in match.required) + ")"
+    for excluded in match.excluded:
+        expression += " NOT " + _clause(excluded)
+    expression = f"body : ({expression})"
+    # Room ids split into tokens like any text ("a-b" is "a b"), so this may
+    # let another room through: the join on room_id decides.
+    phrases = [tokens(r) for r in room_ids]
+    if phrases and len(phrases) <= MAX_ROOM_FILTER and all(phrases):
+        expression += " AND room : (" + " OR ".join(_quoted(p) for p in phrases) + ")"
+    return expression
+
+
+class SqliteMessageSearch:
+    """Searches `message_fts`, joined to the messages of the rooms asked."""
+
+    def __init__(
+        self, db: SqliteDatabase, retention: timedelta | None, *, with_messages: bool
+    ) -> None:
+        self._db = db
+        self._retention = retention
+        self.indexes_on_append = with_messages
+
+    @classmethod
+    async def open(
+        cls, db: SqliteDatabase, retention: timedelta | None, *, with_messages: bool
+    ) -> SqliteMessageSearch:
+        search = cls(db, retention, with_messages=with_messages)
+        await search.backfill()
+        return search
+
+    async def backfill(self) -> int:
+        """Index the messages appended while indexing was off; return how many.
+
+        In batches of BACKFILL_BATCH, one transaction each, so appends (of
+        another process on the file) wait at most one batch."""
+        done = 0
+        while True:
+            async with self._db.transaction() as conn:
+                start = await indexed_upto(conn)
+                async with conn.execute(
+                    "SELECT m.rowid, m.room_id, m.data, m.event FROM messages m WHERE m.rowid > ?"
+                    " AND NOT EXISTS (SELECT 1 FROM message_fts f WHERE f.rowid = m.rowid)"
+                    " ORDER BY m.rowid LIMIT ?",
+                    (start, BACKFILL_BATCH),
+                ) as cursor:
+                    rows = list(await cursor.fetchall())
+                for rowid, room_id, data, event in rows:
+                    await index_message(conn, rowid, room_id, data, event)
+                if len(rows) < BACKFILL_BATCH:
+                    top = await _one(conn, "SELECT MAX(rowid) FROM messages")
+                    await set_indexed_upto(conn, 0 if top is None or top[0] is None else top[0])
+                    return done + len(rows)
+                await set_indexed_upto(conn, rows[-1][0])
+            done += len(rows)
+
+    async def index(self, messages: Sequence[Message]) -> None:
+        async with self._db.transaction() as conn:
+            for message in messages:
+                await self._mirror(conn, message)
+
+    async def _mirror(self, conn: Any, message: Message) -> None:
+        if message.room_id is None:
+            raise ValueError("only room messages are searched")
+        incarnation = incarnation_of(message.epoch)
+        stream = await _one(conn, "SELECT epoch FROM streams WHERE room_id = ?", (message.room_id,))
+        if stream is not None and incarnation_of(stream[0]) != incarnation:
+            # The room was made again: what this mirror holds of it is gone.
+            await forget_room(conn, message.room_id)
+            await conn.execute("DELETE FROM messages WHERE room_id = ?", (message.room_id,))
+            await conn.execute("DELETE FROM streams WHERE room_id = ?", (message.room_id,))
+        await conn.execute(
+            "INSERT INTO streams (room_id, epoch, last_offset, incarnation) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (room_id) DO UPDATE SET epoch = excluded.epoch,"
+            " last_offset = MAX(last_offset, excluded.last_offset)",
+            (message.room_id, message.epoch, message.offset, incarnation),
+        )
+        data = _dump(message.data)
+        inserted = await _one(
+            conn,
+            "INSERT INTO messages (room_id, seq, id, kind, user_id, ts, channel_id, event,"
+            " data, metadata, thread_id, client_message_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING RETURNING rowid",
+            (
+                message.room_id,
+                message.offset,
+                message.id,
+                message.kind.value,
+                message.user_id,
+                to_micros(message.timestamp, "timestamp"),
+                message.channel_id,
+                message.event,
+                data,
+                _dump(message.metadata),
+                message.thread_id,
+                message.client_message_id,
+            ),
+        )
+        if inserted is not None:
+            await index_message(conn, inserted[0], message.room_id, data, message.event)
+
+    async def search(self, request: SearchRequest) -> SearchPage:
+        where = [
+            "message_fts MATCH ?",
+            "(m.room_id, s.incarnation) IN (SELECT json_extract(value, '$[0]'),"
+            " json_extract(value, '$[1]') FROM json_each(?))",
+        ]
+        params: list[Any] = [
+            match_expression(request.match, [r.room_id for r in request.rooms]),
+            orjson.dumps([[r.room_id, r.incarnation] for r in request.rooms]).decode(),
+        ]
+        since = [request.since] if request.since is not None else []
+        if self._retention is not None:
+            since.append(utcnow() - self._retention)
+        if since:
+            where.append("m.ts >= ?")
+            params.append(to_micros(max(since), "since"))
+        if request.until is not None:
+            where.append("m.ts < ?")
+            params.append(to_micros(request.until, "until"))
+        if request.user_ids is not None:
+            where.append("m.user_id IN (SELECT value FROM json_each(?))")
+            params.append(orjson.dumps(sorted(request.user_ids)).decode())
+        if request.events is not None:
+            where.append("m.event IN (SELECT value FROM json_each(?))")
+            params.append(orjson.dumps(sorted(request.events)).decode())
+        if request.thread_id is not None:
+            where.append("m.thread_id = ?")
+            params.append(request.thread_id)
+        if request.has_thread:
+            where.append("m.thread_id IS NOT NULL")
+        inner = (
+            f"SELECT {_MESSAGE_COLUMNS}, -bm25(message_fts, 1.0, 0.0) AS score"
+            f" FROM message_fts JOIN messages m ON m.rowid = message_fts.rowid"
+            f" JOIN streams s ON s.room_id = m.room_id WHERE {' AND '.join(where)}"
+        )
+        after = request.after
+        if request.order is SearchOrder.NEWEST:
+            sql = inner
+            if after is not None:
+                sql += " AND (-m.ts, m.room_id, -m.seq) > (?, ?, ?)"
+                params += list(_newest_bound(after))
+            sql += " ORDER BY m.ts DESC, m.room_id, m.seq DESC LIMIT ?"
+            params.append(request.limit + 1)
+        else:
+            sql = f"SELECT * FROM ({inner} ORDER BY m.ts DESC, m.room_id, m.seq DESC LIMIT ?) c"
+            params.append(request.max_candidates)
+            if after is not None:
+                sql += " WHERE (-c.score, -c.ts, c.room_id, -c.seq) > (?, ?, ?, ?)"
+                params += [-(after.score or 0.0), *_newest_bound(after)]
+            sql += " ORDER BY c.score DESC, c.ts DESC, c.room_id, c.seq DESC LIMIT ?"
+            params.append(request.limit + 1)
+        rows = await self._db.fetch(sql, params)
+        hits = []
+        for row in rows[: request.limit]:
+            message = _message(row)
+            score = float(row[13])
+            key_score = score if request.order is SearchOrder.RELEVANCE else None
+            key = SearchKey(message.timestamp, row[6], message.offset, key_score)
+            hits.append(SearchHit(message=message, key=key, score=score))
+        return SearchPage(hits=hits, has_more=len(rows) > request.limit)
+
+    async def drop_room(self, room_id: str, *, incarnation: str | None = None) -> None:
+        if self.indexes_on_append:
+            return  # the message store's drop_room dropped the index rows
+        async with self._db.transaction() as conn:
+            if incarnation is not None:
+                row = await _one(
+                    conn, "SELECT incarnation FROM streams WHERE room_id = ?", (room_id,)
+                )
+                if row is not None and row[0] != incarnation:
+                    return
+            await forget_room(conn, room_id)
+            await conn.execute("DELETE FROM messages WHERE room_id = ?", (room_id,))
+            await conn.execute("DELETE FROM streams WHERE room_id = ?", (room_id,))
+
+    async def trim(self) -> int:
+        if self.indexes_on_append or self._retention is None:
+            return 0
+        cutoff = to_micros(utcnow() - self._retention, "cutoff")
+        async with self._db.transaction() as conn:
+            await forget_before(conn, cutoff)
+            async with conn.execute("DELETE FROM messages WHERE ts < ?", (cutoff,)) as cursor:
+                return cursor.rowcount
+
+    async def close(self) -> None:
+        return None
+
+
+def _newest_bound(key: SearchKey) -> tuple[int, str, int]:
+    return (-to_micros(key.timestamp, "after"), key.room_id, -key.offset)
