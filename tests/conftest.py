@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -112,3 +114,23 @@ def missing(reason: str) -> NoReturn:
 def require_service(name: str, port: int) -> None:
     if not service_available(port):
         missing(f"{name} is not running on 127.0.0.1:{port}")
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[str]:
+    """A private PostgreSQL cluster for the session; its base URL.
+
+    Tests share it and keep apart by schema (`?schema=...`). Its folder is
+    made with tempfile, not pytest's tmp_path: as root the server runs as
+    the `postgres` account, which must be able to reach it.
+    """
+    from tests.services import PostgresCluster
+
+    folder = Path(tempfile.mkdtemp(prefix="forge-pg-"))
+    cluster = PostgresCluster(folder)
+    try:
+        cluster.start()
+        yield cluster.url
+    finally:
+        cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -60,6 +60,11 @@ class BackendSpec:
     service: tuple[str, int] | None = None
     cleanup: Callable[[str], Awaitable[None]] | None = None
     """Deletes the data set behind a URL made by `url`, after the test."""
+    server_fixture: str | None = None
+    """A session fixture that runs a private server and gives its URL; the
+    data set's URL is then made by `on_server`, and `url` is not used."""
+    on_server: Callable[[str], str] | None = None
+    """With `server_fixture`: makes a fresh data set's URL on that server."""
 
 
 EVERY_ROLE = frozenset({"messages", "rooms", "channels", "presence", "typing", "limits"})
@@ -85,6 +90,14 @@ BACKENDS: dict[str, BackendSpec] = {
         service=("NATS", 4222),
         cleanup=lambda url: factory_module(url).delete_namespace(url),
     ),
+    "postgresql": BackendSpec(
+        url=lambda tmp: "",
+        roles=frozenset({"messages", "rooms", "channels"}),
+        durable=True,
+        server_fixture="postgres_cluster",
+        on_server=lambda server: f"{server}?schema=t{uuid4().hex[:12]}",
+        cleanup=lambda url: factory_module(url).delete_namespace(url),
+    ),
 }
 
 
@@ -95,11 +108,14 @@ def backends_with(role: str) -> list[str]:
 class Opener:
     """Opens stores of one backend on one data set; closes them all at the end."""
 
-    def __init__(self, name: str, tmp: Path) -> None:
+    def __init__(self, name: str, tmp: Path, request: pytest.FixtureRequest) -> None:
         spec = BACKENDS[name]
         if spec.service is not None:
             require_service(*spec.service)
-        self.url = spec.url(tmp)
+        if spec.server_fixture is not None and spec.on_server is not None:
+            self.url = spec.on_server(request.getfixturevalue(spec.server_fixture))
+        else:
+            self.url = spec.url(tmp)
         self._cleanup = spec.cleanup
         self._opened: list[tuple[Any, Opened]] = []
 
@@ -143,7 +159,7 @@ async def make_message_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[MessageStoreMaker]:
     """Build message stores of one backend: `await make(retention=...)`."""
-    opener = Opener(request.param, tmp_path)
+    opener = Opener(request.param, tmp_path, request)
 
     async def make(retention: timedelta | None = None) -> MessageStore:
         store: MessageStore = await opener.open("messages", retention)
@@ -158,15 +174,15 @@ async def message_store(make_message_store: MessageStoreMaker) -> MessageStore:
     return await make_message_store()
 
 
-async def _one_store(name: str, tmp: Path, role: str) -> AsyncIterator[Any]:
-    opener = Opener(name, tmp)
+async def _one_store(request: pytest.FixtureRequest, tmp: Path, role: str) -> AsyncIterator[Any]:
+    opener = Opener(request.param, tmp, request)
     yield await opener.open(role)
     await opener.close_all()
 
 
 @pytest.fixture(params=backends_with("rooms"))
 async def room_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RoomStore]:
-    async for store in _one_store(request.param, tmp_path, "rooms"):
+    async for store in _one_store(request, tmp_path, "rooms"):
         yield store
 
 
@@ -174,7 +190,7 @@ async def room_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
 async def channel_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[ChannelStore]:
-    async for store in _one_store(request.param, tmp_path, "channels"):
+    async for store in _one_store(request, tmp_path, "channels"):
         yield store
 
 
@@ -182,7 +198,7 @@ async def channel_store(
 async def presence_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[PresenceStore]:
-    async for store in _one_store(request.param, tmp_path, "presence"):
+    async for store in _one_store(request, tmp_path, "presence"):
         yield store
 
 
@@ -190,7 +206,7 @@ async def presence_store(
 async def typing_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[TypingStore]:
-    async for store in _one_store(request.param, tmp_path, "typing"):
+    async for store in _one_store(request, tmp_path, "typing"):
         yield store
 
 
@@ -198,7 +214,7 @@ async def typing_store(
 async def rate_limiter(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[RateLimiter]:
-    async for store in _one_store(request.param, tmp_path, "limits"):
+    async for store in _one_store(request, tmp_path, "limits"):
         yield store
 
 
@@ -209,7 +225,7 @@ async def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     Close one set (`await stores.close()`) before opening the next; any left
     open are closed at teardown.
     """
-    opener = Opener(request.param, tmp_path)
+    opener = Opener(request.param, tmp_path, request)
 
     async def open_stores(retention: timedelta | None = None) -> DurableStores:
         messages = await opener.open("messages", retention)
