@@ -42,8 +42,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
-"""A connection taken from the pool."""
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+"""A connection of our own, or one taken from the pool."""
 
 
 def changed_rows(status: str) -> int:
