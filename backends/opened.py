@@ -1,15 +1,18 @@
 """What one backend URL provides: the contract of every backend module.
 
-Each backend module (`backends.memory`, `backends.sqlite`, and later the
+Each backend module (`backends.memory`, `backends.sqlite_backend`, and the
 redis and nats ones) has
 
     async def open_stores(url: str, roles: Collection[str], *,
                           retention: timedelta | None) -> Opened
 
 which opens one connection for that URL and returns a store for every role
-asked (`ROLES`), plus the fan-out backend for "broker". A message store that
-is opened together with the broker may publish each appended message itself,
-atomically with the append (`MessageStore.publishes_on_append`).
+asked (`ROLES`; the optional `search` only if it has one), plus the fan-out
+backend for "broker". A message store that is opened together with the
+broker may publish each appended message itself, atomically with the append
+(`MessageStore.publishes_on_append`); one opened together with the search
+role indexes each appended message in the same transaction
+(`MessageSearch.indexes_on_append`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from broadcaster import BroadcastBackend
 
 from .protocols import (
     ChannelStore,
+    MessageSearch,
     MessageStore,
     PresenceStore,
     RateLimiter,
@@ -28,7 +32,10 @@ from .protocols import (
     TypingStore,
 )
 
-ROLES = ("broker", "messages", "rooms", "channels", "presence", "typing", "limits")
+ROLES = ("broker", "messages", "rooms", "channels", "presence", "typing", "limits", "search")
+OPTIONAL_ROLES = frozenset({"search"})
+"""Roles a backend may not provide: without one the feature is off (a
+backend module leaves it None), unless its URL was set for that role."""
 
 
 async def _nothing() -> None:
@@ -44,6 +51,7 @@ class Opened:
     presence: PresenceStore | None = None
     typing: TypingStore | None = None
     limits: RateLimiter | None = None
+    search: MessageSearch | None = None
     ping: Callable[[], Awaitable[None]] = field(default=_nothing)
     """Raises if the backing service cannot be reached."""
     close: Callable[[], Awaitable[None]] = field(default=_nothing)

@@ -9,6 +9,7 @@ same contract suite in tests/contract/. Records are in `backends.records`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from .records import (
@@ -24,6 +25,7 @@ from .records import (
     StreamPosition,
     TypingEntry,
 )
+from .search_query import SearchPage, SearchRequest
 
 
 class MessageStore(Protocol):
@@ -97,6 +99,46 @@ class MessageStore(Protocol):
         Atomic against appends: a history of another incarnation, or
         messages appended after the check, are never dropped.
         """
+        ...
+
+    async def close(self) -> None: ...
+
+
+class MessageSearch(Protocol):
+    """Full-text search over room history (the `search` role).
+
+    What is indexed and how text splits into tokens is `backends.search_text`;
+    what a query means is `backends.search_query`. Only retained messages of
+    the rooms (and incarnations) a request names are ever returned.
+
+    A backend that stores history and search for the same URL indexes each
+    message in the same transaction as its append (`indexes_on_append`), and
+    forgets it with the room (`MessageStore.drop_room`) and with retention
+    (`MessageStore.trim`). Otherwise the caller indexes what it stored with
+    `index`, and calls `drop_room` and `trim` here as well.
+    """
+
+    indexes_on_append: bool
+    """True if the MessageStore opened with it (same URL) keeps this index
+    itself, atomically with its appends, drops and trims."""
+
+    async def index(self, messages: Sequence[Message]) -> None:
+        """Add stored room messages; one already indexed (same room and
+        offset) is left as it is."""
+        ...
+
+    async def search(self, request: SearchRequest) -> SearchPage:
+        """One page of hits in the request's order, strictly after
+        `request.after`; `has_more` if more match beyond it. Cost bounded by
+        the request (its limit and, for RELEVANCE, `max_candidates`)."""
+        ...
+
+    async def drop_room(self, room_id: str, *, incarnation: str | None = None) -> None:
+        """Forget the room's messages (of `incarnation` only, if given)."""
+        ...
+
+    async def trim(self) -> int:
+        """Forget messages older than the retention; return how many."""
         ...
 
     async def close(self) -> None: ...

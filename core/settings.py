@@ -62,7 +62,7 @@ ENV_PREFIX = "FORGE_STREAMING_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 """Environment variable naming the YAML file when ``load_settings`` gets none."""
 
-Role = Literal["broker", "messages", "rooms", "channels", "presence", "typing", "limits"]
+Role = Literal["broker", "messages", "rooms", "channels", "presence", "typing", "limits", "search"]
 BackendName = Literal["memory", "sqlite", "redis", "nats", "postgresql"]
 
 _REQUEST_OVERHEAD = 64 * 1024  # bytes of a request besides its message

@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -117,20 +115,17 @@ def require_service(name: str, port: int) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[str]:
-    """A private PostgreSQL cluster for the session; its base URL.
+def postgres_cluster() -> str:
+    """The base URL of the session's private PostgreSQL cluster."""
+    from tests.services import PRIVATE_POSTGRES
 
-    Tests share it and keep apart by schema (`?schema=...`). Its folder is
-    made with tempfile, not pytest's tmp_path: as root the server runs as
-    the `postgres` account, which must be able to reach it.
-    """
-    from tests.services import PostgresCluster
+    return PRIVATE_POSTGRES.url()
 
-    folder = Path(tempfile.mkdtemp(prefix="forge-pg-"))
-    cluster = PostgresCluster(folder)
-    try:
-        cluster.start()
-        yield cluster.url
-    finally:
-        cluster.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_private_postgres() -> Iterator[None]:
+    """Stop the private PostgreSQL cluster at the end, if a test started it."""
+    yield
+    from tests.services import PRIVATE_POSTGRES
+
+    PRIVATE_POSTGRES.stop()

@@ -2,8 +2,8 @@
 
 The shared servers on 6379 and 4222 are never stopped: a test that needs an
 outage runs its own server on a free port, with its data in a temp folder.
-PostgreSQL always runs privately (one cluster per test session, see
-`tests.conftest.postgres_cluster`).
+PostgreSQL always runs privately: one cluster per test session
+(`PRIVATE_POSTGRES`), each test in a schema of its own.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,3 +209,41 @@ class PostgresCluster:
             self.process.wait()
         self.process = None
         _wait_port(self.port, up=False)
+
+
+class LazyPostgres:
+    """The session's private PostgreSQL cluster, started on first use.
+
+    Started lazily (not by a fixture) so that a backend's URL maker in the
+    contract suites can name it; `tests.conftest` stops it when the session
+    ends. Tests keep apart by schema (`?schema=...`)."""
+
+    def __init__(self) -> None:
+        self._cluster: PostgresCluster | None = None
+        self._folder: Path | None = None
+
+    def url(self) -> str:
+        if self._cluster is None:
+            # Not pytest's tmp_path: as root the server runs as the `postgres`
+            # account, which must be able to reach its folder.
+            self._folder = Path(tempfile.mkdtemp(prefix="forge-pg-"))
+            cluster = PostgresCluster(self._folder)
+            try:
+                cluster.start()
+            except BaseException:
+                cluster.stop()
+                shutil.rmtree(self._folder, ignore_errors=True)
+                raise
+            self._cluster = cluster
+        return self._cluster.url
+
+    def stop(self) -> None:
+        if self._cluster is not None:
+            self._cluster.stop()
+            self._cluster = None
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+
+PRIVATE_POSTGRES = LazyPostgres()

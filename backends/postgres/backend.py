@@ -10,7 +10,8 @@ the connections of one process; a query that finds them all busy waits up to
 `pool_wait` seconds (default 2), then fails with `errors.Overloaded`. Other
 query parameters go to asyncpg (TLS: `sslmode`, `sslrootcert`, ...).
 
-PostgreSQL keeps the durable roles (messages, rooms, channels). The others
+PostgreSQL keeps the durable roles (messages, rooms, channels) and search
+(a tsvector per message with a GIN index, see `search`). The others
 are not its job: on its own (`backend: postgresql`) the broker, presence,
 typing and rate limits are in process memory, as for sqlite, which fits one
 node; for many nodes give those roles to Redis or NATS through `role_urls`.
@@ -34,6 +35,7 @@ from .database import CONNECTION_ERRORS, PostgresDatabase
 from .messages import PostgresMessageStore
 from .migrations import migrate
 from .rooms import PostgresRoomStore
+from .search import PostgresMessageSearch
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresUrl", "delete_namespace", "open_stores", "redact"]
 
@@ -145,17 +147,27 @@ async def open_database(url: str) -> PostgresDatabase:
 
 
 async def open_stores(url: str, roles: Collection[str], *, retention: timedelta | None) -> Opened:
-    """The durable roles on PostgreSQL; the others in memory (see the module doc)."""
+    """The durable roles and search on PostgreSQL; the others in memory
+    (see the module doc)."""
     from .. import memory
 
     opened = await memory.open_stores(
         "memory://", [r for r in roles if r not in _DURABLE], retention=retention
     )
-    if not _DURABLE.intersection(roles):
+    if not (_DURABLE | {"search"}).intersection(roles):
         return opened
     db = await open_database(url)
+    searched = "search" in roles
+    if searched:
+        try:
+            opened.search = await PostgresMessageSearch.open(
+                db, retention, with_messages="messages" in roles
+            )
+        except BaseException:
+            await db.close()
+            raise
     if "messages" in roles:
-        opened.messages = PostgresMessageStore(db, retention)
+        opened.messages = PostgresMessageStore(db, retention, indexed=searched)
     if "rooms" in roles:
         opened.rooms = PostgresRoomStore(db)
     if "channels" in roles:

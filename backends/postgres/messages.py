@@ -30,6 +30,7 @@ from ..records import (
     utcnow,
 )
 from .database import Connection, PostgresDatabase
+from .tsvector import tsvector_of
 
 __all__ = ["PostgresMessageStore"]
 
@@ -95,9 +96,14 @@ class PostgresMessageStore:
 
     publishes_on_append = False
 
-    def __init__(self, db: PostgresDatabase, retention: timedelta | None = None) -> None:
+    def __init__(
+        self, db: PostgresDatabase, retention: timedelta | None = None, *, indexed: bool = False
+    ) -> None:
         self._db = db
         self._retention = retention
+        # With the search role on this database: each message is stored with
+        # its tsvector, so it is searchable as soon as it is stored.
+        self._indexed = indexed
 
     def _cutoff(self) -> datetime | None:
         return None if self._retention is None else utcnow() - self._retention
@@ -109,6 +115,8 @@ class PostgresMessageStore:
         room_id = message.room_id
         cid = message.client_message_id
         data, metadata = _dump(message.data), _dump(message.metadata)
+        # Made before the transaction: the room's lock is held for no tokenizing.
+        tsv = tsvector_of(orjson.loads(data), message.event) if self._indexed else None
         async with self._db.transaction() as conn:
             stream = await _own_stream(conn, room_id, incarnation, lock=True)
             if cid is not None:
@@ -133,8 +141,8 @@ class PostgresMessageStore:
             )
             await conn.execute(
                 "INSERT INTO messages (room_id, seq, id, kind, user_id, ts, channel_id, event,"
-                " data, metadata, thread_id, client_message_id)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                " data, metadata, thread_id, client_message_id, tsv)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::tsvector)",
                 room_id,
                 offset,
                 stored.id,
@@ -147,6 +155,7 @@ class PostgresMessageStore:
                 metadata,
                 stored.thread_id,
                 cid,
+                tsv,
             )
         return stored, True
 

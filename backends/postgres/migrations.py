@@ -101,6 +101,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        2,
+        "search",
+        # tsv is NULL for a message appended while the search role was
+        # elsewhere (or off); the search role indexes those when it opens.
+        """
+        ALTER TABLE messages ADD COLUMN tsv tsvector;
+        CREATE INDEX messages_tsv ON messages USING gin (tsv);
+        CREATE INDEX messages_unindexed ON messages (room_id, seq) WHERE tsv IS NULL;
+        CREATE INDEX messages_room_ts ON messages (room_id, ts);
+        """,
+    ),
 )
 
 

@@ -29,6 +29,7 @@ from backends.protocols import (
     TypingStore,
 )
 from tests.conftest import require_service
+from tests.services import PRIVATE_POSTGRES
 
 Cleanup = Callable[[], Awaitable[None]]
 
@@ -60,11 +61,6 @@ class BackendSpec:
     service: tuple[str, int] | None = None
     cleanup: Callable[[str], Awaitable[None]] | None = None
     """Deletes the data set behind a URL made by `url`, after the test."""
-    server_fixture: str | None = None
-    """A session fixture that runs a private server and gives its URL; the
-    data set's URL is then made by `on_server`, and `url` is not used."""
-    on_server: Callable[[str], str] | None = None
-    """With `server_fixture`: makes a fresh data set's URL on that server."""
 
 
 EVERY_ROLE = frozenset({"messages", "rooms", "channels", "presence", "typing", "limits"})
@@ -91,11 +87,10 @@ BACKENDS: dict[str, BackendSpec] = {
         cleanup=lambda url: factory_module(url).delete_namespace(url),
     ),
     "postgresql": BackendSpec(
-        url=lambda tmp: "",
-        roles=frozenset({"messages", "rooms", "channels"}),
+        # The session's private cluster, started by the first test that needs it.
+        url=lambda tmp: f"{PRIVATE_POSTGRES.url()}?schema=t{uuid4().hex[:12]}",
+        roles=frozenset({"messages", "rooms", "channels", "search"}),
         durable=True,
-        server_fixture="postgres_cluster",
-        on_server=lambda server: f"{server}?schema=t{uuid4().hex[:12]}",
         cleanup=lambda url: factory_module(url).delete_namespace(url),
     ),
 }
@@ -108,14 +103,11 @@ def backends_with(role: str) -> list[str]:
 class Opener:
     """Opens stores of one backend on one data set; closes them all at the end."""
 
-    def __init__(self, name: str, tmp: Path, request: pytest.FixtureRequest) -> None:
+    def __init__(self, name: str, tmp: Path) -> None:
         spec = BACKENDS[name]
         if spec.service is not None:
             require_service(*spec.service)
-        if spec.server_fixture is not None and spec.on_server is not None:
-            self.url = spec.on_server(request.getfixturevalue(spec.server_fixture))
-        else:
-            self.url = spec.url(tmp)
+        self.url = spec.url(tmp)
         self._cleanup = spec.cleanup
         self._opened: list[tuple[Any, Opened]] = []
 
@@ -159,7 +151,7 @@ async def make_message_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[MessageStoreMaker]:
     """Build message stores of one backend: `await make(retention=...)`."""
-    opener = Opener(request.param, tmp_path, request)
+    opener = Opener(request.param, tmp_path)
 
     async def make(retention: timedelta | None = None) -> MessageStore:
         store: MessageStore = await opener.open("messages", retention)
@@ -174,15 +166,15 @@ async def message_store(make_message_store: MessageStoreMaker) -> MessageStore:
     return await make_message_store()
 
 
-async def _one_store(request: pytest.FixtureRequest, tmp: Path, role: str) -> AsyncIterator[Any]:
-    opener = Opener(request.param, tmp, request)
+async def _one_store(name: str, tmp: Path, role: str) -> AsyncIterator[Any]:
+    opener = Opener(name, tmp)
     yield await opener.open(role)
     await opener.close_all()
 
 
 @pytest.fixture(params=backends_with("rooms"))
 async def room_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RoomStore]:
-    async for store in _one_store(request, tmp_path, "rooms"):
+    async for store in _one_store(request.param, tmp_path, "rooms"):
         yield store
 
 
@@ -190,7 +182,7 @@ async def room_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
 async def channel_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[ChannelStore]:
-    async for store in _one_store(request, tmp_path, "channels"):
+    async for store in _one_store(request.param, tmp_path, "channels"):
         yield store
 
 
@@ -198,7 +190,7 @@ async def channel_store(
 async def presence_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[PresenceStore]:
-    async for store in _one_store(request, tmp_path, "presence"):
+    async for store in _one_store(request.param, tmp_path, "presence"):
         yield store
 
 
@@ -206,7 +198,7 @@ async def presence_store(
 async def typing_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[TypingStore]:
-    async for store in _one_store(request, tmp_path, "typing"):
+    async for store in _one_store(request.param, tmp_path, "typing"):
         yield store
 
 
@@ -214,7 +206,7 @@ async def typing_store(
 async def rate_limiter(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[RateLimiter]:
-    async for store in _one_store(request, tmp_path, "limits"):
+    async for store in _one_store(request.param, tmp_path, "limits"):
         yield store
 
 
@@ -225,7 +217,7 @@ async def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     Close one set (`await stores.close()`) before opening the next; any left
     open are closed at teardown.
     """
-    opener = Opener(request.param, tmp_path, request)
+    opener = Opener(request.param, tmp_path)
 
     async def open_stores(retention: timedelta | None = None) -> DurableStores:
         messages = await opener.open("messages", retention)
