@@ -21,7 +21,10 @@ from backends.errors import Unavailable
 from backends.opened import Opened
 from backends.postgres import delete_namespace, open_stores
 from backends.postgres.migrations import MIGRATIONS, Migration, migrate
+from backends.records import MessageKind, NewMessage
 from backends.redis import delete_namespace as delete_redis_namespace
+from backends.search_query import RoomScope, SearchRequest
+from resolvers.search_syntax import parse_query
 from tests.conftest import TEST_SETTINGS, require_service
 from tests.live import LiveServer, free_port, unique, ws_connect
 from tests.test_cluster import CREATE, HISTORY, JOIN, MESSAGES, SEND
@@ -153,3 +156,72 @@ async def test_two_nodes_share_rooms_and_history_in_postgresql_and_fan_out_on_re
     a.stop()
     b.stop()
     await delete_redis_namespace(redis_url)
+
+
+# --- search: what is PostgreSQL's own (the rest is tests/contract) -----------------
+
+
+async def _hits(opened: Opened, query: str, room: str = "r1") -> list[Any]:
+    assert opened.search is not None
+    request = SearchRequest(
+        match=parse_query(query).match, rooms=(RoomScope(room, "inc"),), limit=50
+    )
+    return [hit.message.data for hit in (await opened.search.search(request)).hits]
+
+
+def _new(data: Any) -> NewMessage:
+    return NewMessage(kind=MessageKind.MESSAGE, user_id="alice", room_id="r1", data=data)
+
+
+async def test_history_stored_without_search_is_indexed_when_search_opens(
+    schema_url: str,
+) -> None:
+    plain = await open_stores(schema_url, ["messages"], retention=None)
+    assert plain.messages is not None
+    for text in ("first café", "second cafe", "unrelated"):
+        await plain.messages.append(_new(text), incarnation="inc")
+    await plain.close()
+
+    both = await open_stores(schema_url, ["messages", "search"], retention=None)
+    try:
+        assert both.messages is not None
+        await both.messages.append(_new("third Café"), incarnation="inc")
+        assert await _hits(both, "cafe") == ["third Café", "second cafe", "first café"]
+    finally:
+        await both.close()
+
+
+async def test_huge_tokens_and_many_repeats_are_indexed_and_found(schema_url: str) -> None:
+    """Past PostgreSQL's limits of a lexeme (2 KB) and of its positions (256)."""
+    opened = await open_stores(schema_url, ["messages", "search"], retention=None)
+    try:
+        assert opened.messages is not None
+        word = "é" * 3000
+        await opened.messages.append(_new(f"see {word} here"), incarnation="inc")
+        await opened.messages.append(_new("ping " * 5000 + "pong"), incarnation="inc")
+        # Queries are bounded (1,000 characters): the long word by a prefix.
+        assert await _hits(opened, f"see {word[:900]}*") == [f"see {word} here"]
+        assert await _hits(opened, "pong ping") == ["ping " * 5000 + "pong"]
+    finally:
+        await opened.close()
+
+
+async def test_nul_in_stored_text_is_refused_at_the_edge(
+    schema_url: str, make_server: type[LiveServer], tmp_path: Path
+) -> None:
+    """PostgreSQL's text cannot hold U+0000: a name with one is BAD_USER_INPUT
+    (for every backend), never a database error."""
+    node = make_server(
+        tmp_path / "node", _settings(backend="postgresql", backend_urls=[schema_url])
+    )
+    alice = node.start().client(unique("alice"))
+    error = await alice.error(
+        'mutation($name: String!) { createRoom(input: {id: "nul", name: $name}) { id } }',
+        name="bad\u0000name",
+    )
+    assert error.code == "BAD_USER_INPUT"
+    assert "NUL" in str(error)
+    room = unique("room")
+    await alice.execute(CREATE, id=room)
+    sent = await alice.execute(SEND, id=room, text="nul \u0000 inside JSON is fine")
+    assert sent["sendMessage"]["cursor"]
