@@ -9,12 +9,15 @@ with a schema of its own.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import asyncpg
+import httpx
 import pytest
 
 from backends.errors import Unavailable
@@ -26,7 +29,8 @@ from backends.redis import delete_namespace as delete_redis_namespace
 from backends.search_query import RoomScope, SearchRequest
 from resolvers.search_syntax import parse_query
 from tests.conftest import TEST_SETTINGS, require_service
-from tests.live import LiveServer, free_port, unique, ws_connect
+from tests.live import TIMEOUT, LiveServer, free_port, unique, ws_connect
+from tests.services import PostgresCluster
 from tests.test_cluster import CREATE, HISTORY, JOIN, MESSAGES, SEND
 
 SECRET = "postgres-test-secret-" + "x" * 40
@@ -225,3 +229,40 @@ async def test_nul_in_stored_text_is_refused_at_the_edge(
     await alice.execute(CREATE, id=room)
     sent = await alice.execute(SEND, id=room, text="nul \u0000 inside JSON is fine")
     assert sent["sendMessage"]["cursor"]
+
+
+async def _ready_status(node: LiveServer) -> int:
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        return (await http.get(f"{node.url}/ready")).status_code
+
+
+async def test_an_outage_is_unavailable_and_the_node_recovers_when_postgresql_is_back(
+    make_server: type[LiveServer], tmp_path: Path
+) -> None:
+    """Its own cluster, stopped and started again (the session's is shared)."""
+    folder = Path(tempfile.mkdtemp(prefix="forge-pg-outage-"))
+    cluster = PostgresCluster(folder).start()
+    try:
+        url = f"{cluster.url}?schema=outage"
+        node = make_server(tmp_path / "node", _settings(backend="postgresql", backend_urls=[url]))
+        alice = node.start().client(unique("alice"))
+        room = unique("room")
+        await alice.execute(CREATE, id=room)
+        await alice.execute(SEND, id=room, text="before")
+
+        cluster.stop()
+        error = await alice.error(SEND, id=room, text="during")
+        assert error.code == "UNAVAILABLE"
+        assert await _ready_status(node) == 503
+
+        cluster.start()
+        # The first request after the restart already succeeds: the failed
+        # ones retired every pooled connection of the old server.
+        await alice.execute(SEND, id=room, text="after")
+        assert await _ready_status(node) == 200
+        history = await alice.execute(HISTORY, id=room)
+        texts = [e["node"]["data"] for e in history["history"]["edges"]]
+        assert texts[-2:] == [{"text": "before"}, {"text": "after"}]
+    finally:
+        cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -104,7 +104,8 @@ async def _create_pool(url: PostgresUrl) -> asyncpg.Pool:
         pool = await asyncio.wait_for(
             asyncpg.create_pool(
                 url.dsn,
-                min_size=1,
+                # No floor: keeping one would log a traceback per retry during an outage.
+                min_size=0,
                 max_size=url.pool_size,
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,

@@ -15,8 +15,8 @@ all stay busy past the wait raises `Overloaded`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -74,16 +74,20 @@ class PostgresDatabase:
         self._wait = wait
         self._closed = False
 
-    @contextmanager
-    def _translated(self) -> Iterator[None]:
+    @asynccontextmanager
+    async def _translated(self) -> AsyncIterator[None]:
         try:
             yield
         except CONNECTION_ERRORS as exc:
+            # One connection found dead: the others (opened before the same
+            # restart or failover) are likely dead too. Replace them all on
+            # their next use, so that one failed request clears the way.
+            await self._pool.expire_connections()
             raise Unavailable(f"PostgreSQL at {self._where} is unavailable: {exc}") from exc
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
-        with self._translated():
+        async with self._translated():
             try:
                 connection = await self._pool.acquire(timeout=self._wait)
             except TimeoutError:
