@@ -140,7 +140,7 @@ async def open_database(url: str) -> PostgresDatabase:
             await migrate(connection, parsed.schema)
     except CONNECTION_ERRORS as exc:
         await db.close()
-        raise Unavailable(f"PostgreSQL at {parsed.where} failed while migrating: {exc}") from None
+        raise Unavailable(f"cannot reach PostgreSQL at {parsed.where}: {exc}") from None
     except BaseException:
         await db.close()
         raise

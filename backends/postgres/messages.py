@@ -87,6 +87,26 @@ async def _own_stream(
     raise RuntimeError(f"the history of room {room_id!r} kept being dropped")
 
 
+# Advances the room's stream (making it, for the incarnation $14 with the
+# epoch $13, if it has none) and stores the message at the new offset; or,
+# when the stream belongs to another incarnation, changes nothing and
+# returns no row. The ON CONFLICT update locks the stream row until the
+# statement's transaction ends, so appends to one room are serialised.
+_APPEND = """
+WITH s AS (
+    INSERT INTO streams (room_id, epoch, last_offset, incarnation) VALUES ($1, $13, 1, $14)
+    ON CONFLICT (room_id) DO UPDATE SET last_offset = streams.last_offset + 1
+    WHERE streams.incarnation = excluded.incarnation
+    RETURNING epoch, last_offset
+), m AS (
+    INSERT INTO messages (room_id, seq, id, kind, user_id, ts, channel_id, event,
+                          data, metadata, thread_id, client_message_id, tsv)
+    SELECT $1, s.last_offset, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::tsvector FROM s
+)
+SELECT epoch, last_offset FROM s
+"""
+
+
 def _dump(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -111,53 +131,56 @@ class PostgresMessageStore:
     async def append(self, message: NewMessage, *, incarnation: str) -> tuple[Message, bool]:
         if message.room_id is None:
             raise ValueError("a stored message needs a room_id")
-        ts = require_utc(message.timestamp, "timestamp")
-        room_id = message.room_id
-        cid = message.client_message_id
         data, metadata = _dump(message.data), _dump(message.metadata)
-        # Made before the transaction: the room's lock is held for no tokenizing.
-        tsv = tsvector_of(orjson.loads(data), message.event) if self._indexed else None
+        draft = replace(
+            message.stored(timestamp=require_utc(message.timestamp, "timestamp")),
+            # What a reader would get back, so a JSON quirk shows at once.
+            data=orjson.loads(data),
+            metadata=orjson.loads(metadata),
+        )
+        # Made before any lock is taken: the room waits for no tokenizing.
+        tsv = tsvector_of(draft.data, draft.event) if self._indexed else None
+        row = [draft.id, draft.kind.value, draft.user_id, draft.timestamp, draft.channel_id]
+        row += [draft.event, data, metadata, draft.thread_id, draft.client_message_id, tsv]
+        if draft.client_message_id is None:
+            return await self._append_in_one_statement(draft, row, incarnation), True
         async with self._db.transaction() as conn:
-            stream = await _own_stream(conn, room_id, incarnation, lock=True)
-            if cid is not None:
-                first = await conn.fetchrow(
-                    f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM}"
-                    " WHERE m.room_id = $1 AND m.user_id = $2 AND m.client_message_id = $3",
-                    room_id,
-                    message.user_id,
-                    cid,
-                )
-                if first is not None:
-                    return message_of(first), False
-            offset = stream["last_offset"] + 1
-            stored = replace(
-                message.stored(timestamp=ts, offset=offset, epoch=stream["epoch"]),
-                # What a reader would get back, so a JSON quirk shows at once.
-                data=orjson.loads(data),
-                metadata=orjson.loads(metadata),
+            await _own_stream(conn, draft.room_id or "", incarnation, lock=True)
+            first = await conn.fetchrow(
+                f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM}"
+                " WHERE m.room_id = $1 AND m.user_id = $2 AND m.client_message_id = $3",
+                draft.room_id,
+                draft.user_id,
+                draft.client_message_id,
             )
-            await conn.execute(
-                "UPDATE streams SET last_offset = $2 WHERE room_id = $1", room_id, offset
+            if first is not None:
+                return message_of(first), False
+            # The stream exists (made and locked above): no epoch is needed.
+            stream = await conn.fetchrow(_APPEND, draft.room_id, *row, "", incarnation)
+        if stream is None:
+            raise RuntimeError(f"the history of room {draft.room_id!r} vanished under its lock")
+        return replace(draft, offset=stream["last_offset"], epoch=stream["epoch"]), True
+
+    async def _append_in_one_statement(
+        self, draft: Message, row: list[Any], incarnation: str
+    ) -> Message:
+        """Without a client message id there is nothing to look up first: the
+        stream row is made or advanced and the message stored by one statement,
+        its own transaction (one round trip)."""
+        room_id = draft.room_id or ""
+        for _ in range(_STREAM_ATTEMPTS):
+            stream = await self._db.fetchrow(
+                _APPEND, room_id, *row, new_epoch(incarnation), incarnation
             )
-            await conn.execute(
-                "INSERT INTO messages (room_id, seq, id, kind, user_id, ts, channel_id, event,"
-                " data, metadata, thread_id, client_message_id, tsv)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::tsvector)",
-                room_id,
-                offset,
-                stored.id,
-                stored.kind.value,
-                stored.user_id,
-                ts,
-                stored.channel_id,
-                stored.event,
-                data,
-                metadata,
-                stored.thread_id,
-                cid,
-                tsv,
+            if stream is not None:
+                return replace(draft, offset=stream["last_offset"], epoch=stream["epoch"])
+            found = await self._db.fetchrow(
+                "SELECT incarnation FROM streams WHERE room_id = $1", room_id
             )
-        return stored, True
+            if found is not None and found["incarnation"] != incarnation:
+                raise ForeignStream(room_id, found["incarnation"])
+            # The other incarnation's history was dropped meanwhile: again.
+        raise RuntimeError(f"the history of room {room_id!r} kept changing hands")
 
     async def find_client_message(
         self, room_id: str, user_id: str, client_message_id: str, *, incarnation: str
