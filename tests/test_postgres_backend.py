@@ -19,14 +19,18 @@ from uuid import uuid4
 import asyncpg
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backends.errors import Unavailable
 from backends.opened import Opened
 from backends.postgres import delete_namespace, open_stores
 from backends.postgres.migrations import MIGRATIONS, Migration, migrate
+from backends.postgres.tsvector import tokens_of
 from backends.records import MessageKind, NewMessage
 from backends.redis import delete_namespace as delete_redis_namespace
 from backends.search_query import RoomScope, SearchRequest
+from backends.search_text import tokens
 from resolvers.search_syntax import parse_query
 from tests.conftest import TEST_SETTINGS, require_service
 from tests.live import TIMEOUT, LiveServer, free_port, unique, ws_connect
@@ -266,3 +270,9 @@ async def test_an_outage_is_unavailable_and_the_node_recovers_when_postgresql_is
     finally:
         cluster.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127)) | st.text(max_size=30))
+def test_the_ascii_fast_path_tokenizes_as_the_shared_rules(text: str) -> None:
+    assert tokens_of(text) == tokens(text)

@@ -17,16 +17,30 @@ its first MAX_POSITIONS_PER_LEXEME positions.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 from ..search_query import AnyOf, Phrase, Term, TextMatch
 from ..search_text import message_text, tokens
 
-__all__ = ["tsquery_of", "tsvector_of"]
+__all__ = ["tokens_of", "tsquery_of", "tsvector_of"]
 
 MAX_LEXEME_CHARS: Final = 500  # 2,000 bytes of UTF-8 at most; PostgreSQL's limit is 2,047
 MAX_POSITION: Final = 16383
 MAX_POSITIONS_PER_LEXEME: Final = 256
+
+
+_ASCII_TOKEN: Final = re.compile(r"[a-z0-9]+")
+
+
+def tokens_of(text: str) -> list[str]:
+    """`search_text.tokens`, with a fast path for ASCII text (the usual
+    case): there a token is a run of ASCII letters and digits and folding is
+    lower-casing, so a regular expression gives the same tokens several
+    times faster than the per-character Unicode rules."""
+    if text.isascii():
+        return _ASCII_TOKEN.findall(text.lower())
+    return tokens(text)
 
 
 def _lexeme(token: str) -> str:
@@ -40,7 +54,7 @@ def tsvector_of(data: Any, event: str | None) -> str:
     if event:
         text = f"{text}\n{event}"
     positions: dict[str, list[int]] = {}
-    for i, token in enumerate(tokens(text), start=1):
+    for i, token in enumerate(tokens_of(text), start=1):
         found = positions.setdefault(_lexeme(token), [])
         if len(found) < MAX_POSITIONS_PER_LEXEME:
             found.append(min(i, MAX_POSITION))
