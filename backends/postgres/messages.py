@@ -1,12 +1,15 @@
 """Room history: the `messages` table, offsets and epochs kept in `streams`.
 
 One `streams` row per room holds its epoch, last offset given and
-incarnation. An append locks that row (`FOR UPDATE`) for its transaction,
-so appends to one room are serialised (offsets strictly increase, a
-duplicate `client_message_id` is seen by the next one) while other rooms
-go on in parallel; `drop_room` takes the same lock, so it never drops what
-an append of another incarnation stored after its check. JSON fields are
-orjson text, as in sqlite: what is read back is what was stored.
+incarnation. Every append locks that row for its transaction (an INSERT ...
+ON CONFLICT DO UPDATE that advances it, or `FOR UPDATE` when a client
+message id must be looked up first), so appends to one room are serialised
+and commit in offset order (a reader never sees a later offset before an
+earlier one; a duplicate `client_message_id` is seen by the next append),
+while other rooms go on in parallel. `drop_room` takes the same lock, so it
+never drops what an append of another incarnation stored after its check.
+JSON fields are orjson text, as in sqlite: what is read back is what was
+stored.
 """
 
 from __future__ import annotations
