@@ -266,13 +266,22 @@ class PostgresMessageStore:
 
     async def drop_room(self, room_id: str, *, incarnation: str | None = None) -> None:
         async with self._db.transaction() as conn:
-            found = await conn.fetchval(
-                "SELECT incarnation FROM streams WHERE room_id = $1 FOR UPDATE", room_id
-            )
-            if found is not None and incarnation is not None and found != incarnation:
-                return
-            await conn.execute("DELETE FROM messages WHERE room_id = $1", room_id)
-            await conn.execute("DELETE FROM streams WHERE room_id = $1", room_id)
+            # The stream row goes first, as one statement that checks the
+            # incarnation on the row it locks: appends wait for this
+            # transaction, and a stream made meanwhile for another
+            # incarnation (a new row, not this one) is never matched.
+            if incarnation is None:
+                dropped = await conn.fetchval(
+                    "DELETE FROM streams WHERE room_id = $1 RETURNING 1", room_id
+                )
+            else:
+                dropped = await conn.fetchval(
+                    "DELETE FROM streams WHERE room_id = $1 AND incarnation = $2 RETURNING 1",
+                    room_id,
+                    incarnation,
+                )
+            if dropped is not None:
+                await conn.execute("DELETE FROM messages WHERE room_id = $1", room_id)
 
     async def close(self) -> None:
         return None
