@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backends.errors import Unavailable
+from backends.factory import BackendConfigError
 from backends.opened import Opened
 from backends.postgres import delete_namespace, open_stores
 from backends.postgres.migrations import MIGRATIONS, Migration, migrate
@@ -110,7 +111,7 @@ async def test_an_unreachable_server_is_unavailable() -> None:
 
 
 async def test_a_bad_schema_name_is_refused() -> None:
-    with pytest.raises(ValueError, match="schema="):
+    with pytest.raises(BackendConfigError, match="schema="):
         await open_stores('postgresql://h/db?schema=a"b', ["rooms"], retention=None)
 
 

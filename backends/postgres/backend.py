@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from ..errors import Unavailable
+from ..factory import BackendConfigError
 from ..opened import Opened
 from .channels import PostgresChannelStore
 from .database import CONNECTION_ERRORS, PostgresDatabase
@@ -62,13 +63,16 @@ def redact(url: str) -> str:
 
 
 class PostgresUrl:
-    """A postgresql:// URL split into what asyncpg gets and what is ours."""
+    """A postgresql:// URL split into what asyncpg gets and what is ours.
+
+    A bad parameter of ours is a BackendConfigError (a ValueError), which
+    stops the start with one line."""
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         self.where = redact(url)
         if parts.scheme not in SCHEMES:
-            raise ValueError(f"not a PostgreSQL URL: {self.where}")
+            raise BackendConfigError(f"not a PostgreSQL URL: {self.where}")
         self.schema = DEFAULT_SCHEMA
         self.pool_size = POOL_SIZE
         self.pool_wait = POOL_WAIT
@@ -83,12 +87,12 @@ class PostgresUrl:
             else:
                 kept.append((name, value))
         if not SCHEMA_PATTERN.fullmatch(self.schema):
-            raise ValueError(
+            raise BackendConfigError(
                 f"schema={self.schema!r} in {self.where}: use 1-63 letters, digits or '_',"
                 " not starting with a digit"
             )
         if self.pool_size < 1 or self.pool_wait <= 0:
-            raise ValueError(f"pool_size and pool_wait must be positive in {self.where}")
+            raise BackendConfigError(f"pool_size and pool_wait must be positive in {self.where}")
         self.dsn = urlunsplit(parts._replace(query=urlencode(kept)))
 
 
@@ -96,7 +100,7 @@ def _number(name: str, value: str, kind: type[N], where: str) -> N:
     try:
         return kind(value)
     except ValueError:
-        raise ValueError(f"{name}={value!r} in {where} is not a number") from None
+        raise BackendConfigError(f"{name}={value!r} in {where} is not a number") from None
 
 
 async def _create_pool(url: PostgresUrl) -> asyncpg.Pool:
