@@ -1,7 +1,7 @@
 """Open every role's backend from URLs, one connection per distinct URL.
 
-The URL's scheme picks the backend module, imported lazily so that the redis
-and nats extras are needed only when used. Each module's `open_stores`
+The URL's scheme picks the backend module, imported lazily so that the redis,
+nats and postgres extras are needed only when used. Each module's `open_stores`
 follows the contract in `backends.opened`.
 """
 
@@ -36,6 +36,8 @@ MODULES = {
     "rediss": "backends.redis",
     "nats": "backends.nats",
     "tls": "backends.nats",
+    "postgresql": "backends.postgres",
+    "postgres": "backends.postgres",
 }
 
 __all__ = [

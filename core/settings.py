@@ -65,7 +65,7 @@ CONFIG_ENV = ENV_PREFIX + "CONFIG"
 BackendRole = Literal[
     "broker", "messages", "rooms", "channels", "presence", "typing", "limits", "search"
 ]
-BackendName = Literal["memory", "sqlite", "redis", "nats"]
+BackendName = Literal["memory", "sqlite", "redis", "nats", "postgresql"]
 
 _REQUEST_OVERHEAD = 64 * 1024  # bytes of a request besides its message
 _MIN_HMAC_SECRET = 32  # bytes; RFC 7518 section 3.2 asks for at least the hash size
@@ -77,8 +77,9 @@ _SCHEMES: dict[str, tuple[str, ...]] = {
     "sqlite": ("sqlite",),
     "redis": ("redis", "rediss"),
     "nats": ("nats", "tls"),
+    "postgresql": ("postgresql", "postgres"),
 }
-_NETWORK_SCHEMES = frozenset({*_SCHEMES["redis"], *_SCHEMES["nats"]})
+_NETWORK_SCHEMES = frozenset({*_SCHEMES["redis"], *_SCHEMES["nats"], *_SCHEMES["postgresql"]})
 _SECRET_QUERY_KEYS = frozenset({"password", "pass", "pwd", "secret", "token"})
 
 
@@ -562,6 +563,8 @@ class Settings(BaseSettings):
             return f"sqlite:///{self.data_dir.as_posix()}/forge-streaming.db"
         if self.backend == "redis":
             return "redis://127.0.0.1:6379/0"
+        if self.backend == "postgresql":
+            return "postgresql://127.0.0.1:5432/forge_streaming"
         return "nats://127.0.0.1:4222"
 
     def _with_credentials(self, url: str) -> str:

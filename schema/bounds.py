@@ -79,13 +79,16 @@ class UserId:
 @dataclass(frozen=True, slots=True)
 class Text:
     """At most `max_length` characters once surrounding whitespace is stripped
-    (the resolvers store the stripped text)."""
+    (the resolvers store the stripped text), and no NUL character: no text
+    means one, and PostgreSQL's text cannot hold it (JSON values still can)."""
 
     max_length: int
 
     def __call__(self, value: Any, name: str) -> None:
         if not isinstance(value, str):
             raise BadUserInput(f"{name} must be a string", argument=name)
+        if "\x00" in value:
+            raise BadUserInput(f"{name} must not contain NUL (U+0000) characters", argument=name)
         if len(value) > self.max_length and len(value.strip()) > self.max_length:
             raise BadUserInput(f"{name} is longer than {self.max_length} characters", argument=name)
 

@@ -154,3 +154,20 @@ def missing(reason: str) -> NoReturn:
 def require_service(name: str, port: int) -> None:
     if not service_available(port):
         missing(f"{name} is not running on 127.0.0.1:{port}")
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> str:
+    """The base URL of the session's private PostgreSQL cluster."""
+    from tests.services import PRIVATE_POSTGRES
+
+    return PRIVATE_POSTGRES.url()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_private_postgres() -> Iterator[None]:
+    """Stop the private PostgreSQL cluster at the end, if a test started it."""
+    yield
+    from tests.services import PRIVATE_POSTGRES
+
+    PRIVATE_POSTGRES.stop()

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import TEST_SETTINGS, require_service
 from tests.live import TIMEOUT, LiveServer
+from tests.services import PRIVATE_POSTGRES
 
 # No deadline: the server shares two cores with other test runs.
 FUZZ = settings(
@@ -32,7 +33,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-BACKENDS = ["sqlite", "redis", "nats"]
+BACKENDS = ["sqlite", "redis", "nats", "postgresql"]
 # Limits high enough that the fuzzer's own pace is not what it measures.
 FUZZ_SETTINGS = {
     **TEST_SETTINGS,
@@ -51,6 +52,8 @@ def backend_settings(backend: str) -> dict[str, Any]:
     elif backend == "nats":
         require_service("NATS", 4222)
         urls = [f"nats://127.0.0.1:4222?namespace={namespace}"]
+    elif backend == "postgresql":
+        urls = [f"{PRIVATE_POSTGRES.url()}?schema={namespace}"]
     else:
         return {**FUZZ_SETTINGS, "backend": backend}
     return {**FUZZ_SETTINGS, "backend": backend, "backend_urls": urls}

@@ -434,6 +434,7 @@ def test_other_values_validated() -> None:
         ("sqlite", "sqlite:///data/forge-streaming.db"),
         ("redis", "redis://127.0.0.1:6379/0"),
         ("nats", "nats://127.0.0.1:4222"),
+        ("postgresql", "postgresql://127.0.0.1:5432/forge_streaming"),
     ],
 )
 def test_backend_url_defaults(backend: str, url: str) -> None:
@@ -474,6 +475,18 @@ def test_backend_inferred_from_urls_and_mismatch_reported() -> None:
         "backend_urls: 'nats://user:***@n:4222' does not match backend 'redis' "
         "(expected redis:// or rediss://)"
     ]
+
+
+def test_postgresql_urls_choose_the_backend_and_get_credentials() -> None:
+    assert load_settings(backend_urls=["postgres://db/app"]).backend == "postgresql"
+    settings = load_settings(
+        backend="redis",
+        role_urls={"rooms": "postgresql://db/app?schema=forge"},
+        backend_username="app",
+        backend_password="s3cret",
+    )
+    assert settings.backend_url("rooms") == "postgresql://app:s3cret@db/app?schema=forge"
+    assert settings.backend_url("broker") == "redis://app:s3cret@127.0.0.1:6379/0"
 
 
 def test_credentials_are_inserted() -> None:

@@ -29,6 +29,7 @@ from backends.protocols import (
     TypingStore,
 )
 from tests.conftest import require_service
+from tests.services import PRIVATE_POSTGRES
 
 Cleanup = Callable[[], Awaitable[None]]
 
@@ -83,6 +84,13 @@ BACKENDS: dict[str, BackendSpec] = {
         roles=EVERY_ROLE,
         durable=True,
         service=("NATS", 4222),
+        cleanup=lambda url: factory_module(url).delete_namespace(url),
+    ),
+    "postgresql": BackendSpec(
+        # The session's private cluster, started by the first test that needs it.
+        url=lambda tmp: f"{PRIVATE_POSTGRES.url()}?schema=t{uuid4().hex[:12]}",
+        roles=frozenset({"messages", "rooms", "channels", "search"}),
+        durable=True,
         cleanup=lambda url: factory_module(url).delete_namespace(url),
     ),
 }

@@ -1,0 +1,288 @@
+"""Room history: the `messages` table, offsets and epochs kept in `streams`.
+
+One `streams` row per room holds its epoch, last offset given and
+incarnation. Every append locks that row for its transaction (an INSERT ...
+ON CONFLICT DO UPDATE that advances it, or `FOR UPDATE` when a client
+message id must be looked up first), so appends to one room are serialised
+and commit in offset order (a reader never sees a later offset before an
+earlier one; a duplicate `client_message_id` is seen by the next append),
+while other rooms go on in parallel. `drop_room` takes the same lock, so it
+never drops what an append of another incarnation stored after its check.
+JSON fields are orjson text, as in sqlite: what is read back is what was
+stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from ..codecs import require_utc
+from ..errors import ForeignStream
+from ..protocols import check_page_args
+from ..records import (
+    HistoryPage,
+    Message,
+    MessageKind,
+    NewMessage,
+    StreamPosition,
+    new_epoch,
+    utcnow,
+)
+from .database import Connection, PostgresDatabase
+from .tsvector import tsvector_of
+
+__all__ = ["PostgresMessageStore"]
+
+MESSAGE_COLUMNS = (
+    "m.id, m.kind, m.user_id, m.ts, m.seq, s.epoch, m.room_id, m.channel_id, m.event,"
+    " m.data, m.metadata, m.thread_id, m.client_message_id"
+)
+MESSAGE_FROM = "messages m JOIN streams s ON s.room_id = m.room_id"
+# How often a stream row deleted under us (a concurrent drop) is made again.
+_STREAM_ATTEMPTS = 5
+
+
+def message_of(row: asyncpg.Record) -> Message:
+    return Message(
+        id=row[0],
+        kind=MessageKind(row[1]),
+        user_id=row[2],
+        timestamp=row[3],
+        offset=row[4],
+        epoch=row[5],
+        room_id=row[6],
+        channel_id=row[7],
+        event=row[8],
+        data=orjson.loads(row[9]),
+        metadata=orjson.loads(row[10]),
+        thread_id=row[11],
+        client_message_id=row[12],
+    )
+
+
+async def _own_stream(
+    conn: Connection, room_id: str, incarnation: str, *, lock: bool
+) -> asyncpg.Record:
+    """The room's stream row (epoch, last_offset), started for `incarnation`
+    if there is none, locked for the transaction with `lock`; ForeignStream
+    if it belongs to another incarnation."""
+    select = "SELECT epoch, last_offset, incarnation FROM streams WHERE room_id = $1"
+    if lock:
+        select += " FOR UPDATE"
+    for _ in range(_STREAM_ATTEMPTS):
+        await conn.execute(
+            "INSERT INTO streams (room_id, epoch, last_offset, incarnation)"
+            " VALUES ($1, $2, 0, $3) ON CONFLICT (room_id) DO NOTHING",
+            room_id,
+            new_epoch(incarnation),
+            incarnation,
+        )
+        row = await conn.fetchrow(select, room_id)
+        if row is None:
+            continue  # dropped between the two statements: start it again
+        if row["incarnation"] != incarnation:
+            raise ForeignStream(room_id, row["incarnation"])
+        return row
+    raise RuntimeError(f"the history of room {room_id!r} kept being dropped")
+
+
+# Advances the room's stream (making it, for the incarnation $14 with the
+# epoch $13, if it has none) and stores the message at the new offset; or,
+# when the stream belongs to another incarnation, changes nothing and
+# returns no row. The ON CONFLICT update locks the stream row until the
+# statement's transaction ends, so appends to one room are serialised.
+_APPEND = """
+WITH s AS (
+    INSERT INTO streams (room_id, epoch, last_offset, incarnation) VALUES ($1, $13, 1, $14)
+    ON CONFLICT (room_id) DO UPDATE SET last_offset = streams.last_offset + 1
+    WHERE streams.incarnation = excluded.incarnation
+    RETURNING epoch, last_offset
+), m AS (
+    INSERT INTO messages (room_id, seq, id, kind, user_id, ts, channel_id, event,
+                          data, metadata, thread_id, client_message_id, tsv)
+    SELECT $1, s.last_offset, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::tsvector FROM s
+)
+SELECT epoch, last_offset FROM s
+"""
+
+
+def _dump(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class PostgresMessageStore:
+    """Room history in PostgreSQL (see the module doc)."""
+
+    publishes_on_append = False
+
+    def __init__(
+        self, db: PostgresDatabase, retention: timedelta | None = None, *, indexed: bool = False
+    ) -> None:
+        self._db = db
+        self._retention = retention
+        # With the search role on this database: each message is stored with
+        # its tsvector, so it is searchable as soon as it is stored.
+        self._indexed = indexed
+
+    def _cutoff(self) -> datetime | None:
+        return None if self._retention is None else utcnow() - self._retention
+
+    async def append(self, message: NewMessage, *, incarnation: str) -> tuple[Message, bool]:
+        if message.room_id is None:
+            raise ValueError("a stored message needs a room_id")
+        data, metadata = _dump(message.data), _dump(message.metadata)
+        draft = replace(
+            message.stored(timestamp=require_utc(message.timestamp, "timestamp")),
+            # What a reader would get back, so a JSON quirk shows at once.
+            data=orjson.loads(data),
+            metadata=orjson.loads(metadata),
+        )
+        # Made before any lock is taken: the room waits for no tokenizing.
+        tsv = tsvector_of(draft.data, draft.event) if self._indexed else None
+        row = [draft.id, draft.kind.value, draft.user_id, draft.timestamp, draft.channel_id]
+        row += [draft.event, data, metadata, draft.thread_id, draft.client_message_id, tsv]
+        if draft.client_message_id is None:
+            return await self._append_in_one_statement(draft, row, incarnation), True
+        async with self._db.transaction() as conn:
+            await _own_stream(conn, draft.room_id or "", incarnation, lock=True)
+            first = await conn.fetchrow(
+                f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM}"
+                " WHERE m.room_id = $1 AND m.user_id = $2 AND m.client_message_id = $3",
+                draft.room_id,
+                draft.user_id,
+                draft.client_message_id,
+            )
+            if first is not None:
+                return message_of(first), False
+            # The stream exists (made and locked above): no epoch is needed.
+            stream = await conn.fetchrow(_APPEND, draft.room_id, *row, "", incarnation)
+        if stream is None:
+            raise RuntimeError(f"the history of room {draft.room_id!r} vanished under its lock")
+        return replace(draft, offset=stream["last_offset"], epoch=stream["epoch"]), True
+
+    async def _append_in_one_statement(
+        self, draft: Message, row: list[Any], incarnation: str
+    ) -> Message:
+        """Without a client message id there is nothing to look up first: the
+        stream row is made or advanced and the message stored by one statement,
+        its own transaction (one round trip)."""
+        room_id = draft.room_id or ""
+        for _ in range(_STREAM_ATTEMPTS):
+            stream = await self._db.fetchrow(
+                _APPEND, room_id, *row, new_epoch(incarnation), incarnation
+            )
+            if stream is not None:
+                return replace(draft, offset=stream["last_offset"], epoch=stream["epoch"])
+            found = await self._db.fetchrow(
+                "SELECT incarnation FROM streams WHERE room_id = $1", room_id
+            )
+            if found is not None and found["incarnation"] != incarnation:
+                raise ForeignStream(room_id, found["incarnation"])
+            # The other incarnation's history was dropped meanwhile: again.
+        raise RuntimeError(f"the history of room {room_id!r} kept changing hands")
+
+    async def find_client_message(
+        self, room_id: str, user_id: str, client_message_id: str, *, incarnation: str
+    ) -> Message | None:
+        row = await self._db.fetchrow(
+            f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE m.room_id = $1"
+            " AND s.incarnation = $2 AND m.user_id = $3 AND m.client_message_id = $4",
+            room_id,
+            incarnation,
+            user_id,
+            client_message_id,
+        )
+        return None if row is None else message_of(row)
+
+    async def page(
+        self,
+        room_id: str,
+        *,
+        incarnation: str,
+        limit: int,
+        after: int | None = None,
+        before: int | None = None,
+        from_end: bool = False,
+        thread_id: str | None = None,
+    ) -> HistoryPage:
+        check_page_args(limit)
+        params: list[Any] = [room_id, incarnation]
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        where = ["m.room_id = $1", "s.incarnation = $2"]
+        if after is not None:
+            where.append(f"m.seq > {param(after)}")
+        if before is not None:
+            where.append(f"m.seq < {param(before)}")
+        if thread_id is not None:
+            where.append(f"m.thread_id = {param(thread_id)}")
+        cutoff = self._cutoff()
+        if cutoff is not None:
+            where.append(f"m.ts >= {param(cutoff)}")
+        order = "DESC" if from_end else "ASC"
+        rows = await self._db.fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE {' AND '.join(where)}"
+            f" ORDER BY m.seq {order} LIMIT {param(limit + 1)}",
+            *params,
+        )
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        if from_end:
+            rows.reverse()
+        return HistoryPage(messages=[message_of(r) for r in rows], has_more=has_more)
+
+    async def position(self, room_id: str, *, incarnation: str) -> StreamPosition:
+        cutoff = self._cutoff()
+        async with self._db.transaction() as conn:
+            stream = await _own_stream(conn, room_id, incarnation, lock=False)
+            if cutoff is None:
+                first = await conn.fetchval(
+                    "SELECT MIN(seq) FROM messages WHERE room_id = $1", room_id
+                )
+            else:
+                first = await conn.fetchval(
+                    "SELECT MIN(seq) FROM messages WHERE room_id = $1 AND ts >= $2",
+                    room_id,
+                    cutoff,
+                )
+        return StreamPosition(
+            epoch=stream["epoch"],
+            last_offset=stream["last_offset"],
+            first_offset=0 if first is None else int(first),
+        )
+
+    async def trim(self) -> int:
+        cutoff = self._cutoff()
+        if cutoff is None:
+            return 0
+        return await self._db.execute("DELETE FROM messages WHERE ts < $1", cutoff)
+
+    async def drop_room(self, room_id: str, *, incarnation: str | None = None) -> None:
+        async with self._db.transaction() as conn:
+            # The stream row goes first, as one statement that checks the
+            # incarnation on the row it locks: appends wait for this
+            # transaction, and a stream made meanwhile for another
+            # incarnation (a new row, not this one) is never matched.
+            if incarnation is None:
+                dropped = await conn.fetchval(
+                    "DELETE FROM streams WHERE room_id = $1 RETURNING 1", room_id
+                )
+            else:
+                dropped = await conn.fetchval(
+                    "DELETE FROM streams WHERE room_id = $1 AND incarnation = $2 RETURNING 1",
+                    room_id,
+                    incarnation,
+                )
+            if dropped is not None:
+                await conn.execute("DELETE FROM messages WHERE room_id = $1", room_id)
+
+    async def close(self) -> None:
+        return None

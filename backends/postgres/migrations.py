@@ -1,0 +1,162 @@
+"""Versioned schema migrations, run when a node opens the database.
+
+Each migration is a version number and SQL; `schema_migrations` records the
+versions applied. A node applies the missing ones in one transaction that
+first takes an advisory lock on the schema's name, so two nodes starting at
+once never both migrate: the second waits, then finds nothing left to do.
+PostgreSQL's DDL is transactional, so a migration that fails leaves nothing
+half-done. A database migrated by a newer server (a version this one does
+not know) is refused rather than used with a schema it does not understand.
+
+Migrations are append-only: never edit one that has shipped, add the next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import Unavailable
+from .database import Connection
+
+__all__ = ["MIGRATIONS", "Migration", "migrate"]
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "rooms, channels and history",
+        """
+        CREATE TABLE streams (
+            room_id text PRIMARY KEY,
+            epoch text NOT NULL,
+            last_offset bigint NOT NULL,
+            incarnation text NOT NULL
+        );
+        CREATE TABLE messages (
+            room_id text NOT NULL,
+            seq bigint NOT NULL,
+            id text NOT NULL UNIQUE,
+            kind text NOT NULL,
+            user_id text NOT NULL,
+            ts timestamptz NOT NULL,
+            channel_id text,
+            event text,
+            data text NOT NULL,
+            metadata text NOT NULL,
+            thread_id text,
+            client_message_id text,
+            PRIMARY KEY (room_id, seq)
+        );
+        CREATE UNIQUE INDEX messages_client_id
+            ON messages (room_id, user_id, client_message_id)
+            WHERE client_message_id IS NOT NULL;
+        CREATE INDEX messages_thread ON messages (room_id, thread_id, seq);
+        CREATE INDEX messages_ts ON messages (ts);
+        CREATE TABLE rooms (
+            id text PRIMARY KEY,
+            name text NOT NULL,
+            owner text NOT NULL,
+            is_private boolean NOT NULL,
+            description text,
+            metadata text NOT NULL,
+            created_at timestamptz NOT NULL,
+            incarnation text NOT NULL
+        );
+        CREATE INDEX rooms_created ON rooms (created_at, id);
+        CREATE TABLE members (
+            room_id text NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
+            user_id text NOT NULL,
+            role text NOT NULL,
+            joined_at timestamptz NOT NULL,
+            added boolean NOT NULL,
+            PRIMARY KEY (room_id, user_id)
+        );
+        CREATE INDEX members_user ON members (user_id, added);
+        CREATE TABLE bans (
+            room_id text NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
+            user_id text NOT NULL,
+            PRIMARY KEY (room_id, user_id)
+        );
+        CREATE TABLE channels (
+            id text PRIMARY KEY,
+            name text NOT NULL,
+            created_by text NOT NULL,
+            is_private boolean NOT NULL,
+            description text,
+            created_at timestamptz NOT NULL
+        );
+        CREATE INDEX channels_creator ON channels (created_by);
+        CREATE INDEX channels_created ON channels (created_at, id);
+        CREATE TABLE grants (
+            channel_id text NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
+            user_id text NOT NULL,
+            PRIMARY KEY (channel_id, user_id)
+        );
+        """,
+    ),
+    Migration(
+        2,
+        "search",
+        # tsv is NULL for a message appended while the search role was
+        # elsewhere (or off); the search role indexes those when it opens.
+        """
+        ALTER TABLE messages ADD COLUMN tsv tsvector;
+        CREATE INDEX messages_tsv ON messages USING gin (tsv);
+        CREATE INDEX messages_unindexed ON messages (room_id, seq) WHERE tsv IS NULL;
+        CREATE INDEX messages_room_ts ON messages (room_id, ts);
+        """,
+    ),
+)
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+async def migrate(
+    connection: Connection,
+    schema: str,
+    migrations: tuple[Migration, ...] = MIGRATIONS,
+) -> list[int]:
+    """Bring `schema` up to the last of `migrations`; return the versions applied now."""
+    known = max(m.version for m in migrations)
+    applied_now: list[int] = []
+    async with connection.transaction():
+        await connection.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            f"forge-streaming migrate {schema}",
+        )
+        await connection.execute(f"CREATE SCHEMA IF NOT EXISTS {_quoted(schema)}")
+        await connection.execute(
+            f"CREATE TABLE IF NOT EXISTS {_quoted(schema)}.schema_migrations ("
+            " version integer PRIMARY KEY,"
+            " name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        rows = await connection.fetch(f"SELECT version FROM {_quoted(schema)}.schema_migrations")
+        applied = {row["version"] for row in rows}
+        newer = sorted(v for v in applied if v > known)
+        if newer:
+            raise Unavailable(
+                f"the PostgreSQL schema {schema!r} is at version {newer[-1]}, newer than this"
+                f" server knows ({known}): upgrade the server"
+            )
+        await connection.execute(f"SET LOCAL search_path TO {_quoted(schema)}, public")
+        for migration in sorted(migrations, key=lambda m: m.version):
+            if migration.version in applied:
+                continue
+            await connection.execute(migration.sql)
+            await connection.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                migration.version,
+                migration.name,
+            )
+            applied_now.append(migration.version)
+    return applied_now
