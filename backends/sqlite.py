@@ -18,7 +18,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import aiosqlite
 import orjson
 
 from .errors import Conflict, ForeignStream, LimitReached, Missing
+from .group_commit import GroupCommit
 from .memory import check_page_args, is_added_by_other, require_utc
 from .opened import Opened
 from .records import (
@@ -170,6 +171,7 @@ class SqliteDatabase:
         self._connection = connection
         self._lock = asyncio.Lock()
         self._closed = False
+        self._commits = 0
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteDatabase:
@@ -215,6 +217,12 @@ class SqliteDatabase:
                 await self._connection.rollback()
                 raise
             await self._connection.commit()
+            self._commits += 1
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed so far (group commit shows in it)."""
+        return self._commits
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         async with self._lock:
@@ -276,6 +284,140 @@ async def _own_stream(conn: aiosqlite.Connection, room_id: str, incarnation: str
     return row
 
 
+Appended = tuple[Message, bool]
+
+# Bound parameters per batch stay far below SQLite's limit (32,766).
+_MAX_BATCH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Append:
+    message: NewMessage
+    room_id: str
+    incarnation: str
+    ts: int
+
+
+async def _own_streams(
+    conn: aiosqlite.Connection, appends: Sequence[_Append]
+) -> dict[str, tuple[str, int, str]]:
+    """Each room's stream (epoch, last offset, incarnation), started for the
+    first incarnation that appends to it if there is none."""
+    starts = {(a.room_id, a.incarnation): None for a in appends}
+    await conn.executemany(
+        "INSERT OR IGNORE INTO streams (room_id, epoch, last_offset, incarnation)"
+        " VALUES (?, ?, 0, ?)",
+        [(room_id, new_epoch(incarnation), incarnation) for room_id, incarnation in starts],
+    )
+    rooms = list(dict.fromkeys(a.room_id for a in appends))
+    rows = await conn.execute_fetchall(
+        "SELECT room_id, epoch, last_offset, incarnation FROM streams"
+        f" WHERE room_id IN ({', '.join('?' * len(rooms))})",
+        rooms,
+    )
+    return {row[0]: (row[1], row[2], row[3]) for row in rows}
+
+
+ClientKey = tuple[str, str, str]
+
+
+async def _client_messages(
+    conn: aiosqlite.Connection, keys: Collection[ClientKey]
+) -> dict[ClientKey, Message]:
+    """The stored messages with these (room, user, clientMessageId)."""
+    if not keys:
+        return {}
+    # OR of equalities (not a row-value IN): SQLite then searches the index once per key.
+    one = "(m.room_id = ? AND m.user_id = ? AND m.client_message_id = ?)"
+    match = " OR ".join([one] * len(keys))
+    rows = await conn.execute_fetchall(
+        f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM}"
+        f" WHERE m.client_message_id IS NOT NULL AND ({match})",
+        [part for key in keys for part in key],
+    )
+    found = (_message(row) for row in rows)
+    return {(m.room_id or "", m.user_id, m.client_message_id or ""): m for m in found}
+
+
+async def _insert_messages(conn: aiosqlite.Connection, rows: Sequence[Row]) -> None:
+    """The one place message rows are written (columns as in _INSERT_MESSAGE)."""
+    await conn.executemany(_INSERT_MESSAGE, rows)
+
+
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (room_id, seq, id, kind, user_id, ts, channel_id, event,"
+    " data, metadata, thread_id, client_message_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+async def _append_all(
+    conn: aiosqlite.Connection, appends: Sequence[_Append]
+) -> list[Appended | BaseException]:
+    """Append in order inside the caller's transaction: offsets per room in
+    the order given, a clientMessageId stored once (also twice in one batch),
+    ForeignStream for an append to another incarnation's history."""
+    streams = await _own_streams(conn, appends)
+    wanted = {
+        (a.room_id, a.message.user_id, cid)
+        for a in appends
+        if (cid := a.message.client_message_id) is not None
+        and streams[a.room_id][2] == a.incarnation
+    }
+    known = await _client_messages(conn, wanted)
+    last = {room_id: stream[1] for room_id, stream in streams.items()}
+    results: list[Appended | BaseException] = []
+    rows: list[Row] = []
+    for a in appends:
+        epoch, _, owner = streams[a.room_id]
+        if owner != a.incarnation:
+            results.append(ForeignStream(a.room_id, owner))
+            continue
+        message, cid = a.message, a.message.client_message_id
+        key = (a.room_id, message.user_id, cid or "")
+        if cid is not None and key in known:
+            results.append((known[key], False))
+            continue
+        try:
+            data, metadata = _dump(message.data), _dump(message.metadata)
+        except TypeError as exc:
+            results.append(exc)
+            continue
+        offset = last[a.room_id] = last[a.room_id] + 1
+        stored = replace(
+            message.stored(timestamp=_from_micros(a.ts), offset=offset, epoch=epoch),
+            # What a reader would get back, so a JSON quirk shows at once.
+            data=orjson.loads(data),
+            metadata=orjson.loads(metadata),
+        )
+        rows.append(
+            (
+                a.room_id,
+                offset,
+                stored.id,
+                stored.kind.value,
+                stored.user_id,
+                a.ts,
+                stored.channel_id,
+                stored.event,
+                data,
+                metadata,
+                stored.thread_id,
+                cid,
+            )
+        )
+        if cid is not None:
+            known[key] = stored
+        results.append((stored, True))
+    if rows:
+        await _insert_messages(conn, rows)
+        await conn.executemany(
+            "UPDATE streams SET last_offset = ? WHERE room_id = ?",
+            [(offset, room) for room, offset in last.items() if offset != streams[room][1]],
+        )
+    return results
+
+
 class SqliteMessageStore:
     """Room history in the `messages` table, offsets kept in `streams`."""
 
@@ -284,6 +426,7 @@ class SqliteMessageStore:
     def __init__(self, db: SqliteDatabase, retention: timedelta | None = None) -> None:
         self._db = db
         self._retention = retention
+        self._appends = GroupCommit(self._write_appends, max_batch=_MAX_BATCH)
 
     def _cutoff(self) -> int | None:
         if self._retention is None:
@@ -294,55 +437,25 @@ class SqliteMessageStore:
         if message.room_id is None:
             raise ValueError("a stored message needs a room_id")
         ts = _to_micros(message.timestamp, "timestamp")
-        room_id = message.room_id
-        cid = message.client_message_id
-        async with self._db.transaction() as conn:
-            await _own_stream(conn, room_id, incarnation)
-            if cid is not None:
-                first = await _one(
-                    conn,
-                    f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM}"
-                    " WHERE m.room_id = ? AND m.user_id = ? AND m.client_message_id = ?",
-                    (room_id, message.user_id, cid),
-                )
-                if first is not None:
-                    return _message(first), False
-            stream = await _one(
-                conn,
-                "UPDATE streams SET last_offset = last_offset + 1 WHERE room_id = ?"
-                " RETURNING epoch, last_offset",
-                (room_id,),
-            )
-            if stream is None:
-                raise RuntimeError(f"no stream row for room {room_id!r}")
-            epoch, offset = stream
-            data, metadata = _dump(message.data), _dump(message.metadata)
-            stored = replace(
-                message.stored(timestamp=_from_micros(ts), offset=offset, epoch=epoch),
-                # What a reader would get back, so a JSON quirk shows at once.
-                data=orjson.loads(data),
-                metadata=orjson.loads(metadata),
-            )
-            await conn.execute(
-                "INSERT INTO messages (room_id, seq, id, kind, user_id, ts, channel_id, event,"
-                " data, metadata, thread_id, client_message_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    room_id,
-                    offset,
-                    stored.id,
-                    stored.kind.value,
-                    stored.user_id,
-                    ts,
-                    stored.channel_id,
-                    stored.event,
-                    data,
-                    metadata,
-                    stored.thread_id,
-                    cid,
-                ),
-            )
-        return stored, True
+        return await self._appends.submit(_Append(message, message.room_id, incarnation, ts))
+
+    async def _write_appends(self, batch: Sequence[_Append]) -> list[Appended | BaseException]:
+        """One transaction for the whole batch; if it fails, each append in
+        its own, so one bad append does not fail the others."""
+        try:
+            async with self._db.transaction() as conn:
+                return await _append_all(conn, batch)
+        except sqlite3.Error:
+            if len(batch) == 1:
+                raise
+        results: list[Appended | BaseException] = []
+        for one in batch:
+            try:
+                async with self._db.transaction() as conn:
+                    results.extend(await _append_all(conn, [one]))
+            except sqlite3.Error as exc:
+                results.append(exc)
+        return results
 
     async def find_client_message(
         self, room_id: str, user_id: str, client_message_id: str, *, incarnation: str
@@ -432,7 +545,7 @@ class SqliteMessageStore:
             await conn.execute("DELETE FROM streams WHERE room_id = ?", (room_id,))
 
     async def close(self) -> None:
-        return None
+        await self._appends.close()
 
 
 # --- rooms ----------------------------------------------------------------
