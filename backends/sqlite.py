@@ -164,11 +164,22 @@ def _create_private(path: Path) -> None:
             os.chmod(f"{path}{suffix}", 0o600)
 
 
+def _open_reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection in autocommit mode (each read sees the latest
+    commit) that never waits for a lock (timeout 0)."""
+    reader = sqlite3.connect(path, timeout=0, isolation_level=None)
+    reader.execute("PRAGMA query_only = ON")
+    return reader
+
+
 class SqliteDatabase:
     """One SQLite file: the connection, its lock, and the schema."""
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    def __init__(
+        self, connection: aiosqlite.Connection, reader: sqlite3.Connection | None = None
+    ) -> None:
         self._connection = connection
+        self._reader = reader
         self._lock = asyncio.Lock()
         self._closed = False
         self._commits = 0
@@ -190,7 +201,8 @@ class SqliteDatabase:
         except BaseException:
             await connection.close()
             raise
-        return cls(connection)
+        reader = None if str(path) == ":memory:" else _open_reader(path)
+        return cls(connection, reader)
 
     async def close(self) -> None:
         """Close the connection; later calls do nothing."""
@@ -198,6 +210,9 @@ class SqliteDatabase:
             if self._closed:
                 return
             self._closed = True
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
             await self._connection.close()
 
     async def ping(self) -> None:
@@ -227,6 +242,17 @@ class SqliteDatabase:
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         async with self._lock:
             return list(await self._connection.execute_fetchall(sql, params))
+
+    async def lookup(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """A read of a few rows by key (room, member, ban), answered on the
+        event loop from the reader connection: such a read takes SQLite a few
+        microseconds, far less than a hop to the writer's thread, and every
+        message sent needs several. It sees what is committed. If the file is
+        busy (WAL recovery, rare), the read waits its turn on the writer."""
+        if self._reader is not None:
+            with contextlib.suppress(sqlite3.OperationalError):
+                return self._reader.execute(sql, params).fetchall()
+        return await self.fetch(sql, params)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; return the number of rows it changed."""
@@ -623,7 +649,7 @@ class SqliteRoomStore:
         return owner
 
     async def get(self, room_id: str) -> Room | None:
-        rows = await self._db.fetch(
+        rows = await self._db.lookup(
             f"SELECT {_ROOM_COLUMNS} FROM rooms r WHERE r.id = ?", (room_id,)
         )
         return _room(rows[0]) if rows else None
@@ -701,7 +727,7 @@ class SqliteRoomStore:
         return changed > 0
 
     async def get_member(self, room_id: str, user_id: str) -> Member | None:
-        rows = await self._db.fetch(
+        rows = await self._db.lookup(
             "SELECT room_id, user_id, role, joined_at FROM members"
             " WHERE room_id = ? AND user_id = ?",
             (room_id, user_id),
@@ -767,7 +793,7 @@ class SqliteRoomStore:
         return changed > 0
 
     async def is_banned(self, room_id: str, user_id: str) -> bool:
-        rows = await self._db.fetch(
+        rows = await self._db.lookup(
             "SELECT 1 FROM bans WHERE room_id = ? AND user_id = ?", (room_id, user_id)
         )
         return bool(rows)
