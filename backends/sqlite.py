@@ -328,20 +328,26 @@ async def _own_streams(
     conn: aiosqlite.Connection, appends: Sequence[_Append]
 ) -> dict[str, tuple[str, int, str]]:
     """Each room's stream (epoch, last offset, incarnation), started for the
-    first incarnation that appends to it if there is none."""
-    starts = {(a.room_id, a.incarnation): None for a in appends}
-    await conn.executemany(
-        "INSERT OR IGNORE INTO streams (room_id, epoch, last_offset, incarnation)"
-        " VALUES (?, ?, 0, ?)",
-        [(room_id, new_epoch(incarnation), incarnation) for room_id, incarnation in starts],
-    )
+    first incarnation that appends to it if there is none. Inside the
+    caller's write transaction: nobody else starts one meanwhile."""
     rooms = list(dict.fromkeys(a.room_id for a in appends))
     rows = await conn.execute_fetchall(
         "SELECT room_id, epoch, last_offset, incarnation FROM streams"
         f" WHERE room_id IN ({', '.join('?' * len(rooms))})",
         rooms,
     )
-    return {row[0]: (row[1], row[2], row[3]) for row in rows}
+    streams = {row[0]: (row[1], row[2], row[3]) for row in rows}
+    started: list[tuple[str, str, str]] = []
+    for a in appends:
+        if a.room_id not in streams:
+            streams[a.room_id] = (new_epoch(a.incarnation), 0, a.incarnation)
+            started.append((a.room_id, streams[a.room_id][0], a.incarnation))
+    if started:
+        await conn.executemany(
+            "INSERT INTO streams (room_id, epoch, last_offset, incarnation) VALUES (?, ?, 0, ?)",
+            started,
+        )
+    return streams
 
 
 ClientKey = tuple[str, str, str]
