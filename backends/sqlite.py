@@ -164,20 +164,47 @@ def _create_private(path: Path) -> None:
             os.chmod(f"{path}{suffix}", 0o600)
 
 
-def _open_reader(path: Path) -> sqlite3.Connection:
+# SQLite calls a loop-side read's progress handler every _PROGRESS_STEPS
+# virtual-machine steps; a read that runs past its budget is stopped there
+# and done on the writer's thread instead (a page that has to skip many
+# expired messages, say), so it never holds the event loop for long.
+_PROGRESS_STEPS = 1000
+LOOP_READ_STEPS = 20_000
+"""Budget of a read on the event loop, in SQLite VM steps: a page of 200
+messages takes about 3,600, a lookup by key a few dozen."""
+
+
+class _LoopReader:
     """A read-only connection in autocommit mode (each read sees the latest
-    commit) that never waits for a lock (timeout 0)."""
-    reader = sqlite3.connect(path, timeout=0, isolation_level=None)
-    reader.execute("PRAGMA query_only = ON")
-    return reader
+    commit) that never waits for a lock, used on the event loop."""
+
+    def __init__(self, path: Path, max_steps: int) -> None:
+        self._conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+        self._conn.execute("PRAGMA query_only = ON")
+        self._ticks = max(1, max_steps // _PROGRESS_STEPS)
+        self._left = self._ticks
+        self._conn.set_progress_handler(self._tick, _PROGRESS_STEPS)
+
+    def _tick(self) -> int:
+        self._left -= 1
+        return 1 if self._left < 0 else 0
+
+    def read(self, sql: str, params: Sequence[Any]) -> list[Row] | None:
+        """The rows, or None if the file was busy or the read ran over budget."""
+        self._left = self._ticks
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError:
+            return None
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 class SqliteDatabase:
     """One SQLite file: the connection, its lock, and the schema."""
 
-    def __init__(
-        self, connection: aiosqlite.Connection, reader: sqlite3.Connection | None = None
-    ) -> None:
+    def __init__(self, connection: aiosqlite.Connection, reader: _LoopReader | None = None) -> None:
         self._connection = connection
         self._reader = reader
         self._lock = asyncio.Lock()
@@ -185,8 +212,13 @@ class SqliteDatabase:
         self._commits = 0
 
     @classmethod
-    async def open(cls, path: str | Path) -> SqliteDatabase:
-        """Open (creating if needed) the database file and its schema."""
+    async def open(
+        cls, path: str | Path, *, loop_read_steps: int = LOOP_READ_STEPS
+    ) -> SqliteDatabase:
+        """Open (creating if needed) the database file and its schema.
+
+        Reads by key are answered on the event loop (`lookup`) while they
+        take at most `loop_read_steps` SQLite steps."""
         path = Path(path)
         if str(path) != ":memory:":
             _create_private(path)
@@ -201,7 +233,7 @@ class SqliteDatabase:
         except BaseException:
             await connection.close()
             raise
-        reader = None if str(path) == ":memory:" else _open_reader(path)
+        reader = None if str(path) == ":memory:" else _LoopReader(path, loop_read_steps)
         return cls(connection, reader)
 
     async def close(self) -> None:
@@ -244,14 +276,16 @@ class SqliteDatabase:
             return list(await self._connection.execute_fetchall(sql, params))
 
     async def lookup(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        """A read of a few rows by key (room, member, ban), answered on the
-        event loop from the reader connection: such a read takes SQLite a few
-        microseconds, far less than a hop to the writer's thread, and every
-        message sent needs several. It sees what is committed. If the file is
-        busy (WAL recovery, rare), the read waits its turn on the writer."""
+        """A read by key (a room, a member, a ban, a page of history),
+        answered on the event loop from the reader connection: SQLite takes
+        microseconds for it, far less than a hop to the writer's thread, and
+        every message sent needs several. It sees what is committed. A read
+        that finds the file busy (WAL recovery, rare) or runs over its budget
+        is done on the writer's thread instead."""
         if self._reader is not None:
-            with contextlib.suppress(sqlite3.OperationalError):
-                return self._reader.execute(sql, params).fetchall()
+            rows = self._reader.read(sql, params)
+            if rows is not None:
+                return rows
         return await self.fetch(sql, params)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
@@ -492,7 +526,7 @@ class SqliteMessageStore:
     async def find_client_message(
         self, room_id: str, user_id: str, client_message_id: str, *, incarnation: str
     ) -> Message | None:
-        rows = await self._db.fetch(
+        rows = await self._db.lookup(
             f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM} WHERE m.room_id = ?"
             " AND s.incarnation = ? AND m.user_id = ? AND m.client_message_id = ?",
             (room_id, incarnation, user_id, client_message_id),
@@ -527,7 +561,7 @@ class SqliteMessageStore:
             where.append("m.ts >= ?")
             params.append(cutoff)
         order = "DESC" if from_end else "ASC"
-        rows = await self._db.fetch(
+        rows = await self._db.lookup(
             f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM} WHERE {' AND '.join(where)}"
             f" ORDER BY m.seq {order} LIMIT ?",
             (*params, limit + 1),

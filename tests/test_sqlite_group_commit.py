@@ -128,3 +128,18 @@ async def test_a_closed_store_refuses_appends(
     assert created and stored.offset == 1
     with pytest.raises(RuntimeError, match="closed"):
         await store.append(msg("late", room_id="r"), incarnation=INC)
+
+
+async def test_a_read_over_its_loop_budget_is_answered_all_the_same(tmp_path: Path) -> None:
+    db = await SqliteDatabase.open(tmp_path / "forge.db", loop_read_steps=1)
+    store = SqliteMessageStore(db)
+    try:
+        await asyncio.gather(
+            *(store.append(msg(f"m{i}", room_id="r"), incarnation=INC) for i in range(300))
+        )
+        page = await store.page("r", incarnation=INC, limit=200, from_end=True)
+        assert [m.offset for m in page.messages] == list(range(101, 301))
+        assert page.has_more
+    finally:
+        await store.close()
+        await db.close()
