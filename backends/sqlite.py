@@ -4,7 +4,10 @@ One `SqliteDatabase` owns one aiosqlite connection shared by every store
 built on it. The connection runs in autocommit mode; a store that needs more
 than one statement takes the database's lock and opens an explicit
 transaction, so coroutines never interleave inside one. Reads take the same
-lock, so they never see another coroutine's uncommitted writes.
+lock, so they never see another coroutine's uncommitted writes; reads by key
+(`lookup`) go to a second, read-only connection on the event loop, which
+sees only what is committed. Message appends are group-committed: one writer
+task puts the appends that arrive together into one transaction.
 
 JSON fields are orjson text; datetimes are integer microseconds since the
 Unix epoch, read back as UTC.
