@@ -4,7 +4,10 @@ One `SqliteDatabase` owns one aiosqlite connection shared by every store
 built on it. The connection runs in autocommit mode; a store that needs more
 than one statement takes the database's lock and opens an explicit
 transaction, so coroutines never interleave inside one. Reads take the same
-lock, so they never see another coroutine's uncommitted writes.
+lock, so they never see another coroutine's uncommitted writes; reads by key
+(`lookup`) go to a second, read-only connection on the event loop, which
+sees only what is committed. Message appends are group-committed: one writer
+task puts the appends that arrive together into one transaction.
 
 JSON fields are orjson text; datetimes are integer microseconds since the
 Unix epoch, read back as UTC.
@@ -16,9 +19,9 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ import orjson
 
 from .codecs import from_micros, to_micros
 from .errors import Conflict, ForeignStream, LimitReached, Missing
+from .group_commit import GroupCommit
 from .protocols import check_page_args, member_quota
 from .records import (
     Channel,
@@ -42,7 +46,7 @@ from .records import (
     new_epoch,
     utcnow,
 )
-from .sqlite_fts import FTS_SCHEMA, forget_before, forget_room, index_message, mark_unindexed
+from .sqlite_fts import FTS_SCHEMA, forget_before, forget_room, index_messages, mark_unindexed
 
 __all__ = [
     "SqliteChannelStore",
@@ -158,17 +162,61 @@ def _create_private(path: Path) -> None:
             os.chmod(f"{path}{suffix}", 0o600)
 
 
+# SQLite calls a loop-side read's progress handler every _PROGRESS_STEPS
+# virtual-machine steps; a read that runs past its budget is stopped there
+# and done on the writer's thread instead (a page that has to skip many
+# expired messages, say), so it never holds the event loop for long.
+_PROGRESS_STEPS = 1000
+LOOP_READ_STEPS = 20_000
+"""Budget of a read on the event loop, in SQLite VM steps: a page of 200
+messages takes about 3,600, a lookup by key a few dozen."""
+
+
+class _LoopReader:
+    """A read-only connection in autocommit mode (each read sees the latest
+    commit) that never waits for a lock, used on the event loop."""
+
+    def __init__(self, path: Path, max_steps: int) -> None:
+        self._conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+        self._conn.execute("PRAGMA query_only = ON")
+        self._ticks = max(1, max_steps // _PROGRESS_STEPS)
+        self._left = self._ticks
+        self._conn.set_progress_handler(self._tick, _PROGRESS_STEPS)
+
+    def _tick(self) -> int:
+        self._left -= 1
+        return 1 if self._left < 0 else 0
+
+    def read(self, sql: str, params: Sequence[Any]) -> list[Row] | None:
+        """The rows, or None if the file was busy or the read ran over budget."""
+        self._left = self._ticks
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError:
+            return None
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 class SqliteDatabase:
     """One SQLite file: the connection, its lock, and the schema."""
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    def __init__(self, connection: aiosqlite.Connection, reader: _LoopReader | None = None) -> None:
         self._connection = connection
+        self._reader = reader
         self._lock = asyncio.Lock()
         self._closed = False
+        self._commits = 0
 
     @classmethod
-    async def open(cls, path: str | Path) -> SqliteDatabase:
-        """Open (creating if needed) the database file and its schema."""
+    async def open(
+        cls, path: str | Path, *, loop_read_steps: int = LOOP_READ_STEPS
+    ) -> SqliteDatabase:
+        """Open (creating if needed) the database file and its schema.
+
+        Reads by key are answered on the event loop (`lookup`) while they
+        take at most `loop_read_steps` SQLite steps."""
         path = Path(path)
         if str(path) != ":memory:":
             _create_private(path)
@@ -184,7 +232,8 @@ class SqliteDatabase:
         except BaseException:
             await connection.close()
             raise
-        return cls(connection)
+        reader = None if str(path) == ":memory:" else _LoopReader(path, loop_read_steps)
+        return cls(connection, reader)
 
     async def close(self) -> None:
         """Close the connection; later calls do nothing."""
@@ -192,6 +241,9 @@ class SqliteDatabase:
             if self._closed:
                 return
             self._closed = True
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
             await self._connection.close()
 
     async def ping(self) -> None:
@@ -211,6 +263,12 @@ class SqliteDatabase:
                 await self._connection.rollback()
                 raise
             await self._connection.commit()
+            self._commits += 1
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed so far (group commit shows in it)."""
+        return self._commits
 
     async def appending_unindexed(self) -> None:
         """Record that messages are appended without their FTS rows from now
@@ -221,6 +279,19 @@ class SqliteDatabase:
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         async with self._lock:
             return list(await self._connection.execute_fetchall(sql, params))
+
+    async def lookup(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """A read by key (a room, a member, a ban, a page of history),
+        answered on the event loop from the reader connection: SQLite takes
+        microseconds for it, far less than a hop to the writer's thread, and
+        every message sent needs several. It sees what is committed. A read
+        that finds the file busy (WAL recovery, rare) or runs over its budget
+        is done on the writer's thread instead."""
+        if self._reader is not None:
+            rows = self._reader.read(sql, params)
+            if rows is not None:
+                return rows
+        return await self.fetch(sql, params)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; return the number of rows it changed."""
@@ -278,6 +349,149 @@ async def _own_stream(conn: aiosqlite.Connection, room_id: str, incarnation: str
     return row
 
 
+Appended = tuple[Message, bool]
+
+# Bound parameters per batch stay far below SQLite's limit (32,766).
+_MAX_BATCH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Append:
+    message: NewMessage
+    room_id: str
+    incarnation: str
+    ts: int
+
+
+async def _own_streams(
+    conn: aiosqlite.Connection, appends: Sequence[_Append]
+) -> dict[str, tuple[str, int, str]]:
+    """Each room's stream (epoch, last offset, incarnation), started for the
+    first incarnation that appends to it if there is none. Inside the
+    caller's write transaction: nobody else starts one meanwhile."""
+    rooms = list(dict.fromkeys(a.room_id for a in appends))
+    rows = await conn.execute_fetchall(
+        "SELECT room_id, epoch, last_offset, incarnation FROM streams"
+        f" WHERE room_id IN ({', '.join('?' * len(rooms))})",
+        rooms,
+    )
+    streams = {row[0]: (row[1], row[2], row[3]) for row in rows}
+    started: list[tuple[str, str, str]] = []
+    for a in appends:
+        if a.room_id not in streams:
+            streams[a.room_id] = (new_epoch(a.incarnation), 0, a.incarnation)
+            started.append((a.room_id, streams[a.room_id][0], a.incarnation))
+    if started:
+        await conn.executemany(
+            "INSERT INTO streams (room_id, epoch, last_offset, incarnation) VALUES (?, ?, 0, ?)",
+            started,
+        )
+    return streams
+
+
+ClientKey = tuple[str, str, str]
+
+
+async def _client_messages(
+    conn: aiosqlite.Connection, keys: Collection[ClientKey]
+) -> dict[ClientKey, Message]:
+    """The stored messages with these (room, user, clientMessageId)."""
+    if not keys:
+        return {}
+    # OR of equalities (not a row-value IN): SQLite then searches the index once per key.
+    one = "(m.room_id = ? AND m.user_id = ? AND m.client_message_id = ?)"
+    match = " OR ".join([one] * len(keys))
+    rows = await conn.execute_fetchall(
+        f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM}"
+        f" WHERE m.client_message_id IS NOT NULL AND ({match})",
+        [part for key in keys for part in key],
+    )
+    found = (_message(row) for row in rows)
+    return {(m.room_id or "", m.user_id, m.client_message_id or ""): m for m in found}
+
+
+async def _insert_messages(conn: aiosqlite.Connection, rows: Sequence[Row]) -> None:
+    """The one place message rows are written (columns as in _INSERT_MESSAGE)."""
+    await conn.executemany(_INSERT_MESSAGE, rows)
+
+
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (room_id, seq, id, kind, user_id, ts, channel_id, event,"
+    " data, metadata, thread_id, client_message_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+async def _append_all(
+    conn: aiosqlite.Connection, appends: Sequence[_Append], *, indexed: bool
+) -> list[Appended | BaseException]:
+    """Append in order inside the caller's transaction: offsets per room in
+    the order given, a clientMessageId stored once (also twice in one batch),
+    ForeignStream for an append to another incarnation's history."""
+    streams = await _own_streams(conn, appends)
+    wanted = {
+        (a.room_id, a.message.user_id, cid)
+        for a in appends
+        if (cid := a.message.client_message_id) is not None
+        and streams[a.room_id][2] == a.incarnation
+    }
+    known = await _client_messages(conn, wanted)
+    last = {room_id: stream[1] for room_id, stream in streams.items()}
+    results: list[Appended | BaseException] = []
+    rows: list[Row] = []
+    for a in appends:
+        epoch, _, owner = streams[a.room_id]
+        if owner != a.incarnation:
+            results.append(ForeignStream(a.room_id, owner))
+            continue
+        message, cid = a.message, a.message.client_message_id
+        key = (a.room_id, message.user_id, cid or "")
+        if cid is not None and key in known:
+            results.append((known[key], False))
+            continue
+        try:
+            data, metadata = _dump(message.data), _dump(message.metadata)
+        except TypeError as exc:
+            results.append(exc)
+            continue
+        offset = last[a.room_id] = last[a.room_id] + 1
+        stored = replace(
+            message.stored(timestamp=from_micros(a.ts), offset=offset, epoch=epoch),
+            # What a reader would get back, so a JSON quirk shows at once.
+            data=orjson.loads(data),
+            metadata=orjson.loads(metadata),
+        )
+        rows.append(
+            (
+                a.room_id,
+                offset,
+                stored.id,
+                stored.kind.value,
+                stored.user_id,
+                a.ts,
+                stored.channel_id,
+                stored.event,
+                data,
+                metadata,
+                stored.thread_id,
+                cid,
+            )
+        )
+        if cid is not None:
+            known[key] = stored
+        results.append((stored, True))
+    if rows:
+        await _insert_messages(conn, rows)
+        if indexed:
+            # (room_id, seq, data, event) of each row, as _INSERT_MESSAGE orders them
+            await index_messages(conn, [(r[0], r[1], r[8], r[7]) for r in rows])
+        await conn.executemany(
+            "UPDATE streams SET last_offset = ? WHERE room_id = ?",
+            [(offset, room) for room, offset in last.items() if offset != streams[room][1]],
+        )
+    return results
+
+
 class SqliteMessageStore:
     """Room history in the `messages` table, offsets kept in `streams`."""
 
@@ -291,6 +505,7 @@ class SqliteMessageStore:
         # With the search role on this database: each append also writes the
         # message's FTS row, in its transaction.
         self._indexed = indexed
+        self._appends = GroupCommit(self._write_appends, max_batch=_MAX_BATCH)
 
     def _cutoff(self) -> int | None:
         if self._retention is None:
@@ -301,63 +516,30 @@ class SqliteMessageStore:
         if message.room_id is None:
             raise ValueError("a stored message needs a room_id")
         ts = to_micros(message.timestamp, "timestamp")
-        room_id = message.room_id
-        cid = message.client_message_id
-        async with self._db.transaction() as conn:
-            await _own_stream(conn, room_id, incarnation)
-            if cid is not None:
-                first = await _one(
-                    conn,
-                    f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM}"
-                    " WHERE m.room_id = ? AND m.user_id = ? AND m.client_message_id = ?",
-                    (room_id, message.user_id, cid),
-                )
-                if first is not None:
-                    return _message(first), False
-            stream = await _one(
-                conn,
-                "UPDATE streams SET last_offset = last_offset + 1 WHERE room_id = ?"
-                " RETURNING epoch, last_offset",
-                (room_id,),
-            )
-            if stream is None:
-                raise RuntimeError(f"no stream row for room {room_id!r}")
-            epoch, offset = stream
-            data, metadata = _dump(message.data), _dump(message.metadata)
-            stored = replace(
-                message.stored(timestamp=from_micros(ts), offset=offset, epoch=epoch),
-                # What a reader would get back, so a JSON quirk shows at once.
-                data=orjson.loads(data),
-                metadata=orjson.loads(metadata),
-            )
-            inserted = await _one(
-                conn,
-                "INSERT INTO messages (room_id, seq, id, kind, user_id, ts, channel_id, event,"
-                " data, metadata, thread_id, client_message_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING rowid",
-                (
-                    room_id,
-                    offset,
-                    stored.id,
-                    stored.kind.value,
-                    stored.user_id,
-                    ts,
-                    stored.channel_id,
-                    stored.event,
-                    data,
-                    metadata,
-                    stored.thread_id,
-                    cid,
-                ),
-            )
-            if self._indexed and inserted is not None:
-                await index_message(conn, inserted[0], room_id, data, stored.event)
-        return stored, True
+        return await self._appends.submit(_Append(message, message.room_id, incarnation, ts))
+
+    async def _write_appends(self, batch: Sequence[_Append]) -> list[Appended | BaseException]:
+        """One transaction for the whole batch; if it fails, each append in
+        its own, so one bad append does not fail the others."""
+        try:
+            async with self._db.transaction() as conn:
+                return await _append_all(conn, batch, indexed=self._indexed)
+        except sqlite3.Error:
+            if len(batch) == 1:
+                raise
+        results: list[Appended | BaseException] = []
+        for one in batch:
+            try:
+                async with self._db.transaction() as conn:
+                    results.extend(await _append_all(conn, [one], indexed=self._indexed))
+            except sqlite3.Error as exc:
+                results.append(exc)
+        return results
 
     async def find_client_message(
         self, room_id: str, user_id: str, client_message_id: str, *, incarnation: str
     ) -> Message | None:
-        rows = await self._db.fetch(
+        rows = await self._db.lookup(
             f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM} WHERE m.room_id = ?"
             " AND s.incarnation = ? AND m.user_id = ? AND m.client_message_id = ?",
             (room_id, incarnation, user_id, client_message_id),
@@ -392,7 +574,7 @@ class SqliteMessageStore:
             where.append("m.ts >= ?")
             params.append(cutoff)
         order = "DESC" if from_end else "ASC"
-        rows = await self._db.fetch(
+        rows = await self._db.lookup(
             f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM} WHERE {' AND '.join(where)}"
             f" ORDER BY m.seq {order} LIMIT ?",
             (*params, limit + 1),
@@ -446,7 +628,7 @@ class SqliteMessageStore:
             await conn.execute("DELETE FROM streams WHERE room_id = ?", (room_id,))
 
     async def close(self) -> None:
-        return None
+        await self._appends.close()
 
 
 # --- rooms ----------------------------------------------------------------
@@ -526,7 +708,7 @@ class SqliteRoomStore:
         return owner
 
     async def get(self, room_id: str) -> Room | None:
-        rows = await self._db.fetch(
+        rows = await self._db.lookup(
             f"SELECT {_ROOM_COLUMNS} FROM rooms r WHERE r.id = ?", (room_id,)
         )
         return _room(rows[0]) if rows else None
@@ -607,7 +789,7 @@ class SqliteRoomStore:
         return changed > 0
 
     async def get_member(self, room_id: str, user_id: str) -> RoomMember | None:
-        rows = await self._db.fetch(
+        rows = await self._db.lookup(
             "SELECT room_id, user_id, role, joined_at FROM members"
             " WHERE room_id = ? AND user_id = ?",
             (room_id, user_id),
@@ -673,7 +855,7 @@ class SqliteRoomStore:
         return changed > 0
 
     async def is_banned(self, room_id: str, user_id: str) -> bool:
-        rows = await self._db.fetch(
+        rows = await self._db.lookup(
             "SELECT 1 FROM bans WHERE room_id = ? AND user_id = ?", (room_id, user_id)
         )
         return bool(rows)

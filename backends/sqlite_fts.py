@@ -21,6 +21,7 @@ next start rebuilds the index.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 import aiosqlite
@@ -34,6 +35,7 @@ __all__ = [
     "forget_before",
     "forget_room",
     "index_message",
+    "index_messages",
     "indexed_upto",
     "mark_unindexed",
     "set_indexed_upto",
@@ -64,6 +66,19 @@ async def index_message(
     await conn.execute(
         "INSERT OR REPLACE INTO message_fts (rowid, body, room) VALUES (?, ?, ?)",
         (rowid, body_of(data_json, event), room_id),
+    )
+
+
+async def index_messages(
+    conn: aiosqlite.Connection, rows: Sequence[tuple[str, int, str, str | None]]
+) -> None:
+    """The FTS rows of messages just inserted in this transaction, given as
+    (room_id, seq, data_json, event): one statement for a whole batch."""
+    # REPLACE, as index_message.
+    await conn.executemany(
+        "INSERT OR REPLACE INTO message_fts (rowid, body, room) VALUES"
+        " ((SELECT rowid FROM messages WHERE room_id = ? AND seq = ?), ?, ?)",
+        [(room_id, seq, body_of(data, event), room_id) for room_id, seq, data, event in rows],
     )
 
 
