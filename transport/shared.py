@@ -82,7 +82,7 @@ class SharedSubscriber:
     its operation id, its transport), is written to its connection as the
     execution yields it. Await `ended()` for its end."""
 
-    __slots__ = ("_connection", "_ended", "_frame", "cut_off", "viewer")
+    __slots__ = ("_connection", "_done", "_ended", "_frame", "cut_off", "viewer")
 
     def __init__(
         self, viewer: Viewer, connection: Connection, frame: Callable[[bytes], bytes]
@@ -90,14 +90,15 @@ class SharedSubscriber:
         self.viewer = viewer
         self._connection = connection
         self._frame = frame
-        self._ended: asyncio.Event | None = asyncio.Event()
+        self._done = False
+        self._ended = asyncio.Event()
         self.cut_off = False  # its connection refused a frame: closing or over budget
 
     def finished(self) -> bool:
-        return self._ended is None or self._ended.is_set()
+        return self._done
 
     def deliver(self, payload: bytes) -> None:
-        if self.finished():
+        if self._done:
             return
         if not self._connection.write(self._frame(payload)):
             self.cut_off = True
@@ -107,14 +108,13 @@ class SharedSubscriber:
         """No more payloads after `last_payload` (an error result, say)."""
         if last_payload is not None:
             self.deliver(last_payload)
-        if self._ended is not None:
-            self._ended.set()
+        self._done = True
+        self._ended.set()
 
     async def ended(self) -> bool:
         """Until the subscription ends; False if its connection refused a
         frame (it is closing, or was cut off as a slow consumer)."""
-        if self._ended is not None:
-            await self._ended.wait()
+        await self._ended.wait()
         return not self.cut_off
 
 

@@ -351,32 +351,24 @@ def http_chunk(data: bytes) -> bytes:
 
 
 class TransportOutlet:
-    """Bytes written straight to the server's transport, framed by `wrap`
-    (a WebSocket text frame, an HTTP chunk): synchronous, in call order
-    with what uvicorn writes itself (close frames, the end of a response).
-    The transport's buffer is the connection's outgoing buffer."""
+    """Bytes written straight to the server's transport: synchronous, in
+    call order with what uvicorn writes itself (close frames, the end of a
+    response). The transport's buffer is the connection's outgoing buffer.
+    This base writes the bytes as they are; subclasses frame them."""
 
-    __slots__ = ("_ending", "_pushed", "_wrap", "_writable", "transport")
+    __slots__ = ("_pushed", "transport")
 
-    def __init__(
-        self,
-        transport: asyncio.Transport,
-        wrap: Callable[[bytes], bytes],
-        ending: Callable[[], bool],
-        writable: Callable[[], Any],
-    ) -> None:
+    def __init__(self, transport: asyncio.Transport) -> None:
         self.transport = transport
-        self._wrap = wrap
-        self._ending = ending
-        self._writable = writable
         self._pushed = 0
 
+    def ending(self) -> bool:
+        return self.transport.is_closing()
+
     def push(self, data: bytes) -> None:
-        if self._ending():
-            return  # no frame may follow a close; the receive side sees the end
-        wrapped = self._wrap(data)
-        self._pushed += len(wrapped)
-        self.transport.write(wrapped)
+        if not self.ending():
+            self._pushed += len(data)
+            self.transport.write(data)
 
     def unsent(self) -> int:
         return self.transport.get_write_buffer_size()
@@ -385,8 +377,7 @@ class TransportOutlet:
         return self._pushed - self.transport.get_write_buffer_size()
 
     async def writable(self) -> None:
-        if not self._ending():
-            await self._writable()
+        """Until uvicorn's flow control lets more be written."""
 
     async def drain(self) -> None:
         """Nothing waits here: the bytes are in the transport, in order."""
@@ -399,37 +390,76 @@ class TransportOutlet:
         return True
 
 
-def _ws_frame(data: bytes) -> bytes:
-    return text_frame_header(len(data)) + data
+class WebSocketFrames(TransportOutlet):
+    """Text frames written to our WebSocket protocol's transport."""
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: WebSocketProtocol) -> None:
+        super().__init__(protocol.transport)
+        self._protocol = protocol
+
+    def ending(self) -> bool:
+        protocol = self._protocol
+        return protocol.close_sent or protocol.disconnected or self.transport.is_closing()
+
+    def push(self, data: bytes) -> None:
+        protocol = self._protocol
+        transport = self.transport
+        if protocol.close_sent or protocol.disconnected or transport.is_closing():
+            return  # no frame may follow a close; the receive side sees the end
+        length = len(data)
+        header = bytes((_TEXT_FIN, length)) if length < 126 else text_frame_header(length)
+        frame = header + data
+        self._pushed += len(frame)
+        transport.write(frame)
+
+    async def writable(self) -> None:
+        if not self.ending():
+            await self._protocol.writable.wait()
 
 
-def websocket_outlet(receive: object) -> TransportOutlet | None:
+def websocket_outlet(receive: object) -> WebSocketFrames | None:
     """Direct text frames for the WebSocket behind `receive`, when it is our
     protocol and no extension (permessage-deflate) was negotiated."""
     protocol = websocket_protocol(receive)
     if protocol is None or protocol.conn.extensions:
         return None
-
-    def ending() -> bool:
-        return protocol.close_sent or protocol.disconnected or protocol.transport.is_closing()
-
-    return TransportOutlet(protocol.transport, _ws_frame, ending, protocol.writable.wait)
+    return WebSocketFrames(protocol)
 
 
-def event_stream_outlet(scope: MutableMapping[str, Any]) -> TransportOutlet | None:
+class ResponseChunks(TransportOutlet):
+    """An HTTP response body written to the transport, chunked when uvicorn
+    chose the chunked encoding for it (as it does for a response without a
+    length over HTTP/1.1)."""
+
+    __slots__ = ("_chunked", "_cycle")
+
+    def __init__(self, cycle: RequestResponseCycle) -> None:
+        super().__init__(cycle.transport)
+        self._cycle = cycle
+        self._chunked = bool(cycle.chunked_encoding)
+
+    def ending(self) -> bool:
+        cycle = self._cycle
+        return cycle.disconnected or cycle.response_complete or self.transport.is_closing()
+
+    def push(self, data: bytes) -> None:
+        if self.ending():
+            return
+        wrapped = http_chunk(data) if self._chunked else data
+        self._pushed += len(wrapped)
+        self.transport.write(wrapped)
+
+    async def writable(self) -> None:
+        if not self.ending():
+            await self._cycle.flow.drain()
+
+
+def event_stream_outlet(scope: MutableMapping[str, Any]) -> ResponseChunks | None:
     """Direct body chunks for the HTTP response of `scope`, once its headers
     were sent through ASGI, when our protocol serves it."""
     cycle = scope.get(CYCLE_KEY)
     if not isinstance(cycle, RequestResponseCycle) or not cycle.response_started:
         return None
-    transport = cycle.transport
-    wrap = http_chunk if cycle.chunked_encoding else _same
-
-    def ending() -> bool:
-        return cycle.disconnected or cycle.response_complete or transport.is_closing()
-
-    return TransportOutlet(transport, wrap, ending, cycle.flow.drain)
-
-
-def _same(data: bytes) -> bytes:
-    return data
+    return ResponseChunks(cycle)
