@@ -374,7 +374,8 @@ class Connection:
             self.cut_off(f"more than {self.budget} bytes waiting to be sent")
             return False
         outlet.push(frame)
-        if not self._watching:
+        # Watched only while bytes wait: most writes go to the kernel at once.
+        if not self._watching and outlet.unsent():
             self._watch()
         return True
 

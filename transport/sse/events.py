@@ -175,13 +175,25 @@ class EventStreamResponse(Response):
             await self._on_close()
 
     def _keep_alive(self) -> None:
+        """A `: ping` comment when the stream was idle for `ping_interval`."""
         connection = self._connection
+        interval = self._ping_interval
+        seen = -1
+
+        def written() -> int:
+            outlet = connection.outlet
+            return outlet.sent() + outlet.unsent()
 
         def ping() -> None:
-            if connection.write(_PING):
-                connection.deadlines.after("keepalive", self._ping_interval, ping)
+            nonlocal seen
+            now = written()
+            if now == seen and not connection.write(_PING):
+                return
+            seen = written()
+            connection.deadlines.after("keepalive", interval, ping)
 
-        connection.deadlines.after("keepalive", self._ping_interval, ping)
+        seen = written()
+        connection.deadlines.after("keepalive", interval, ping)
 
     async def _end(self, send: Send) -> None:
         """The end of the body, after what was written (unless it stalls)."""
