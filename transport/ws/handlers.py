@@ -376,6 +376,55 @@ def watch_expiry(
         connection.expire_at(ends_at, lambda: connection.run(end()))
 
 
+class _Initialising(Protocol):
+    """What `connection_init` needs of a handler (both protocols' have it)."""
+
+    connection_init_received: bool
+    connection_acknowledged: bool
+    context: Context
+
+    @property
+    def view(self) -> Any: ...
+
+    async def send_message(self, message: Any) -> None: ...
+
+
+Refuse = Callable[[int, str, object], Awaitable[None]]
+
+
+async def connection_init(handler: _Initialising, payload: object, refuse: Refuse) -> bool:
+    """Both protocols' `connection_init`, once its timer is stopped: a null
+    payload is {}; a second init, a payload that is not an object, a refused
+    token and a malformed resume map are refused with `refuse(code, reason,
+    error payload or None)` (each protocol its way); True once acknowledged."""
+    if handler.connection_init_received:
+        await refuse(TOO_MANY_INITS, "Too many initialisation requests", None)
+        return False
+    payload = {} if payload is None else payload
+    if not isinstance(payload, dict):
+        await refuse(BAD_REQUEST, "Invalid connection init payload", None)
+        return False
+    handler.connection_init_received = True
+    handler.context.connection_params = payload
+    try:
+        ack = await handler.view.on_ws_connect(handler.context)
+    except Rejected as exc:
+        await refuse(FORBIDDEN, exc.close_reason, exc.payload)
+        return False
+    except ConnectionRejectionError as exc:
+        await refuse(FORBIDDEN, "Forbidden", exc.payload)
+        return False
+    if (bad_resume := take_resume(handler.context, payload)) is not None:
+        await refuse(BAD_REQUEST, bad_resume, None)
+        return False
+    if isinstance(ack, UnsetType) or ack is None:
+        await handler.send_message({"type": "connection_ack"})
+    else:
+        await handler.send_message({"type": "connection_ack", "payload": ack})
+    handler.connection_acknowledged = True
+    return True
+
+
 async def run_shared(
     view: object,
     context: Context,
@@ -410,11 +459,13 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     Override points: `handle_message` validates every frame first (4400) and
     checks duplicate ids itself (4409, with a reason that stays short);
-    `handle_connection_init` takes a null payload as {} and closes a refused
-    init with 4403 and the reason; `handle_pong` feeds the heartbeat that
-    starts with the ack, as does the timer that closes the socket with 4403
-    `UNAUTHENTICATED: token expired` when the token does; `send_message`
-    drops sends to a socket already gone; `shutdown` also stops both timers.
+    `handle_connection_init` (`connection_init`, shared with the other
+    protocol) closes a refused init with its code and reason, and after the
+    ack puts the server's pings on the connection's one timer (`ping`; the
+    pong is due within `pong_timeout`, `handle_pong`), as well as the close
+    with 4403 `UNAUTHENTICATED: token expired` when the token expires;
+    `send_message` drops sends to a socket already gone; `shutdown` also
+    stops the connection's timer.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -466,30 +517,12 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             self.connection_init_timeout_task.cancel()
             # A cancelled task keeps its exception and traceback: let it go.
             self.connection_init_timeout_task = None
-        payload = message.get("payload")
-        payload = {} if payload is None else payload
-        if self.connection_init_received:
-            reason = "Too many initialisation requests"
-            await self.websocket.close(code=TOO_MANY_INITS, reason=reason)
+
+        async def refuse(code: int, reason: str, error: object) -> None:
+            await self.websocket.close(code=code, reason=reason)
+
+        if not await connection_init(self, message.get("payload"), refuse):
             return
-        self.connection_init_received = True
-        self.context.connection_params = payload
-        try:
-            ack = await self.view.on_ws_connect(self.context)
-        except Rejected as exc:
-            await self.websocket.close(code=FORBIDDEN, reason=exc.close_reason)
-            return
-        except ConnectionRejectionError:
-            await self.websocket.close(code=FORBIDDEN, reason="Forbidden")
-            return
-        if (bad_resume := take_resume(self.context, payload)) is not None:
-            await self.websocket.close(code=BAD_REQUEST, reason=bad_resume)
-            return
-        if isinstance(ack, UnsetType) or ack is None:
-            await self.send_message({"type": "connection_ack"})
-        else:
-            await self.send_message({"type": "connection_ack", "payload": ack})
-        self.connection_acknowledged = True
         self.socket.connection.deadlines.after("ping", self.ping_interval, self.ping)
         watch_expiry(self.socket, self.context, self.token_expired)
 
@@ -585,10 +618,10 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
     Override points: `handle` reads frame by frame (a bad frame gets
     `connection_error` and the socket stays open) and runs the init timeout;
     `handle_message` validates before Strawberry's dispatch;
-    `handle_connection_init` takes a null payload as {}, refuses a second
-    init (4429) and closes a refused one with 4403, and after the ack starts
-    the timer that ends the connection with its token (`connection_error`
-    UNAUTHENTICATED "token expired", then 4403) and the heartbeat that sends
+    `handle_connection_init` (`connection_init`, shared with the other
+    protocol) says why in a `connection_error` before each refusal, and
+    after the ack puts on the connection's timer the end with its token
+    (`connection_error` UNAUTHENTICATED "token expired", then 4403) and a
     `ka` every `legacy_keepalive_interval`; `handle_start` refuses an
     operation over the limit with LIMIT_EXCEEDED; `handle_async_results`
     runs any operation through `schema.stream` (Strawberry's uses
@@ -696,34 +729,20 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         if self.init_timeout_task is not None:
             self.init_timeout_task.cancel()
             self.init_timeout_task = None  # and its traceback with it
-        if self.connection_init_received:
-            await self.refuse(TOO_MANY_INITS, "Too many initialisation requests")
+
+        async def refuse(code: int, reason: str, error: object) -> None:
+            # This protocol says why in a connection_error before the close.
+            payload = _error_payload(reason) if error is None else error
+            await self.send_message(
+                cast(
+                    "legacy_ws.ConnectionErrorMessage",
+                    {"type": "connection_error", "payload": payload},
+                )
+            )
+            await self.websocket.close(code=code, reason=reason)
+
+        if not await connection_init(self, message.get("payload"), refuse):
             return
-        payload: object = message.get("payload")
-        payload = {} if payload is None else payload
-        if not isinstance(payload, dict):
-            await self.refuse(BAD_REQUEST, "Invalid connection init payload")
-            return
-        self.connection_init_received = True
-        self.context.connection_params = payload
-        try:
-            ack = await self.view.on_ws_connect(self.context)
-        except Rejected as exc:
-            await self.send_message({"type": "connection_error", "payload": exc.payload})
-            await self.websocket.close(code=FORBIDDEN, reason=exc.close_reason)
-            return
-        except ConnectionRejectionError as exc:
-            await self.send_message({"type": "connection_error", "payload": exc.payload})
-            await self.websocket.close(code=FORBIDDEN, reason="Forbidden")
-            return
-        if (bad_resume := take_resume(self.context, payload)) is not None:
-            await self.refuse(BAD_REQUEST, bad_resume)
-            return
-        if isinstance(ack, UnsetType) or ack is None:
-            await self.send_message({"type": "connection_ack"})
-        else:
-            await self.send_message({"type": "connection_ack", "payload": ack})
-        self.connection_acknowledged = True
         self.send_keep_alive()  # the first at once, as the reference server does
         watch_expiry(self.socket, self.context, self.token_expired)
 
@@ -751,10 +770,6 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             )
             return
         await super().handle_start(message)
-
-    async def refuse(self, code: int, reason: str) -> None:
-        await self.connection_error(reason)
-        await self.websocket.close(code=code, reason=reason)
 
     async def handle_async_results(
         self,
