@@ -35,6 +35,8 @@ from resolvers.housekeeping import run_housekeeping
 from resolvers.services import Services
 from schema import SDL_PATH, build_schema, export_sdl
 from transport import graphiql, routes
+from transport.adapters import starlette as starlette_adapter
+from transport.adapters.uvicorn import LIMITS_KEY, ConnectionLimits, fast_path, protocol_options
 from transport.admission import TurnAdmission
 from transport.auth import (
     METRICS_TOKEN_FILE_NAME,
@@ -45,7 +47,6 @@ from transport.auth import (
 from transport.data_dir import make_private
 from transport.graphql_view import GraphQLView
 from transport.heap import give_back_freed_memory
-from transport.http_protocol import LIMITS_KEY, ConnectionLimits, protocol_options
 from transport.request_body import BoundedBody
 from transport.server_timing import ServerTiming
 
@@ -80,8 +81,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> ASGIApp:
         schema,
         authority,
         connection_init_wait_timeout=settings.init_timeout,
-        write_timeout=settings.write_timeout.total_seconds(),
-        max_send_buffer=settings.max_send_buffer,
+        fast_paths=starlette_adapter.fast_path(enabled=settings.fast_paths),
         allowed_origins=settings.allowed_origins,
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
         admission=admission,
@@ -111,7 +111,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> ASGIApp:
         )
         try:
             # The connection limits are read by our uvicorn protocol
-            # (transport/http_protocol.py), which uvicorn hands this state.
+            # (transport/adapters/uvicorn.py), which uvicorn hands this state.
             yield {"services": services, LIMITS_KEY: limits}
         finally:
             for task in (housekeeping, heap):
@@ -313,12 +313,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _uvicorn_options(settings: Settings) -> dict[str, Any]:
-    http_protocol, ws_protocol = protocol_options()
+    http_protocol, ws_protocol = protocol_options(enabled=settings.fast_paths)
+    # Our protocol's keepalive ping runs on each connection's one timer
+    # (transport/connection.py); uvicorn's own only where ours does not run.
+    ours = fast_path(enabled=settings.fast_paths)
     return dict(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        ws_ping_interval=settings.ping_interval.total_seconds(),
+        ws_ping_interval=None if ours else settings.ping_interval.total_seconds(),
         ws_ping_timeout=settings.pong_timeout.total_seconds(),
         ws_per_message_deflate=settings.websocket_compression,
         # A WebSocket message is bounded like an HTTP request (its frame
@@ -326,9 +329,9 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         ws_max_size=settings.request_byte_limit,
         # Our protocols where uvicorn is the version they were written for:
         # HTTP with a header timeout and the connection cap
-        # (transport/http_protocol.py); uvicorn's sans-I/O WebSocket protocol
-        # made lighter, shared payloads written to it directly
-        # (transport/ws/protocol.py, transport/ws/direct_frames.py).
+        # and the SSE direct writes; uvicorn's sans-I/O WebSocket protocol
+        # made lighter, frames written to it directly
+        # (transport/adapters/uvicorn.py).
         http=http_protocol,
         ws=ws_protocol,
         timeout_keep_alive=settings.idle_timeout.total_seconds(),

@@ -28,7 +28,7 @@ class Context:
     # viewer-independent stream and authorizes its subscribers itself.
     shared: SharedHooks | None = None
     # When the token that opened this WebSocket is refused (epoch seconds):
-    # the connection ends then (transport/session_expiry.py).
+    # the connection ends then (its connection's timer, transport/connection.py).
     session_ends_at: float | None = None
 
     @classmethod

@@ -11,7 +11,7 @@ from core.settings import Settings
 from schema import ValidDocuments, build_schema
 from schema.document_cache import token_count
 from schema.document_limits import DocumentLimits
-from transport.http_protocol import (
+from transport.adapters.uvicorn import (
     FALLBACK_HTTP,
     FALLBACK_WS,
     HTTP_PROTOCOL,

@@ -4,10 +4,11 @@ its subscriber's id, groups split by document, variables and operation name,
 subscribers leaving and joining mid-stream, permission per subscriber, the
 viewer independence of the shared payload types, and the slow-consumer policy.
 
-Each runs on both ways a shared frame goes out: written straight to the
-socket (transport/ws/direct_frames.py), and through ASGI from a bounded queue,
-which is what a connection with permessage-deflate gets (the test client
-offers it, so turning compression on in the server takes that path).
+Each runs on both ways a shared frame goes out (transport/connection.py):
+written straight to the socket (transport/adapters/uvicorn.py), and through
+ASGI by the connection's writer task, which is what a connection with
+permessage-deflate gets (the test client offers it, so turning compression
+on in the server takes that path).
 """
 
 from __future__ import annotations
@@ -786,13 +787,17 @@ async def read_until_closed(ws: ClientConnection) -> tuple[list[int], int | None
     return got, None if rcvd is None else rcvd.code
 
 
-# Where a stalled subscriber's results pile up, and the bound that cuts it
-# off: its connection's unsent bytes when frames are written directly, its
-# queue of results when they go through ASGI (a big bound of the other kind
-# shows which one did it).
+# Both ways a stalled subscriber's frames can pile up (in the transport's
+# buffer when written directly, in the connection's queue for ASGI) are cut
+# off by one bound: the connection's unsent bytes (a big bound of the other
+# kind, the hub's queue of results, shows it is not what did it).
 SLOW_PATHS = {
     "direct": {"max_send_buffer": 64 * 1024, "subscriber_queue_size": 100_000},
-    "queued": {"websocket_compression": True, "max_send_buffer": 1 << 30},
+    "queued": {
+        "websocket_compression": True,
+        "max_send_buffer": 64 * 1024,
+        "subscriber_queue_size": 100_000,
+    },
 }
 
 

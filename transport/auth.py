@@ -43,6 +43,10 @@ __all__ = [
 SECRET_FILE_NAME = "jwt-secret"
 METRICS_TOKEN_FILE_NAME = "metrics-token"
 MAX_TOKEN_LENGTH = 8192
+# A streaming session ends when its token expires (each connection's timer,
+# transport/connection.py), with this error.
+EXPIRED_CODE = "UNAUTHENTICATED"
+EXPIRED_MESSAGE = "token expired"
 LEEWAY = timedelta(seconds=5)
 _REMEMBERED_TOKENS = 4096
 _MIN_SECRET_BYTES = 32

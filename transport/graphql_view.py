@@ -51,7 +51,6 @@ from transport.shared import SharedSubscriptions
 from transport.sse.distinct import ServerSentEvents
 from transport.sse.events import error_response
 from transport.ws.handlers import LegacyWSHandler, Rejected, TransportWSHandler, WebSocketAdapter
-from transport.ws.stalled_writers import StalledWriters
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +104,7 @@ class GraphQLView(GraphQL[Context, None]):
         schema: ApiSchema,
         authority: TokenAuthority,
         *,
-        write_timeout: float,
-        max_send_buffer: int,
+        fast_paths: bool,
         admission: TurnAdmission,
         **options: Any,
     ) -> None:
@@ -115,8 +113,8 @@ class GraphQLView(GraphQL[Context, None]):
         # Every path checks documents through this (schema/document_cache.py).
         self.documents: ValidDocuments = schema.documents
         self.shared = SharedSubscriptions(schema)
-        self.stalled_writers = StalledWriters(write_timeout)
-        self.max_send_buffer = max_send_buffer
+        # Starlette's internals on the WebSocket path (transport/adapters/).
+        self.fast_paths = fast_paths
         # Each WebSocket message waits for its turn before it is read
         # (transport/admission.py; HTTP bodies: transport/request_body.py).
         self.admission = admission

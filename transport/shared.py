@@ -14,11 +14,10 @@ subscriber refused on joining takes the unshared path, which answers it
 exactly as before; one refused later is ended with the error the unshared
 path would give it, and the others go on.
 
-A subscriber on a connection that can take frames directly
-(transport/ws/direct_frames.py) gets each payload written to its socket as the
-execution yields it; any other has a bounded queue of payloads. Either way one
-that does not keep up (its connection's unsent bytes over `max_send_buffer`,
-or its queue full) is cut off with `SlowConsumer`, never slowing the
+Each subscriber's frames go to its client's one outbound connection
+(transport/connection.py) as the execution yields them: `write`, which
+never waits; a subscriber whose connection is over its byte budget is cut
+off there (the connection ends the transport's way), never slowing the
 execution or the others.
 """
 
@@ -27,9 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from graphql import (
@@ -44,7 +43,6 @@ from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
 from backends.errors import BackendError, Overloaded
-from backends.hub import BoundedStream, SlowConsumer
 from resolvers import errors as api_errors
 from resolvers.errors import ApiError
 from resolvers.resume import NO_RESUME, ResumeMap
@@ -53,6 +51,8 @@ from resolvers.stream_signals import AccessChange
 from resolvers.subscriptions import FIELDS, SharedHooks, SubscriptionField
 from schema import ApiSchema, Context
 from schema.bounds import check_arguments
+
+from .connection import Connection
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +63,6 @@ log = logging.getLogger(__name__)
 # operation's task with no frame at all: acknowledged, subscribed, and
 # silently nothing, ever.
 _REFUSALS = (ApiError, BackendError)
-
-
-class FrameWriter(Protocol):
-    """Writes a member's frames straight to its socket
-    (transport/ws/direct_frames.py). Declared here so that shared executions
-    do not import the WebSocket transport that uses them."""
-
-    limit: int
-
-    def write(self, prefix: bytes, payload: bytes) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -87,44 +77,51 @@ class Plan:
     args: dict[str, Any]
 
 
-class Member(BoundedStream[bytes]):
-    """One subscriber of a group, whose frames are `prefix + payload + }`.
+class SharedSubscriber:
+    """One subscriber of a group: each payload, framed its way (`frame`:
+    its operation id, its transport), is written to its connection as the
+    execution yields it. Await `ended()` for its end."""
 
-    With `direct` each payload is written to the socket as it comes and
-    iterating the member only waits for its end; without, iterate it for the
-    payloads to send.
-    """
+    __slots__ = ("_connection", "_done", "_ended", "_frame", "cut_off", "viewer")
 
     def __init__(
-        self, viewer: Viewer, capacity: int, prefix: bytes, direct: FrameWriter | None
+        self, viewer: Viewer, connection: Connection, frame: Callable[[bytes], bytes]
     ) -> None:
-        super().__init__(capacity, "results waiting to be sent")
         self.viewer = viewer
-        self.prefix = prefix
-        self._direct = direct
+        self._connection = connection
+        self._frame = frame
+        self._done = False
+        self._ended = asyncio.Event()
+        self.cut_off = False  # its connection refused a frame: closing or over budget
 
-    def frame(self, payload: bytes) -> str:
-        return (self.prefix + payload + b"}").decode()
+    def finished(self) -> bool:
+        return self._done
 
     def deliver(self, payload: bytes) -> None:
-        direct = self._direct
-        if direct is None:
-            self._deliver(payload)
-        elif not self.finished() and not direct.write(self.prefix, payload):
-            self._fail(SlowConsumer(f"more than {direct.limit} bytes waiting to be sent"))
+        if self._done:
+            return
+        if not self._connection.write(self._frame(payload)):
+            self.cut_off = True
+            self.end()
 
     def end(self, last_payload: bytes | None = None) -> None:
         """No more payloads after `last_payload` (an error result, say)."""
-        if last_payload is not None and self._direct is not None:
+        if last_payload is not None:
             self.deliver(last_payload)
-            last_payload = None
-        self._end(*(() if last_payload is None else (last_payload,)))
+        self._done = True
+        self._ended.set()
+
+    async def ended(self) -> bool:
+        """Until the subscription ends; False if its connection refused a
+        frame (it is closing, or was cut off as a slow consumer)."""
+        await self._ended.wait()
+        return not self.cut_off
 
 
 @dataclass
 class _Group:
     plan: Plan
-    members: set[Member] = field(default_factory=set)
+    members: set[SharedSubscriber] = field(default_factory=set)
     # Subscribers being authorized to join: the group stays while they are.
     joining: int = 0
     task: asyncio.Task[None] | None = None
@@ -214,12 +211,16 @@ class SharedSubscriptions:
 
     @contextlib.asynccontextmanager
     async def join(
-        self, plan: Plan, context: Context, prefix: bytes, direct: FrameWriter | None
-    ) -> AsyncIterator[Member | None]:
+        self,
+        plan: Plan,
+        context: Context,
+        connection: Connection,
+        frame: Callable[[bytes], bytes],
+    ) -> AsyncIterator[SharedSubscriber | None]:
         """Join the plan's group (starting it if needed), or yield None when
         this subscriber may not subscribe or the backend failed while checking
         it: the unshared path then answers it.
-        Its frames are `prefix + payload + }`, written with `direct` if given."""
+        Its frames, `frame(payload)`, are written to `connection`."""
         services: Services = context.services
         viewer = context.viewer
         subscription = FIELDS[plan.field]
@@ -238,12 +239,12 @@ class SharedSubscriptions:
                 group = self._groups[plan.key] = _Group(plan)
                 group.task = asyncio.create_task(self._run(group, services))
             group.joining += 1
-        member: Member | None = None
+        member: SharedSubscriber | None = None
         try:
             if group is not known or mark is None or group.access_changes != mark:
-                member = await self._admit(group, subscription, services, viewer, prefix, direct)
+                member = await self._admit(group, subscription, services, viewer, connection, frame)
             else:
-                member = self._member(group, services, viewer, prefix, direct)
+                member = self._member(group, viewer, connection, frame)
         finally:
             group.joining -= 1
             if member is None:
@@ -260,12 +261,11 @@ class SharedSubscriptions:
     def _member(
         self,
         group: _Group,
-        services: Services,
         viewer: Viewer,
-        prefix: bytes,
-        direct: FrameWriter | None,
-    ) -> Member:
-        member = Member(viewer, services.settings.subscriber_queue_size, prefix, direct)
+        connection: Connection,
+        frame: Callable[[bytes], bytes],
+    ) -> SharedSubscriber:
+        member = SharedSubscriber(viewer, connection, frame)
         group.members.add(member)
         return member
 
@@ -275,9 +275,9 @@ class SharedSubscriptions:
         subscription: SubscriptionField,
         services: Services,
         viewer: Viewer,
-        prefix: bytes,
-        direct: FrameWriter | None,
-    ) -> Member | None:
+        connection: Connection,
+        frame: Callable[[bytes], bytes],
+    ) -> SharedSubscriber | None:
         """Authorize the subscriber again once the group is live, until no
         access change came meanwhile; None if refused or the group ended."""
         live = asyncio.ensure_future(group.live.wait())
@@ -294,7 +294,7 @@ class SharedSubscriptions:
             except _REFUSALS:
                 return None
             if group.access_changes == seen and not group.ended.is_set():
-                return self._member(group, services, viewer, prefix, direct)
+                return self._member(group, viewer, connection, frame)
         return None
 
     async def _leave(self, group: _Group) -> None:

@@ -27,39 +27,36 @@ name) share one execution with them, over SSE and WebSockets alike
 payload. The event stream itself is transport/sse/events.py.
 
 Every event stream is a presence connection counted against the per-user
-limit. Its outbox is bounded: a producer waits at most `write_timeout` for
-room, and a write to the socket may take at most `write_timeout`; otherwise
-the client is dropped. A client that closes the connection frees everything
-it held at once (subscriptions, tasks, presence).
+limit. Its events go out through its one outbound connection
+(transport/connection.py, transport/sse/events.py): one byte budget, and a
+write that stalls longer than `write_timeout` drops the client. A client
+that closes the connection frees everything it held at once (subscriptions,
+tasks, presence).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from backends.errors import LimitReached
-from backends.hub import SlowConsumer
 from resolvers.services import Services
 from schema import Context
 
+from ..frames import sse_data
 from ..media_types import EVENT_STREAM, Accept
-from ..session_expiry import SessionExpiry
 from .events import (
-    EventStream,
     EventStreamResponse,
-    Presence,
+    StreamPresence,
     encode_event,
     end_with_expired_token,
-    event_bytes,
     limit_response,
-    stream_settings,
+    stream_connection,
     stream_token,
 )
-from .operation import Operation, StreamingView, parse_operation
+from .operation import StreamingView, StreamRequest, parse_operation
 from .single import Reservations
 
 log = logging.getLogger(__name__)
@@ -107,40 +104,31 @@ class ServerSentEvents:
     async def distinct(
         self,
         request: Request,
-        operation: Operation,
+        operation: StreamRequest,
         user_id: str,
         services: Services,
         ends_at: float,
     ) -> Response:
         """Distinct connections mode: this request's operation on its own stream,
         until it completes or the token expires."""
-        presence = Presence(services, user_id)
+        presence = StreamPresence(services, user_id)
         try:
             await presence.open()
         except LimitReached as exc:
             return limit_response(exc)
-        capacity, write_timeout, ping = stream_settings(services)
-        stream = EventStream(capacity, write_timeout)
+        connection = stream_connection(services)
         context = Context(services=services, user_id=user_id, conn_id=presence.conn_id)
 
         async def produce() -> None:
-            try:
-                async with contextlib.aclosing(operation.payloads(context)) as payloads:
-                    async for payload, event_id in payloads:
-                        await stream.put(event_bytes("next", payload, event_id))
-            except SlowConsumer:
-                log.info("dropping an SSE client that fell too far behind")
-                stream.abort()
-                return
-            await stream.put(encode_event("complete"))
+            if await operation.deliver(context, connection, sse_data(None)):
+                await connection.send(encode_event("complete"))
 
-        async def token_expired() -> None:
-            end_with_expired_token(stream, [None])
-
-        expiry = SessionExpiry(ends_at, token_expired)
-
-        async def on_close() -> None:
-            await expiry.stop()
-            await presence.close()
-
-        return EventStreamResponse(stream, ping_interval=ping, on_close=on_close, producer=produce)
+        return EventStreamResponse(
+            connection,
+            ping_interval=services.settings.ping_interval.total_seconds(),
+            fast_paths=self.view.fast_paths,
+            on_close=presence.close,
+            ends_at=ends_at,
+            expired=lambda: end_with_expired_token(connection, [None]),
+            producer=produce,
+        )

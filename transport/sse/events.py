@@ -1,6 +1,14 @@
 """The event stream of the graphql-sse transport (transport/sse/distinct.py,
-transport/sse/single.py): event encoding, the bounded outbox and its
-response, error answers, and the stream as a presence connection."""
+transport/sse/single.py): event encoding, the response that writes a
+client's connection (transport/connection.py) as its body, error answers,
+and the stream as a presence connection.
+
+Events go out through the stream's one outbound connection: written straight
+to uvicorn's transport as chunks (transport/adapters/uvicorn.py) on the fast
+path, as ASGI `http.response.body` chunks otherwise, under one byte budget
+(`max_send_buffer`; over it the stream ends), with a keep-alive comment every
+`ping_interval`, and aborted when a write stalls longer than `write_timeout`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -21,9 +28,10 @@ from backends.errors import LimitReached
 from resolvers.presence import close_connection, open_connection
 from resolvers.services import Services
 
-from ..session_expiry import EXPIRED_CODE, EXPIRED_MESSAGE
-
-log = logging.getLogger(__name__)
+from ..adapters.uvicorn import event_stream_outlet
+from ..auth import EXPIRED_CODE, EXPIRED_MESSAGE
+from ..connection import AsgiOutlet, Connection, Deadlines, HeldOutlet, LoopTimers, Outlet
+from ..frames import sse_data, sse_event
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +47,6 @@ HEADERS = {
 }
 _OPENED = b":\n\n"  # flushes the headers; some browsers wait for a first chunk
 _PING = b": ping\n\n"
-_MAX_WRITE = 64 * 1024  # bytes coalesced into one write
 
 
 # --- encoding -----------------------------------------------------------------
@@ -50,10 +57,7 @@ def encode_event(event: str, data: object = None, event_id: str | None = None) -
     return event_bytes(event, b"" if data is None else orjson.dumps(data), event_id)
 
 
-def event_bytes(event: str, body: bytes, event_id: str | None = None) -> bytes:
-    """One SSE event whose data is `body`, JSON already encoded."""
-    head = b"" if event_id is None else b"id: " + event_id.encode() + b"\n"
-    return head + b"event: " + event.encode() + b"\ndata: " + body + b"\n\n"
+event_bytes = sse_event
 
 
 def error_body(message: str, code: str) -> dict[str, Any]:
@@ -83,147 +87,127 @@ def stream_token(request: Request) -> str | None:
 # --- the event stream -------------------------------------------------------------
 
 
-class StreamClosed(Exception):
-    """The event stream ended (client gone, dropped, or finished)."""
+def stream_connection(services: Services) -> Connection:
+    """A client's event stream, holding its events until the response opens."""
+    settings = services.settings
 
+    async def overflowed(reason: str) -> None:
+        """The connection is closed already: the response ends with it."""
 
-class EventStream:
-    """A bounded outbox of encoded events for one SSE response."""
-
-    def __init__(self, capacity: int, write_timeout: float) -> None:
-        self._items: deque[bytes] = deque()
-        self._capacity = capacity
-        self.write_timeout = write_timeout
-        self._readable = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
-        self.finished = False  # no more events after the queued ones
-        self.aborted = False  # drop the queued events and end now
-
-    @property
-    def closed(self) -> bool:
-        return self.finished or self.aborted
-
-    async def put(self, event: bytes) -> None:
-        """Queue an event, waiting up to `write_timeout` for room."""
-        try:
-            async with asyncio.timeout(self.write_timeout):
-                while len(self._items) >= self._capacity and not self.closed:
-                    self._writable.clear()
-                    await self._writable.wait()
-        except TimeoutError:
-            log.warning("dropping an SSE client that stopped reading")
-            self.abort()
-        if self.closed:
-            raise StreamClosed
-        self._items.append(event)
-        self._readable.set()
-
-    def offer(self, event: bytes) -> None:
-        """Queue an event if there is room (a courtesy notice, never waits)."""
-        if not self.closed and len(self._items) < self._capacity:
-            self._items.append(event)
-            self._readable.set()
-
-    def finish(self) -> None:
-        self.finished = True
-        self._readable.set()
-        self._writable.set()
-
-    def abort(self) -> None:
-        self.aborted = True
-        self._items.clear()
-        self._readable.set()
-        self._writable.set()
-
-    async def take(self, wait: float) -> bytes | None:
-        """Queued events (coalesced), None if nothing came within `wait` seconds;
-        StreamClosed when the stream is over."""
-        if not self._items and not self.closed:
-            self._readable.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._readable.wait()
-        if self.aborted or (not self._items and self.finished):
-            raise StreamClosed
-        if not self._items:
-            return None
-        chunk = bytearray()
-        while self._items and len(chunk) < _MAX_WRITE:
-            chunk += self._items.popleft()
-        self._writable.set()
-        return bytes(chunk)
+    return Connection(
+        HeldOutlet(),
+        budget=settings.max_send_buffer,
+        write_timeout=settings.write_timeout.total_seconds(),
+        deadlines=Deadlines(LoopTimers()),
+        on_overflow=overflowed,
+        label="SSE client",
+    )
 
 
 class EventStreamResponse(Response):
-    """Writes an `EventStream` with keep-alive comments until it ends or the
-    client goes; then cancels `producer` and runs `on_close`, whatever happened."""
+    """Writes a client's connection as an event stream, with keep-alive
+    comments, until it closes or the client goes; then cancels `producer`
+    and runs `on_close`, whatever happened. `ends_at` (the token's expiry):
+    `expired` runs then."""
 
     def __init__(
         self,
-        stream: EventStream,
+        connection: Connection,
         *,
         ping_interval: float,
+        fast_paths: bool,
         on_close: Callable[[], Awaitable[None]],
+        ends_at: float | None = None,
+        expired: Callable[[], None] | None = None,
         producer: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.status_code = 200
         self.background = None
         self.body = b""
         self.raw_headers = [(k.encode(), v.encode()) for k, v in HEADERS.items()]
-        self._stream = stream
+        self._connection = connection
         self._ping_interval = ping_interval
+        self._fast_paths = fast_paths
         self._on_close = on_close
+        self._ends_at = ends_at
+        self._expired = expired
         self._producer = producer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        tasks: list[asyncio.Task[None]] = []
+        connection = self._connection
+        tasks: list[asyncio.Task[Any]] = []
+        started = False
         try:
-            tasks.append(asyncio.create_task(self._write(send)))
-            tasks.append(asyncio.create_task(_wait_disconnect(receive)))
-            if self._producer is not None:
-                tasks.append(asyncio.create_task(self._produce(self._producer)))
-            await asyncio.wait(tasks[:2], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self._stream.abort()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self._on_close()
-
-    async def _produce(self, producer: Callable[[], Awaitable[None]]) -> None:
-        try:
-            await producer()
-        except StreamClosed:
-            pass
-        except Exception:
-            log.exception("SSE operation failed")
-        self._stream.finish()
-
-    async def _write(self, send: Send) -> None:
-        timeout = self._stream.write_timeout
-
-        async def write(body: bytes, more: bool = True) -> None:
-            async with asyncio.timeout(timeout):
-                await send({"type": "http.response.body", "body": body, "more_body": more})
-
-        try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(connection.write_timeout):
                 await send(
                     {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
                 )
-            await write(_OPENED)
-            while True:
-                try:
-                    chunk = await self._stream.take(self._ping_interval)
-                except StreamClosed:
-                    break
-                await write(_PING if chunk is None else chunk)
-            await write(b"", more=False)
+            started = True
+            outlet: Outlet | None = event_stream_outlet(scope) if self._fast_paths else None
+            if outlet is None:
+
+                async def body(chunk: bytes) -> None:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+                outlet = AsgiOutlet(body, coalesce=True)
+            connection.write(_OPENED)
+            connection.attach(outlet)
+            self._keep_alive()
+            if self._ends_at is not None and self._expired is not None:
+                connection.expire_at(self._ends_at, self._expired)
+            tasks.append(asyncio.create_task(_wait_disconnect(receive)))
+            tasks.append(asyncio.create_task(connection.closed.wait()))
+            if self._producer is not None:
+                tasks.append(asyncio.create_task(self._produce(self._producer)))
+            await asyncio.wait(tasks[:2], return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
             log.warning("dropping an SSE client whose socket stopped taking data")
         except OSError:
             pass  # the client is gone
+        finally:
+            connection.close()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if started:
+                await self._end(send)
+            connection.stop()
+            await self._on_close()
+
+    def _keep_alive(self) -> None:
+        """A `: ping` comment when the stream was idle for `ping_interval`."""
+        connection = self._connection
+        interval = self._ping_interval
+        seen = -1
+
+        def written() -> int:
+            outlet = connection.outlet
+            return outlet.sent() + outlet.unsent()
+
+        def ping() -> None:
+            nonlocal seen
+            now = written()
+            if now == seen and not connection.write(_PING):
+                return
+            seen = written()
+            connection.deadlines.after("keepalive", interval, ping)
+
+        seen = written()
+        connection.deadlines.after("keepalive", interval, ping)
+
+    async def _end(self, send: Send) -> None:
+        """The end of the body, after what was written (unless it stalls)."""
+        with contextlib.suppress(TimeoutError, OSError, RuntimeError):
+            async with asyncio.timeout(self._connection.write_timeout):
+                await self._connection.drain()
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _produce(self, producer: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await producer()
+        except Exception:
+            log.exception("SSE operation failed")
+        self._connection.close()
 
 
 async def _wait_disconnect(receive: Receive) -> None:
@@ -231,26 +215,23 @@ async def _wait_disconnect(receive: Receive) -> None:
         pass
 
 
-def end_with_expired_token(stream: EventStream, operation_ids: Iterable[str | None]) -> None:
-    """End `stream` because its token expired: each operation's last event is
-    a `next` with an UNAUTHENTICATED error, and no `complete` follows, so a
+def end_with_expired_token(connection: Connection, operation_ids: Iterable[str | None]) -> None:
+    """End the stream because its token expired: each operation's last event
+    is a `next` with an UNAUTHENTICATED error, and no `complete` follows, so a
     graphql-sse client takes the end as a lost connection and retries with
     fresh headers (its `headers` option may be a function)."""
     body = orjson.dumps(error_body(EXPIRED_MESSAGE, EXPIRED_CODE))
     for op_id in operation_ids:
-        if op_id is None:
-            stream.offer(event_bytes("next", body))
-        else:
-            prefix = b'{"id":' + orjson.dumps(op_id) + b',"payload":'
-            stream.offer(event_bytes("next", prefix + body + b"}"))
-    stream.finish()
+        connection.write(sse_event("next", sse_data(op_id).frame(body)))
+    connection.close()
 
 
 # --- presence -------------------------------------------------------------------
 
 
-class Presence:
-    """An open event stream as a presence connection."""
+class StreamPresence:
+    """An open event stream as a presence connection (counted against the
+    user's connection limit)."""
 
     def __init__(self, services: Services, user_id: str) -> None:
         self.services = services
@@ -271,13 +252,3 @@ class Presence:
             await close_connection(self.services, self.user_id, self.conn_id)
         except Exception:
             log.exception("could not release a closed SSE connection")
-
-
-def stream_settings(services: Services) -> tuple[int, float, float]:
-    """(outbox capacity, write timeout in s, ping interval in s) of a stream."""
-    s = services.settings
-    return (
-        s.subscriber_queue_size,
-        s.write_timeout.total_seconds(),
-        s.ping_interval.total_seconds(),
-    )

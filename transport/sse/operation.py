@@ -22,6 +22,8 @@ from strawberry.types.graphql import OperationType
 
 from schema import Context, ValidDocuments
 
+from ..connection import Connection
+from ..frames import Framing, sse_event
 from ..shared import SharedSubscriptions
 from .events import LAST_EVENT_ID, error_response
 from .resume import Resumable, prepare
@@ -33,6 +35,7 @@ class StreamingView(Protocol):
     schema: BaseSchema
     documents: ValidDocuments
     shared: SharedSubscriptions
+    fast_paths: bool
     max_subscriptions_per_connection: int | None
 
     @property
@@ -50,8 +53,9 @@ class StreamingView(Protocol):
 # --- operations -------------------------------------------------------------------
 
 
-class Operation:
-    """One parsed GraphQL request, ready to stream with `results()`."""
+class StreamRequest:
+    """One GraphQL operation requested over graphql-sse, parsed, ready to
+    stream with `results()` or to `deliver` to a client's connection."""
 
     def __init__(self, view: StreamingView, request: Request, data: GraphQLRequestData) -> None:
         self.view = view
@@ -95,10 +99,12 @@ class Operation:
                 )
                 yield payload, self.resumable.event_id(payload)
 
-    async def payloads(self, context: Context) -> AsyncGenerator[tuple[bytes, str | None]]:
-        """(encoded payload, event id) per result. A subscription that can
-        share an execution with identical ones (transport/shared.py) takes
-        its payloads from there; SlowConsumer if it falls too far behind."""
+    async def deliver(self, context: Context, connection: Connection, framing: Framing) -> bool:
+        """Write each result to `connection` as a `next` event (its data
+        `framing`'s frame of the payload); False if the connection refused
+        one (gone, or cut off). A subscription that can share an execution
+        with identical ones (transport/shared.py) gets each payload written
+        as the execution yields it."""
         shared = self.view.shared
         query = self.resumable.query
         plan = (
@@ -107,13 +113,19 @@ class Operation:
             else shared.plan(query, self.resumable.variables, self.data.operation_name)
         )
         if plan is not None:
-            async with shared.join(plan, context, b"", None) as member:
+
+            def frame(payload: bytes) -> bytes:
+                body, event_id = self._with_event_id(payload)
+                return sse_event("next", framing.frame(body), event_id)
+
+            async with shared.join(plan, context, connection, frame) as member:
                 if member is not None:
-                    async for payload in member:
-                        yield self._with_event_id(payload)
-                    return
+                    return await member.ended()
         async for result, event_id in self.results(context):
-            yield orjson.dumps(result), event_id
+            event = sse_event("next", framing.frame(orjson.dumps(result)), event_id)
+            if not await connection.send(event):
+                return False
+        return True
 
     def _with_event_id(self, payload: bytes) -> tuple[bytes, str | None]:
         if self.resumable.root_key is None:
@@ -125,7 +137,7 @@ class Operation:
 
 async def parse_operation(
     view: StreamingView, request: Request
-) -> tuple[Operation | None, Response | None]:
+) -> tuple[StreamRequest | None, Response | None]:
     """The request's operation, or the 4xx response for a request problem."""
     try:
         data = await view.parse_http_body(view.request_adapter_class(request))
@@ -135,4 +147,4 @@ async def parse_operation(
         return None, error_response(400, "Batching is not supported for SSE", "BAD_USER_INPUT")
     if not data.query:
         return None, error_response(400, "No GraphQL query found in the request", "BAD_USER_INPUT")
-    return Operation(view, request, data), None
+    return StreamRequest(view, request, data), None

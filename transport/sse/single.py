@@ -39,31 +39,27 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from backends.errors import LimitReached
-from backends.hub import SlowConsumer
 from resolvers.services import Services
 from schema import Context, ValidDocuments
 
+from ..connection import Connection
+from ..frames import sse_data
 from ..media_types import Accept
-from ..session_expiry import SessionExpiry
 from .events import (
-    EventStream,
     EventStreamResponse,
-    Presence,
-    StreamClosed,
+    StreamPresence,
     encode_event,
     end_with_expired_token,
     error_response,
-    event_bytes,
     limit_response,
-    stream_settings,
+    stream_connection,
 )
-from .operation import Operation, StreamingView, parse_operation
+from .operation import StreamingView, StreamRequest, parse_operation
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +69,8 @@ _MAX_OPERATION_ID = 256
 @dataclass(eq=False)
 class Reservation:
     token: str
-    presence: Presence
-    stream: EventStream
+    presence: StreamPresence
+    connection: Connection
     operations: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     opened: bool = False
     closed: bool = False
@@ -108,12 +104,11 @@ class Reservations:
             return error_response(
                 429, f"too many stream reservations for this user ({limit})", "LIMIT_EXCEEDED"
             )
-        capacity, write_timeout, _ = stream_settings(services)
         token = secrets.token_urlsafe(24)
         reservation = Reservation(
             token=token,
-            presence=Presence(services, user_id),
-            stream=EventStream(capacity, write_timeout),
+            presence=StreamPresence(services, user_id),
+            connection=stream_connection(services),
         )
         reservation.expiry = asyncio.get_running_loop().call_later(
             services.settings.init_timeout.total_seconds(), self._expire, reservation
@@ -146,18 +141,19 @@ class Reservations:
             return limit_response(exc)
         if reservation.expiry is not None:
             reservation.expiry.cancel()
-        _, _, ping = stream_settings(services)
-
-        async def token_expired() -> None:
-            end_with_expired_token(reservation.stream, list(reservation.operations))
-
-        expiry = SessionExpiry(ends_at, token_expired)
+        connection = reservation.connection
 
         async def on_close() -> None:
-            await expiry.stop()
             await self._close(reservation)
 
-        return EventStreamResponse(reservation.stream, ping_interval=ping, on_close=on_close)
+        return EventStreamResponse(
+            connection,
+            ping_interval=services.settings.ping_interval.total_seconds(),
+            fast_paths=self.view.fast_paths,
+            on_close=on_close,
+            ends_at=ends_at,
+            expired=lambda: end_with_expired_token(connection, list(reservation.operations)),
+        )
 
     async def execute(
         self, request: Request, token: str, user_id: str, services: Services
@@ -198,20 +194,12 @@ class Reservations:
         return Response(status_code=202)
 
     async def _run(
-        self, reservation: Reservation, op_id: str, operation: Operation, context: Context
+        self, reservation: Reservation, op_id: str, operation: StreamRequest, context: Context
     ) -> None:
-        stream = reservation.stream
+        connection = reservation.connection
         try:
-            prefix = b'{"id":' + orjson.dumps(op_id) + b',"payload":'
-            async with contextlib.aclosing(operation.payloads(context)) as payloads:
-                async for payload, event_id in payloads:
-                    await stream.put(event_bytes("next", prefix + payload + b"}", event_id))
-            await stream.put(encode_event("complete", {"id": op_id}))
-        except StreamClosed:
-            pass
-        except SlowConsumer:
-            log.info("dropping an SSE client that fell too far behind")
-            stream.abort()
+            if await operation.deliver(context, connection, sse_data(op_id)):
+                await connection.send(encode_event("complete", {"id": op_id}))
         except Exception:
             log.exception("SSE operation failed")
         finally:
@@ -232,7 +220,7 @@ class Reservations:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            reservation.stream.offer(encode_event("complete", {"id": op_id}))
+            reservation.connection.write(encode_event("complete", {"id": op_id}))
         return Response(status_code=200)
 
     async def _close(self, reservation: Reservation) -> None:
@@ -243,7 +231,7 @@ class Reservations:
             del self._by_token[reservation.token]
         if reservation.expiry is not None:
             reservation.expiry.cancel()
-        reservation.stream.abort()
+        reservation.connection.stop()
         tasks = list(reservation.operations.values())
         reservation.operations.clear()
         for task in tasks:
@@ -252,7 +240,7 @@ class Reservations:
         await reservation.presence.close()
 
 
-def _invalid(documents: ValidDocuments, operation: Operation) -> list[dict[str, Any]]:
+def _invalid(documents: ValidDocuments, operation: StreamRequest) -> list[dict[str, Any]]:
     """Why the document is refused (size, tokens, syntax, depth, aliases,
     validation), answered as 400 before the 202; the checks are the ones
     every path runs (schema/document_cache.py), the limits first."""

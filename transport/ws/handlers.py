@@ -48,17 +48,22 @@ from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.types.unset import UnsetType
 
 from backends.errors import Overloaded, Unavailable
-from backends.hub import SlowConsumer
 from resolvers.errors import BadUserInput
 from schema import Context
 from schema.resume_map import parse_resume
 
+from ..adapters.starlette import SocketIO
+from ..adapters.uvicorn import (
+    WebSocketProtocol,
+    abort_connection,
+    websocket_outlet,
+    websocket_protocol,
+)
 from ..admission import TurnAdmission
-from ..session_expiry import EXPIRED_CODE, EXPIRED_MESSAGE, SessionExpiry
-from ..shared import Member, SharedSubscriptions
-from .direct_frames import DirectFrames, server_protocol
-from .heartbeat import Heartbeat
-from .stalled_writers import StalledWriters
+from ..auth import EXPIRED_CODE, EXPIRED_MESSAGE
+from ..connection import AsgiOutlet, Connection, Deadlines, LoopTimers, Outlet
+from ..frames import Framing, legacy_ws_data, transport_ws_next
+from ..shared import SharedSubscriber, SharedSubscriptions
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +135,6 @@ def too_many_operations(limit: int) -> dict[str, object]:
 EXPIRED_REASON = f"{EXPIRED_CODE}: {EXPIRED_MESSAGE}"
 
 
-def session_expiry(context: Context, end: Callable[[], Awaitable[None]]) -> SessionExpiry | None:
-    """The timer that ends an authenticated connection with its token."""
-    if context.session_ends_at is None:
-        return None
-    return SessionExpiry(context.session_ends_at, end)
-
-
 class Rejected(ConnectionRejectionError):
     """A refused connection_init, with the API error code and a reason."""
 
@@ -162,19 +160,80 @@ def take_resume(context: Context, payload: Mapping[str, object]) -> str | None:
 
 
 class WebSocketAdapter(ASGIWebSocketAdapter):
-    """Strawberry's ASGI adapter, made safe to use from several tasks.
+    """Strawberry's ASGI adapter, made safe to use from several tasks, with
+    the connection's one outbound path.
 
     One frame at a time (`receive_json`) so a handler can go on after a bad
     frame; binary frames are told apart by the ASGI message itself; `close`
-    is idempotent and cuts the reason to 123 bytes; sending to a closed
-    socket raises `WebSocketDisconnected` only. A send that cannot go out
-    within `write_timeout` (the peer stopped reading and every buffer is
-    full) drops the connection.
+    is idempotent, goes after the frames written before it and cuts the
+    reason to 123 bytes; sending to a closed socket raises
+    `WebSocketDisconnected` only. Every frame goes out through `connection`
+    (transport/connection.py): straight to uvicorn's transport on the fast
+    path, through ASGI otherwise; a slow consumer is closed with 4008.
     """
+
+    def __init__(self, view: Any, request: WebSocket, response: WebSocket) -> None:
+        super().__init__(view, request, response)
+        sharing = cast(_SharingView, view)
+        settings = request.state.services.settings
+        fast = sharing.fast_paths
+        self.io = SocketIO(request, fast)
+        self._gone = False
+        direct = websocket_outlet(self.io.raw_receive) if fast else None
+        outlet: Outlet = (
+            direct
+            if direct is not None
+            else AsgiOutlet(self._send_frame, abort=self._abort if fast else None)
+        )
+        self.connection = Connection(
+            outlet,
+            budget=settings.max_send_buffer,
+            write_timeout=settings.write_timeout.total_seconds(),
+            deadlines=Deadlines(LoopTimers()),
+            on_overflow=self._overflowed,
+            label="WebSocket",
+        )
+        protocol = websocket_protocol(self.io.raw_receive) if fast else None
+        if protocol is not None:
+            self._keep_alive(
+                protocol,
+                settings.ping_interval.total_seconds(),
+                settings.pong_timeout.total_seconds(),
+            )
+
+    def _keep_alive(self, protocol: WebSocketProtocol, interval: float, timeout: float) -> None:
+        """WebSocket-level pings on the connection's timer (uvicorn's own,
+        moved there): a ping every `interval`; no pong within `timeout`
+        closes with 1011 "keepalive ping timeout"."""
+        deadlines = self.connection.deadlines
+
+        def ping() -> None:
+            if protocol.ping():
+                deadlines.after("ws-pong", timeout, late)
+
+        def pong() -> None:
+            deadlines.clear("ws-pong")
+            deadlines.after("ws-ping", interval, ping)
+
+        def late() -> None:
+            protocol.keepalive_timeout()
+            self.connection.close()
+
+        protocol.on_pong = pong
+        deadlines.after("ws-ping", interval, ping)
+
+    def _abort(self) -> bool:
+        return abort_connection(self.io.raw_receive)
+
+    async def _overflowed(self, reason: str) -> None:
+        await self.close(SLOW_CONSUMER, f"SLOW_CONSUMER: {reason}")
 
     @property
     def closed(self) -> bool:
-        return WebSocketState.DISCONNECTED in (self.ws.application_state, self.ws.client_state)
+        return self._gone or WebSocketState.DISCONNECTED in (
+            self.ws.application_state,
+            self.ws.client_state,
+        )
 
     async def receive_json(self) -> object:
         """The next frame, decoded.
@@ -184,12 +243,9 @@ class WebSocketAdapter(ASGIWebSocketAdapter):
         """
         if self.closed:
             raise WebSocketDisconnected
-        # The ASGI receive itself: the connection waits here for its whole
-        # life, and Starlette's WebSocket.receive would add a frame to every
-        # idle connection for the state checks below.
-        message = await self.ws._receive()
+        message = await self.io.receive()
         if message["type"] == "websocket.disconnect":
-            self.ws.client_state = WebSocketState.DISCONNECTED
+            self._gone = True
             raise WebSocketDisconnected
         # In a burst, a message is decoded and handled only in its turn
         # (transport/admission.py), not queued as work ahead of everyone.
@@ -217,77 +273,40 @@ class WebSocketAdapter(ASGIWebSocketAdapter):
     async def send_json(self, message: Mapping[str, object]) -> None:
         # orjson, as the shared path encodes its payloads: a frame is the same
         # bytes whichever path built it.
-        await self.send_text(orjson.dumps(message).decode())
-
-    def __init__(self, view: Any, request: WebSocket, response: WebSocket) -> None:
-        super().__init__(view, request, response)
-        sharing = cast(_SharingView, view)
-        # Shared payloads are written through this when the server allows it.
-        self.direct = DirectFrames.of(request, sharing.max_send_buffer)
-        self._sends_waiting = 0
-        self._progress_at = 0.0
-        self._unsent = 0
-        self._unsent_since = 0.0
-        sharing.stalled_writers.watch(self)
-
-    def waiting_since(self, now: float) -> float | None:
-        if self._sends_waiting:
-            return self._progress_at
-        if self.direct is None:
-            return None
-        # Direct writes never wait: the peer makes progress while the bytes
-        # it has not taken shrink between two looks.
-        unsent, self._unsent = self._unsent, self.direct.unsent()
-        if not self._unsent or self._unsent < unsent:
-            self._unsent_since = now
-        return None if not self._unsent else self._unsent_since
+        await self.send_bytes_frame(orjson.dumps(message))
 
     async def send_text(self, text: str) -> None:
-        if self.closed:
+        await self.send_bytes_frame(text.encode())
+
+    async def send_bytes_frame(self, frame: bytes) -> None:
+        """One text message (UTF-8 bytes), after the ones before it."""
+        if self.closed or not await self.connection.send(frame):
             raise WebSocketDisconnected
-        # No timer per send (StalledWriters looks at waiting_since()), and
-        # the ASGI send itself rather than Starlette's WebSocket.send, whose
-        # state checks a text frame does not need.
+
+    async def _send_frame(self, frame: bytes) -> None:
+        """The ASGI path's one send (AsgiOutlet)."""
         try:
-            await self._waited(self.ws._send({"type": "websocket.send", "text": text}))
-        except OSError as exc:  # the peer is gone (uvicorn's ClientDisconnected)
-            self.ws.application_state = WebSocketState.DISCONNECTED
-            raise WebSocketDisconnected from exc
-
-    async def _waited(self, sending: Awaitable[None]) -> None:
-        """Await a send, counted as waiting for StalledWriters."""
-        loop = asyncio.get_running_loop()
-        if not self._sends_waiting:
-            self._progress_at = loop.time()
-        self._sends_waiting += 1
-        try:
-            await sending
-        finally:
-            self._sends_waiting -= 1
-            if self._sends_waiting:
-                self._progress_at = loop.time()
-
-    def abandon(self) -> None:
-        """Cut the connection without a closing handshake.
-
-        A close frame cannot get past buffers the peer does not drain, and
-        asyncio's `transport.close()` waits for them to drain: only an abort
-        ends such a connection. ASGI has no message for it, so this reaches
-        the server's transport through the protocol object behind the ASGI
-        `receive` callable (uvicorn's; middleware wraps `send`, not `receive`).
-        With another server the heartbeat and its keepalive are left to end it.
-        """
-        protocol = server_protocol(self.ws)
-        abort = getattr(getattr(protocol, "transport", None), "abort", None)
-        if callable(abort):  # asyncio's or uvloop's transport
-            abort()
+            await self.io.send_text(frame.decode())
+        except (OSError, RuntimeError):  # the peer is gone (uvicorn's ClientDisconnected)
+            self._gone = True
+            self.io.mark_gone()
+            raise
 
     async def close(self, code: int, reason: str) -> None:
         if self.closed:
             return
-        # A close waits for the peer to take what is buffered before it.
+        connection = self.connection
+        connection.close()
+        # After what was written before it; a close that cannot get out is
+        # ended by the connection's stall watch.
         with suppress(WebSocketDisconnect, RuntimeError, OSError):
-            await self._waited(self.ws.close(code=code, reason=close_reason(reason)))
+            await connection.drain()
+            if not self.closed:
+                await self.ws.close(code=code, reason=close_reason(reason))
+
+    def stop(self) -> None:
+        """The connection is over: stop its timer."""
+        self.connection.stop()
 
 
 # --- graphql-transport-ws ---------------------------------------------------------
@@ -335,31 +354,104 @@ def transport_ws_problem(frame: object) -> str | None:
     return f"Unknown message type: {_short(kind)!r}"
 
 
-async def forward(socket: WebSocketAdapter, member: Member) -> bool:
-    """Send a shared subscription's frames until it ends (with a direct
-    writer they were written as they came: this only waits for the end).
-
-    False when the socket went away or the subscriber was cut off for not
-    keeping up (the socket is then closed with SLOW_CONSUMER).
-    """
-    try:
-        async for payload in member:
-            await socket.send_text(member.frame(payload))
-    except SlowConsumer as exc:
-        await socket.close(SLOW_CONSUMER, f"SLOW_CONSUMER: {exc}")
-        return False
-    except WebSocketDisconnected:
-        return False
-    return True
-
-
 class _SharingView(Protocol):
     """What the handlers need of our view (transport/graphql_view.py)."""
 
     shared: SharedSubscriptions
-    stalled_writers: StalledWriters
-    max_send_buffer: int
+    fast_paths: bool
     admission: TurnAdmission
+
+
+_PING = b'{"type":"ping"}'
+_KA = b'{"type":"ka"}'
+
+
+def watch_expiry(
+    socket: WebSocketAdapter, context: Context, end: Callable[[], Awaitable[None]]
+) -> None:
+    """End an authenticated connection with its token (on the connection's timer)."""
+    ends_at = context.session_ends_at
+    if ends_at is not None:
+        connection = socket.connection
+        connection.expire_at(ends_at, lambda: connection.run(end()))
+
+
+class _Initialising(Protocol):
+    """What `connection_init` needs of a handler (both protocols' have it)."""
+
+    connection_init_received: bool
+    connection_acknowledged: bool
+    context: Context
+
+    @property
+    def view(self) -> Any: ...
+
+    async def send_message(self, message: Any) -> None: ...
+
+
+Refuse = Callable[[int, str, object], Awaitable[None]]
+
+
+async def connection_init(handler: _Initialising, payload: object, refuse: Refuse) -> bool:
+    """Both protocols' `connection_init`, once its timer is stopped: a null
+    payload is {}; a second init, a payload that is not an object, a refused
+    token and a malformed resume map are refused with `refuse(code, reason,
+    error payload or None)` (each protocol its way); True once acknowledged."""
+    if handler.connection_init_received:
+        await refuse(TOO_MANY_INITS, "Too many initialisation requests", None)
+        return False
+    payload = {} if payload is None else payload
+    if not isinstance(payload, dict):
+        await refuse(BAD_REQUEST, "Invalid connection init payload", None)
+        return False
+    handler.connection_init_received = True
+    handler.context.connection_params = payload
+    try:
+        ack = await handler.view.on_ws_connect(handler.context)
+    except Rejected as exc:
+        await refuse(FORBIDDEN, exc.close_reason, exc.payload)
+        return False
+    except ConnectionRejectionError as exc:
+        await refuse(FORBIDDEN, "Forbidden", exc.payload)
+        return False
+    if (bad_resume := take_resume(handler.context, payload)) is not None:
+        await refuse(BAD_REQUEST, bad_resume, None)
+        return False
+    if isinstance(ack, UnsetType) or ack is None:
+        await handler.send_message({"type": "connection_ack"})
+    else:
+        await handler.send_message({"type": "connection_ack", "payload": ack})
+    handler.connection_acknowledged = True
+    return True
+
+
+async def run_shared(
+    view: object,
+    context: Context,
+    socket: WebSocketAdapter,
+    members: dict[str, SharedSubscriber],
+    operation_id: str,
+    framing: Framing,
+    query: str,
+    variables: dict[str, Any] | None,
+    operation_name: str | None,
+) -> bool | None:
+    """Run an operation in a shared execution, both protocols' way: None when
+    it cannot share one or may not join (the unshared path answers it), True
+    when it ran to its end, False when its connection refused a frame (gone,
+    or cut off as a slow consumer: the connection closes it)."""
+    shared = cast(_SharingView, view).shared
+    plan = shared.plan(query, variables, operation_name, context.resume)
+    if plan is None:
+        return None
+    async with shared.join(plan, context, socket.connection, framing.frame) as member:
+        if member is None:
+            return None
+        members[operation_id] = member
+        try:
+            return await member.ended()
+        finally:
+            members.pop(operation_id, None)
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
@@ -367,24 +459,21 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     Override points: `handle_message` validates every frame first (4400) and
     checks duplicate ids itself (4409, with a reason that stays short);
-    `handle_connection_init` takes a null payload as {} and closes a refused
-    init with 4403 and the reason; `handle_pong` feeds the heartbeat that
-    starts with the ack, as does the timer that closes the socket with 4403
-    `UNAUTHENTICATED: token expired` when the token does; `send_message`
-    drops sends to a socket already gone; `shutdown` also stops both timers.
+    `handle_connection_init` (`connection_init`, shared with the other
+    protocol) closes a refused init with its code and reason, and after the
+    ack puts the server's pings on the connection's one timer (`ping`; the
+    pong is due within `pong_timeout`, `handle_pong`), as well as the close
+    with 4403 `UNAUTHENTICATED: token expired` when the token expires;
+    `send_message` drops sends to a socket already gone; `shutdown` also
+    stops the connection's timer.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         settings = self.context.services.settings
-        self.heartbeat = Heartbeat(
-            settings.ping_interval.total_seconds(),
-            settings.pong_timeout.total_seconds(),
-            ping=lambda: self.send_message({"type": "ping"}),
-            late=lambda: self.websocket.close(code=PONG_TIMEOUT, reason="Pong timeout"),
-        )
-        self.expiry: SessionExpiry | None = None
-        self.members: dict[str, Member] = {}
+        self.ping_interval = settings.ping_interval.total_seconds()
+        self.pong_timeout = settings.pong_timeout.total_seconds()
+        self.members: dict[str, SharedSubscriber] = {}
 
     async def cleanup_operation(self, operation_id: str) -> None:
         # Stop a shared subscription's writes now: its task is only
@@ -428,38 +517,33 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             self.connection_init_timeout_task.cancel()
             # A cancelled task keeps its exception and traceback: let it go.
             self.connection_init_timeout_task = None
-        payload = message.get("payload")
-        payload = {} if payload is None else payload
-        if self.connection_init_received:
-            reason = "Too many initialisation requests"
-            await self.websocket.close(code=TOO_MANY_INITS, reason=reason)
+
+        async def refuse(code: int, reason: str, error: object) -> None:
+            await self.websocket.close(code=code, reason=reason)
+
+        if not await connection_init(self, message.get("payload"), refuse):
             return
-        self.connection_init_received = True
-        self.context.connection_params = payload
-        try:
-            ack = await self.view.on_ws_connect(self.context)
-        except Rejected as exc:
-            await self.websocket.close(code=FORBIDDEN, reason=exc.close_reason)
-            return
-        except ConnectionRejectionError:
-            await self.websocket.close(code=FORBIDDEN, reason="Forbidden")
-            return
-        if (bad_resume := take_resume(self.context, payload)) is not None:
-            await self.websocket.close(code=BAD_REQUEST, reason=bad_resume)
-            return
-        if isinstance(ack, UnsetType) or ack is None:
-            await self.send_message({"type": "connection_ack"})
-        else:
-            await self.send_message({"type": "connection_ack", "payload": ack})
-        self.connection_acknowledged = True
-        self.heartbeat.start()
-        self.expiry = session_expiry(self.context, self.token_expired)
+        self.socket.connection.deadlines.after("ping", self.ping_interval, self.ping)
+        watch_expiry(self.socket, self.context, self.token_expired)
+
+    def ping(self) -> None:
+        """The server's ping (on the connection's timer); its pong is due in
+        `pong_timeout`, or the socket is closed with 4499."""
+        connection = self.socket.connection
+        if connection.write(_PING):
+            connection.deadlines.after("pong", self.pong_timeout, self.pong_late)
+
+    def pong_late(self) -> None:
+        self.socket.connection.run(self.websocket.close(code=PONG_TIMEOUT, reason="Pong timeout"))
 
     async def token_expired(self) -> None:
         await self.websocket.close(code=FORBIDDEN, reason=EXPIRED_REASON)
 
     async def handle_pong(self, message: transport_ws.PongMessage) -> None:
-        self.heartbeat.pong()
+        deadlines = self.socket.connection.deadlines
+        if deadlines.pending("pong"):
+            deadlines.clear("pong")
+            deadlines.after("ping", self.ping_interval, self.ping)
 
     @property
     def socket(self) -> WebSocketAdapter:
@@ -467,25 +551,23 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         """Join the shared execution when the subscription can share one."""
-        shared = cast(_SharingView, self.view).shared
-        plan = shared.plan(
-            operation.query, operation.variables, operation.operation_name, self.context.resume
-        )
-        if plan is None:
-            await super().run_operation(operation)
-            return
-        prefix = b'{"id":' + orjson.dumps(operation.id) + b',"type":"next","payload":'
         try:
-            async with shared.join(plan, self.context, prefix, self.socket.direct) as member:
-                if member is None:  # not allowed: the unshared path says why
-                    await super().run_operation(operation)
-                    return
-                self.members[operation.id] = member
-                try:
-                    if not await forward(self.socket, member):
-                        return
-                finally:
-                    self.members.pop(operation.id, None)
+            ran = await run_shared(
+                self.view,
+                self.context,
+                self.socket,
+                self.members,
+                operation.id,
+                transport_ws_next(operation.id),
+                operation.query,
+                operation.variables,
+                operation.operation_name,
+            )
+            if ran is None:  # not shareable, or not allowed: the unshared path says why
+                await super().run_operation(operation)
+                return
+            if not ran:
+                return
         except Exception:
             # Never an acknowledged subscriber left with nothing: Strawberry
             # drops what ends this task unseen, so say it here, to the log
@@ -504,9 +586,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.websocket.send_json(message)
 
     async def shutdown(self) -> None:
-        await self.heartbeat.stop()
-        if self.expiry is not None:
-            await self.expiry.stop()
+        self.socket.stop()
         await super().shutdown()
 
 
@@ -538,10 +618,10 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
     Override points: `handle` reads frame by frame (a bad frame gets
     `connection_error` and the socket stays open) and runs the init timeout;
     `handle_message` validates before Strawberry's dispatch;
-    `handle_connection_init` takes a null payload as {}, refuses a second
-    init (4429) and closes a refused one with 4403, and after the ack starts
-    the timer that ends the connection with its token (`connection_error`
-    UNAUTHENTICATED "token expired", then 4403) and the heartbeat that sends
+    `handle_connection_init` (`connection_init`, shared with the other
+    protocol) says why in a `connection_error` before each refusal, and
+    after the ack puts on the connection's timer the end with its token
+    (`connection_error` UNAUTHENTICATED "token expired", then 4403) and a
     `ka` every `legacy_keepalive_interval`; `handle_start` refuses an
     operation over the limit with LIMIT_EXCEEDED; `handle_async_results`
     runs any operation through `schema.stream` (Strawberry's uses
@@ -554,15 +634,12 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         self.connection_init_received = False
         self.connection_timed_out = False
         self.init_timeout_task: asyncio.Task[None] | None = None
-        self.expiry: SessionExpiry | None = None
-        self.members: dict[str, Member] = {}
+        self.members: dict[str, SharedSubscriber] = {}
         # `ka` on its own interval: at `ping_interval` (30 s) it came as late
         # as the clients' 30 s timeout, and they dropped the connection.
         # Strawberry's keep-alive task is not used.
-        self.heartbeat = Heartbeat(
-            self.context.services.settings.legacy_keepalive_interval.total_seconds(),
-            None,
-            ping=lambda: self.send_message({"type": "ka"}),
+        self.keepalive_interval = (
+            self.context.services.settings.legacy_keepalive_interval.total_seconds()
         )
 
     async def cleanup_operation(self, operation_id: str) -> None:
@@ -593,9 +670,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             pass
         finally:
             await stop_task(self.init_timeout_task)
-            await self.heartbeat.stop()
-            if self.expiry is not None:
-                await self.expiry.stop()
+            self.socket.stop()
             await self.cleanup()
 
     async def init_timeout(self, delay: float) -> None:
@@ -654,36 +729,28 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         if self.init_timeout_task is not None:
             self.init_timeout_task.cancel()
             self.init_timeout_task = None  # and its traceback with it
-        if self.connection_init_received:
-            await self.refuse(TOO_MANY_INITS, "Too many initialisation requests")
+
+        async def refuse(code: int, reason: str, error: object) -> None:
+            # This protocol says why in a connection_error before the close.
+            payload = _error_payload(reason) if error is None else error
+            await self.send_message(
+                cast(
+                    "legacy_ws.ConnectionErrorMessage",
+                    {"type": "connection_error", "payload": payload},
+                )
+            )
+            await self.websocket.close(code=code, reason=reason)
+
+        if not await connection_init(self, message.get("payload"), refuse):
             return
-        payload: object = message.get("payload")
-        payload = {} if payload is None else payload
-        if not isinstance(payload, dict):
-            await self.refuse(BAD_REQUEST, "Invalid connection init payload")
-            return
-        self.connection_init_received = True
-        self.context.connection_params = payload
-        try:
-            ack = await self.view.on_ws_connect(self.context)
-        except Rejected as exc:
-            await self.send_message({"type": "connection_error", "payload": exc.payload})
-            await self.websocket.close(code=FORBIDDEN, reason=exc.close_reason)
-            return
-        except ConnectionRejectionError as exc:
-            await self.send_message({"type": "connection_error", "payload": exc.payload})
-            await self.websocket.close(code=FORBIDDEN, reason="Forbidden")
-            return
-        if (bad_resume := take_resume(self.context, payload)) is not None:
-            await self.refuse(BAD_REQUEST, bad_resume)
-            return
-        if isinstance(ack, UnsetType) or ack is None:
-            await self.send_message({"type": "connection_ack"})
-        else:
-            await self.send_message({"type": "connection_ack", "payload": ack})
-        self.connection_acknowledged = True
-        self.heartbeat.start(at_once=True)
-        self.expiry = session_expiry(self.context, self.token_expired)
+        self.send_keep_alive()  # the first at once, as the reference server does
+        watch_expiry(self.socket, self.context, self.token_expired)
+
+    def send_keep_alive(self) -> None:
+        """A `ka` now and every `legacy_keepalive_interval` (no answer to wait for)."""
+        connection = self.socket.connection
+        if connection.write(_KA):
+            connection.deadlines.after("ping", self.keepalive_interval, self.send_keep_alive)
 
     async def token_expired(self) -> None:
         error = {"message": EXPIRED_MESSAGE, "extensions": {"code": EXPIRED_CODE}}
@@ -703,10 +770,6 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             )
             return
         await super().handle_start(message)
-
-    async def refuse(self, code: int, reason: str) -> None:
-        await self.connection_error(reason)
-        await self.websocket.close(code=code, reason=reason)
 
     async def handle_async_results(
         self,
@@ -760,22 +823,20 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
     ) -> bool:
         """Run the operation in a shared execution if it can; True if it ran
         there to its end (False: not shareable or not allowed, run it alone)."""
-        shared = cast(_SharingView, self.view).shared
-        plan = shared.plan(query, variables, operation_name, self.context.resume)
-        if plan is None:
-            return False
-        prefix = b'{"type":"data","id":' + orjson.dumps(operation_id) + b',"payload":'
-        async with shared.join(plan, self.context, prefix, self.socket.direct) as member:
-            if member is None:
-                return False
-            self.members[operation_id] = member
-            try:
-                # Ended, gone or cut off: the complete that follows is
-                # dropped by send_message if the socket is closed.
-                await forward(self.socket, member)
-            finally:
-                self.members.pop(operation_id, None)
-        return True
+        ran = await run_shared(
+            self.view,
+            self.context,
+            self.socket,
+            self.members,
+            operation_id,
+            legacy_ws_data(operation_id),
+            query,
+            variables,
+            operation_name,
+        )
+        # Ended, gone or cut off: the complete that follows is dropped by
+        # send_message if the socket is closed.
+        return ran is not None
 
     async def send_json(self, frame: Mapping[str, object]) -> None:
         with suppress(WebSocketDisconnected):
