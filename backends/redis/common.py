@@ -20,10 +20,11 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 import redis.exceptions
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, Connection
 from redis.commands.core import AsyncScript
 
 from ..errors import Overloaded, Unavailable
+from .cancel_safe import cancel_safe
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -71,6 +72,9 @@ class WaitingPool(BlockingConnectionPool):
     """
 
     def __init__(self, **kwargs: Any) -> None:
+        # Connections whose commands keep a cancellation (cancel_safe.py);
+        # the broker's own connection is of this class too.
+        kwargs["connection_class"] = cancel_safe(kwargs.get("connection_class", Connection))
         super().__init__(**kwargs)
         # Whether connecting (or checking a connection out) failed last time.
         self._connecting_fails = False
