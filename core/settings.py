@@ -807,7 +807,7 @@ def _describe(
     for error in exc.errors(include_url=False, include_input=False):
         loc = [str(part) for part in error["loc"]]
         key = loc[0] if loc else ""
-        if error["type"] == "extra_forbidden":
+        if error["type"] == "extra_forbidden" and len(loc) == 1:
             yield f"unknown setting {key!r}{_did_you_mean(key, fields)}"
             continue
         message = error["msg"].removeprefix("Value error, ")
