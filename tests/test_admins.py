@@ -205,8 +205,8 @@ async def test_admin_by_setting_runs_a_private_room_they_are_not_in(
     assert (await admin.execute(REMOVE, room=room_id, user=bob))["removeMember"] is True
     acts = [a["act"] for a in admin_acts(admin_server, room_id)]
     assert acts == [
-        "read",
-        "read",
+        "room",
+        "history",
         "updateRoom",
         "addMember",
         "setMemberRole",
@@ -270,7 +270,8 @@ async def test_broadcast_reaches_subscribers_and_history(admin_server: LiveServe
     owner = admin_server.client(unique("owner"))
     room_id = await private_room(owner)
     await owner.execute(ADD, room=room_id, user=member_id, role="MEMBER")
-    admin_jwt = admin_token(admin_server, unique("ops"))
+    admin_id = unique("ops")
+    admin_jwt = admin_token(admin_server, admin_id)
     async with (
         ws_connect(admin_server, admin_server.token(member_id)) as member_ws,
         # An admin by token over a WebSocket reads the private room live too.
@@ -293,6 +294,10 @@ async def test_broadcast_reaches_subscribers_and_history(admin_server: LiveServe
         await member_ws.close()
         await admin_ws.close()
     assert (await _history(owner, room_id))[-1]["node"] == expected
+    # The admin's reading of the private room was logged as theirs.
+    assert {"admin": admin_id, "act": "roomMessages", "room": room_id} in admin_acts(
+        admin_server, room_id
+    )
 
 
 async def test_broadcast_is_bounded_like_send_message(admin_server: LiveServer) -> None:

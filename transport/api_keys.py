@@ -23,7 +23,14 @@ from resolvers.validation import service_user_id
 
 from .auth import AuthError, TokenAuthority, check_user_id
 
-__all__ = ["ACT_AS_HEADER", "ActAsRefused", "ApiKeys", "HttpIdentity", "authenticate_http"]
+__all__ = [
+    "ACT_AS_HEADER",
+    "ActAsRefused",
+    "ApiKeys",
+    "HttpIdentity",
+    "ServiceKey",
+    "authenticate_http",
+]
 
 ACT_AS_HEADER = "forge-act-as"
 
@@ -47,7 +54,7 @@ class HttpIdentity:
 
 
 @dataclass(frozen=True, slots=True)
-class _Key:
+class ServiceKey:
     name: str
     digest: bytes
     act_as: frozenset[str] | None  # None: anyone
@@ -58,14 +65,14 @@ def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
 
-def _key(config: ApiKey) -> _Key:
+def _key(config: ApiKey) -> ServiceKey:
     if config.key is not None:
         digest = _digest(config.key.get_secret_value())
     else:
         assert config.key_sha256 is not None  # the setting requires one of the two
         digest = bytes.fromhex(config.key_sha256.get_secret_value())
     act_as = None if config.act_as == "*" else frozenset(config.act_as)
-    return _Key(config.name, digest, act_as, config.admin)
+    return ServiceKey(config.name, digest, act_as, config.admin)
 
 
 class ApiKeys:
@@ -78,7 +85,7 @@ class ApiKeys:
     def from_settings(cls, settings: Settings) -> ApiKeys:
         return cls(settings.api_keys)
 
-    def match(self, sent: str | None) -> _Key | None:
+    def match(self, sent: str | None) -> ServiceKey | None:
         """The key that `sent` is, or None; every key is compared either way."""
         if not sent or not self._keys:
             return None
