@@ -91,7 +91,8 @@ async def membership(
     # Logged below if at all: one act, one line.
     room, _ = await _readable(services, viewer, room_id)
     member = await services.backends.rooms.get_member(room_id, viewer.user_id)
-    # A member's act (send, leave, type) needs membership, admin or not.
+    # Above MEMBER a server admin stands in for the owner; a member's act
+    # (send, leave, type) needs membership, admin or not.
     if (
         viewer.is_admin
         and at_least is not RoomRole.MEMBER
@@ -309,8 +310,8 @@ async def set_member_role(
     if target.role is RoomRole.OWNER:
         if role is RoomRole.OWNER:
             return target
-        # Only a server admin, acting for the owner, gets here with another
-        # user: a room keeps its one owner.
+        # The owner on themself, or a server admin standing in for the
+        # owner on the owner: either way a room keeps its one owner.
         raise BadUserInput(
             "the owner hands ownership on by making another member OWNER", argument="userId"
         )
