@@ -1,7 +1,7 @@
 """Forge Streaming: start the server, mint a token, export the schema.
 
     python server.py [--host H] [--port P] [--workers N] [--config FILE] [--data-dir DIR]
-    python server.py token USER [--ttl 1h] [--config FILE] [--data-dir DIR]
+    python server.py token USER [--ttl 1h] [--admin] [--config FILE] [--data-dir DIR]
     python server.py schema [--check]
 
 Settings come from code, a YAML file and FORGE_STREAMING_* variables
@@ -38,6 +38,7 @@ from transport import graphiql, routes
 from transport.adapters import starlette as starlette_adapter
 from transport.adapters.uvicorn import LIMITS_KEY, ConnectionLimits, fast_path, protocol_options
 from transport.admission import TurnAdmission
+from transport.api_keys import ApiKeys
 from transport.auth import (
     METRICS_TOKEN_FILE_NAME,
     AuthError,
@@ -85,6 +86,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> ASGIApp:
         allowed_origins=settings.allowed_origins,
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
         admission=admission,
+        api_keys=ApiKeys.from_settings(settings),
     )
 
     @asynccontextmanager
@@ -244,6 +246,9 @@ def _parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", parents=[common], help="print a JWT for a user")
     token.add_argument("user")
     token.add_argument("--ttl", help="lifetime, e.g. 1h or 30m (default: the token_ttl setting)")
+    token.add_argument(
+        "--admin", action="store_true", help='a server admin\'s token ("roles": ["admin"])'
+    )
     sdl = commands.add_parser("schema", help="write schema/schema.graphql from the code")
     sdl.add_argument("--check", action="store_true", help="fail if the file is out of date")
     return parser
@@ -276,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "token":
             settings = _settings(args)
             ttl = None if args.ttl is None else parse_duration(args.ttl)
-            print(TokenAuthority.from_settings(settings).mint(args.user, ttl))
+            print(TokenAuthority.from_settings(settings).mint(args.user, ttl, admin=args.admin))
             return 0
         settings = _settings(args, host=args.host, port=args.port, workers=args.workers)
     except (SettingsError, AuthError, ValueError) as exc:

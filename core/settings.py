@@ -28,7 +28,9 @@ import pydantic_settings
 import yaml
 from pydantic import (
     AfterValidator,
+    BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     PlainSerializer,
     SecretStr,
@@ -47,6 +49,7 @@ from pydantic_settings import (
 __all__ = [
     "CONFIG_ENV",
     "ENV_PREFIX",
+    "ApiKey",
     "BackendRole",
     "Duration",
     "PositiveDuration",
@@ -241,6 +244,56 @@ def _int_to_str(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+# --- API keys --------------------------------------------------------------------
+
+_MIN_API_KEY = 32  # characters: a key is a password nobody types
+_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+class ApiKey(BaseModel):
+    """One back-end service's key (the ``api_keys`` setting).
+
+    Give the key itself (``key``) or only its SHA-256 in hex (``key_sha256``), so
+    a config file need not hold the secret. ``act_as`` names the users the key
+    may act as (``"*"``: anyone); ``admin`` lets it run admin fields as itself.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    key: SecretStr | None = None
+    key_sha256: SecretStr | None = None
+    act_as: list[str] | Literal["*"] = []
+    admin: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _KEY_NAME.fullmatch(value):
+            raise ValueError("must be 1-64 letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("act_as", mode="before")
+    @classmethod
+    def _split_act_as(cls, value: Any) -> Any:
+        return value if value == "*" else _split_list(value)
+
+    @model_validator(mode="after")
+    def _check_key(self) -> ApiKey:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError(f"api key {self.name!r}: give exactly one of key and key_sha256")
+        if self.key is not None and len(self.key.get_secret_value()) < _MIN_API_KEY:
+            raise ValueError(
+                f"api key {self.name!r}: key must be at least {_MIN_API_KEY} characters long"
+            )
+        if self.key_sha256 is not None and not _SHA256_HEX.fullmatch(
+            self.key_sha256.get_secret_value().lower()
+        ):
+            raise ValueError(f"api key {self.name!r}: key_sha256 must be 64 hex digits")
+        return self
+
+
 # --- the settings object ---------------------------------------------------------
 
 
@@ -334,6 +387,11 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     token_ttl: PositiveDuration = timedelta(hours=24)
+    # Server admins (besides tokens with "roles": ["admin"]): user ids.
+    admin_users: Annotated[list[str], NoDecode] = []
+    # Keys of back-end services on /graphql (see ApiKey); a JSON list in the
+    # environment: FORGE_STREAMING_API_KEYS='[{"name": "billing", "key": "..."}]'.
+    api_keys: list[ApiKey] = []
 
     # ephemeral state
     typing_timeout: PositiveDuration = timedelta(seconds=5)
@@ -406,7 +464,7 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _YamlSource(settings_cls, _yaml_data.get() or {})
 
-    @field_validator("backend_urls", "allowed_origins", mode="before")
+    @field_validator("backend_urls", "allowed_origins", "admin_users", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         return _split_list(value)
@@ -447,6 +505,15 @@ class Settings(BaseSettings):
             if origin != "*" and _scheme(origin) not in ("http", "https"):
                 raise ValueError(f"{origin!r} is not an origin like 'https://example.com'")
         return [origin.rstrip("/") for origin in value]
+
+    @field_validator("api_keys", mode="after")
+    @classmethod
+    def _check_api_keys(cls, value: list[ApiKey]) -> list[ApiKey]:
+        names = [key.name for key in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"names must differ: {', '.join(twice)} given more than once")
+        return value
 
     @field_validator("jwt_secret", mode="after")
     @classmethod
@@ -748,7 +815,7 @@ def _describe(
     for error in exc.errors(include_url=False, include_input=False):
         loc = [str(part) for part in error["loc"]]
         key = loc[0] if loc else ""
-        if error["type"] == "extra_forbidden":
+        if error["type"] == "extra_forbidden" and len(loc) == 1:
             yield f"unknown setting {key!r}{_did_you_mean(key, fields)}"
             continue
         message = error["msg"].removeprefix("Value error, ")

@@ -136,7 +136,7 @@ async def history(
     where: HistoryFilter | None = None,
 ) -> MessagePage:
     services.require("history")
-    room = await readable_room(services, viewer, room_id)
+    room = await readable_room(services, viewer, room_id, act="history")
     limit_max = services.settings.max_page_size
     if first is not None and last is not None:
         raise BadUserInput("pass first or last, not both", argument="first")
@@ -276,7 +276,7 @@ async def authorize_room_stream(
     services: Services, viewer: Viewer, room_id: str, *, after: str | None
 ) -> None:
     """Raise the error the viewer gets for reading the room live, if any."""
-    await readable_room(services, viewer, room_id)
+    await readable_room(services, viewer, room_id, act="roomMessages")
     if after is not None:
         services.require("history")
 

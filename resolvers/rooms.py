@@ -3,11 +3,19 @@
 OWNER > ADMIN > MEMBER. Admins manage members and bans below their own rank;
 only the owner deletes the room, changes roles and makes admins. A private
 room is invisible (NOT_FOUND) to everyone but its members.
+
+A server admin (Viewer.is_admin) reads any room, and stands in for its
+owner in every act that needs a role above MEMBER, member or not; acts of a
+member (sending, leaving, typing) still need membership. The two checks
+below are the only place this is decided, and each act done on that
+authority alone is logged (`admin act`, one JSON line: who, what, which room).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from dataclasses import replace
 from typing import Any
 
@@ -21,13 +29,33 @@ from .posting import post, revoke_access
 from .services import Services, Viewer
 from .validation import check_payload_size, new_id, optional_text, required_text
 
+log = logging.getLogger(__name__)
+
 _NAME_MAX = 200
 _DESCRIPTION_MAX = 2000
 _METADATA_MAX = 16 * 1024
 
 
-async def readable_room(services: Services, viewer: Viewer, room_id: str) -> Room:
-    """The room if the viewer may read it: public, or private and a member."""
+def _admin_act(viewer: Viewer, act: str, room_id: str) -> None:
+    """Log an act a server admin may do only as an admin."""
+    # JSON: ids are written by users; this keeps them one quoted field each.
+    fields = {"admin": viewer.user_id, "act": act, "room": room_id}
+    log.info("admin act %s", json.dumps(fields, ensure_ascii=False))
+
+
+async def readable_room(
+    services: Services, viewer: Viewer, room_id: str, *, act: str = "read"
+) -> Room:
+    """The room if the viewer may read it: public, or private and a member,
+    or the viewer is a server admin."""
+    room, as_admin = await _readable(services, viewer, room_id)
+    if as_admin:
+        _admin_act(viewer, act, room_id)
+    return room
+
+
+async def _readable(services: Services, viewer: Viewer, room_id: str) -> tuple[Room, bool]:
+    """readable_room's room, and whether only being a server admin let the viewer in."""
     services.require("rooms")
     rooms = services.backends.rooms
     # Both at once: this check comes before every read and send.
@@ -39,18 +67,42 @@ async def readable_room(services: Services, viewer: Viewer, room_id: str) -> Roo
     if room.is_private or banned:
         member = await services.backends.rooms.get_member(room_id, viewer.user_id)
         if member is None:
+            if viewer.is_admin:
+                return room, True
             if room.is_private:
                 raise NotFound(f"room {room_id!r} not found", roomId=room_id)
             raise Forbidden(f"you are banned from room {room_id!r}", roomId=room_id)
-    return room
+    return room, False
 
 
 async def membership(
-    services: Services, viewer: Viewer, room_id: str, *, at_least: RoomRole = RoomRole.MEMBER
+    services: Services,
+    viewer: Viewer,
+    room_id: str,
+    *,
+    at_least: RoomRole = RoomRole.MEMBER,
+    act: str = "act",
 ) -> tuple[Room, RoomMember]:
-    """The room and the viewer's membership, which must rank at least `at_least`."""
-    room = await readable_room(services, viewer, room_id)
+    """The room and the viewer's membership, which must rank at least `at_least`.
+
+    Above MEMBER, a server admin who is not the owner acts as the owner: the
+    membership returned is then theirs as OWNER (not stored), and the act is logged.
+    """
+    # Logged below if at all: one act, one line.
+    room, _ = await _readable(services, viewer, room_id)
     member = await services.backends.rooms.get_member(room_id, viewer.user_id)
+    # Above MEMBER a server admin stands in for the owner; a member's act
+    # (send, leave, type) needs membership, admin or not.
+    if (
+        viewer.is_admin
+        and at_least is not RoomRole.MEMBER
+        and (member is None or member.role is not RoomRole.OWNER)
+    ):
+        if member is None:
+            # Deleted since it was read: NOT_FOUND, as for anyone.
+            await require_alive(services, room_id, room.incarnation)
+        _admin_act(viewer, act, room_id)
+        return room, RoomMember(room_id=room_id, user_id=viewer.user_id, role=RoomRole.OWNER)
     if member is None:
         # Deleted since it was read (its members went with it): NOT_FOUND.
         await require_alive(services, room_id, room.incarnation)
@@ -109,7 +161,9 @@ async def update_room(
     services: Services, viewer: Viewer, room_id: str, changes: dict[str, Any]
 ) -> Room:
     await spend_event_budget(services, viewer, "rooms")
-    room, me = await membership(services, viewer, room_id, at_least=RoomRole.ADMIN)
+    room, me = await membership(
+        services, viewer, room_id, at_least=RoomRole.ADMIN, act="updateRoom"
+    )
     fields: dict[str, Any] = {}
     if "name" in changes:
         fields["name"] = required_text(changes["name"], "name", max_length=_NAME_MAX)
@@ -144,7 +198,7 @@ async def update_room(
 
 async def delete_room(services: Services, viewer: Viewer, room_id: str) -> bool:
     await spend_event_budget(services, viewer, "rooms")
-    room, _ = await membership(services, viewer, room_id, at_least=RoomRole.OWNER)
+    room, _ = await membership(services, viewer, room_id, at_least=RoomRole.OWNER, act="deleteRoom")
     # This incarnation only: the id may have been deleted and made again since.
     deleted = await services.backends.rooms.delete(room_id, incarnation=room.incarnation)
     await services.backends.messages.drop_room(room_id, incarnation=room.incarnation)
@@ -154,13 +208,14 @@ async def delete_room(services: Services, viewer: Viewer, room_id: str) -> bool:
 
 async def join_room(services: Services, viewer: Viewer, room_id: str) -> Room:
     await spend_event_budget(services, viewer, "rooms")
-    room = await readable_room(services, viewer, room_id)
+    room = await readable_room(services, viewer, room_id, act="joinRoom")
     rooms = services.backends.rooms
     if await rooms.get_member(room_id, viewer.user_id) is not None:
         return room
-    if await rooms.is_banned(room_id, viewer.user_id):
+    if await rooms.is_banned(room_id, viewer.user_id) and not viewer.is_admin:
         raise Forbidden(f"you are banned from room {room_id!r}", roomId=room_id)
-    if room.is_private:  # readable_room let a member through; the viewer is not one
+    if room.is_private and not viewer.is_admin:
+        # readable_room let a member through; the viewer is not one
         raise NotFound(f"room {room_id!r} not found", roomId=room_id)
     _, added = await rooms.add_member(
         RoomMember(room_id=room_id, user_id=viewer.user_id, role=RoomRole.MEMBER),
@@ -191,7 +246,7 @@ async def add_member(
     services: Services, viewer: Viewer, room_id: str, user_id: str, role: RoomRole
 ) -> RoomMember:
     await spend_event_budget(services, viewer, "rooms")
-    room, me = await membership(services, viewer, room_id, at_least=RoomRole.ADMIN)
+    room, me = await membership(services, viewer, room_id, at_least=RoomRole.ADMIN, act="addMember")
     if role is RoomRole.OWNER:
         raise BadUserInput(
             "a room has one owner: use setMemberRole(role: OWNER) to hand it on", argument="role"
@@ -227,7 +282,9 @@ async def add_member(
 
 async def remove_member(services: Services, viewer: Viewer, room_id: str, user_id: str) -> bool:
     await spend_event_budget(services, viewer, "rooms")
-    room, me = await membership(services, viewer, room_id, at_least=RoomRole.ADMIN)
+    room, me = await membership(
+        services, viewer, room_id, at_least=RoomRole.ADMIN, act="removeMember"
+    )
     target = await _outranked_member(services, me, room_id, user_id)
     if target is None:
         return False
@@ -243,14 +300,18 @@ async def set_member_role(
     services: Services, viewer: Viewer, room_id: str, user_id: str, role: RoomRole
 ) -> RoomMember:
     await spend_event_budget(services, viewer, "rooms")
-    room, _ = await membership(services, viewer, room_id, at_least=RoomRole.OWNER)
+    room, _ = await membership(
+        services, viewer, room_id, at_least=RoomRole.OWNER, act="setMemberRole"
+    )
     rooms = services.backends.rooms
     target = await rooms.get_member(room_id, user_id)
     if target is None:
         raise NotFound(f"{user_id!r} is not a member of this room", roomId=room_id)
-    if user_id == viewer.user_id:
+    if target.role is RoomRole.OWNER:
         if role is RoomRole.OWNER:
             return target
+        # The owner on themself, or a server admin standing in for the
+        # owner on the owner: either way a room keeps its one owner.
         raise BadUserInput(
             "the owner hands ownership on by making another member OWNER", argument="userId"
         )
@@ -274,7 +335,7 @@ async def set_member_role(
 
 async def ban_member(services: Services, viewer: Viewer, room_id: str, user_id: str) -> bool:
     await spend_event_budget(services, viewer, "rooms")
-    room, me = await membership(services, viewer, room_id, at_least=RoomRole.ADMIN)
+    room, me = await membership(services, viewer, room_id, at_least=RoomRole.ADMIN, act="banMember")
     if user_id == viewer.user_id:
         raise BadUserInput("you cannot ban yourself", argument="userId")
     await _outranked_member(services, me, room_id, user_id)
@@ -290,7 +351,7 @@ async def ban_member(services: Services, viewer: Viewer, room_id: str, user_id: 
 
 
 async def unban_member(services: Services, viewer: Viewer, room_id: str, user_id: str) -> bool:
-    await membership(services, viewer, room_id, at_least=RoomRole.ADMIN)
+    await membership(services, viewer, room_id, at_least=RoomRole.ADMIN, act="unbanMember")
     return await services.backends.rooms.unban(room_id, user_id)
 
 

@@ -21,6 +21,9 @@ class Viewer:
 
     user_id: str
     conn_id: str | None = None
+    # A server admin (the admin_users setting, an admin token, an admin API
+    # key): may act in any room as its owner (rooms.membership).
+    is_admin: bool = False
 
 
 class KeyedLocks:
@@ -60,6 +63,12 @@ class Services:
     # This process's subscriptions that run on their own and are live (the
     # shared executions count their subscribers themselves).
     live_subscriptions: int = 0
+
+    def viewer(self, user_id: str, conn_id: str | None = None, *, admin: bool = False) -> Viewer:
+        """The viewer `user_id`; `admin` when their credentials say so, else
+        when the admin_users setting names them."""
+        is_admin = admin or user_id in self.settings.admin_users
+        return Viewer(user_id, conn_id, is_admin=is_admin)
 
     def require(self, feature: str) -> None:
         enabled = {

@@ -15,6 +15,10 @@ import orjson
 from resolvers.errors import BadUserInput, PayloadTooLarge
 
 MAX_USER_ID_LENGTH = 256
+# Ids the server speaks as start with this, which no user id may: the author of
+# SYSTEM messages, and a back-end service acting as itself (an API key).
+RESERVED_ID_PREFIX = "forge:"
+SYSTEM_USER_ID = RESERVED_ID_PREFIX + "system"
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
@@ -30,7 +34,14 @@ def user_id_problem(user_id: object) -> str | None:
         return f"is longer than {MAX_USER_ID_LENGTH} characters"
     if _CONTROL.search(user_id):
         return "contains control characters"
+    if user_id.startswith(RESERVED_ID_PREFIX):
+        return f"must not start with {RESERVED_ID_PREFIX!r} (ids of the server itself)"
     return None
+
+
+def service_user_id(key_name: str) -> str:
+    """The id an API key acts under when it acts as no user."""
+    return f"{RESERVED_ID_PREFIX}key:{key_name}"
 
 
 def new_id() -> str:

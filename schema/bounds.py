@@ -238,6 +238,8 @@ BOUNDS: Final[Mapping[str, Check]] = {
     "Mutation.revokeChannel(channelId:)": Ident(),
     "Mutation.revokeChannel(userId:)": UserId(),
     "Mutation.setPresence(statusText:)": Text(256),
+    "Mutation.broadcastSystemMessage(roomId:)": Ident(),
+    "Mutation.broadcastSystemMessage(data:)": Json(),
     "Mutation.startTyping(roomId:)": Ident(),
     "Mutation.stopTyping(roomId:)": Ident(),
     # Subscription

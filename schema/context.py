@@ -30,6 +30,9 @@ class Context:
     # When the token that opened this WebSocket is refused (epoch seconds):
     # the connection ends then (its connection's timer, transport/connection.py).
     session_ends_at: float | None = None
+    # The credentials name a server admin (an admin token or API key); the
+    # admin_users setting is consulted besides (Services.viewer).
+    admin: bool = False
 
     @classmethod
     def for_shared_stream(cls, services: Services, hooks: SharedHooks) -> Context:
@@ -40,7 +43,7 @@ class Context:
     def viewer(self) -> Viewer:
         if self.user_id is None:
             raise Unauthenticated("authentication required")
-        return Viewer(self.user_id, self.conn_id)
+        return self.services.viewer(self.user_id, self.conn_id, admin=self.admin)
 
 
 GraphInfo = Info[Context, None]

@@ -3,9 +3,10 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
+from strawberry.scalars import JSON
 
 from backends.records import RoomRole, Status
-from resolvers import channels, messages, presence, rooms, typing_indicators
+from resolvers import admin, channels, messages, presence, rooms, typing_indicators
 
 from .context import GraphInfo
 from .types import (
@@ -127,6 +128,20 @@ class Mutation:
             thread_id=input.thread_id,
             client_message_id=input.client_message_id,
         )
+        return Message.of(message)
+
+    @strawberry.mutation(
+        description=(
+            "Server admins only: a SYSTEM message in the room, from the user id "
+            "`forge:system`, stored and delivered like any message (its metadata "
+            "`by` names the admin)."
+        )
+    )
+    async def broadcast_system_message(
+        self, info: GraphInfo, room_id: strawberry.ID, data: JSON
+    ) -> Message:
+        ctx = info.context
+        message = await admin.broadcast_system_message(ctx.services, ctx.viewer, room_id, data)
         return Message.of(message)
 
     @strawberry.mutation

@@ -28,7 +28,7 @@ class Query:
     async def room(self, info: GraphInfo, id: strawberry.ID) -> Room | None:
         ctx = info.context
         try:
-            return Room(record=await rooms.readable_room(ctx.services, ctx.viewer, id))
+            return Room(record=await rooms.readable_room(ctx.services, ctx.viewer, id, act="room"))
         except NotFound:
             return None
 

@@ -18,6 +18,7 @@ import schemathesis
 from graphql import build_client_schema, build_schema, get_introspection_query
 from graphql.utilities import find_breaking_changes, find_dangerous_changes
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 from tests.conftest import TEST_SETTINGS
 from tests.live import ROOT, TIMEOUT, LiveServer
@@ -25,6 +26,23 @@ from tests.live import ROOT, TIMEOUT, LiveServer
 SCHEMA_FILE = ROOT / "schema" / "schema.graphql"
 EXAMPLES_PER_OPERATION = 25
 USER = "fuzzer"
+
+# A required JSON argument (broadcastSystemMessage's `data`) needs values:
+# any JSON literal, as a client may write one inline.
+_nodes = schemathesis.graphql.nodes
+schemathesis.graphql.scalar(
+    "JSON",
+    st.one_of(
+        st.text(max_size=50).map(_nodes.String),
+        st.integers(-(2**53), 2**53).map(_nodes.Int),
+        st.floats(allow_nan=False, allow_infinity=False).map(_nodes.Float),
+        st.booleans().map(_nodes.Boolean),
+        st.just(_nodes.Null),
+        st.lists(st.text(max_size=20), max_size=5).map(
+            lambda items: _nodes.List([_nodes.String(item) for item in items])
+        ),
+    ),
+)
 
 # The committed schema is what the server serves (`server.py schema --check`
 # guards that in CI, and `test_the_schema_file_is_the_live_schema` here):

@@ -12,6 +12,7 @@ import os
 import secrets
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +34,7 @@ __all__ = [
     "METRICS_TOKEN_FILE_NAME",
     "SECRET_FILE_NAME",
     "AuthError",
+    "Identity",
     "TokenAuthority",
     "bearer_token",
     "check_user_id",
@@ -55,6 +57,25 @@ _MIN_RSA_BITS = 2048
 
 class AuthError(Exception):
     """Authentication failed or cannot be set up; the message says why."""
+
+
+ADMIN_ROLE = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a verified token speaks for, and until when (epoch seconds)."""
+
+    user_id: str
+    refused_from: float
+    # The token's `roles` claim names ADMIN_ROLE.
+    admin: bool = False
+
+
+def _is_admin(claims: dict[str, Any]) -> bool:
+    roles = claims.get("roles")
+    # Anything but a list of names grants nothing.
+    return isinstance(roles, list) and ADMIN_ROLE in roles
 
 
 def bearer_token(header_value: str | None) -> str | None:
@@ -269,19 +290,24 @@ class TokenAuthority:
     def verify_session(self, token: str | None) -> tuple[str, float]:
         """Like :meth:`verify`, with the moment (seconds since the epoch) from
         which the token is refused: a session opened with it must end then."""
+        identity = self.verify_identity(token)
+        return identity.user_id, identity.refused_from
+
+    def verify_identity(self, token: str | None) -> Identity:
+        """Like :meth:`verify_session`, with whether the token names an admin."""
         if not token:
             raise AuthError("missing token")
         if len(token) > MAX_TOKEN_LENGTH:
             raise AuthError(f"token is longer than {MAX_TOKEN_LENGTH} characters")
-        user_id, expires = self._verified(token)
+        user_id, expires, admin = self._verified(token)
         refused_from = expires + LEEWAY.total_seconds()
         # A verified token is remembered (see __init__) until it expires.
         if time.time() > refused_from:
             raise AuthError("token expired")
-        return user_id, refused_from
+        return Identity(user_id, refused_from, admin)
 
-    def _verify(self, token: str) -> tuple[str, float]:
-        """The token's user id and expiry; AuthError if it is not valid now."""
+    def _verify(self, token: str) -> tuple[str, float, bool]:
+        """The token's user id, expiry and admin role; AuthError if it is not valid now."""
         required = ["exp", "sub"]
         if self.issuer is not None:
             required.append("iss")
@@ -304,10 +330,11 @@ class TokenAuthority:
                 if isinstance(exc, kind):
                     raise AuthError(message) from None
             raise AuthError("invalid token") from None
-        return check_user_id(claims["sub"]), float(claims["exp"])
+        return check_user_id(claims["sub"]), float(claims["exp"]), _is_admin(claims)
 
-    def mint(self, user_id: str, ttl: timedelta | None = None) -> str:
-        """Sign a token for ``user_id`` valid for ``ttl`` (default: ``token_ttl``)."""
+    def mint(self, user_id: str, ttl: timedelta | None = None, *, admin: bool = False) -> str:
+        """Sign a token for ``user_id`` valid for ``ttl`` (default: ``token_ttl``);
+        ``admin`` adds ``"roles": ["admin"]``."""
         if self._signing_key is None:
             raise AuthError("cannot mint tokens: no private key configured")
         check_user_id(user_id)
@@ -316,6 +343,8 @@ class TokenAuthority:
             raise AuthError("token lifetime must be greater than zero")
         now = datetime.now(UTC)
         claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + ttl}
+        if admin:
+            claims["roles"] = [ADMIN_ROLE]
         if self.issuer is not None:
             claims["iss"] = self.issuer
         if self.audience is not None:

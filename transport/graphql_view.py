@@ -38,6 +38,13 @@ from resolvers.presence import close_connection, open_connection
 from resolvers.services import Services
 from schema import ApiSchema, Context, ValidDocuments
 from transport.admission import TurnAdmission
+from transport.api_keys import (
+    ACT_AS_HEADER,
+    ActAsRefused,
+    ApiKeys,
+    HttpIdentity,
+    authenticate_http,
+)
 from transport.auth import AuthError, TokenAuthority, bearer_token
 from transport.graphiql import graphiql_html
 from transport.media_types import (
@@ -67,6 +74,14 @@ def _unauthenticated(message: str) -> Response:
         {"errors": [{"message": message, "extensions": {"code": "UNAUTHENTICATED"}}]},
         status_code=401,
         headers={"WWW-Authenticate": 'Bearer realm="forge-streaming"'},
+    )
+
+
+def _act_as_refused(exc: ActAsRefused) -> Response:
+    code = "FORBIDDEN" if exc.status == 403 else "BAD_USER_INPUT"
+    return JSONResponse(
+        {"errors": [{"message": str(exc), "extensions": {"code": code}}]},
+        status_code=exc.status,
     )
 
 
@@ -106,10 +121,13 @@ class GraphQLView(GraphQL[Context, None]):
         *,
         fast_paths: bool,
         admission: TurnAdmission,
+        api_keys: ApiKeys | None = None,
         **options: Any,
     ) -> None:
         super().__init__(schema, **options)
         self.authority = authority
+        # Back-end services' keys: plain HTTP only (transport/api_keys.py).
+        self.api_keys = api_keys if api_keys is not None else ApiKeys([])
         # Every path checks documents through this (schema/document_cache.py).
         self.documents: ValidDocuments = schema.documents
         self.shared = SharedSubscriptions(schema)
@@ -171,21 +189,31 @@ class GraphQLView(GraphQL[Context, None]):
         if self.should_render_graphql_ide(self.request_adapter_class(request)):
             return await super().run(request)
         try:
-            user_id, ends_at = self.authority.verify_session(
-                bearer_token(request.headers.get("authorization"))
+            identity: HttpIdentity = authenticate_http(
+                self.authority,
+                self.api_keys,
+                bearer_token(request.headers.get("authorization")),
+                request.headers.get(ACT_AS_HEADER),
             )
         except AuthError as exc:
             return _unauthenticated(str(exc))
+        except ActAsRefused as exc:
+            return _act_as_refused(exc)
         accept = Accept.for_graphql(request.headers.get("accept"))
-        sse_response = await self.sse.handle(request, accept, user_id, services, ends_at)
-        if sse_response is not None:
-            return sse_response
+        if identity.api_key is None:
+            # A service's key answers plain HTTP only: no stream outlives a request.
+            sse_response = await self.sse.handle(
+                request, accept, identity.user_id, services, identity.refused_from
+            )
+            if sse_response is not None:
+                return sse_response
         media_type = accept.best(JSON_TYPES)
         if media_type is None:
             return error_response(406, _NOT_ACCEPTABLE, "NOT_ACCEPTABLE", headers=_VARY)
         request.state.response_media_type = media_type
         response: Response = await super().run(
-            request, context=Context(services=services, user_id=user_id)
+            request,
+            context=Context(services=services, user_id=identity.user_id, admin=identity.admin),
         )
         if response.headers.get("content-type", "").startswith(APPLICATION_JSON):
             response.headers["content-type"] = media_type
@@ -221,11 +249,12 @@ class GraphQLView(GraphQL[Context, None]):
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
         websocket: WebSocket = context.websocket
         try:
-            user_id, ends_at = self.authority.verify_session(
+            identity = self.authority.verify_identity(
                 _token_from(context.connection_params, websocket)
             )
         except AuthError as exc:
             raise Rejected("UNAUTHENTICATED", str(exc)) from exc
+        user_id, ends_at = identity.user_id, identity.refused_from
         conn_id = context.conn_id
         if conn_id is None:
             raise RuntimeError("WebSocket context without a connection id")
@@ -237,6 +266,7 @@ class GraphQLView(GraphQL[Context, None]):
             ) from exc
         context.user_id = user_id
         context.session_ends_at = ends_at
+        context.admin = identity.admin
         return {"userId": user_id}
 
     async def _release(self, ctx: Context) -> None:
