@@ -28,6 +28,7 @@ import websockets
 from core.settings import load_settings
 from tests.conftest import TEST_SETTINGS
 from tests.live import ROOT, TIMEOUT, GraphQLClient, LiveServer, unique, ws_connect
+from tests.sse_client import event_stream
 from transport.auth import TokenAuthority
 
 ROOT_ADMIN = "root-admin"
@@ -447,3 +448,25 @@ def test_no_key_is_ever_logged(admin_server: LiveServer) -> None:
         assert key not in log
         assert hashlib.sha256(key.encode()).hexdigest() not in log
     assert not re.search(r"k{40}|q{40}|z{40}", log)
+
+
+async def test_admin_by_token_role_reads_a_private_room_over_sse(admin_server: LiveServer) -> None:
+    # The role travels with the token on every transport, SSE included.
+    owner = admin_server.client(unique("owner"))
+    room_id = await private_room(owner)
+    body = {"query": ROOM_MESSAGES, "variables": {"room": room_id}}
+    outsider = admin_server.token(unique("outsider"))
+    async with event_stream(admin_server, outsider, json=body) as events:
+        refused = await events.expect("next")
+        assert refused["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    admin = unique("ops")
+    before = await asyncio.to_thread(admin_server.metric, "streaming_subscriptions_active")
+    async with event_stream(admin_server, admin_token(admin_server, admin), json=body) as events:
+        assert events.response.status_code == 200
+        await admin_server.wait_metric("streaming_subscriptions_active", before + 1)
+        await owner.execute(SEND, room=room_id, text="seen by the admin")
+        received = await events.expect("next")
+        assert received["data"]["roomMessages"]["data"] == {"text": "seen by the admin"}
+    assert {"admin": admin, "act": "roomMessages", "room": room_id} in admin_acts(
+        admin_server, room_id
+    )

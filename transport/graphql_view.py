@@ -203,7 +203,12 @@ class GraphQLView(GraphQL[Context, None]):
         if identity.api_key is None:
             # A service's key answers plain HTTP only: no stream outlives a request.
             sse_response = await self.sse.handle(
-                request, accept, identity.user_id, services, identity.refused_from
+                request,
+                accept,
+                identity.user_id,
+                services,
+                identity.refused_from,
+                admin=identity.admin,
             )
             if sse_response is not None:
                 return sse_response

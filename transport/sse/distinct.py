@@ -72,10 +72,18 @@ class ServerSentEvents:
         self.reservations = Reservations(view)
 
     async def handle(
-        self, request: Request, accept: Accept, user_id: str, services: Services, ends_at: float
+        self,
+        request: Request,
+        accept: Accept,
+        user_id: str,
+        services: Services,
+        ends_at: float,
+        *,
+        admin: bool = False,
     ) -> Response | None:
         """`ends_at`: when the request's token expires, and with it any
-        stream this request opens."""
+        stream this request opens; `admin`: whether its token makes the user
+        a server admin."""
         method = request.method
         if method == "PUT":
             return await self.reservations.reserve(request, user_id, services)
@@ -87,7 +95,7 @@ class ServerSentEvents:
             # `Accept: text/event-stream`); `*/*` is an operation to execute.
             if accept.prefers_event_stream():
                 return await self.reservations.connect(request, token, user_id, services, ends_at)
-            return await self.reservations.execute(request, token, user_id, services)
+            return await self.reservations.execute(request, token, user_id, services, admin=admin)
         if not accept.accepts(EVENT_STREAM):
             return None
         preferred = accept.prefers_event_stream()
@@ -99,7 +107,7 @@ class ServerSentEvents:
         # a single result only when the client prefers one.
         if not preferred and not operation.is_subscription():
             return None
-        return await self.distinct(request, operation, user_id, services, ends_at)
+        return await self.distinct(request, operation, user_id, services, ends_at, admin=admin)
 
     async def distinct(
         self,
@@ -108,6 +116,8 @@ class ServerSentEvents:
         user_id: str,
         services: Services,
         ends_at: float,
+        *,
+        admin: bool = False,
     ) -> Response:
         """Distinct connections mode: this request's operation on its own stream,
         until it completes or the token expires."""
@@ -117,7 +127,7 @@ class ServerSentEvents:
         except LimitReached as exc:
             return limit_response(exc)
         connection = stream_connection(services)
-        context = Context(services=services, user_id=user_id, conn_id=presence.conn_id)
+        context = Context(services=services, user_id=user_id, conn_id=presence.conn_id, admin=admin)
 
         async def produce() -> None:
             if await operation.deliver(context, connection, sse_data(None)):

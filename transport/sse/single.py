@@ -156,7 +156,7 @@ class Reservations:
         )
 
     async def execute(
-        self, request: Request, token: str, user_id: str, services: Services
+        self, request: Request, token: str, user_id: str, services: Services, *, admin: bool
     ) -> Response:
         if not token:
             return error_response(400, "The stream token is missing", "BAD_USER_INPUT")
@@ -188,7 +188,12 @@ class Reservations:
         errors = _invalid(self.view.documents, operation)
         if errors:
             return JSONResponse({"errors": errors}, status_code=400)
-        context = Context(services=services, user_id=user_id, conn_id=reservation.presence.conn_id)
+        context = Context(
+            services=services,
+            user_id=user_id,
+            conn_id=reservation.presence.conn_id,
+            admin=admin,
+        )
         task = asyncio.create_task(self._run(reservation, op_id, operation, context))
         reservation.operations[op_id] = task
         return Response(status_code=202)
