@@ -170,15 +170,25 @@ class SqliteMessageSearch:
             await index_message(conn, inserted[0], message.room_id, data, message.event)
 
     async def search(self, request: SearchRequest) -> SearchPage:
-        where = [
-            "message_fts MATCH ?",
-            "(m.room_id, s.incarnation) IN (SELECT json_extract(value, '$[0]'),"
-            " json_extract(value, '$[1]') FROM json_each(?))",
-        ]
-        params: list[Any] = [
-            match_expression(request.match, [r.room_id for r in request.rooms]),
-            orjson.dumps([[r.room_id, r.incarnation] for r in request.rooms]).decode(),
-        ]
+        filters, filter_params = self._filters(request)
+        if request.order is SearchOrder.NEWEST and 0 < len(request.rooms) <= MAX_ROOM_FILTER:
+            sql, params = _newest_per_room(request, filters, filter_params)
+        else:
+            sql, params = _scored(request, filters, filter_params)
+        rows = await self._db.fetch(sql, params)
+        hits = []
+        for row in rows[: request.limit]:
+            message = _message(row)
+            score = float(row[13])
+            key_score = score if request.order is SearchOrder.RELEVANCE else None
+            key = SearchKey(message.timestamp, row[6], message.offset, key_score)
+            hits.append(SearchHit(message=message, key=key, score=score))
+        return SearchPage(hits=hits, has_more=len(rows) > request.limit)
+
+    def _filters(self, request: SearchRequest) -> tuple[list[str], list[Any]]:
+        """The conditions on `m` besides the text and the rooms."""
+        where: list[str] = []
+        params: list[Any] = []
         since = [request.since] if request.since is not None else []
         if self._retention is not None:
             since.append(utcnow() - self._retention)
@@ -199,36 +209,7 @@ class SqliteMessageSearch:
             params.append(request.thread_id)
         if request.has_thread:
             where.append("m.thread_id IS NOT NULL")
-        inner = (
-            f"SELECT {_MESSAGE_COLUMNS}, -bm25(message_fts, 1.0, 0.0) AS score"
-            f" FROM message_fts JOIN messages m ON m.rowid = message_fts.rowid"
-            f" JOIN streams s ON s.room_id = m.room_id WHERE {' AND '.join(where)}"
-        )
-        after = request.after
-        if request.order is SearchOrder.NEWEST:
-            sql = inner
-            if after is not None:
-                sql += " AND (-m.ts, m.room_id, -m.seq) > (?, ?, ?)"
-                params += list(_newest_bound(after))
-            sql += " ORDER BY m.ts DESC, m.room_id, m.seq DESC LIMIT ?"
-            params.append(request.limit + 1)
-        else:
-            sql = f"SELECT * FROM ({inner} ORDER BY m.ts DESC, m.room_id, m.seq DESC LIMIT ?) c"
-            params.append(request.max_candidates)
-            if after is not None:
-                sql += " WHERE (-c.score, -c.ts, c.room_id, -c.seq) > (?, ?, ?, ?)"
-                params += [-(after.score or 0.0), *_newest_bound(after)]
-            sql += " ORDER BY c.score DESC, c.ts DESC, c.room_id, c.seq DESC LIMIT ?"
-            params.append(request.limit + 1)
-        rows = await self._db.fetch(sql, params)
-        hits = []
-        for row in rows[: request.limit]:
-            message = _message(row)
-            score = float(row[13])
-            key_score = score if request.order is SearchOrder.RELEVANCE else None
-            key = SearchKey(message.timestamp, row[6], message.offset, key_score)
-            hits.append(SearchHit(message=message, key=key, score=score))
-        return SearchPage(hits=hits, has_more=len(rows) > request.limit)
+        return where, params
 
     async def drop_room(self, room_id: str, *, incarnation: str | None = None) -> None:
         if self.indexes_on_append:
@@ -255,6 +236,80 @@ class SqliteMessageSearch:
 
     async def close(self) -> None:
         return None
+
+
+_SCORED_COLUMNS: Final = f"{_MESSAGE_COLUMNS}, -bm25(message_fts, 1.0, 0.0) AS score"
+_SCORED_FROM: Final = (
+    "message_fts JOIN messages m ON m.rowid = message_fts.rowid"
+    " JOIN streams s ON s.room_id = m.room_id"
+)
+_NEWEST_ORDER: Final = " ORDER BY ts DESC, room_id, seq DESC LIMIT ?"
+
+
+def _newest_per_room(
+    request: SearchRequest, filters: list[str], filter_params: list[Any]
+) -> tuple[str, list[Any]]:
+    """Newest first in a few rooms: one FTS5 walk per room, newest rowid first,
+    stopped after a page, then merged by time.
+
+    A room's rowids grow with its appends, and so do its timestamps, so a
+    room's newest matches are its highest rowids: FTS5 reads them straight
+    from the end of its lists (`ORDER BY rowid DESC` with a LIMIT) instead of
+    every match of a common word. A history imported out of time order
+    within a room would page in append order there.
+    """
+    parts = []
+    params: list[Any] = []
+    for room in request.rooms:
+        where = ["message_fts MATCH ?", "m.room_id = ?", "s.incarnation = ?", *filters]
+        params += [match_expression(request.match, [room.room_id]), room.room_id]
+        params += [room.incarnation, *filter_params]
+        if request.after is not None:
+            where.append("(-m.ts, m.room_id, -m.seq) > (?, ?, ?)")
+            params += list(_newest_bound(request.after))
+        parts.append(
+            f"SELECT * FROM (SELECT {_SCORED_COLUMNS} FROM {_SCORED_FROM}"
+            f" WHERE {' AND '.join(where)} ORDER BY message_fts.rowid DESC LIMIT ?)"
+        )
+        params.append(request.limit + 1)
+    sql = "SELECT * FROM (" + " UNION ALL ".join(parts) + ")" + _NEWEST_ORDER
+    params.append(request.limit + 1)
+    return sql, params
+
+
+def _scored(
+    request: SearchRequest, filters: list[str], filter_params: list[Any]
+) -> tuple[str, list[Any]]:
+    """Every match in the rooms, sorted: relevance, or time across many rooms."""
+    where = [
+        "message_fts MATCH ?",
+        "(m.room_id, s.incarnation) IN (SELECT json_extract(value, '$[0]'),"
+        " json_extract(value, '$[1]') FROM json_each(?))",
+        *filters,
+    ]
+    params: list[Any] = [
+        match_expression(request.match, [r.room_id for r in request.rooms]),
+        orjson.dumps([[r.room_id, r.incarnation] for r in request.rooms]).decode(),
+        *filter_params,
+    ]
+    inner = f"SELECT {_SCORED_COLUMNS} FROM {_SCORED_FROM} WHERE {' AND '.join(where)}"
+    after = request.after
+    if request.order is SearchOrder.NEWEST:
+        sql = inner
+        if after is not None:
+            sql += " AND (-m.ts, m.room_id, -m.seq) > (?, ?, ?)"
+            params += list(_newest_bound(after))
+        sql += " ORDER BY m.ts DESC, m.room_id, m.seq DESC LIMIT ?"
+        params.append(request.limit + 1)
+    else:
+        sql = f"SELECT * FROM ({inner} ORDER BY m.ts DESC, m.room_id, m.seq DESC LIMIT ?) c"
+        params.append(request.max_candidates)
+        if after is not None:
+            sql += " WHERE (-c.score, -c.ts, c.room_id, -c.seq) > (?, ?, ?, ?)"
+            params += [-(after.score or 0.0), *_newest_bound(after)]
+        sql += " ORDER BY c.score DESC, c.ts DESC, c.room_id, c.seq DESC LIMIT ?"
+        params.append(request.limit + 1)
+    return sql, params
 
 
 def _newest_bound(key: SearchKey) -> tuple[int, str, int]:
