@@ -171,11 +171,20 @@ class SqliteMessageSearch:
 
     async def search(self, request: SearchRequest) -> SearchPage:
         filters, filter_params = self._filters(request)
-        if request.order is SearchOrder.NEWEST and 0 < len(request.rooms) <= MAX_ROOM_FILTER:
-            sql, params = _newest_per_room(request, filters, filter_params)
-        else:
+        rows: list[Any] | None = None
+        if request.order is SearchOrder.NEWEST:
+            sql, params, wanted = _newest_candidates(request, filters, filter_params)
+            found = list(await self._db.fetch(sql, params))
+            rows = sorted(found, key=_newest_first)[: request.limit + 1]
+            # A match left out has a lower rowid, so (appended earlier) a
+            # time no later than the oldest candidate's: the page is exact
+            # when it ends strictly after that time, or when every match
+            # was read. Otherwise (ties, a clock step back) sort them all.
+            if len(found) == wanted and rows[-1][3] <= min(r[3] for r in found):
+                rows = None
+        if rows is None:
             sql, params = _scored(request, filters, filter_params)
-        rows = await self._db.fetch(sql, params)
+            rows = list(await self._db.fetch(sql, params))
         hits = []
         for row in rows[: request.limit]:
             message = _message(row)
@@ -243,44 +252,37 @@ _SCORED_FROM: Final = (
     "message_fts JOIN messages m ON m.rowid = message_fts.rowid"
     " JOIN streams s ON s.room_id = m.room_id"
 )
-_NEWEST_ORDER: Final = " ORDER BY ts DESC, room_id, seq DESC LIMIT ?"
+CANDIDATE_PAGES: Final = 4
+"""Newest first reads this many pages of the newest rowids (ties in time
+across rooms may order differently than rowids do)."""
 
 
-def _newest_per_room(
+def _newest_candidates(
     request: SearchRequest, filters: list[str], filter_params: list[Any]
-) -> tuple[str, list[Any]]:
-    """Newest first in a few rooms: one FTS5 walk per room, newest rowid first,
-    stopped after a page, then merged by time.
+) -> tuple[str, list[Any], int]:
+    """The newest-rowid matches, read from the end of FTS5's lists: the SQL,
+    its parameters, and how many it asks for.
 
-    A room's rowids grow with its appends, and so do its timestamps, so a
-    room's newest matches are its highest rowids: FTS5 reads them straight
-    from the end of its lists (`ORDER BY rowid DESC` with a LIMIT) instead of
-    every match of a common word. A history imported out of time order
-    within a room would page in append order there.
+    Messages are appended in time order, so the newest matches are among
+    the highest rowids: FTS5 walks its lists backwards (`ORDER BY rowid
+    DESC`) and stops after a few pages' worth, instead of reading and
+    sorting every match of a common word. Their order is then the exact
+    one; `search` checks the candidates were enough (see there).
     """
-    parts = []
-    params: list[Any] = []
-    for room in request.rooms:
-        where = ["message_fts MATCH ?", "m.room_id = ?", "s.incarnation = ?", *filters]
-        params += [match_expression(request.match, [room.room_id]), room.room_id]
-        params += [room.incarnation, *filter_params]
-        if request.after is not None:
-            where.append("(-m.ts, m.room_id, -m.seq) > (?, ?, ?)")
-            params += list(_newest_bound(request.after))
-        parts.append(
-            f"SELECT * FROM (SELECT {_SCORED_COLUMNS} FROM {_SCORED_FROM}"
-            f" WHERE {' AND '.join(where)} ORDER BY message_fts.rowid DESC LIMIT ?)"
-        )
-        params.append(request.limit + 1)
-    sql = "SELECT * FROM (" + " UNION ALL ".join(parts) + ")" + _NEWEST_ORDER
-    params.append(request.limit + 1)
-    return sql, params
+    sql, params = _matching(request, filters, filter_params)
+    wanted = CANDIDATE_PAGES * (request.limit + 1)
+    if request.after is not None:
+        sql += " AND (-m.ts, m.room_id, -m.seq) > (?, ?, ?)"
+        params += list(_newest_bound(request.after))
+    sql += " ORDER BY message_fts.rowid DESC LIMIT ?"
+    params.append(wanted)
+    return sql, params, wanted
 
 
-def _scored(
+def _matching(
     request: SearchRequest, filters: list[str], filter_params: list[Any]
 ) -> tuple[str, list[Any]]:
-    """Every match in the rooms, sorted: relevance, or time across many rooms."""
+    """Every match in the rooms, unsorted."""
     where = [
         "message_fts MATCH ?",
         "(m.room_id, s.incarnation) IN (SELECT json_extract(value, '$[0]'),"
@@ -292,7 +294,14 @@ def _scored(
         orjson.dumps([[r.room_id, r.incarnation] for r in request.rooms]).decode(),
         *filter_params,
     ]
-    inner = f"SELECT {_SCORED_COLUMNS} FROM {_SCORED_FROM} WHERE {' AND '.join(where)}"
+    return f"SELECT {_SCORED_COLUMNS} FROM {_SCORED_FROM} WHERE {' AND '.join(where)}", params
+
+
+def _scored(
+    request: SearchRequest, filters: list[str], filter_params: list[Any]
+) -> tuple[str, list[Any]]:
+    """Every match in the rooms, sorted: by relevance, or by time."""
+    inner, params = _matching(request, filters, filter_params)
     after = request.after
     if request.order is SearchOrder.NEWEST:
         sql = inner
@@ -310,6 +319,10 @@ def _scored(
         sql += " ORDER BY c.score DESC, c.ts DESC, c.room_id, c.seq DESC LIMIT ?"
         params.append(request.limit + 1)
     return sql, params
+
+
+def _newest_first(row: Any) -> tuple[int, str, int]:
+    return (-row[3], row[6], -row[4])
 
 
 def _newest_bound(key: SearchKey) -> tuple[int, str, int]:
