@@ -179,7 +179,9 @@ class SqliteMessageSearch:
             # A match left out has a lower rowid, so (appended earlier) a
             # time no later than the oldest candidate's: the page is exact
             # when it ends strictly after that time, or when every match
-            # was read. Otherwise (ties, a clock step back) sort them all.
+            # was read. Otherwise (ties in time) sort them all. Messages
+            # stamped earlier than ones appended before them (a clock
+            # stepped back) may be paged in append order.
             if len(found) == wanted and rows[-1][3] <= min(r[3] for r in found):
                 rows = None
         if rows is None:
