@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backends.errors import BackendError
 from backends.factory import OPTIONAL_ROLES, ROLES, BackendConfigError, Backends, open_backends
+from backends.reindex import ReindexCounts, reindex
 from core.metrics import Metrics
 from core.settings import Settings, SettingsError, load_settings, parse_duration
 from resolvers.housekeeping import run_housekeeping
@@ -169,6 +170,38 @@ async def _check_backends(settings: Settings) -> None:
     await backends.close()
 
 
+async def _reindex(settings: Settings) -> int:
+    try:
+        backends = await _open_backends(settings)
+    except (BackendConfigError, BackendError, ImportError) as exc:
+        return _cannot_open(exc)
+    try:
+        if backends.search is None:
+            print(
+                "forge-streaming: no backend has the search role: set role_urls.search"
+                " (or use the sqlite or postgresql backend)",
+                file=sys.stderr,
+            )
+            return 2
+        if backends.search.indexes_on_append:
+            # Same store: indexed with each append, and any gap at open.
+            print("reindex: the search role indexes with the history itself: nothing to do")
+            return 0
+
+        def report(counts: ReindexCounts) -> None:
+            if counts.rooms % 100 == 0:
+                print(f"reindex: {counts.rooms} rooms, {counts.messages} messages", flush=True)
+
+        counts = await reindex(backends.rooms, backends.messages, backends.search, report=report)
+        print(f"reindex: done, {counts.rooms} rooms, {counts.messages} messages", flush=True)
+        return 0
+    except BackendError as exc:
+        print(f"forge-streaming: reindex stopped: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await backends.close()
+
+
 def _cannot_open(exc: Exception) -> int:
     print(f"forge-streaming: cannot open the backend: {exc}", file=sys.stderr)
     return 2
@@ -249,6 +282,9 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument(
         "--admin", action="store_true", help='a server admin\'s token ("roles": ["admin"])'
     )
+    commands.add_parser(
+        "reindex", parents=[common], help="index every room's history for search (idempotent)"
+    )
     sdl = commands.add_parser("schema", help="write schema/schema.graphql from the code")
     sdl.add_argument("--check", action="store_true", help="fail if the file is out of date")
     return parser
@@ -283,6 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ttl = None if args.ttl is None else parse_duration(args.ttl)
             print(TokenAuthority.from_settings(settings).mint(args.user, ttl, admin=args.admin))
             return 0
+        if args.command == "reindex":
+            return asyncio.run(_reindex(_settings(args)))
         settings = _settings(args, host=args.host, port=args.port, workers=args.workers)
     except (SettingsError, AuthError, ValueError) as exc:
         print(f"forge-streaming: {exc}", file=sys.stderr)

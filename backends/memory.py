@@ -316,6 +316,10 @@ class MemoryRoomStore:
     def _sorted_rooms(self, room_ids: set[str] | list[str]) -> list[Room]:
         return sorted((decode_room(self._rooms[r].raw) for r in room_ids), key=room_order)
 
+    async def room_id_page(self, cursor: str = "", *, limit: int = 500) -> tuple[list[str], str]:
+        ids = sorted(r for r in self._rooms if r > cursor)[:limit]
+        return ids, ids[-1] if len(ids) == limit else ""
+
     async def list_visible(self, user_id: str) -> list[Room]:
         rooms = (decode_room(s.raw) for s in self._rooms.values())
         joined = self._joined.get(user_id, set())

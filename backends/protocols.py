@@ -183,6 +183,12 @@ class RoomStore(Protocol):
         """The rooms the user is a member of, oldest first."""
         ...
 
+    async def room_id_page(self, cursor: str = "", *, limit: int = 500) -> tuple[list[str], str]:
+        """Some ids of every room, and the cursor of the next call ("" when
+        there are no more): for operators' walks over all rooms (reindex),
+        in bounded memory. About `limit` ids a call; an id may come twice."""
+        ...
+
     async def add_member(
         self,
         member: RoomMember,

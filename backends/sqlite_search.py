@@ -170,15 +170,36 @@ class SqliteMessageSearch:
             await index_message(conn, inserted[0], message.room_id, data, message.event)
 
     async def search(self, request: SearchRequest) -> SearchPage:
-        where = [
-            "message_fts MATCH ?",
-            "(m.room_id, s.incarnation) IN (SELECT json_extract(value, '$[0]'),"
-            " json_extract(value, '$[1]') FROM json_each(?))",
-        ]
-        params: list[Any] = [
-            match_expression(request.match, [r.room_id for r in request.rooms]),
-            orjson.dumps([[r.room_id, r.incarnation] for r in request.rooms]).decode(),
-        ]
+        filters, filter_params = self._filters(request)
+        rows: list[Any] | None = None
+        if request.order is SearchOrder.NEWEST:
+            sql, params, wanted = _newest_candidates(request, filters, filter_params)
+            found = list(await self._db.fetch(sql, params))
+            rows = sorted(found, key=_newest_first)[: request.limit + 1]
+            # A match left out has a lower rowid, so (appended earlier) a
+            # time no later than the oldest candidate's: the page is exact
+            # when it ends strictly after that time, or when every match
+            # was read. Otherwise (ties in time) sort them all. Messages
+            # stamped earlier than ones appended before them (a clock
+            # stepped back) may be paged in append order.
+            if len(found) == wanted and rows[-1][3] <= min(r[3] for r in found):
+                rows = None
+        if rows is None:
+            sql, params = _scored(request, filters, filter_params)
+            rows = list(await self._db.fetch(sql, params))
+        hits = []
+        for row in rows[: request.limit]:
+            message = _message(row)
+            score = float(row[13])
+            key_score = score if request.order is SearchOrder.RELEVANCE else None
+            key = SearchKey(message.timestamp, row[6], message.offset, key_score)
+            hits.append(SearchHit(message=message, key=key, score=score))
+        return SearchPage(hits=hits, has_more=len(rows) > request.limit)
+
+    def _filters(self, request: SearchRequest) -> tuple[list[str], list[Any]]:
+        """The conditions on `m` besides the text and the rooms."""
+        where: list[str] = []
+        params: list[Any] = []
         since = [request.since] if request.since is not None else []
         if self._retention is not None:
             since.append(utcnow() - self._retention)
@@ -199,36 +220,7 @@ class SqliteMessageSearch:
             params.append(request.thread_id)
         if request.has_thread:
             where.append("m.thread_id IS NOT NULL")
-        inner = (
-            f"SELECT {_MESSAGE_COLUMNS}, -bm25(message_fts, 1.0, 0.0) AS score"
-            f" FROM message_fts JOIN messages m ON m.rowid = message_fts.rowid"
-            f" JOIN streams s ON s.room_id = m.room_id WHERE {' AND '.join(where)}"
-        )
-        after = request.after
-        if request.order is SearchOrder.NEWEST:
-            sql = inner
-            if after is not None:
-                sql += " AND (-m.ts, m.room_id, -m.seq) > (?, ?, ?)"
-                params += list(_newest_bound(after))
-            sql += " ORDER BY m.ts DESC, m.room_id, m.seq DESC LIMIT ?"
-            params.append(request.limit + 1)
-        else:
-            sql = f"SELECT * FROM ({inner} ORDER BY m.ts DESC, m.room_id, m.seq DESC LIMIT ?) c"
-            params.append(request.max_candidates)
-            if after is not None:
-                sql += " WHERE (-c.score, -c.ts, c.room_id, -c.seq) > (?, ?, ?, ?)"
-                params += [-(after.score or 0.0), *_newest_bound(after)]
-            sql += " ORDER BY c.score DESC, c.ts DESC, c.room_id, c.seq DESC LIMIT ?"
-            params.append(request.limit + 1)
-        rows = await self._db.fetch(sql, params)
-        hits = []
-        for row in rows[: request.limit]:
-            message = _message(row)
-            score = float(row[13])
-            key_score = score if request.order is SearchOrder.RELEVANCE else None
-            key = SearchKey(message.timestamp, row[6], message.offset, key_score)
-            hits.append(SearchHit(message=message, key=key, score=score))
-        return SearchPage(hits=hits, has_more=len(rows) > request.limit)
+        return where, params
 
     async def drop_room(self, room_id: str, *, incarnation: str | None = None) -> None:
         if self.indexes_on_append:
@@ -255,6 +247,84 @@ class SqliteMessageSearch:
 
     async def close(self) -> None:
         return None
+
+
+_SCORED_COLUMNS: Final = f"{_MESSAGE_COLUMNS}, -bm25(message_fts, 1.0, 0.0) AS score"
+_SCORED_FROM: Final = (
+    "message_fts JOIN messages m ON m.rowid = message_fts.rowid"
+    " JOIN streams s ON s.room_id = m.room_id"
+)
+CANDIDATE_PAGES: Final = 4
+"""Newest first reads this many pages of the newest rowids (ties in time
+across rooms may order differently than rowids do)."""
+
+
+def _newest_candidates(
+    request: SearchRequest, filters: list[str], filter_params: list[Any]
+) -> tuple[str, list[Any], int]:
+    """The newest-rowid matches, read from the end of FTS5's lists: the SQL,
+    its parameters, and how many it asks for.
+
+    Messages are appended in time order, so the newest matches are among
+    the highest rowids: FTS5 walks its lists backwards (`ORDER BY rowid
+    DESC`) and stops after a few pages' worth, instead of reading and
+    sorting every match of a common word. Their order is then the exact
+    one; `search` checks the candidates were enough (see there).
+    """
+    sql, params = _matching(request, filters, filter_params)
+    wanted = CANDIDATE_PAGES * (request.limit + 1)
+    if request.after is not None:
+        sql += " AND (-m.ts, m.room_id, -m.seq) > (?, ?, ?)"
+        params += list(_newest_bound(request.after))
+    sql += " ORDER BY message_fts.rowid DESC LIMIT ?"
+    params.append(wanted)
+    return sql, params, wanted
+
+
+def _matching(
+    request: SearchRequest, filters: list[str], filter_params: list[Any]
+) -> tuple[str, list[Any]]:
+    """Every match in the rooms, unsorted."""
+    where = [
+        "message_fts MATCH ?",
+        "(m.room_id, s.incarnation) IN (SELECT json_extract(value, '$[0]'),"
+        " json_extract(value, '$[1]') FROM json_each(?))",
+        *filters,
+    ]
+    params: list[Any] = [
+        match_expression(request.match, [r.room_id for r in request.rooms]),
+        orjson.dumps([[r.room_id, r.incarnation] for r in request.rooms]).decode(),
+        *filter_params,
+    ]
+    return f"SELECT {_SCORED_COLUMNS} FROM {_SCORED_FROM} WHERE {' AND '.join(where)}", params
+
+
+def _scored(
+    request: SearchRequest, filters: list[str], filter_params: list[Any]
+) -> tuple[str, list[Any]]:
+    """Every match in the rooms, sorted: by relevance, or by time."""
+    inner, params = _matching(request, filters, filter_params)
+    after = request.after
+    if request.order is SearchOrder.NEWEST:
+        sql = inner
+        if after is not None:
+            sql += " AND (-m.ts, m.room_id, -m.seq) > (?, ?, ?)"
+            params += list(_newest_bound(after))
+        sql += " ORDER BY m.ts DESC, m.room_id, m.seq DESC LIMIT ?"
+        params.append(request.limit + 1)
+    else:
+        sql = f"SELECT * FROM ({inner} ORDER BY m.ts DESC, m.room_id, m.seq DESC LIMIT ?) c"
+        params.append(request.max_candidates)
+        if after is not None:
+            sql += " WHERE (-c.score, -c.ts, c.room_id, -c.seq) > (?, ?, ?, ?)"
+            params += [-(after.score or 0.0), *_newest_bound(after)]
+        sql += " ORDER BY c.score DESC, c.ts DESC, c.room_id, c.seq DESC LIMIT ?"
+        params.append(request.limit + 1)
+    return sql, params
+
+
+def _newest_first(row: Any) -> tuple[int, str, int]:
+    return (-row[3], row[6], -row[4])
 
 
 def _newest_bound(key: SearchKey) -> tuple[int, str, int]:

@@ -4,10 +4,14 @@ the query language, what the viewer may read, paging, snippets and bad input."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -369,3 +373,56 @@ async def test_search_follows_the_history_to_its_own_file(make_server: Any, tmp_
             (rows,) = db.execute("SELECT COUNT(*) FROM message_fts").fetchone()
         db.close()
         assert (rows > 0) is indexed
+
+
+def run_reindex(live: LiveServer) -> str:
+    """`server.py reindex` with the server's own config, beside it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_STREAMING_")}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "server.py",
+            "reindex",
+            "--config",
+            str(live.data_dir / "config.yaml"),
+            "--data-dir",
+            str(live.data_dir),
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    return done.stdout
+
+
+async def test_reindex_backfills_what_was_stored_before_the_search_role(
+    make_server: Any, tmp_path: Any, redis_url: str
+) -> None:
+    settings = {**SETTINGS, "backend": "redis", "backend_urls": [redis_url]}
+    off = make_server(tmp_path / "off", settings).start()
+    alice_id = unique("alice")
+    alice = off.client(alice_id)
+    rooms = [await new_room(alice), await new_room(alice, private=True)]
+    for i in range(3):
+        for room in rooms:
+            await send(alice, room, f"backlog {i}")
+    off.stop()
+    index = f"sqlite:///{tmp_path / 'index' / 'search.db'}"
+    on = make_server(tmp_path / "on", {**settings, "role_urls": {"search": index}}).start()
+    alice = on.client(alice_id)
+    await send(alice, rooms[0], "backlog live")
+    assert await texts(alice, "backlog") == ["backlog live"]
+    out = run_reindex(on)
+    assert "reindex: done" in out
+    expected = ["backlog live", *[f"backlog {i}" for i in (2, 1, 0)]]
+    assert await texts(alice, "backlog", room=rooms[0]) == expected
+    assert await texts(alice, "backlog", room=rooms[1]) == expected[1:]
+    # Again: nothing doubles.
+    run_reindex(on)
+    assert await texts(alice, "backlog", room=rooms[0]) == expected
+    assert len(await texts(alice, "backlog")) == 7

@@ -117,6 +117,14 @@ class NatsRoomStore:
                 await self._release(user_id, room_id, raw_member)
             return True
 
+    async def room_id_page(self, cursor: str = "", *, limit: int = 500) -> tuple[list[str], str]:
+        # The KV bucket replays every key anyway: a page is cut from the
+        # sorted ids, as list_visible reads them all.
+        async with self._link.guard():
+            docs = await self._kv.scan("room.")
+        ids = sorted(r for r in (_room(doc).id for _, doc, _ in docs) if r > cursor)[:limit]
+        return ids, ids[-1] if len(ids) == limit else ""
+
     async def list_visible(self, user_id: str) -> list[Room]:
         async with self._link.guard():
             docs = await self._kv.scan("room.")

@@ -128,6 +128,13 @@ class PostgresRoomStore:
         )
         return changed > 0
 
+    async def room_id_page(self, cursor: str = "", *, limit: int = 500) -> tuple[list[str], str]:
+        rows = await self._db.fetch(
+            "SELECT id FROM rooms WHERE id > $1 ORDER BY id LIMIT $2", cursor, limit
+        )
+        ids = [str(r[0]) for r in rows]
+        return ids, ids[-1] if len(ids) == limit else ""
+
     async def list_visible(self, user_id: str) -> list[Room]:
         rows = await self._db.fetch(
             f"SELECT {_ROOM_COLUMNS} FROM rooms r WHERE NOT r.is_private OR EXISTS"

@@ -176,6 +176,10 @@ class Commands:
     async def srem(self, key: str, member: str) -> int:
         return int(await self.client.srem(key, member))
 
+    async def scan(self, cursor: int, match: str, count: int) -> tuple[int, list[bytes]]:
+        found = await self.client.scan(cursor, match=match, count=count)
+        return int(found[0]), cast("list[bytes]", found[1])
+
     async def zrange_all(self, key: str) -> list[bytes]:
         return cast("list[bytes]", await self.client.zrange(key, 0, -1))
 

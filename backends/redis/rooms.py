@@ -346,6 +346,22 @@ class RedisRoomStore:
         return bool(await self._scripts.run("room-delete", [], [self._ns, room_id, *only]))
 
     @translated
+    async def room_id_page(self, cursor: str = "", *, limit: int = 500) -> tuple[list[str], str]:
+        # SCAN, not a set of every room kept for this alone: an id may come
+        # twice (SCAN's guarantee), which a reindex does not mind.
+        prefix = self._keys.key("room")
+        glob_safe = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
+        after, ids = int(cursor or 0), []
+        # SCAN examines about COUNT keys of the whole database a call: go on
+        # until a page is full, so a walk is not thousands of empty pages.
+        while True:
+            after, keys = await self._redis.scan(after, glob_safe + "*", max(limit, 100) * 10)
+            ids += [k.decode()[len(prefix) :] for k in keys]
+            if after == 0 or len(ids) >= limit:
+                break
+        return ids, "" if after == 0 else str(after)
+
+    @translated
     async def list_visible(self, user_id: str) -> list[Room]:
         public = await self._redis.zrange_all(self._keys.key("rooms-public"))
         joined = await self._redis.smembers(self._keys.key("user-rooms", user_id))

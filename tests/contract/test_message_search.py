@@ -334,3 +334,27 @@ async def test_sqlite_indexes_what_was_stored_without_the_index(tmp_path: Path) 
     both = await _open(url, ["messages", "search"], None)
     assert (await search_all(both))[0] == "older 5"
     await both.close()
+
+
+async def test_newest_first_breaks_wide_ties_by_room_then_newest_offset(indexed: Indexed) -> None:
+    # More ties than a few pages, appended in the order opposite to the
+    # tie-break's (r2 before r1): an index that reads the newest appends
+    # first must still give the exact order.
+    instant = datetime.now(UTC) - timedelta(minutes=5)
+    await indexed.append(new("tie old", room_id="r1", timestamp=instant - timedelta(seconds=1)))
+    for i in range(15):
+        await indexed.append(new(f"tie {i}", room_id="r2", timestamp=instant))
+        await indexed.append(new(f"tie {i}", room_id="r1", timestamp=instant))
+    rooms = tuple(RoomScope(r, INC) for r in ("r1", "r2"))
+    seen: list[tuple[str, Any]] = []
+    after = None
+    for _ in range(20):
+        page = await indexed.search.search(
+            SearchRequest(match=parse_query("tie").match, rooms=rooms, limit=2, after=after)
+        )
+        seen += [(hit.message.room_id or "", hit.message.data) for hit in page.hits]
+        if not page.has_more:
+            break
+        after = page.hits[-1].key
+    expected = [(r, f"tie {i}") for r in ("r1", "r2") for i in reversed(range(15))]
+    assert seen == [*expected, ("r1", "tie old")]
