@@ -65,7 +65,7 @@ class StreamingView(Protocol):
 
 class StreamRequest:
     """One GraphQL operation requested over graphql-sse, parsed, ready to
-    stream with `results()` or to `deliver` to a client's connection."""
+    `deliver` to a client's connection."""
 
     def __init__(self, view: StreamingView, request: Request, data: GraphQLRequestData) -> None:
         self.view = view
