@@ -13,6 +13,25 @@ from resolvers.services import Services, Viewer
 from resolvers.subscriptions import SharedHooks
 
 
+@dataclass(slots=True)
+class EventIds:
+    """Each event's id, told beside its payload rather than read from it: the
+    roomMessages resolver notes a message's cursor as it yields the message,
+    and whoever reads the execution takes it with the result made of that
+    message (an SSE `id:` line). Executions yield one result per item, in
+    order, so the noted id is the next result's; `take` clears it, so a result
+    made of no message (an error) has none."""
+
+    _current: str | None = None
+
+    def note(self, event_id: str) -> None:
+        self._current = event_id
+
+    def take(self) -> str | None:
+        event_id, self._current = self._current, None
+        return event_id
+
+
 @dataclass
 class Context:
     services: Services
@@ -27,6 +46,9 @@ class Context:
     # Set only for a shared execution, which has no viewer: it reads the
     # viewer-independent stream and authorizes its subscribers itself.
     shared: SharedHooks | None = None
+    # Where each event's id is noted, for a reader that sends ids (SSE, a
+    # shared execution); None: nobody asks.
+    event_ids: EventIds | None = None
     # When the token that opened this WebSocket is refused (epoch seconds):
     # the connection ends then (its connection's timer, transport/connection.py).
     session_ends_at: float | None = None
@@ -37,7 +59,7 @@ class Context:
     @classmethod
     def for_shared_stream(cls, services: Services, hooks: SharedHooks) -> Context:
         """The context of a shared subscription's one execution."""
-        return cls(services=services, shared=hooks)
+        return cls(services=services, shared=hooks, event_ids=EventIds())
 
     @property
     def viewer(self) -> Viewer:

@@ -3,8 +3,8 @@ validated once.
 
 Every path that reads a document goes through `ValidDocuments`: Strawberry's
 execution (through the `DocumentCache` extension), shared-execution planning
-(transport/shared.py), graphql-sse's single connection mode and its resume
-(transport/sse/single.py, transport/sse/resume.py). In each the limits
+(transport/shared.py), graphql-sse's single connection mode
+(transport/sse/single.py). In each the limits
 (schema/document_limits.py) come first: the size before parsing, the token
 limit while parsing, depth and aliases before any other validation rule.
 
@@ -23,9 +23,9 @@ document that fails is never kept; it is checked, and refused, each time.
 Why a text was refused unparsed is remembered, for the last
 `_REFUSALS_KEPT` texts, by a digest of the text (not the text: a burst of
 large refused documents leaves nothing large behind): one request's
-document is read by up to three paths in turn (SSE's resume, then
-shared-execution planning, then Strawberry's execution, a while later for
-an event stream), and counting its tokens again in each cost up to three
+document is read by up to three paths in turn (SSE's single connection
+mode, then shared-execution planning, then Strawberry's execution, a while
+later for an event stream), and counting its tokens again in each cost up to three
 times the refusal. A digest costs a tenth of counting the tokens.
 """
 

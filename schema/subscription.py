@@ -10,6 +10,7 @@ import strawberry
 
 from backends import events, records
 from resolvers import channels, subscriptions
+from resolvers.messages import cursor_of
 
 from .context import GraphInfo
 from .types import ChannelFilter, Message, Presence, TypingEvent
@@ -42,9 +43,14 @@ class Subscription:
         thread_id: strawberry.ID | None = None,
     ) -> AsyncGenerator[Message, None]:
         args = {"roomId": room_id, "after": after, "threadId": thread_id}
+        event_ids = info.context.event_ids
         async with aclosing(_items(info, "roomMessages", args)) as items:
             async for m in items:
-                yield Message.of(cast(records.Message, m))
+                message = cast(records.Message, m)
+                if event_ids is not None:
+                    # The SSE id, whether or not the client selected `cursor`.
+                    event_ids.note(cursor_of(message))
+                yield Message.of(message)
 
     @strawberry.subscription
     async def typing(

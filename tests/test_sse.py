@@ -327,6 +327,26 @@ async def test_last_event_id_without_after_argument(server: LiveServer) -> None:
         events.assert_quiet()
 
 
+async def test_event_id_is_the_cursor_whatever_the_selection_calls_cursor(
+    server: LiveServer,
+) -> None:
+    # The id comes from the message, not from the payload: a `cursor` key
+    # that is another field, or the cursor under another name, changes nothing.
+    alice = server.client(unique("alice"))
+    room = await new_room(alice)
+    query = "subscription($r: ID!) { roomMessages(roomId: $r) { cursor: id c: cursor data } }"
+    body = {"query": query, "variables": {"r": room}}
+    async with event_stream(server, alice.token, json=body) as events:
+        await server.wait_subscribers(1)
+        cursor = await send(alice, room, 8)
+        event = await events.next()
+        assert event.id == cursor
+        message = event.json()["data"]["roomMessages"]
+        assert message["c"] == cursor
+        assert message["cursor"] != cursor  # the message's id, as selected
+        assert sorted(message) == ["c", "cursor", "data"]
+
+
 @pytest.mark.fast_paths_only("the SSE outbox takes no fast path: a second run adds 55 s, no test")
 async def test_client_that_never_reads_is_dropped(
     make_server: type[LiveServer], tmp_path: Any
@@ -454,6 +474,42 @@ async def test_single_connection_query_then_complete_via_query_param_token(
         assert response.status_code == 202
         assert (await events.next()).event == "next"
         assert (await events.next()).event == "complete"
+
+
+async def test_single_connection_last_event_id_resumes_the_operation(
+    server: LiveServer,
+) -> None:
+    # An operation POSTed with Last-Event-ID starts after that id, its own
+    # `after` notwithstanding, and its events carry their cursors as ids.
+    alice = server.client(unique("alice"))
+    room = await new_room(alice)
+    first = await send(alice, room, 1)
+    missed = [await send(alice, room, n) for n in (2, 3)]
+    stream_token = await reserve(server, alice.token)
+    async with event_stream(
+        server, alice.token, method="GET", headers={TOKEN_HEADER: stream_token}
+    ) as events:
+        response = await request(
+            server,
+            "POST",
+            alice.token,
+            json={**subscribe(room, after=missed[-1]), "extensions": {"operationId": "r"}},
+            headers={TOKEN_HEADER: stream_token, "Last-Event-ID": first},
+        )
+        assert response.status_code == 202, response.text
+        for n, cursor in zip((2, 3), missed, strict=True):
+            event = await events.next()
+            assert (event.event, event.id) == ("next", cursor)
+            assert event.json() == {
+                "id": "r",
+                "payload": {"data": {"roomMessages": {"data": {"n": n}}}},
+            }
+        await server.wait_subscribers(1)
+        live = await send(alice, room, 4)
+        event = await events.next()
+        assert event.id == live
+        assert event.json()["payload"]["data"]["roomMessages"] == {"data": {"n": 4}}
+        events.assert_quiet()
 
 
 async def test_operations_before_the_stream_opens_are_delivered(server: LiveServer) -> None:

@@ -14,6 +14,10 @@ subscriber refused on joining takes the unshared path, which answers it
 exactly as before; one refused later is ended with the error the unshared
 path would give it, and the others go on.
 
+A payload goes with its event id (a room message's cursor, noted by the
+resolver: schema/context.py `EventIds`), for a frame that carries one (an
+SSE `id:` line); the payload itself is the same for every subscriber.
+
 Each subscriber's frames go to its client's one outbound connection
 (transport/connection.py) as the execution yields them: `write`, which
 never waits; a subscriber whose connection is over its byte budget is cut
@@ -65,6 +69,10 @@ log = logging.getLogger(__name__)
 _REFUSALS = (ApiError, BackendError)
 
 
+# A subscriber's frame of a payload and its event id (None: the event has none).
+Frame = Callable[[bytes, str | None], bytes]
+
+
 @dataclass(frozen=True)
 class Plan:
     """A shareable subscription: what identifies its group, and its root field."""
@@ -84,9 +92,7 @@ class SharedSubscriber:
 
     __slots__ = ("_connection", "_done", "_ended", "_frame", "cut_off", "viewer")
 
-    def __init__(
-        self, viewer: Viewer, connection: Connection, frame: Callable[[bytes], bytes]
-    ) -> None:
+    def __init__(self, viewer: Viewer, connection: Connection, frame: Frame) -> None:
         self.viewer = viewer
         self._connection = connection
         self._frame = frame
@@ -97,10 +103,10 @@ class SharedSubscriber:
     def finished(self) -> bool:
         return self._done
 
-    def deliver(self, payload: bytes) -> None:
+    def deliver(self, payload: bytes, event_id: str | None = None) -> None:
         if self._done:
             return
-        if not self._connection.write(self._frame(payload)):
+        if not self._connection.write(self._frame(payload, event_id)):
             self.cut_off = True
             self.end()
 
@@ -215,12 +221,12 @@ class SharedSubscriptions:
         plan: Plan,
         context: Context,
         connection: Connection,
-        frame: Callable[[bytes], bytes],
+        frame: Frame,
     ) -> AsyncIterator[SharedSubscriber | None]:
         """Join the plan's group (starting it if needed), or yield None when
         this subscriber may not subscribe or the backend failed while checking
         it: the unshared path then answers it.
-        Its frames, `frame(payload)`, are written to `connection`."""
+        Its frames, `frame(payload, event_id)`, are written to `connection`."""
         services: Services = context.services
         viewer = context.viewer
         subscription = FIELDS[plan.field]
@@ -263,7 +269,7 @@ class SharedSubscriptions:
         group: _Group,
         viewer: Viewer,
         connection: Connection,
-        frame: Callable[[bytes], bytes],
+        frame: Frame,
     ) -> SharedSubscriber:
         member = SharedSubscriber(viewer, connection, frame)
         group.members.add(member)
@@ -276,7 +282,7 @@ class SharedSubscriptions:
         services: Services,
         viewer: Viewer,
         connection: Connection,
-        frame: Callable[[bytes], bytes],
+        frame: Frame,
     ) -> SharedSubscriber | None:
         """Authorize the subscriber again once the group is live, until no
         access change came meanwhile; None if refused or the group ended."""
@@ -319,12 +325,14 @@ class SharedSubscriptions:
             await self._recheck(group, services, change)
 
         hooks = SharedHooks(on_live=group.live.set, on_access_change=on_access_change)
+        context = Context.for_shared_stream(services, hooks)
+        event_ids = context.event_ids
         last: bytes | None = None
         try:
             results = await self._schema.subscribe(
                 plan.query,
                 variable_values=plan.variables,
-                context_value=Context.for_shared_stream(services, hooks),
+                context_value=context,
                 operation_name=plan.operation_name,
             )
             async with contextlib.aclosing(results):
@@ -333,8 +341,9 @@ class SharedSubscriptions:
                     if isinstance(result, PreExecutionError):  # validated: not expected
                         last = payload
                         break
+                    event_id = None if event_ids is None else event_ids.take()
                     for member in list(group.members):
-                        member.deliver(payload)
+                        member.deliver(payload, event_id)
         except Exception:
             log.exception("shared subscription failed")
             last = encode_result(ExecutionResult(data=None, errors=[_internal()]))

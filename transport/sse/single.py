@@ -249,7 +249,7 @@ def _invalid(documents: ValidDocuments, operation: StreamRequest) -> list[dict[s
     """Why the document is refused (size, tokens, syntax, depth, aliases,
     validation), answered as 400 before the 202; the checks are the ones
     every path runs (schema/document_cache.py), the limits first."""
-    checked = documents.check(operation.resumable.query or "")
+    checked = documents.check(operation.data.query or "")
     errors: list[GraphQLError] = checked if isinstance(checked, list) else []
     return [
         {**e.formatted, "extensions": {"code": "GRAPHQL_VALIDATION_FAILED", **(e.extensions or {})}}

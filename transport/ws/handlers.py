@@ -444,7 +444,11 @@ async def run_shared(
     plan = shared.plan(query, variables, operation_name, context.resume)
     if plan is None:
         return None
-    async with shared.join(plan, context, socket.connection, framing.frame) as member:
+
+    def frame(payload: bytes, event_id: str | None) -> bytes:
+        return framing.frame(payload)  # no event ids over WebSockets
+
+    async with shared.join(plan, context, socket.connection, frame) as member:
         if member is None:
             return None
         members[operation_id] = member
