@@ -790,13 +790,20 @@ async def read_until_closed(ws: ClientConnection) -> tuple[list[int], int | None
 # Both ways a stalled subscriber's frames can pile up (in the transport's
 # buffer when written directly, in the connection's queue for ASGI) are cut
 # off by one bound: the connection's unsent bytes (a big bound of the other
-# kind, the hub's queue of results, shows it is not what did it).
+# kind, the hub's queue of results, shows it is not what did it). The close
+# that ends it is a write too: a peer that reads nothing for `write_timeout`
+# after it is aborted instead, so the stall here must stay well inside that.
 SLOW_PATHS = {
-    "direct": {"max_send_buffer": 64 * 1024, "subscriber_queue_size": 100_000},
+    "direct": {
+        "max_send_buffer": 64 * 1024,
+        "subscriber_queue_size": 100_000,
+        "write_timeout": "60s",
+    },
     "queued": {
         "websocket_compression": True,
         "max_send_buffer": 64 * 1024,
         "subscriber_queue_size": 100_000,
+        "write_timeout": "60s",
     },
 }
 
