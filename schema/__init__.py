@@ -15,6 +15,7 @@ from .document_cache import DocumentCache, ValidDocuments
 from .document_limits import DocumentLimits
 from .errors import ApiErrors, log_unexpected
 from .mutation import Mutation
+from .plain_http import RefuseSubscriptionWithoutStream
 from .query import Query
 from .strawberry_adapter import StrawberryAdapter
 from .subscription import Subscription
@@ -56,6 +57,7 @@ def build_schema(
     extensions: list[Any] = [
         lambda: DocumentCache(documents),
         ApiErrors,
+        RefuseSubscriptionWithoutStream,
         *strawberry_adapter.extensions(),
     ]
     schema = ApiSchema(

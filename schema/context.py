@@ -55,6 +55,9 @@ class Context:
     # The credentials name a server admin (an admin token or API key); the
     # admin_users setting is consulted besides (Services.viewer).
     admin: bool = False
+    # A plain HTTP request: one result, no stream to send a subscription's
+    # events down (schema/plain_http.py refuses one).
+    plain_http: bool = False
 
     @classmethod
     def for_shared_stream(cls, services: Services, hooks: SharedHooks) -> Context:

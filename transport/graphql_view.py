@@ -21,22 +21,19 @@ import uuid
 from typing import Any
 
 import orjson
-from cross_web import AsyncHTTPRequestAdapter, HTTPException
-from graphql import GraphQLError
+from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import MissingQueryError
-from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
-from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
-from strawberry.types.graphql import OperationType
 
 from backends.errors import LimitReached
 from resolvers.presence import close_connection, open_connection
 from resolvers.services import Services
 from schema import ApiSchema, Context, ValidDocuments
+from schema.plain_http import refused_for_want_of_a_stream
 from transport.admission import TurnAdmission
 from transport.api_keys import (
     ACT_AS_HEADER,
@@ -216,37 +213,28 @@ class GraphQLView(GraphQL[Context, None]):
         if media_type is None:
             return error_response(406, _NOT_ACCEPTABLE, "NOT_ACCEPTABLE", headers=_VARY)
         request.state.response_media_type = media_type
-        response: Response = await super().run(
-            request,
-            context=Context(services=services, user_id=identity.user_id, admin=identity.admin),
+        context = Context(
+            services=services, user_id=identity.user_id, admin=identity.admin, plain_http=True
         )
+        response: Response = await super().run(request, context=context)
+        if getattr(request.state, "bad_request", False):
+            # Set by process_result: a subscription without a stream, or (as
+            # application/graphql-response+json) a request whose execution
+            # did not start.
+            response.status_code = 400
         if response.headers.get("content-type", "").startswith(APPLICATION_JSON):
             response.headers["content-type"] = media_type
         response.headers.update(_VARY)
         return response
 
-    async def execute_single(
-        self,
-        request: Request,
-        request_adapter: AsyncHTTPRequestAdapter,
-        sub_response: Response,
-        context: Context,
-        root_value: None,
-        request_data: GraphQLRequestData,
-    ) -> ExecutionResult:
-        # Plain HTTP: a subscription gets a 400 naming the streaming transports.
-        result = await execute_without_stream(
-            self, request_adapter, sub_response, context, request_data
-        )
-        if _graphql_response(request) and not execution_started(result):
-            sub_response.status_code = 400
-        return result
-
     async def process_result(
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
         payload = await super().process_result(request, result)
+        if refused_for_want_of_a_stream(result.errors):
+            request.state.bad_request = True
         if _graphql_response(request) and not execution_started(result):
+            request.state.bad_request = True
             # GraphQL spec §7.1.2: no `data` entry when execution did not start.
             payload.pop("data", None)
         return payload
@@ -293,45 +281,3 @@ def _int64(text: str) -> int:
     if len(text.lstrip("-")) > 20 or int(text) not in _INT64:
         raise json.JSONDecodeError("an integer beyond 64 bits", text, 0)
     return int(text)
-
-
-# --- plain HTTP: one result, no stream --------------------------------------------
-
-
-async def execute_without_stream(
-    view: GraphQLView,
-    request_adapter: AsyncHTTPRequestAdapter,
-    sub_response: Response,
-    context: Context,
-    request_data: GraphQLRequestData,
-) -> ExecutionResult:
-    """Strawberry's `execute_single` for plain HTTP, except that a subscription
-    gets a 400 saying how to stream it (Strawberry would run it as a query and
-    answer a masked internal error)."""
-    allowed = OperationType.from_http(request_adapter.method) - {OperationType.SUBSCRIPTION}
-    if not view.allow_queries_via_get and request_adapter.method == "GET":
-        allowed -= {OperationType.QUERY}
-    try:
-        return await view.schema.execute(
-            request_data.query,
-            variable_values=request_data.variables,
-            context_value=context,
-            operation_name=request_data.operation_name,
-            allowed_operation_types=allowed,
-            operation_extensions=request_data.extensions,
-        )
-    except InvalidOperationTypeError as exc:
-        if exc.operation_type is not OperationType.SUBSCRIPTION:
-            raise HTTPException(400, exc.as_http_error_reason(request_adapter.method)) from exc
-        sub_response.status_code = 400
-        message = (
-            "A subscription needs a stream: send it with `Accept: text/event-stream` "
-            "(graphql-sse) or over a WebSocket (graphql-transport-ws)."
-        )
-        return ExecutionResult(
-            data=None, errors=[GraphQLError(message, extensions={"code": "BAD_USER_INPUT"})]
-        )
-    except CannotGetOperationTypeError as exc:
-        raise HTTPException(400, exc.as_http_error_reason()) from exc
-    except MissingQueryError as exc:
-        raise HTTPException(400, "No GraphQL query found in the request") from exc
