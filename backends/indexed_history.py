@@ -14,7 +14,7 @@ import logging
 
 from .errors import Unavailable
 from .protocols import MessageSearch, MessageStore
-from .records import HistoryPage, Message, NewMessage, StreamPosition
+from .records import HistoryPage, HistoryWindow, Message, NewMessage, StreamPosition
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +47,8 @@ class IndexedMessageStore:
             room_id, user_id, client_message_id, incarnation=incarnation
         )
 
-    async def page(
-        self,
-        room_id: str,
-        *,
-        incarnation: str,
-        limit: int,
-        after: int | None = None,
-        before: int | None = None,
-        from_end: bool = False,
-        thread_id: str | None = None,
-    ) -> HistoryPage:
-        return await self._messages.page(
-            room_id,
-            incarnation=incarnation,
-            limit=limit,
-            after=after,
-            before=before,
-            from_end=from_end,
-            thread_id=thread_id,
-        )
+    async def page(self, room_id: str, window: HistoryWindow, *, incarnation: str) -> HistoryPage:
+        return await self._messages.page(room_id, window, incarnation=incarnation)
 
     async def position(self, room_id: str, *, incarnation: str) -> StreamPosition:
         return await self._messages.position(room_id, incarnation=incarnation)

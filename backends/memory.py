@@ -27,10 +27,11 @@ from .errors import Conflict, ForeignStream, LimitReached, Missing
 from .memory_broker import MemoryBroker
 from .memory_search import MemoryMessageSearch
 from .opened import Opened
-from .protocols import check_page_args, member_order, member_quota, room_order
+from .protocols import member_order, member_quota, room_order
 from .records import (
     Channel,
     HistoryPage,
+    HistoryWindow,
     Message,
     NewMessage,
     PresenceEntry,
@@ -149,18 +150,9 @@ class MemoryMessageStore:
         first = None if stream is None else stream.by_client_id.get((user_id, client_message_id))
         return None if first is None else decode_message(first.raw)
 
-    async def page(
-        self,
-        room_id: str,
-        *,
-        incarnation: str,
-        limit: int,
-        after: int | None = None,
-        before: int | None = None,
-        from_end: bool = False,
-        thread_id: str | None = None,
-    ) -> HistoryPage:
-        check_page_args(limit)
+    async def page(self, room_id: str, window: HistoryWindow, *, incarnation: str) -> HistoryPage:
+        limit, after, before = window.limit, window.after, window.before
+        from_end, thread_id = window.from_end, window.thread_id
         stream = self._ours(room_id, incarnation)
         if stream is None:
             return HistoryPage(messages=[], has_more=False)

@@ -19,6 +19,7 @@ from typing import Protocol
 from .records import (
     Channel,
     HistoryPage,
+    HistoryWindow,
     Message,
     NewMessage,
     PresenceEntry,
@@ -64,21 +65,9 @@ class MessageStore(Protocol):
         """The message the user already stored with this client id, if any."""
         ...
 
-    async def page(
-        self,
-        room_id: str,
-        *,
-        incarnation: str,
-        limit: int,
-        after: int | None = None,
-        before: int | None = None,
-        from_end: bool = False,
-        thread_id: str | None = None,
-    ) -> HistoryPage:
-        """Retained messages with after < offset < before, oldest first.
-
-        With `from_end` the `limit` messages nearest `before` (or the newest)
-        are taken, still returned oldest first. `has_more` tells whether more
+    async def page(self, room_id: str, window: HistoryWindow, *, incarnation: str) -> HistoryPage:
+        """The retained messages in `window`, oldest first (also with
+        `from_end`). `has_more` tells whether more
         matching messages lie beyond the page in the direction of travel.
         Empty if the history belongs to another incarnation.
         """
@@ -344,12 +333,6 @@ class RateLimiter(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-def check_page_args(limit: int) -> None:
-    """ValueError unless `limit` (of `MessageStore.page`) is at least 1."""
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -174,6 +174,23 @@ class StreamPosition:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryWindow:
+    """Which retained messages `MessageStore.page` returns: after < offset <
+    before, at most `limit`; with `from_end` the ones nearest `before` (or
+    the newest); with `thread_id` only that thread's."""
+
+    limit: int
+    after: int | None = None
+    before: int | None = None
+    from_end: bool = False
+    thread_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise ValueError(f"limit must be at least 1, got {self.limit}")
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryPage:
     messages: list[Message]
     has_more: bool

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from .protocols import MessageSearch, MessageStore, RoomStore
+from .records import HistoryWindow
 
 __all__ = ["ReindexCounts", "reindex"]
 
@@ -49,7 +50,9 @@ async def reindex(
             after = None
             while True:
                 page = await messages.page(
-                    room_id, incarnation=room.incarnation, limit=message_page, after=after
+                    room_id,
+                    HistoryWindow(limit=message_page, after=after),
+                    incarnation=room.incarnation,
                 )
                 if page.messages:
                     await search.index(page.messages)

@@ -32,10 +32,11 @@ import orjson
 from .codecs import from_micros, to_micros
 from .errors import Conflict, ForeignStream, LimitReached, Missing
 from .group_commit import GroupCommit
-from .protocols import check_page_args, member_quota
+from .protocols import member_quota
 from .records import (
     Channel,
     HistoryPage,
+    HistoryWindow,
     Message,
     MessageKind,
     NewMessage,
@@ -546,18 +547,9 @@ class SqliteMessageStore:
         )
         return _message(rows[0]) if rows else None
 
-    async def page(
-        self,
-        room_id: str,
-        *,
-        incarnation: str,
-        limit: int,
-        after: int | None = None,
-        before: int | None = None,
-        from_end: bool = False,
-        thread_id: str | None = None,
-    ) -> HistoryPage:
-        check_page_args(limit)
+    async def page(self, room_id: str, window: HistoryWindow, *, incarnation: str) -> HistoryPage:
+        limit, after, before = window.limit, window.after, window.before
+        from_end, thread_id = window.from_end, window.thread_id
         where = ["m.room_id = ?", "s.incarnation = ?"]
         params: list[Any] = [room_id, incarnation]
         if after is not None:

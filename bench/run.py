@@ -644,7 +644,7 @@ async def fill_history(url: str, count: int, backend: str) -> list[float]:
     """Store `count` messages in the bench room through our backend classes;
     returns the in-process times of the store calls behind `history(last: 50)`."""
     from backends.factory import backend_module
-    from backends.records import MessageKind, NewMessage, Room
+    from backends.records import HistoryWindow, MessageKind, NewMessage, Room
 
     module = backend_module(url)
     roles = ("messages", "rooms")
@@ -683,7 +683,7 @@ async def fill_history(url: str, count: int, backend: str) -> list[float]:
         for _ in range(200):
             t = time.perf_counter()
             await store.position(ROOM, incarnation=incarnation)
-            await store.page(ROOM, incarnation=incarnation, limit=50, from_end=True)
+            await store.page(ROOM, HistoryWindow(limit=50, from_end=True), incarnation=incarnation)
             times.append(time.perf_counter() - t)
         times.sort()
         return times

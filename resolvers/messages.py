@@ -18,6 +18,7 @@ from backends.events import AccessEvent, MessageEvent
 from backends.hub import RESYNC
 from backends.records import (
     HistoryPage,
+    HistoryWindow,
     Message,
     MessageKind,
     NewMessage,
@@ -182,12 +183,14 @@ async def history(
     else:
         page = await store.page(
             room_id,
+            HistoryWindow(
+                limit=limit,
+                after=after_offset,
+                before=before_offset,
+                from_end=backwards,
+                thread_id=thread_id,
+            ),
             incarnation=room.incarnation,
-            limit=limit,
-            after=after_offset,
-            before=before_offset,
-            from_end=backwards,
-            thread_id=thread_id,
         )
     if backwards:
         return MessagePage(
@@ -235,12 +238,14 @@ async def _filtered_page(
     for _ in range(_SCAN_PAGES):
         page = await store.page(
             room_id,
+            HistoryWindow(
+                limit=_SCAN_PAGE,
+                after=after,
+                before=before,
+                from_end=backwards,
+                thread_id=thread_id,
+            ),
             incarnation=incarnation,
-            limit=_SCAN_PAGE,
-            after=after,
-            before=before,
-            from_end=backwards,
-            thread_id=thread_id,
         )
         scanned = list(reversed(page.messages)) if backwards else page.messages
         for message in scanned:
@@ -378,10 +383,8 @@ class _Reader:
         while True:
             page: HistoryPage = await self._store.page(
                 self._room_id,
+                HistoryWindow(limit=_REPLAY_PAGE, after=self.last, before=before),
                 incarnation=self._incarnation,
-                limit=_REPLAY_PAGE,
-                after=self.last,
-                before=before,
             )
             for message in page.messages:
                 self.last = message.offset

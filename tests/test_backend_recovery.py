@@ -26,7 +26,7 @@ from backends.errors import Unavailable
 from backends.hub import RESYNC_CHANNEL
 from backends.nats import backend as nats_backend
 from backends.opened import Opened
-from backends.records import MessageKind, NewMessage
+from backends.records import HistoryWindow, MessageKind, NewMessage
 from backends.redis import backend as redis_backend
 from tests.conftest import TEST_SETTINGS, require_service
 from tests.live import TIMEOUT, LiveServer, Operation, unique, ws_connect
@@ -201,12 +201,14 @@ async def test_backends_take_over_long_ids_without_losing_the_link(kind: str) ->
         messages = opened.messages
         position = await messages.position(LONG_ID, incarnation=LONG_ID)
         assert position.last_offset == 0
-        assert (await messages.page(LONG_ID, limit=5, incarnation=LONG_ID)).messages == []
+        assert (
+            await messages.page(LONG_ID, HistoryWindow(limit=5), incarnation=LONG_ID)
+        ).messages == []
         await messages.append(
             NewMessage(kind=MessageKind.MESSAGE, user_id=LONG_ID, room_id=LONG_ID, data=1),
             incarnation=LONG_ID,
         )
-        page = await messages.page(LONG_ID, limit=5, incarnation=LONG_ID)
+        page = await messages.page(LONG_ID, HistoryWindow(limit=5), incarnation=LONG_ID)
         assert len(page.messages) == 1
         assert [p.user_id for p in await opened.presence.get([LONG_ID])] in ([], [LONG_ID])
         assert await opened.typing.users(LONG_ID) == []

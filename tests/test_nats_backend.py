@@ -20,7 +20,7 @@ from backends.nats.backend import check_server_version, delete_namespace, open_s
 from backends.nats.link import redact_url
 from backends.opened import Opened
 from backends.protocols import MessageStore
-from backends.records import MessageKind, NewMessage
+from backends.records import HistoryWindow, MessageKind, NewMessage
 from tests.conftest import require_service
 from tests.live import free_port
 from tests.services import ServiceProcess
@@ -167,7 +167,7 @@ async def test_concurrent_appends_from_two_connections(namespace_url: str) -> No
             *(stores[i % 2].append(message(f"m{i}"), incarnation=INC) for i in range(50))
         )
         assert sorted(m.offset for m, _ in results) == list(range(1, 51))
-        page = await stores[0].page("room", limit=100, incarnation=INC)
+        page = await stores[0].page("room", HistoryWindow(limit=100), incarnation=INC)
         assert [m.offset for m in page.messages] == list(range(1, 51))
         assert len({m.epoch for m in page.messages}) == 1
 
@@ -179,10 +179,10 @@ async def test_room_ids_illegal_in_subjects_work_end_to_end(namespace_url: str) 
         first, _ = await o.messages.append(message("one", room), incarnation=INC)
         second, _ = await o.messages.append(message("two", room), incarnation=INC)
         other, _ = await o.messages.append(message("other", "a"), incarnation=INC)
-        page = await o.messages.page(room, limit=10, incarnation=INC)
+        page = await o.messages.page(room, HistoryWindow(limit=10), incarnation=INC)
         assert page.messages == [first, second]
         assert other.offset == 1
-        back = await o.messages.page(room, limit=1, from_end=True, incarnation=INC)
+        back = await o.messages.page(room, HistoryWindow(limit=1, from_end=True), incarnation=INC)
         assert back.messages == [second] and back.has_more
     async with hub_on(namespace_url) as hub, hub.subscribe(topics.room_messages(room)) as sub:
         await hub.publish(topics.room_messages(room), "live")

@@ -24,7 +24,7 @@ from backends.errors import LimitReached, Unavailable
 from backends.events import Event, MessageEvent, decode_hub_event, encode_hub_event
 from backends.hub import RESYNC, Hub, HubSubscription
 from backends.opened import Opened
-from backends.records import LEGACY_INCARNATION, MessageKind, NewMessage, Room
+from backends.records import LEGACY_INCARNATION, HistoryWindow, MessageKind, NewMessage, Room
 from backends.redis import messages as redis_messages
 from backends.redis.backend import (
     check_version,
@@ -201,7 +201,7 @@ async def test_appends_from_two_nodes_are_atomic_ordered_and_published(url: str)
             assert all(isinstance(e, MessageEvent) for e in events)
             published = [e.message for e in events if isinstance(e, MessageEvent)]
             assert published == stored
-            page = await node_b.messages.page("room-1", limit=100, incarnation=INC)
+            page = await node_b.messages.page("room-1", HistoryWindow(limit=100), incarnation=INC)
             assert page.messages == stored
     finally:
         await hub.stop()
@@ -233,7 +233,9 @@ async def test_published_event_decodes_to_the_stored_message(url: str) -> None:
         event = decode_hub_event(text)
         assert event == MessageEvent(message)
         assert message.data == data and message.thread_id == ""
-        page = await opened.messages.page("r", limit=5, thread_id="", incarnation=INC)
+        page = await opened.messages.page(
+            "r", HistoryWindow(limit=5, thread_id=""), incarnation=INC
+        )
         assert page.messages == [message]
 
 
@@ -269,7 +271,9 @@ async def test_lost_keys_start_a_new_epoch(url: str) -> None:
         await raw.delete(f"{namespace}:msg-stream:room-1")
         later, _ = await store.append(new_message("later"), incarnation=INC)
         assert later.offset == 1 and later.epoch not in (first[0].epoch, position.epoch)
-        assert (await store.page("room-1", limit=10, incarnation=INC)).messages == [later]
+        assert (await store.page("room-1", HistoryWindow(limit=10), incarnation=INC)).messages == [
+            later
+        ]
     finally:
         await raw.aclose()
         await opened.close()
@@ -289,9 +293,11 @@ async def test_thread_page_skips_long_stretches(
             await store.append(
                 new_message(f"m{i}", thread_id="t" if i % 200 == 0 else None), incarnation=INC
             )
-        page = await store.page("room-1", limit=50, thread_id="t", incarnation=INC)
+        page = await store.page("room-1", HistoryWindow(limit=50, thread_id="t"), incarnation=INC)
         assert [m.offset for m in page.messages] == [200, 400, 600] and not page.has_more
-        back = await store.page("room-1", limit=2, thread_id="t", from_end=True, incarnation=INC)
+        back = await store.page(
+            "room-1", HistoryWindow(limit=2, thread_id="t", from_end=True), incarnation=INC
+        )
         assert [m.offset for m in back.messages] == [400, 600] and back.has_more
     finally:
         await opened.close()
@@ -471,10 +477,12 @@ async def test_rooms_and_history_from_before_incarnations_still_load(url: str) -
             new_message("kept", room_id="old"), incarnation=room.incarnation
         )
         assert message.epoch == "0a1b2c3d"
-        page = await messages.page("old", incarnation=room.incarnation, limit=5)
+        page = await messages.page("old", HistoryWindow(limit=5), incarnation=room.incarnation)
         assert page.messages == [message]
         # A room made again under the id is another incarnation: none of it shows.
         assert await rooms.delete("old", incarnation=LEGACY_INCARNATION)
-        assert (await messages.page("old", incarnation="new-life", limit=5)).messages == []
+        assert (
+            await messages.page("old", HistoryWindow(limit=5), incarnation="new-life")
+        ).messages == []
     finally:
         await opened.close()

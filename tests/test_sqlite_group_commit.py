@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from backends.errors import ForeignStream
-from backends.records import MessageKind, NewMessage
+from backends.records import HistoryWindow, MessageKind, NewMessage
 from backends.sqlite import SqliteDatabase, SqliteMessageStore
 
 INC = "inc1"
@@ -71,7 +71,7 @@ async def test_concurrent_appends_share_transactions_and_are_durable_when_answer
     assert transactions < 400 // 4, f"{transactions} transactions for 400 appends"
     # Per room, offsets 1..20 in the order the appends were made.
     for room_id in rooms:
-        page = await store.page(room_id, incarnation=INC, limit=100)
+        page = await store.page(room_id, HistoryWindow(limit=100), incarnation=INC)
         assert [m.offset for m in page.messages] == list(range(1, 21))
         order = [int(m.data["text"][1:]) for m in page.messages]
         assert order == sorted(order)
@@ -112,7 +112,7 @@ async def test_one_bad_append_does_not_fail_its_batch(
         ("c", False),
         ("d", True),
     ]
-    page = await store.page("ours", incarnation=INC, limit=10)
+    page = await store.page("ours", HistoryWindow(limit=10), incarnation=INC)
     assert [(m.offset, m.data["text"]) for m in page.messages] == [(1, "a"), (2, "c"), (3, "d")]
     assert set(committed_rows(path)) >= {m.id for m, _ in ok}
 
@@ -137,7 +137,7 @@ async def test_a_read_over_its_loop_budget_is_answered_all_the_same(tmp_path: Pa
         await asyncio.gather(
             *(store.append(msg(f"m{i}", room_id="r"), incarnation=INC) for i in range(300))
         )
-        page = await store.page("r", incarnation=INC, limit=200, from_end=True)
+        page = await store.page("r", HistoryWindow(limit=200, from_end=True), incarnation=INC)
         assert [m.offset for m in page.messages] == list(range(101, 301))
         assert page.has_more
     finally:

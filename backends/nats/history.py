@@ -58,10 +58,10 @@ from nats.js.api import DiscardPolicy, RawStreamMsg, StorageType
 
 from ..codecs import decode_message, encode_message, require_utc, to_micros
 from ..errors import ForeignStream
-from ..protocols import check_page_args
 from ..records import (
     LEGACY_INCARNATION,
     HistoryPage,
+    HistoryWindow,
     Message,
     NewMessage,
     StreamPosition,
@@ -366,18 +366,9 @@ class NatsMessageStore:
                 picked.append(message)
         return picked
 
-    async def page(
-        self,
-        room_id: str,
-        *,
-        incarnation: str,
-        limit: int,
-        after: int | None = None,
-        before: int | None = None,
-        from_end: bool = False,
-        thread_id: str | None = None,
-    ) -> HistoryPage:
-        check_page_args(limit)
+    async def page(self, room_id: str, window: HistoryWindow, *, incarnation: str) -> HistoryPage:
+        limit, after, before = window.limit, window.after, window.before
+        from_end, thread_id = window.from_end, window.thread_id
         subject = self._subject(room_id)
         cutoff = self._cutoff()
         lowest = 1 if after is None else after + 1
@@ -400,7 +391,7 @@ class NatsMessageStore:
             width = limit + 1
             while len(collected) <= limit and top > lowest:
                 bottom = max(lowest, top - width)
-                window = await self._read_forward(
+                span = await self._read_forward(
                     subject,
                     await self._seek(subject, bottom),
                     below=top,
@@ -408,7 +399,7 @@ class NatsMessageStore:
                     cutoff=cutoff,
                     thread_id=thread_id,
                 )
-                collected = window + collected
+                collected = span + collected
                 top, width = bottom, width * 2
         if self._foreign(collected, incarnation):
             return HistoryPage(messages=[], has_more=False)

@@ -23,9 +23,9 @@ import orjson
 
 from ..codecs import require_utc
 from ..errors import ForeignStream
-from ..protocols import check_page_args
 from ..records import (
     HistoryPage,
+    HistoryWindow,
     Message,
     MessageKind,
     NewMessage,
@@ -199,18 +199,9 @@ class PostgresMessageStore:
         )
         return None if row is None else message_of(row)
 
-    async def page(
-        self,
-        room_id: str,
-        *,
-        incarnation: str,
-        limit: int,
-        after: int | None = None,
-        before: int | None = None,
-        from_end: bool = False,
-        thread_id: str | None = None,
-    ) -> HistoryPage:
-        check_page_args(limit)
+    async def page(self, room_id: str, window: HistoryWindow, *, incarnation: str) -> HistoryPage:
+        limit, after, before = window.limit, window.after, window.before
+        from_end, thread_id = window.from_end, window.thread_id
         params: list[Any] = [room_id, incarnation]
 
         def param(value: Any) -> str:

@@ -34,9 +34,9 @@ from redis.asyncio import Redis
 
 from ..codecs import decode_message, message_to_dict, require_utc, to_micros
 from ..errors import ForeignStream
-from ..protocols import check_page_args
 from ..records import (
     HistoryPage,
+    HistoryWindow,
     Message,
     NewMessage,
     StreamPosition,
@@ -315,17 +315,7 @@ class RedisMessageStore:
         return message if incarnation_of(message.epoch) == incarnation else None
 
     @translated
-    async def page(
-        self,
-        room_id: str,
-        *,
-        incarnation: str,
-        limit: int,
-        after: int | None = None,
-        before: int | None = None,
-        from_end: bool = False,
-        thread_id: str | None = None,
-    ) -> HistoryPage:
+    async def page(self, room_id: str, window: HistoryWindow, *, incarnation: str) -> HistoryPage:
         """Stream entries after < id < before, filtered by retention and thread.
 
         Without a filter, one XRANGE (or XREVRANGE) of limit+1 entries
@@ -337,7 +327,8 @@ class RedisMessageStore:
         O(page) at the cost of one more key per thread, kept on append, trim
         and drop; not worth it until threads are long and sparse.
         """
-        check_page_args(limit)
+        limit, after, before = window.limit, window.after, window.before
+        from_end, thread_id = window.from_end, window.thread_id
         low = 1 if after is None else max(after + 1, 1)
         high = None if before is None else before - 1
         if high is not None and high < low:

@@ -13,6 +13,7 @@ from backends.errors import ForeignStream, LimitReached, Missing
 from backends.protocols import MessageStore
 from backends.records import (
     LEGACY_INCARNATION,
+    HistoryWindow,
     Message,
     MessageKind,
     NewMessage,
@@ -93,7 +94,7 @@ async def test_append_assigns_id_offset_epoch_and_round_trips_fields(
     assert (message.thread_id, message.client_message_id) == ("t1", "c1")
     assert message.channel_id is None
 
-    page = await message_store.page(ROOM, limit=10, incarnation=INC)
+    page = await message_store.page(ROOM, HistoryWindow(limit=10), incarnation=INC)
     assert page.messages == [message]
     assert page.messages[0].timestamp.utcoffset() == timedelta(0)
 
@@ -105,7 +106,7 @@ async def test_append_keeps_scalar_and_null_payloads(message_store: MessageStore
             NewMessage(kind=MessageKind.MESSAGE, user_id="u", room_id=ROOM, data=value),
             incarnation=INC,
         )
-    page = await message_store.page(ROOM, limit=10, incarnation=INC)
+    page = await message_store.page(ROOM, HistoryWindow(limit=10), incarnation=INC)
     assert [m.data for m in page.messages] == values
     assert [m.metadata for m in page.messages] == [None] * 4
 
@@ -134,7 +135,7 @@ async def test_concurrent_appends_get_distinct_increasing_offsets(
     )
     got = sorted(m.offset for m, created in results if created)
     assert got == list(range(1, 51))
-    page = await message_store.page(ROOM, limit=100, incarnation=INC)
+    page = await message_store.page(ROOM, HistoryWindow(limit=100), incarnation=INC)
     assert offsets(page.messages) == list(range(1, 51))
     assert {m.data["text"] for m in page.messages} == {f"m{i}" for i in range(50)}
     assert len({m.epoch for m in page.messages}) == 1
@@ -162,7 +163,7 @@ async def test_client_message_id_is_idempotent_per_room_and_user(
     no_id, created = await message_store.append(msg("plain"), incarnation=INC)
     assert created and no_id.offset == 3
 
-    page = await message_store.page(ROOM, limit=10, incarnation=INC)
+    page = await message_store.page(ROOM, HistoryWindow(limit=10), incarnation=INC)
     assert [m.data["text"] for m in page.messages] == ["one", "bob", "plain"]
     assert (await message_store.position(ROOM, incarnation=INC)).last_offset == 3
 
@@ -178,78 +179,94 @@ async def test_concurrent_duplicates_store_one_message(message_store: MessageSto
     assert len(created) == 1
     assert {m.id for m, _ in results} == {created[0].id}
     assert {m.offset for m, _ in results} == {1}
-    page = await message_store.page(ROOM, limit=50, incarnation=INC)
+    page = await message_store.page(ROOM, HistoryWindow(limit=50), incarnation=INC)
     assert len(page.messages) == 1
     assert (await message_store.position(ROOM, incarnation=INC)).last_offset == 1
 
 
 async def test_page_forwards(message_store: MessageStore) -> None:
     await fill(message_store, 10)
-    first = await message_store.page(ROOM, limit=4, incarnation=INC)
+    first = await message_store.page(ROOM, HistoryWindow(limit=4), incarnation=INC)
     assert offsets(first.messages) == [1, 2, 3, 4]
     assert first.has_more
-    second = await message_store.page(ROOM, limit=4, after=4, incarnation=INC)
+    second = await message_store.page(ROOM, HistoryWindow(limit=4, after=4), incarnation=INC)
     assert offsets(second.messages) == [5, 6, 7, 8]
     assert second.has_more
-    last = await message_store.page(ROOM, limit=4, after=8, incarnation=INC)
+    last = await message_store.page(ROOM, HistoryWindow(limit=4, after=8), incarnation=INC)
     assert offsets(last.messages) == [9, 10]
     assert not last.has_more
-    exact = await message_store.page(ROOM, limit=2, after=8, incarnation=INC)
+    exact = await message_store.page(ROOM, HistoryWindow(limit=2, after=8), incarnation=INC)
     assert offsets(exact.messages) == [9, 10]
     assert not exact.has_more
-    assert (await message_store.page(ROOM, limit=4, after=10, incarnation=INC)).messages == []
+    assert (
+        await message_store.page(ROOM, HistoryWindow(limit=4, after=10), incarnation=INC)
+    ).messages == []
 
 
 async def test_page_backwards(message_store: MessageStore) -> None:
     await fill(message_store, 10)
-    newest = await message_store.page(ROOM, limit=4, from_end=True, incarnation=INC)
+    newest = await message_store.page(ROOM, HistoryWindow(limit=4, from_end=True), incarnation=INC)
     assert offsets(newest.messages) == [7, 8, 9, 10]
     assert newest.has_more
-    older = await message_store.page(ROOM, limit=4, before=7, from_end=True, incarnation=INC)
+    older = await message_store.page(
+        ROOM, HistoryWindow(limit=4, before=7, from_end=True), incarnation=INC
+    )
     assert offsets(older.messages) == [3, 4, 5, 6]
     assert older.has_more
-    oldest = await message_store.page(ROOM, limit=4, before=3, from_end=True, incarnation=INC)
+    oldest = await message_store.page(
+        ROOM, HistoryWindow(limit=4, before=3, from_end=True), incarnation=INC
+    )
     assert offsets(oldest.messages) == [1, 2]
     assert not oldest.has_more
-    exact = await message_store.page(ROOM, limit=10, from_end=True, incarnation=INC)
+    exact = await message_store.page(ROOM, HistoryWindow(limit=10, from_end=True), incarnation=INC)
     assert offsets(exact.messages) == list(range(1, 11))
     assert not exact.has_more
 
 
 async def test_page_between_bounds(message_store: MessageStore) -> None:
     await fill(message_store, 10)
-    both = await message_store.page(ROOM, limit=10, after=2, before=6, incarnation=INC)
+    both = await message_store.page(
+        ROOM, HistoryWindow(limit=10, after=2, before=6), incarnation=INC
+    )
     assert offsets(both.messages) == [3, 4, 5]
     assert not both.has_more
-    forward = await message_store.page(ROOM, limit=2, after=2, before=6, incarnation=INC)
+    forward = await message_store.page(
+        ROOM, HistoryWindow(limit=2, after=2, before=6), incarnation=INC
+    )
     assert offsets(forward.messages) == [3, 4]
     assert forward.has_more
-    forward_end = await message_store.page(ROOM, limit=3, after=2, before=6, incarnation=INC)
+    forward_end = await message_store.page(
+        ROOM, HistoryWindow(limit=3, after=2, before=6), incarnation=INC
+    )
     assert offsets(forward_end.messages) == [3, 4, 5]
     assert not forward_end.has_more
     backward = await message_store.page(
-        ROOM, limit=2, after=2, before=6, from_end=True, incarnation=INC
+        ROOM, HistoryWindow(limit=2, after=2, before=6, from_end=True), incarnation=INC
     )
     assert offsets(backward.messages) == [4, 5]
     assert backward.has_more
     backward_end = await message_store.page(
-        ROOM, limit=3, after=2, before=6, from_end=True, incarnation=INC
+        ROOM, HistoryWindow(limit=3, after=2, before=6, from_end=True), incarnation=INC
     )
     assert offsets(backward_end.messages) == [3, 4, 5]
     assert not backward_end.has_more
-    empty = await message_store.page(ROOM, limit=5, after=4, before=5, incarnation=INC)
+    empty = await message_store.page(
+        ROOM, HistoryWindow(limit=5, after=4, before=5), incarnation=INC
+    )
     assert empty.messages == [] and not empty.has_more
 
 
 async def test_page_of_unknown_room_is_empty(message_store: MessageStore) -> None:
     for from_end in (False, True):
-        page = await message_store.page("nowhere", limit=5, from_end=from_end, incarnation=INC)
+        page = await message_store.page(
+            "nowhere", HistoryWindow(limit=5, from_end=from_end), incarnation=INC
+        )
         assert page.messages == [] and not page.has_more
 
 
 async def test_page_rejects_a_limit_below_one(message_store: MessageStore) -> None:
     with pytest.raises(ValueError):
-        await message_store.page(ROOM, limit=0, incarnation=INC)
+        await message_store.page(ROOM, HistoryWindow(limit=0), incarnation=INC)
 
 
 async def test_page_filters_by_thread(message_store: MessageStore) -> None:
@@ -257,24 +274,28 @@ async def test_page_filters_by_thread(message_store: MessageStore) -> None:
         await message_store.append(
             msg(f"m{i}", thread_id="t" if i % 3 == 0 else None), incarnation=INC
         )
-    thread = await message_store.page(ROOM, limit=10, thread_id="t", incarnation=INC)
+    thread = await message_store.page(ROOM, HistoryWindow(limit=10, thread_id="t"), incarnation=INC)
     assert offsets(thread.messages) == [3, 6, 9]
     assert all(m.thread_id == "t" for m in thread.messages)
     assert not thread.has_more
-    head = await message_store.page(ROOM, limit=2, thread_id="t", incarnation=INC)
+    head = await message_store.page(ROOM, HistoryWindow(limit=2, thread_id="t"), incarnation=INC)
     assert offsets(head.messages) == [3, 6] and head.has_more
-    tail = await message_store.page(ROOM, limit=2, thread_id="t", from_end=True, incarnation=INC)
+    tail = await message_store.page(
+        ROOM, HistoryWindow(limit=2, thread_id="t", from_end=True), incarnation=INC
+    )
     assert offsets(tail.messages) == [6, 9] and tail.has_more
     rest = await message_store.page(
-        ROOM, limit=2, thread_id="t", before=6, from_end=True, incarnation=INC
+        ROOM, HistoryWindow(limit=2, thread_id="t", before=6, from_end=True), incarnation=INC
     )
     assert offsets(rest.messages) == [3] and not rest.has_more
-    after = await message_store.page(ROOM, limit=1, thread_id="t", after=6, incarnation=INC)
+    after = await message_store.page(
+        ROOM, HistoryWindow(limit=1, thread_id="t", after=6), incarnation=INC
+    )
     assert offsets(after.messages) == [9] and not after.has_more
     assert (
-        await message_store.page(ROOM, limit=5, thread_id="nope", incarnation=INC)
+        await message_store.page(ROOM, HistoryWindow(limit=5, thread_id="nope"), incarnation=INC)
     ).messages == []
-    everything = await message_store.page(ROOM, limit=20, incarnation=INC)
+    everything = await message_store.page(ROOM, HistoryWindow(limit=20), incarnation=INC)
     assert offsets(everything.messages) == list(range(1, 11))
 
 
@@ -294,7 +315,7 @@ async def test_drop_room_starts_a_new_epoch_at_offset_one(message_store: Message
     old = await fill(message_store, 3)
     other = await fill(message_store, 2, room_id="room-2")
     await message_store.drop_room(ROOM)
-    assert (await message_store.page(ROOM, limit=10, incarnation=INC)).messages == []
+    assert (await message_store.page(ROOM, HistoryWindow(limit=10), incarnation=INC)).messages == []
     dropped = await message_store.position(ROOM, incarnation=INC)
     assert dropped.epoch != old[0].epoch
     assert (dropped.last_offset, dropped.first_offset) == (0, 0)
@@ -302,7 +323,7 @@ async def test_drop_room_starts_a_new_epoch_at_offset_one(message_store: Message
     assert created
     assert (again.offset, again.epoch) == (1, dropped.epoch)
     # The other room is untouched.
-    kept = await message_store.page("room-2", limit=10, incarnation=INC)
+    kept = await message_store.page("room-2", HistoryWindow(limit=10), incarnation=INC)
     assert kept.messages == other
     # A dropped client_message_id may be used again.
     reused, created = await message_store.append(msg(client_message_id="c1"), incarnation=INC)
@@ -340,14 +361,18 @@ async def test_retention_hides_old_messages_and_trim_deletes_them(
         msg("other room", room_id="room-2", timestamp=now - timedelta(hours=1)), incarnation=INC
     )
 
-    page = await store.page(ROOM, limit=10, incarnation=INC)
+    page = await store.page(ROOM, HistoryWindow(limit=10), incarnation=INC)
     assert page.messages == fresh
     assert not page.has_more
-    back = await store.page(ROOM, limit=1, from_end=True, incarnation=INC)
+    back = await store.page(ROOM, HistoryWindow(limit=1, from_end=True), incarnation=INC)
     assert offsets(back.messages) == [6] and back.has_more
-    oldest = await store.page(ROOM, limit=1, before=6, from_end=True, incarnation=INC)
+    oldest = await store.page(
+        ROOM, HistoryWindow(limit=1, before=6, from_end=True), incarnation=INC
+    )
     assert offsets(oldest.messages) == [5] and not oldest.has_more
-    assert offsets((await store.page(ROOM, limit=10, thread_id="t", incarnation=INC)).messages) == [
+    assert offsets(
+        (await store.page(ROOM, HistoryWindow(limit=10, thread_id="t"), incarnation=INC)).messages
+    ) == [
         5,
         6,
     ]
@@ -357,7 +382,7 @@ async def test_retention_hides_old_messages_and_trim_deletes_them(
 
     assert await store.trim() == 5
     assert await store.trim() == 0
-    assert (await store.page(ROOM, limit=10, incarnation=INC)).messages == fresh
+    assert (await store.page(ROOM, HistoryWindow(limit=10), incarnation=INC)).messages == fresh
     after_trim = await store.position(ROOM, incarnation=INC)
     assert after_trim == position
     # Offsets are never reused after a trim.
@@ -371,10 +396,10 @@ async def test_retention_hides_old_messages_and_trim_deletes_them(
 async def test_retention_applies_as_time_passes(make_message_store: MessageStoreMaker) -> None:
     store = await make_message_store(retention=timedelta(seconds=0.2))
     message, _ = await store.append(msg("soon old"), incarnation=INC)
-    assert (await store.page(ROOM, limit=5, incarnation=INC)).messages == [message]
+    assert (await store.page(ROOM, HistoryWindow(limit=5), incarnation=INC)).messages == [message]
 
     async def expired() -> bool:
-        return not (await store.page(ROOM, limit=5, incarnation=INC)).messages
+        return not (await store.page(ROOM, HistoryWindow(limit=5), incarnation=INC)).messages
 
     await eventually(expired)
     assert (await store.position(ROOM, incarnation=INC)).first_offset == 0
@@ -384,7 +409,7 @@ async def test_retention_applies_as_time_passes(make_message_store: MessageStore
 async def test_no_retention_keeps_everything(message_store: MessageStore) -> None:
     await message_store.append(msg(timestamp=OLD), incarnation=INC)
     assert await message_store.trim() == 0
-    page = await message_store.page(ROOM, limit=5, incarnation=INC)
+    page = await message_store.page(ROOM, HistoryWindow(limit=5), incarnation=INC)
     assert offsets(page.messages) == [1]
     assert page.messages[0].timestamp == OLD
     assert (await message_store.position(ROOM, incarnation=INC)).first_offset == 1
@@ -426,7 +451,7 @@ async def test_history_survives_a_restart(reopen: Reopen) -> None:
 
     stores = await reopen()
     assert await stores.messages.position(ROOM, incarnation=INC) == position
-    page = await stores.messages.page(ROOM, limit=5, incarnation=INC)
+    page = await stores.messages.page(ROOM, HistoryWindow(limit=5), incarnation=INC)
     assert page.messages == written and page.has_more
     duplicate, created = await stores.messages.append(
         msg("dup", client_message_id="c1"), incarnation=INC
@@ -473,9 +498,13 @@ async def test_another_incarnation_sees_nothing_and_cannot_write(
     old = await fill(message_store, 3)
     await message_store.append(msg("cid", client_message_id="c1"), incarnation=INC)
     for from_end in (False, True):
-        page = await message_store.page(ROOM, incarnation=NEW, limit=10, from_end=from_end)
+        page = await message_store.page(
+            ROOM, HistoryWindow(limit=10, from_end=from_end), incarnation=NEW
+        )
         assert page.messages == [] and not page.has_more
-    assert (await message_store.page(ROOM, incarnation=NEW, limit=10, after=1)).messages == []
+    assert (
+        await message_store.page(ROOM, HistoryWindow(limit=10, after=1), incarnation=NEW)
+    ).messages == []
     assert await message_store.find_client_message(ROOM, "alice", "c1", incarnation=NEW) is None
     with pytest.raises(ForeignStream) as refused:
         await message_store.append(msg("new room"), incarnation=NEW)
@@ -485,7 +514,7 @@ async def test_another_incarnation_sees_nothing_and_cannot_write(
         await message_store.position(ROOM, incarnation=NEW)
     assert refused.value.found == INC
     # Nothing changed for the incarnation the history belongs to.
-    page = await message_store.page(ROOM, incarnation=INC, limit=10)
+    page = await message_store.page(ROOM, HistoryWindow(limit=10), incarnation=INC)
     assert page.messages[:3] == old and len(page.messages) == 4
     assert (await message_store.position(ROOM, incarnation=INC)).last_offset == 4
 
@@ -497,7 +526,10 @@ async def test_a_dead_incarnation_is_dropped_and_the_new_one_starts_afresh(
     first, _ = await message_store.append(msg("old", client_message_id="c1"), incarnation=INC)
     # Dropping another incarnation's history leaves this one alone.
     await message_store.drop_room(ROOM, incarnation=NEW)
-    assert len((await message_store.page(ROOM, incarnation=INC, limit=10)).messages) == 4
+    assert (
+        len((await message_store.page(ROOM, HistoryWindow(limit=10), incarnation=INC)).messages)
+        == 4
+    )
 
     with pytest.raises(ForeignStream) as refused:
         await message_store.append(msg("new"), incarnation=NEW)
@@ -506,9 +538,9 @@ async def test_a_dead_incarnation_is_dropped_and_the_new_one_starts_afresh(
     assert created and again.id != first.id
     assert again.offset == 1 and incarnation_of(again.epoch) == NEW
     assert again.epoch != old[0].epoch
-    page = await message_store.page(ROOM, incarnation=NEW, limit=10)
+    page = await message_store.page(ROOM, HistoryWindow(limit=10), incarnation=NEW)
     assert page.messages == [again]
-    assert (await message_store.page(ROOM, incarnation=INC, limit=10)).messages == []
+    assert (await message_store.page(ROOM, HistoryWindow(limit=10), incarnation=INC)).messages == []
     found = await message_store.find_client_message(ROOM, "alice", "c1", incarnation=NEW)
     assert found == again
     assert await message_store.find_client_message(ROOM, "alice", "c1", incarnation=INC) is None
@@ -557,7 +589,7 @@ async def test_a_drop_never_takes_what_a_newer_incarnation_appended(
 
     results = await asyncio.gather(*(append_new(i) for i in range(10)), drop_old(), drop_old())
     appended = [r for r in results if isinstance(r, Message)]
-    page = await message_store.page(ROOM, incarnation=NEW, limit=50)
+    page = await message_store.page(ROOM, HistoryWindow(limit=50), incarnation=NEW)
     assert sorted(m.id for m in page.messages) == sorted(m.id for m in appended)
     assert offsets(page.messages) == list(range(1, 11))
 
@@ -568,9 +600,9 @@ async def test_legacy_history_belongs_to_legacy_rooms(message_store: MessageStor
     message, _ = await message_store.append(msg(), incarnation=LEGACY_INCARNATION)
     assert incarnation_of(message.epoch) == LEGACY_INCARNATION
     assert incarnation_of("0a1b2c3d") == LEGACY_INCARNATION
-    page = await message_store.page(ROOM, incarnation=LEGACY_INCARNATION, limit=5)
+    page = await message_store.page(ROOM, HistoryWindow(limit=5), incarnation=LEGACY_INCARNATION)
     assert page.messages == [message]
-    assert (await message_store.page(ROOM, incarnation=INC, limit=5)).messages == []
+    assert (await message_store.page(ROOM, HistoryWindow(limit=5), incarnation=INC)).messages == []
 
 
 async def test_a_sqlite_file_from_before_incarnations_keeps_its_rooms_and_history(
@@ -606,7 +638,7 @@ async def test_a_sqlite_file_from_before_incarnations_keeps_its_rooms_and_histor
         rooms, messages = SqliteRoomStore(db), SqliteMessageStore(db)
         room = await rooms.get("old")
         assert room is not None and room.incarnation == LEGACY_INCARNATION
-        page = await messages.page("old", incarnation=room.incarnation, limit=5)
+        page = await messages.page("old", HistoryWindow(limit=5), incarnation=room.incarnation)
         assert [(m.id, m.data, m.epoch) for m in page.messages] == [
             ("m1", {"text": "kept"}, "0a1b2c3d")
         ]
