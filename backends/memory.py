@@ -27,11 +27,13 @@ from .errors import Conflict, ForeignStream, LimitReached, Missing
 from .memory_broker import MemoryBroker
 from .memory_search import MemoryMessageSearch
 from .opened import Opened
-from .protocols import member_order, member_quota, room_order
+from .protocols import member_order, room_order
 from .records import (
+    NO_QUOTA,
     Channel,
     HistoryPage,
     HistoryWindow,
+    MemberQuota,
     Message,
     NewMessage,
     PresenceEntry,
@@ -324,27 +326,16 @@ class MemoryRoomStore:
         return self._sorted_rooms(self._joined.get(user_id, set()))
 
     async def add_member(
-        self,
-        member: RoomMember,
-        *,
-        max_rooms_per_user: int | None = None,
-        added_by: str | None = None,
-        max_room_additions: int | None = None,
+        self, member: RoomMember, quota: MemberQuota = NO_QUOTA
     ) -> tuple[RoomMember, bool]:
         state = self._state(member.room_id)
         existing = state.members.get(member.user_id)
         if existing is not None:
             return existing, False
-        quota = member_quota(
-            member,
-            added_by,
-            max_rooms_per_user=max_rooms_per_user,
-            max_room_additions=max_room_additions,
-        )
         if quota.by_other:
-            self._check_additions_limit(member.user_id, max_room_additions)
+            self._check_additions_limit(member.user_id, quota.limit)
         else:
-            self._check_room_limit(member.user_id, max_rooms_per_user)
+            self._check_room_limit(member.user_id, quota.limit)
         stored = replace(member, joined_at=require_utc(member.joined_at, "joined_at"))
         state.members[member.user_id] = stored
         self._joined.setdefault(member.user_id, set()).add(member.room_id)

@@ -12,14 +12,15 @@ same contract suite in tests/contract/. Records are in `backends.records`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from .records import (
+    NO_QUOTA,
     Channel,
     HistoryPage,
     HistoryWindow,
+    MemberQuota,
     Message,
     NewMessage,
     PresenceEntry,
@@ -179,21 +180,15 @@ class RoomStore(Protocol):
         ...
 
     async def add_member(
-        self,
-        member: RoomMember,
-        *,
-        max_rooms_per_user: int | None = None,
-        added_by: str | None = None,
-        max_room_additions: int | None = None,
+        self, member: RoomMember, quota: MemberQuota = NO_QUOTA
     ) -> tuple[RoomMember, bool]:
         """Add a member; an existing member is returned unchanged with False.
 
-        Without `added_by` (or with the member's own id) the user joins
-        themselves: LimitReached("rooms") if they are already in
-        `max_rooms_per_user` rooms they created or joined. With another
-        user's id the member is added by them: such memberships count
-        apart, against `max_room_additions` (LimitReached("room additions")),
-        and never against the user's own quota.
+        `MemberQuota.own(n)`: the user joins themselves, LimitReached("rooms")
+        if they are already in `n` rooms they created or joined.
+        `MemberQuota.added(n)`: another user adds them; such memberships
+        count apart (LimitReached("room additions") at `n`), and never
+        against the user's own quota. `MemberQuota.of` picks one.
         """
         ...
 
@@ -333,29 +328,6 @@ class RateLimiter(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class MemberQuota:
-    """The quota an `add_member` counts against: the user's own rooms, or
-    the rooms others added them to (`by_other`); `what` names it in
-    LimitReached."""
-
-    by_other: bool
-    limit: int | None
-    what: str
-
-
-def member_quota(
-    member: RoomMember,
-    added_by: str | None,
-    *,
-    max_rooms_per_user: int | None,
-    max_room_additions: int | None,
-) -> MemberQuota:
-    if added_by is not None and added_by != member.user_id:
-        return MemberQuota(by_other=True, limit=max_room_additions, what="room additions")
-    return MemberQuota(by_other=False, limit=max_rooms_per_user, what="rooms")
 
 
 def room_order(room: Room) -> tuple[datetime, str]:

@@ -92,6 +92,43 @@ class RoomMember:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberQuota:
+    """The quota a `RoomStore.add_member` counts against: the user's own
+    rooms, or the rooms others added them to (`by_other`), which count
+    apart; `limit` None is no limit; `what` names it in LimitReached."""
+
+    by_other: bool
+    limit: int | None
+    what: str
+
+    @classmethod
+    def own(cls, max_rooms_per_user: int | None = None) -> MemberQuota:
+        return cls(by_other=False, limit=max_rooms_per_user, what="rooms")
+
+    @classmethod
+    def added(cls, max_room_additions: int | None = None) -> MemberQuota:
+        return cls(by_other=True, limit=max_room_additions, what="room additions")
+
+    @classmethod
+    def of(
+        cls,
+        member: RoomMember,
+        added_by: str | None,
+        *,
+        max_rooms_per_user: int | None = None,
+        max_room_additions: int | None = None,
+    ) -> MemberQuota:
+        """Added by another user: `added`; by themselves (or nobody named): `own`."""
+        if added_by is not None and added_by != member.user_id:
+            return cls.added(max_room_additions)
+        return cls.own(max_rooms_per_user)
+
+
+# A member joining without a limit.
+NO_QUOTA = MemberQuota.own()
+
+
+@dataclass(frozen=True, slots=True)
 class Channel:
     id: str
     name: str

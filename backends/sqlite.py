@@ -32,11 +32,12 @@ import orjson
 from .codecs import from_micros, to_micros
 from .errors import Conflict, ForeignStream, LimitReached, Missing
 from .group_commit import GroupCommit
-from .protocols import member_quota
 from .records import (
+    NO_QUOTA,
     Channel,
     HistoryPage,
     HistoryWindow,
+    MemberQuota,
     Message,
     MessageKind,
     NewMessage,
@@ -746,20 +747,9 @@ class SqliteRoomStore:
         return [_room(r) for r in rows]
 
     async def add_member(
-        self,
-        member: RoomMember,
-        *,
-        max_rooms_per_user: int | None = None,
-        added_by: str | None = None,
-        max_room_additions: int | None = None,
+        self, member: RoomMember, quota: MemberQuota = NO_QUOTA
     ) -> tuple[RoomMember, bool]:
         joined_at = to_micros(member.joined_at, "joined_at")
-        quota = member_quota(
-            member,
-            added_by,
-            max_rooms_per_user=max_rooms_per_user,
-            max_room_additions=max_room_additions,
-        )
         async with self._db.transaction() as conn:
             if await _one(conn, "SELECT 1 FROM rooms WHERE id = ?", (member.room_id,)) is None:
                 raise Missing(f"room {member.room_id!r} does not exist")

@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from backends.errors import Conflict, LimitReached
-from backends.records import MessageKind, NewMessage, Room, RoomMember, RoomRole
+from backends.records import MemberQuota, MessageKind, NewMessage, Room, RoomMember, RoomRole
 from resolvers.errors import BadUserInput, Forbidden, LimitExceeded, NotFound
 
 from .event_rates import spend_event_budget
@@ -219,7 +219,7 @@ async def join_room(services: Services, viewer: Viewer, room_id: str) -> Room:
         raise NotFound(f"room {room_id!r} not found", roomId=room_id)
     _, added = await rooms.add_member(
         RoomMember(room_id=room_id, user_id=viewer.user_id, role=RoomRole.MEMBER),
-        max_rooms_per_user=services.settings.max_rooms_per_user,
+        MemberQuota.own(services.settings.max_rooms_per_user),
     )
     if added:
         services.metrics.rooms_joins.inc()
@@ -260,10 +260,9 @@ async def add_member(
     try:
         # Others' additions count apart from the user's own rooms, so they
         # can never use up the user's max_rooms_per_user.
+        new_member = RoomMember(room_id=room_id, user_id=user_id, role=role)
         member, added = await rooms.add_member(
-            RoomMember(room_id=room_id, user_id=user_id, role=role),
-            added_by=viewer.user_id,
-            max_room_additions=limit,
+            new_member, MemberQuota.of(new_member, viewer.user_id, max_room_additions=limit)
         )
     except LimitReached as exc:
         raise LimitExceeded(

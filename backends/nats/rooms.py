@@ -13,8 +13,8 @@ from typing import Any
 
 from ..codecs import from_iso_utc, require_utc, room_from_dict, room_to_dict, to_iso_utc
 from ..errors import Conflict, Missing
-from ..protocols import member_order, member_quota, room_order
-from ..records import Room, RoomMember, RoomRole
+from ..protocols import member_order, room_order
+from ..records import NO_QUOTA, MemberQuota, Room, RoomMember, RoomRole
 from .link import DELETE, KEEP, Bucket, NatsLink, kv_key
 from .quotas import release_quota, reserve_quota
 
@@ -146,21 +146,10 @@ class NatsRoomStore:
         return sorted(rooms, key=room_order)
 
     async def add_member(
-        self,
-        member: RoomMember,
-        *,
-        max_rooms_per_user: int | None = None,
-        added_by: str | None = None,
-        max_room_additions: int | None = None,
+        self, member: RoomMember, quota: MemberQuota = NO_QUOTA
     ) -> tuple[RoomMember, bool]:
         joined_at = to_iso_utc(require_utc(member.joined_at, "joined_at"))
         room_id, user_id = member.room_id, member.user_id
-        quota = member_quota(
-            member,
-            added_by,
-            max_rooms_per_user=max_rooms_per_user,
-            max_room_additions=max_room_additions,
-        )
         entry: list[Any] = [member.role.value, joined_at]
         if quota.by_other:
             entry.append(1)

@@ -17,8 +17,7 @@ import orjson
 
 from ..codecs import require_utc
 from ..errors import Conflict, LimitReached, Missing
-from ..protocols import member_quota
-from ..records import Room, RoomMember, RoomRole
+from ..records import NO_QUOTA, MemberQuota, Room, RoomMember, RoomRole
 from .database import Connection, PostgresDatabase, lock_for_transaction
 
 __all__ = ["PostgresRoomStore"]
@@ -153,20 +152,9 @@ class PostgresRoomStore:
         return [_room(r) for r in rows]
 
     async def add_member(
-        self,
-        member: RoomMember,
-        *,
-        max_rooms_per_user: int | None = None,
-        added_by: str | None = None,
-        max_room_additions: int | None = None,
+        self, member: RoomMember, quota: MemberQuota = NO_QUOTA
     ) -> tuple[RoomMember, bool]:
         joined_at = require_utc(member.joined_at, "joined_at")
-        quota = member_quota(
-            member,
-            added_by,
-            max_rooms_per_user=max_rooms_per_user,
-            max_room_additions=max_room_additions,
-        )
         limit, what, added = quota.limit, quota.what, quota.by_other
         async with self._db.transaction() as conn:
             await self._lock_quota(conn, member.user_id)

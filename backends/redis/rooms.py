@@ -31,8 +31,8 @@ from redis.asyncio import Redis
 
 from ..codecs import from_micros, to_micros
 from ..errors import Conflict, LimitReached, Missing
-from ..protocols import member_order, member_quota
-from ..records import Channel, Room, RoomMember, RoomRole
+from ..protocols import member_order
+from ..records import NO_QUOTA, Channel, MemberQuota, Room, RoomMember, RoomRole
 from .common import Commands, Keys, Scripts, translated
 
 _ROOM_LUA = """
@@ -375,20 +375,9 @@ class RedisRoomStore:
 
     @translated
     async def add_member(
-        self,
-        member: RoomMember,
-        *,
-        max_rooms_per_user: int | None = None,
-        added_by: str | None = None,
-        max_room_additions: int | None = None,
+        self, member: RoomMember, quota: MemberQuota = NO_QUOTA
     ) -> tuple[RoomMember, bool]:
         joined = to_micros(member.joined_at, "joined_at")
-        quota = member_quota(
-            member,
-            added_by,
-            max_rooms_per_user=max_rooms_per_user,
-            max_room_additions=max_room_additions,
-        )
         result = await self._scripts.run(
             "room-add-member",
             [],

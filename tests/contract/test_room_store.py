@@ -11,7 +11,7 @@ import pytest
 from backends.codecs import decode_room, encode_room
 from backends.errors import Conflict, LimitReached, Missing
 from backends.protocols import RoomStore
-from backends.records import LEGACY_INCARNATION, Room, RoomMember, RoomRole
+from backends.records import LEGACY_INCARNATION, MemberQuota, Room, RoomMember, RoomRole
 
 from .conftest import Reopen
 
@@ -199,14 +199,14 @@ async def test_add_member_is_idempotent(room_store: RoomStore) -> None:
 async def test_add_member_enforces_rooms_per_user(room_store: RoomStore) -> None:
     for i in range(3):
         await room_store.create(room(f"r{i}"))
-    await room_store.add_member(member("r0", "bob"), max_rooms_per_user=2)
-    await room_store.add_member(member("r1", "bob"), max_rooms_per_user=2)
+    await room_store.add_member(member("r0", "bob"), MemberQuota.own(2))
+    await room_store.add_member(member("r1", "bob"), MemberQuota.own(2))
     with pytest.raises(LimitReached) as info:
-        await room_store.add_member(member("r2", "bob"), max_rooms_per_user=2)
+        await room_store.add_member(member("r2", "bob"), MemberQuota.own(2))
     assert (info.value.what, info.value.limit) == ("rooms", 2)
     assert await room_store.get_member("r2", "bob") is None
     # Already a member: returned as is, the limit does not matter.
-    existing, created = await room_store.add_member(member("r1", "bob"), max_rooms_per_user=2)
+    existing, created = await room_store.add_member(member("r1", "bob"), MemberQuota.own(2))
     assert not created and existing.user_id == "bob"
 
 
@@ -290,17 +290,17 @@ async def test_ban_frees_the_room_quota(room_store: RoomStore) -> None:
     await room_store.create(room("r1"))
     await room_store.create(room("r2"))
     await room_store.create(room("r3"))
-    await room_store.add_member(member("r1", "bob"), max_rooms_per_user=1)
+    await room_store.add_member(member("r1", "bob"), MemberQuota.own(1))
     with pytest.raises(LimitReached):  # the quota is full
-        await room_store.add_member(member("r2", "bob"), max_rooms_per_user=1)
+        await room_store.add_member(member("r2", "bob"), MemberQuota.own(1))
     assert await room_store.get_member("r2", "bob") is None
     await room_store.ban("r1", "bob")
-    await room_store.add_member(member("r2", "bob"), max_rooms_per_user=1)
+    await room_store.add_member(member("r2", "bob"), MemberQuota.own(1))
     assert await room_store.get_member("r2", "bob") is not None
     assert [r.id for r in await room_store.list_joined("bob")] == ["r2"]
     # One ban freed one place, no more.
     with pytest.raises(LimitReached):
-        await room_store.add_member(member("r3", "bob"), max_rooms_per_user=1)
+        await room_store.add_member(member("r3", "bob"), MemberQuota.own(1))
 
 
 async def test_ban_in_a_missing_room_raises(room_store: RoomStore) -> None:
@@ -352,25 +352,25 @@ async def test_rooms_others_add_you_to_count_apart(room_store: RoomStore) -> Non
     for i in range(4):
         await room_store.create(room(f"a{i}"))
     for i in range(3):
-        _, added = await room_store.add_member(
-            member(f"a{i}", "bob"), added_by="alice", max_room_additions=3
-        )
+        _, added = await room_store.add_member(member(f"a{i}", "bob"), MemberQuota.added(3))
         assert added
     with pytest.raises(LimitReached) as info:
-        await room_store.add_member(member("a3", "bob"), added_by="alice", max_room_additions=3)
+        await room_store.add_member(member("a3", "bob"), MemberQuota.added(3))
     assert (info.value.what, info.value.limit) == ("room additions", 3)
     assert await room_store.get_member("a3", "bob") is None
 
     # Bob's own quota is untouched by the three additions.
     await room_store.create(room("b0", owner="bob"), max_rooms_per_user=2)
-    await room_store.add_member(member("a3", "bob"), max_rooms_per_user=2)  # joins himself
+    await room_store.add_member(member("a3", "bob"), MemberQuota.own(2))  # joins himself
     with pytest.raises(LimitReached) as info:
         await room_store.create(room("b1", owner="bob"), max_rooms_per_user=2)
     assert (info.value.what, info.value.limit) == ("rooms", 2)
     # Joining himself (added_by is bob) counts as his own too.
     await room_store.create(room("a4"))
     with pytest.raises(LimitReached):
-        await room_store.add_member(member("a4", "bob"), added_by="bob", max_rooms_per_user=2)
+        await room_store.add_member(
+            m := member("a4", "bob"), MemberQuota.of(m, "bob", max_rooms_per_user=2)
+        )
     joined = [r.id for r in await room_store.list_joined("bob")]
     assert sorted(joined) == ["a0", "a1", "a2", "a3", "b0"]
     assert {r.id for r in await room_store.list_visible("bob")} >= set(joined)
@@ -381,7 +381,7 @@ async def test_leaving_bans_and_deletes_free_an_addition(room_store: RoomStore) 
         await room_store.create(room(f"a{i}"))
 
     async def add(room_id: str) -> None:
-        await room_store.add_member(member(room_id, "bob"), added_by="alice", max_room_additions=2)
+        await room_store.add_member(member(room_id, "bob"), MemberQuota.added(2))
 
     await add("a0")
     await add("a1")
@@ -410,15 +410,15 @@ async def test_rooms_quotas_survive_a_restart(reopen: Reopen) -> None:
     stores = await reopen()
     for i in range(2):
         await stores.rooms.create(room(f"a{i}"))
-        await stores.rooms.add_member(member(f"a{i}", "bob"), added_by="alice")
+        await stores.rooms.add_member(member(f"a{i}", "bob"), MemberQuota.added())
     await stores.close()
     stores = await reopen()
     await stores.rooms.create(room("b0", owner="bob"), max_rooms_per_user=1)
     with pytest.raises(LimitReached):
-        await stores.rooms.add_member(member("b0", "carol"), added_by="bob", max_room_additions=0)
+        await stores.rooms.add_member(member("b0", "carol"), MemberQuota.added(0))
     await stores.rooms.create(room("a2"))
     with pytest.raises(LimitReached) as info:
-        await stores.rooms.add_member(member("a2", "bob"), added_by="alice", max_room_additions=2)
+        await stores.rooms.add_member(member("a2", "bob"), MemberQuota.added(2))
     assert info.value.what == "room additions"
     assert (await stores.rooms.get("a0")) == room("a0")
     await stores.close()
