@@ -117,6 +117,16 @@ def server(module_server: LiveServer) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
+def clean_settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No FORGE_STREAMING_* variable of this shell, and no config file of
+    the working directory, reaches the settings a test loads."""
+    for var in list(os.environ):
+        if var.upper().startswith("FORGE_STREAMING_"):
+            monkeypatch.delenv(var)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
 def make_server(tmp_path: Path, library_paths: str) -> Iterator[type[LiveServer]]:
     """Start servers with settings of the test's own (on the module's library
     paths unless they say); all stopped at the end."""

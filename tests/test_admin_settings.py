@@ -4,7 +4,6 @@ and no key in what settings print or complain about."""
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import pytest
@@ -16,12 +15,7 @@ from transport.auth import AuthError, TokenAuthority
 KEY = "service-key-" + "s" * 32
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for var in list(os.environ):
-        if var.upper().startswith("FORGE_STREAMING_"):
-            monkeypatch.delenv(var)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_settings_env")
 
 
 def test_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import stat
 import threading
 from datetime import UTC, datetime, timedelta
@@ -28,12 +27,7 @@ from transport.auth import (
 SECRET = "s" * 48
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for var in list(os.environ):
-        if var.upper().startswith("FORGE_STREAMING_"):
-            monkeypatch.delenv(var)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_settings_env")
 
 
 def hs256(**settings: Any) -> TokenAuthority:
