@@ -29,6 +29,7 @@ class ApiSchema(strawberry.Schema):
 
     documents: ValidDocuments
     graphql_core: GraphQLSchema
+    strawberry_adapter: StrawberryAdapter
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -70,6 +71,7 @@ def build_schema(
     documents.bind(core)
     schema.documents = documents
     schema.graphql_core = core
+    schema.strawberry_adapter = strawberry_adapter
     return schema
 
 

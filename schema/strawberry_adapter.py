@@ -11,6 +11,13 @@ version, with `fast_paths` on, it uses:
 - `ExecutionContext.pre_execution_errors = []` in `on_validate`, which makes
   Strawberry skip validating a document that passed before.
 
+The WebSocket protocol handlers (transport/ws/handlers.py) subclass
+Strawberry's and override methods and read attributes it does not document;
+they are behaviour, not speed (strict frames, limits, pings, shared
+executions), so `fast_paths` off keeps them, but on another version
+`handlers_fit` is False and the view serves WebSockets with Strawberry's own
+handlers instead (the same log line says so).
+
 On any other version, or with `fast_paths` off, it takes the public path and
 says so in one log line: the graphql-core schema as Strawberry hands it to a
 validation rule (`AddValidationRules`, graphql-core's `ValidationContext`),
@@ -48,8 +55,10 @@ WRITTEN_FOR = "0.341.2"
 class StrawberryAdapter:
     """Strawberry's internals (`fast`) or its public API only; one per schema."""
 
-    def __init__(self, *, fast: bool) -> None:
+    def __init__(self, *, fast: bool, handlers_fit: bool = True) -> None:
         self.fast = fast
+        # Whether our WebSocket handlers fit the installed Strawberry.
+        self.handlers_fit = handlers_fit
         self._seen: list[GraphQLSchema] = []
 
     @classmethod
@@ -57,15 +66,16 @@ class StrawberryAdapter:
         """The fast path on the version this was written for, when allowed;
         the public path otherwise, said in one log line."""
         installed = version(DISTRIBUTION)
-        if not fast_paths:
-            log.info("strawberry: fast paths off (setting fast_paths): public API only")
-            return cls(fast=False)
         if installed != WRITTEN_FOR:
             log.warning(
-                "strawberry: %s installed, adapter written for %s: public API only",
+                "strawberry: %s installed, adapter written for %s: public API only,"
+                " Strawberry's own WebSocket handlers",
                 installed,
                 WRITTEN_FOR,
             )
+            return cls(fast=False, handlers_fit=False)
+        if not fast_paths:
+            log.info("strawberry: fast paths off (setting fast_paths): public API only")
             return cls(fast=False)
         return cls(fast=True)
 

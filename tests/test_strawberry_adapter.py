@@ -3,16 +3,30 @@ were written for, its public API otherwise; the same schema either way."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
+import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import strawberry.schema.schema as strawberry_schema
+import uvicorn
+import websockets
 from strawberry.types import ExecutionResult
+from websockets.typing import Subprotocol
 
+from core.settings import load_settings
 from schema import build_schema, strawberry_adapter
 from schema.strawberry_adapter import WRITTEN_FOR, StrawberryAdapter
+from server import create_app
+from tests.conftest import TEST_SETTINGS
+from tests.live import TIMEOUT, free_port
+from transport.auth import TokenAuthority
 
 OUT_OF_BOUNDS = '{ room(id: "not an id!") { id } }'
 
@@ -29,7 +43,8 @@ def test_the_fast_path_only_on_the_version_it_was_written_for(
     said = [r.getMessage() for r in caplog.records]
     assert said == [
         "strawberry: fast paths off (setting fast_paths): public API only",
-        f"strawberry: 9.9.9 installed, adapter written for {WRITTEN_FOR}: public API only",
+        f"strawberry: 9.9.9 installed, adapter written for {WRITTEN_FOR}: public API only,"
+        " Strawberry's own WebSocket handlers",
     ]
 
 
@@ -77,3 +92,58 @@ async def test_both_paths_mask_errors_of_a_stream(fast_paths: bool) -> None:
     results = [result async for result in stream]
     errors = [(e.message, e.extensions) for r in results for e in r.errors or ()]
     assert errors == [("Internal server error", {"code": "INTERNAL_SERVER_ERROR"})]
+
+
+@contextlib.asynccontextmanager
+async def _serving(app: Any) -> AsyncIterator[str]:
+    """`app` on a real uvicorn server in this process (so Strawberry's
+    version can be told otherwise): its WebSocket URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not server.started:
+            if task.done() or time.monotonic() > deadline:
+                raise AssertionError("the server did not start")
+            await asyncio.sleep(0.01)  # polling uvicorn's own flag
+        yield f"ws://127.0.0.1:{port}/graphql"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, TIMEOUT)
+
+
+async def test_on_another_version_strawberrys_own_websocket_handlers_serve(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Ours override undocumented handler methods; a different installed
+    # version is the one fault a test cannot cause, so it is told.
+    monkeypatch.setattr(strawberry_adapter, "version", lambda _: "9.9.9")
+    caplog.set_level(logging.INFO, "forge_streaming.adapters")
+    settings = load_settings(None, data_dir=tmp_path, **TEST_SETTINGS)
+    token = TokenAuthority.from_settings(settings).mint("alice")
+    protocol = [Subprotocol("graphql-transport-ws")]
+    async with _serving(create_app(settings)) as url:
+        async with websockets.connect(url, subprotocols=protocol) as ws:
+            await ws.send(json.dumps({"type": "connection_init", "payload": {"token": token}}))
+            ack = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+            assert ack == {"type": "connection_ack", "payload": {"userId": "alice"}}
+            subscribe = {"type": "subscribe", "id": "1", "payload": {"query": "{ me }"}}
+            await ws.send(json.dumps(subscribe))
+            frames = [json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT)) for _ in "12"]
+            assert frames == [
+                {"type": "next", "id": "1", "payload": {"data": {"me": "alice"}}},
+                {"type": "complete", "id": "1"},
+            ]
+        async with websockets.connect(url, subprotocols=protocol) as ws:
+            await ws.send(json.dumps({"type": "connection_init", "payload": {"token": "bad"}}))
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), TIMEOUT)
+            # Strawberry's own refusal; ours would say UNAUTHENTICATED and why.
+            assert (ws.close_code, ws.close_reason) == (4403, "Forbidden")
+    said = [r.getMessage() for r in caplog.records if r.name == "forge_streaming.adapters"]
+    assert (
+        f"strawberry: 9.9.9 installed, adapter written for {WRITTEN_FOR}: public API only,"
+        " Strawberry's own WebSocket handlers" in said
+    )
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

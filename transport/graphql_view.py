@@ -25,8 +25,12 @@ from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.http import GraphQLHTTPResponse
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.types import ExecutionResult
 
 from backends.errors import LimitReached
@@ -107,9 +111,11 @@ def _token_from(params: dict[str, Any] | None, websocket: WebSocket) -> str | No
 
 class GraphQLView(GraphQL[Context, None]):
     # WebSockets: transport/ws/handlers.py (strict frames, pings, timeouts).
-    websocket_adapter_class = WebSocketAdapter
-    graphql_transport_ws_handler_class = TransportWSHandler
-    graphql_ws_handler_class = LegacyWSHandler
+    websocket_adapter_class: type[ASGIWebSocketAdapter] = WebSocketAdapter
+    graphql_transport_ws_handler_class: type[BaseGraphQLTransportWSHandler[Context, None]] = (
+        TransportWSHandler
+    )
+    graphql_ws_handler_class: type[BaseGraphQLWSHandler[Context, None]] = LegacyWSHandler
 
     def __init__(
         self,
@@ -122,6 +128,13 @@ class GraphQLView(GraphQL[Context, None]):
         **options: Any,
     ) -> None:
         super().__init__(schema, **options)
+        if not schema.strawberry_adapter.handlers_fit:
+            # Our handlers override Strawberry's undocumented handler methods:
+            # on a version they were not written for, Strawberry's own serve
+            # (the log line of schema/strawberry_adapter.py says so).
+            self.websocket_adapter_class = ASGIWebSocketAdapter
+            self.graphql_transport_ws_handler_class = BaseGraphQLTransportWSHandler
+            self.graphql_ws_handler_class = BaseGraphQLWSHandler
         self.authority = authority
         # Back-end services' keys: plain HTTP only (transport/api_keys.py).
         self.api_keys = api_keys if api_keys is not None else ApiKeys([])
