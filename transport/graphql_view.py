@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from cross_web import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.http import GraphQLHTTPResponse
@@ -148,15 +148,14 @@ class GraphQLView(GraphQL[Context, None]):
         self.admission = admission
         # graphql-sse, both modes (transport/sse/).
         self.sse = ServerSentEvents(self)
-        # GraphiQL with its assets served by this server (transport/graphiql.py).
-        self._graphql_ide_html = (
-            graphiql_html() if self.graphql_ide == "graphiql" else super().graphql_ide_html
-        )
+        # GraphiQL with its assets served by this server (transport/graphiql.py),
+        # built now: a Strawberry page that no longer matches fails at start.
+        self._graphiql_page = graphiql_html() if self.graphql_ide == "graphiql" else None
 
-    @property
-    def graphql_ide_html(self) -> str:
-        # Strawberry's is a read-only property; render_graphql_ide serves this.
-        return self._graphql_ide_html
+    async def render_graphql_ide(self, request: Request) -> Response:
+        if self._graphiql_page is not None:
+            return HTMLResponse(self._graphiql_page)
+        return await super().render_graphql_ide(request)
 
     def encode_json(self, data: object) -> bytes:
         # orjson, as for every WebSocket frame: faster, and the same bytes
