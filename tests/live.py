@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,6 +207,29 @@ class LiveServer:
 _CHAINED = ("During handling", "The above exception", TRACEBACK)
 
 
+def serve_module(root: Path, settings: dict[str, Any]) -> Iterator[LiveServer]:
+    """A module's own server (a module-scoped fixture yields from this):
+    started in `root`, stopped after the module's last test."""
+    live = LiveServer(root, settings).start()
+    yield live
+    live.stop()
+
+
+def one_test(
+    live: LiveServer, *, unlogged: tuple[str, ...] = ("Traceback",)
+) -> Iterator[LiveServer]:
+    """`live` for one test (a fixture yields from this): after it no
+    subscription is left on the server, and none of `unlogged` was logged
+    during it."""
+    mark = len(live.log())
+    yield live
+    live.wait_idle()
+    live.metric("streaming_subscriptions_active")  # a round trip: the log is written up to here
+    written = live.log()[mark:]
+    for word in unlogged:
+        assert word not in written, written
+
+
 def _traceback_at(lines: list[str], start: int) -> str:
     """The traceback starting at `lines[start]`, with the line before it (the
     log message), up to its exception line (following chained exceptions)."""
@@ -333,6 +356,17 @@ class Operation:
     def assert_quiet(self) -> None:
         if not self.frames.empty():
             raise AssertionError(f"unexpected frame {self.frames.get_nowait()}")
+
+
+async def ended_with(op: Operation) -> dict[str, Any]:
+    """The error a subscription ends with: one `next` with errors, then `complete`."""
+    frame = await op.frame()
+    assert frame["type"] == "next", frame
+    assert frame["payload"]["data"] is None, frame
+    errors: list[dict[str, Any]] = frame["payload"]["errors"]
+    assert len(errors) == 1, errors
+    assert (await op.frame())["type"] == "complete"
+    return errors[0]
 
 
 @asynccontextmanager

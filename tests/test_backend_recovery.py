@@ -29,7 +29,7 @@ from backends.opened import Opened
 from backends.records import HistoryWindow, MessageKind, NewMessage
 from backends.redis import backend as redis_backend
 from tests.conftest import TEST_SETTINGS, require_service
-from tests.live import TIMEOUT, LiveServer, Operation, unique, ws_connect
+from tests.live import TIMEOUT, GraphQLClient, LiveServer, Operation, unique, ws_connect
 from tests.services import ServiceProcess
 from tests.test_messages import ROOM_MESSAGES, new_room, send
 
@@ -84,6 +84,20 @@ def _one_line_faults(server: LiveServer) -> None:
 # --- Redis -------------------------------------------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def _following(node: LiveServer) -> AsyncIterator[tuple[GraphQLClient, str, Operation]]:
+    """A user following a new room of theirs over a WebSocket, one message
+    already seen, as every recovery test starts."""
+    alice = node.client(unique("alice"))
+    room_id = await new_room(alice)
+    async with ws_connect(node, alice.token) as ws:
+        op = await ws.subscribe(ROOM_MESSAGES, room=room_id)
+        await node.wait_subscribers(1)
+        await send(alice, room_id, "before")
+        assert await _next_text(op) == "before"
+        yield alice, room_id, op
+
+
 async def _kill(service: ServiceProcess, kind: str) -> int:
     client = redis_asyncio.Redis(port=service.port)
     try:
@@ -97,14 +111,7 @@ async def test_redis_connections_killed_by_the_server_recover(
     redis_service: ServiceProcess, make_server: type[LiveServer], tmp_path: Path
 ) -> None:
     node = _node(make_server, tmp_path, redis_service)
-    alice = node.client(unique("alice"))
-    room_id = await new_room(alice)
-    async with ws_connect(node, alice.token) as ws:
-        op = await ws.subscribe(ROOM_MESSAGES, room=room_id)
-        await node.wait_subscribers(1)
-        await send(alice, room_id, "before")
-        assert await _next_text(op) == "before"
-
+    async with _following(node) as (alice, room_id, op):
         assert await _kill(redis_service, "pubsub") >= 1
         await send(alice, room_id, "after pubsub kill")
         assert await _next_text(op) == "after pubsub kill"
@@ -130,14 +137,7 @@ async def test_nats_restart_recovers(
     nats_service: ServiceProcess, make_server: type[LiveServer], tmp_path: Path
 ) -> None:
     node = _node(make_server, tmp_path, nats_service)
-    alice = node.client(unique("alice"))
-    room_id = await new_room(alice)
-    async with ws_connect(node, alice.token) as ws:
-        op = await ws.subscribe(ROOM_MESSAGES, room=room_id)
-        await node.wait_subscribers(1)
-        await send(alice, room_id, "before")
-        assert await _next_text(op) == "before"
-
+    async with _following(node) as (alice, room_id, op):
         nats_service.stop()
         nats_service.start()
         await _ready(node, timeout=20)

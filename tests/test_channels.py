@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.live import GraphQLClient, LiveServer, Operation, unique, ws_connect
+from tests.live import GraphQLClient, LiveServer, Operation, ended_with, unique, ws_connect
 
 CHANNEL_FIELDS = "id name description isPrivate createdBy createdAt"
 CREATE = f"""
@@ -57,17 +57,6 @@ async def channel_ids(client: GraphQLClient) -> set[str]:
 async def received(sub: Operation) -> dict[str, Any]:
     message: dict[str, Any] = (await sub.next())["channelMessages"]
     return message
-
-
-async def failure(op: Operation) -> dict[str, Any]:
-    """The error a subscription ends with: one `next` with errors, then `complete`."""
-    frame = await op.frame()
-    assert frame["type"] == "next", frame
-    assert frame["payload"]["data"] is None, frame
-    [error] = frame["payload"]["errors"]
-    assert (await op.frame())["type"] == "complete"
-    assert isinstance(error, dict)
-    return error
 
 
 async def test_create_get_and_list_channels(server: LiveServer) -> None:
@@ -207,7 +196,7 @@ async def test_metadata_filter_must_be_an_object(server: LiveServer) -> None:
     channel = (await create(alice))["id"]
     async with ws_connect(server, bob.token) as ws:
         for bad in ([1, 2], "eu", 3):
-            error = await failure(await ws.subscribe(WATCH, c=channel, filter={"metadata": bad}))
+            error = await ended_with(await ws.subscribe(WATCH, c=channel, filter={"metadata": bad}))
             assert error["extensions"]["code"] == "BAD_USER_INPUT"
             assert error["message"] == "filter.metadata must be an object"
         await server.wait_subscribers(0)
@@ -236,7 +225,7 @@ async def test_private_channel_is_invisible_until_granted(server: LiveServer) ->
         assert (await bob.error(mutation, c=cid, u=bob_id)).code == "NOT_FOUND"
     assert (await bob.error(DELETE, id=cid)).code == "NOT_FOUND"
     async with ws_connect(server, bob.token) as ws:
-        error_frame = await failure(await ws.subscribe(WATCH, c=cid))
+        error_frame = await ended_with(await ws.subscribe(WATCH, c=cid))
         assert error_frame["extensions"]["code"] == "NOT_FOUND"
     await server.wait_subscribers(0)
     # Bob's attempts changed nothing: still private, still alice's, still there.
@@ -272,7 +261,7 @@ async def test_revoke_ends_the_revoked_users_subscription(server: LiveServer) ->
         assert await received(bob_sub) == first
 
         assert (await alice.execute(REVOKE, c=cid, u=bob_id)) == {"revokeChannel": True}
-        error = await failure(bob_sub)
+        error = await ended_with(bob_sub)
         assert error["extensions"]["code"] == "NOT_FOUND"
         await server.wait_subscribers(1)
 
@@ -302,7 +291,7 @@ async def test_delete_channel_only_by_creator_and_ends_subscriptions(server: Liv
         sent = await publish(alice, cid, data="still here")
         assert await received(sub) == sent
         assert (await alice.execute(DELETE, id=cid)) == {"deleteChannel": True}
-        error_frame = await failure(sub)
+        error_frame = await ended_with(sub)
         assert error_frame["extensions"]["code"] == "NOT_FOUND"
         await server.wait_subscribers(0)
 
@@ -340,7 +329,7 @@ async def test_unknown_channel_is_not_found(server: LiveServer) -> None:
         assert error.code == "NOT_FOUND", query
         assert nope in str(error)
     async with ws_connect(server, client.token) as ws:
-        error_frame = await failure(await ws.subscribe(WATCH, c=nope))
+        error_frame = await ended_with(await ws.subscribe(WATCH, c=nope))
         assert error_frame["extensions"]["code"] == "NOT_FOUND"
     assert nope not in await channel_ids(client)
 

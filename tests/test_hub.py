@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from broadcaster import Event
 
-from backends.hub import RESYNC, Hub, HubClosed, HubSubscription, SlowConsumer
+from backends.hub import RESYNC, Hub, HubClosed, SlowConsumer
 from backends.memory_broker import MemoryBroker
-
-TIMEOUT = 5.0
+from tests.hub_checks import concurrent_first_subscribers_all_receive, receive
 
 
 def text_hub(backend: MemoryBroker | None = None, capacity: int = 16) -> Hub[str]:
@@ -32,10 +30,6 @@ async def hub() -> AsyncIterator[Hub[str]]:
     await h.stop()
 
 
-async def receive(sub: HubSubscription[str]) -> object:
-    return await asyncio.wait_for(anext(sub), TIMEOUT)
-
-
 async def test_first_subscriber_receives_the_first_publish(hub: Hub[str]) -> None:
     # broadcaster + redis-py 8 lost the first message on a new subscription.
     async with hub.subscribe("t") as sub:
@@ -44,22 +38,7 @@ async def test_first_subscriber_receives_the_first_publish(hub: Hub[str]) -> Non
 
 
 async def test_concurrent_first_subscribers_all_receive(hub: Hub[str]) -> None:
-    # broadcaster raced here: one of two first subscribers never got messages
-    # and raised KeyError on exit.
-    started = asyncio.Barrier(11)
-    results: list[object] = []
-
-    async def subscriber() -> None:
-        async with hub.subscribe("race") as sub:
-            await started.wait()
-            results.append(await receive(sub))
-
-    tasks = [asyncio.create_task(subscriber()) for _ in range(10)]
-    await started.wait()
-    await hub.publish("race", "go")
-    await asyncio.gather(*tasks)
-    assert results == ["go"] * 10
-    assert hub.subscriber_count() == 0
+    await concurrent_first_subscribers_all_receive(hub)
 
 
 async def test_one_upstream_subscription_per_topic() -> None:

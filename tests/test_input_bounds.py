@@ -30,14 +30,13 @@ from backends.nats.link import key_token
 from schema import SDL_PATH
 from schema.bounds import BOUNDS, UnboundedArgument, apply_bounds
 from tests.conftest import TEST_SETTINGS, require_service
-from tests.live import GraphQLClient, LiveServer, unique, ws_connect
+from tests.live import GraphQLClient, LiveServer, ended_with, unique, ws_connect
 from tests.sse_client import event_stream
 from tests.test_messages import (
     HISTORY,
     ROOM_MESSAGES,
     SEND,
     all_messages,
-    ended_with,
     new_room,
     send,
     still_serving,

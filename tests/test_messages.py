@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import TEST_SETTINGS
-from tests.live import GraphQLClient, LiveServer, Operation, unique, ws_connect
+from tests.live import GraphQLClient, LiveServer, ended_with, unique, ws_connect
 
 CREATE = """
 mutation($id: ID!, $private: Boolean! = false) {
@@ -79,17 +79,6 @@ def offset(cursor: str) -> int:
 
 def epoch(cursor: str) -> str:
     return cursor.rsplit(":", 1)[0]
-
-
-async def ended_with(op: Operation) -> dict[str, Any]:
-    """The error a subscription ends with: a `next` with errors, then `complete`."""
-    frame = await op.frame()
-    assert frame["type"] == "next", frame
-    assert frame["payload"]["data"] is None, frame
-    errors: list[dict[str, Any]] = frame["payload"]["errors"]
-    assert len(errors) == 1, errors
-    assert (await op.frame())["type"] == "complete"
-    return errors[0]
 
 
 async def still_serving(server: LiveServer) -> None:

@@ -15,17 +15,17 @@ import pytest
 
 from backends import topics
 from backends.errors import Unavailable
-from backends.hub import RESYNC, Hub, HubSubscription
+from backends.hub import RESYNC, Hub
 from backends.nats.backend import check_server_version, delete_namespace, open_stores
 from backends.nats.link import redact_url
 from backends.opened import Opened
 from backends.protocols import MessageStore
 from backends.records import HistoryWindow, MessageKind, NewMessage
 from tests.conftest import require_service
+from tests.hub_checks import TIMEOUT, concurrent_first_subscribers_all_receive, receive
 from tests.live import free_port
 from tests.services import ServiceProcess
 
-TIMEOUT = 5.0
 INC = "incarnation-1"  # of the rooms whose history these tests write
 
 
@@ -82,10 +82,6 @@ async def namespace_url() -> AsyncIterator[str]:
     await delete_namespace(url)
 
 
-async def receive(sub: HubSubscription[str]) -> object:
-    return await asyncio.wait_for(anext(sub), TIMEOUT)
-
-
 def message(text: str, room_id: str = "room") -> NewMessage:
     return NewMessage(kind=MessageKind.MESSAGE, user_id="u", room_id=room_id, data={"t": text})
 
@@ -101,20 +97,7 @@ async def test_first_subscription_receives_the_first_publish(namespace_url: str)
 
 async def test_concurrent_first_subscribers_all_receive(namespace_url: str) -> None:
     async with hub_on(namespace_url) as hub:
-        ready = asyncio.Barrier(11)
-        got: list[object] = []
-
-        async def subscriber() -> None:
-            async with hub.subscribe("race") as sub:
-                await ready.wait()
-                got.append(await receive(sub))
-
-        tasks = [asyncio.create_task(subscriber()) for _ in range(10)]
-        await ready.wait()
-        await hub.publish("race", "go")
-        await asyncio.gather(*tasks)
-        assert got == ["go"] * 10
-        assert hub.subscriber_count() == 0
+        await concurrent_first_subscribers_all_receive(hub)
 
 
 async def test_two_nodes_see_each_others_publishes_in_one_order(namespace_url: str) -> None:

@@ -22,7 +22,7 @@ import websockets
 from websockets.typing import Subprotocol
 
 from tests.conftest import TEST_SETTINGS
-from tests.live import GraphQLClient, LiveServer, Operation, unique, ws_connect
+from tests.live import GraphQLClient, LiveServer, ended_with, unique, ws_connect
 
 PRESENCE = """
 query($ids: [ID!]!) { presence(userIds: $ids) { userId status statusText lastSeen } }
@@ -91,17 +91,6 @@ async def wait_status(
             raise AssertionError(f"{user_id} stayed {seen}, expected {status}")
         await asyncio.sleep(0.05)  # polling state that changes by expiry
         seen = await status_of(client, user_id)
-
-
-async def failure(op: Operation) -> dict[str, Any]:
-    """The error a subscription ends with: one `next` with errors, then `complete`."""
-    frame = await op.frame()
-    assert frame["type"] == "next", frame
-    assert frame["payload"]["data"] is None, frame
-    errors: list[dict[str, Any]] = frame["payload"]["errors"]
-    assert len(errors) == 1, errors
-    assert (await op.frame())["type"] == "complete"
-    return errors[0]
 
 
 def entry(user_id: str, status: str, text: str | None = None) -> dict[str, Any]:
@@ -180,7 +169,7 @@ async def test_too_many_user_ids_is_rejected(server: LiveServer) -> None:
     assert "at most 100 userIds" in str(error)
     async with ws_connect(server, client.token) as ws:
         op = await ws.subscribe(WATCH_USERS, ids=ids)
-        err = await failure(op)
+        err = await ended_with(op)
         assert err["extensions"]["code"] == "BAD_USER_INPUT"
         assert "at most 100 userIds" in err["message"]
     assert await presence_of(client, ids[0]) == []
@@ -316,11 +305,11 @@ async def test_private_room_presence_is_not_found_for_non_members(server: LiveSe
     assert error.code == "NOT_FOUND"
     assert room in str(error)
     async with ws_connect(server, cs.token) as ws:
-        err = await failure(await ws.subscribe(WATCH_ROOM, roomId=room))
+        err = await ended_with(await ws.subscribe(WATCH_ROOM, roomId=room))
         assert err["extensions"]["code"] == "NOT_FOUND"
         assert room in err["message"]
         unknown = unique("nope")
-        err = await failure(await ws.subscribe(WATCH_ROOM, roomId=unknown))
+        err = await ended_with(await ws.subscribe(WATCH_ROOM, roomId=unknown))
         assert err["extensions"]["code"] == "NOT_FOUND"
         # Nothing was left subscribed, and the owner is still served.
         await server.wait_subscribers(0)
@@ -344,7 +333,7 @@ async def test_presence_subscription_needs_exactly_one_target(
     }
     """
     async with ws_connect(server, client.token) as ws:
-        err = await failure(await ws.subscribe(query, **variables))
+        err = await ended_with(await ws.subscribe(query, **variables))
         assert err["extensions"]["code"] == "BAD_USER_INPUT"
         assert err["message"] == "pass exactly one of roomId and userIds"
         await server.wait_subscribers(0)

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from backends import topics
 from backends.errors import LimitReached, Unavailable
 from backends.events import Event, MessageEvent, decode_hub_event, encode_hub_event
-from backends.hub import RESYNC, Hub, HubSubscription
+from backends.hub import RESYNC, Hub
 from backends.opened import Opened
 from backends.records import LEGACY_INCARNATION, HistoryWindow, MessageKind, NewMessage, Room
 from backends.redis import messages as redis_messages
@@ -34,10 +34,10 @@ from backends.redis.backend import (
     split_url,
 )
 from tests.conftest import require_service
+from tests.hub_checks import TIMEOUT, concurrent_first_subscribers_all_receive, receive
 from tests.live import free_port
 from tests.services import ServiceProcess
 
-TIMEOUT = 5.0
 INC = "incarnation-1"  # of the rooms whose history these tests write
 
 
@@ -76,10 +76,6 @@ async def text_hub(url: str, *roles: str) -> AsyncIterator[tuple[Hub[str], Opene
         await opened.close()
 
 
-async def receive(sub: HubSubscription[Any], timeout: float = TIMEOUT) -> Any:
-    return await asyncio.wait_for(anext(sub), timeout)
-
-
 # --- broadcaster's defects, as regression tests -----------------------------
 
 
@@ -92,20 +88,7 @@ async def test_first_subscription_receives_the_first_publish(url: str) -> None:
 
 async def test_concurrent_first_subscribers_all_receive(url: str) -> None:
     async with text_hub(url) as (hub, _):
-        started = asyncio.Barrier(11)
-        results: list[object] = []
-
-        async def subscriber() -> None:
-            async with hub.subscribe("race") as sub:
-                await started.wait()
-                results.append(await receive(sub))
-
-        tasks = [asyncio.create_task(subscriber()) for _ in range(10)]
-        await started.wait()
-        await hub.publish("race", "go")
-        await asyncio.gather(*tasks)
-        assert results == ["go"] * 10
-        assert hub.subscriber_count() == 0
+        await concurrent_first_subscribers_all_receive(hub)
 
 
 async def test_resubscribing_after_unsubscribe_receives(url: str) -> None:

@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from tests.conftest import TEST_SETTINGS
-from tests.live import TIMEOUT, LiveServer, unique
+from tests.live import TIMEOUT, LiveServer, one_test, serve_module, unique
 from tests.sse_client import TOKEN_HEADER, event_stream, request
 
 LIMIT = 16 * 1024
@@ -50,19 +50,12 @@ def many_tokens(n: int = 0) -> str:
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = LiveServer(tmp_path_factory.mktemp("limited"), dict(LIMITED)).start()
-    yield live
-    live.stop()
+    yield from serve_module(tmp_path_factory.mktemp("limited"), dict(LIMITED))
 
 
 @pytest.fixture
 def server(limited: LiveServer) -> Iterator[LiveServer]:
-    mark = len(limited.log())
-    yield limited
-    limited.wait_idle()
-    limited.metric("streaming_subscriptions_active")  # the log is written up to here
-    written = limited.log()[mark:]
-    assert "Traceback" not in written, written
+    yield from one_test(limited)
 
 
 def auth(live: LiveServer, user: str | None = None) -> dict[str, str]:

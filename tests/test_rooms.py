@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.live import GraphQLClient, LiveServer, Operation, unique, ws_connect
+from tests.live import GraphQLClient, LiveServer, ended_with, unique, ws_connect
 
 ROOM_FIELDS = (
     "id name description owner isPrivate metadata memberCount myRole members { userId role }"
@@ -81,17 +81,6 @@ async def history(client: GraphQLClient, room_id: str) -> list[tuple[str, str | 
         (e["node"]["type"], e["node"]["event"], e["node"]["userId"])
         for e in data["history"]["edges"]
     ]
-
-
-async def ended_with(op: Operation) -> dict[str, Any]:
-    """The error a subscription ends with: a `next` with errors, then `complete`."""
-    frame = await op.frame()
-    assert frame["type"] == "next", frame
-    assert frame["payload"]["data"] is None, frame
-    errors: list[dict[str, Any]] = frame["payload"]["errors"]
-    assert len(errors) == 1, errors
-    assert (await op.frame())["type"] == "complete"
-    return errors[0]
 
 
 async def still_serving(server: LiveServer) -> None:

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_SETTINGS
-from tests.live import TIMEOUT, LiveServer, unique, ws_connect
+from tests.live import TIMEOUT, LiveServer, one_test, serve_module, unique, ws_connect
 from tests.sse_client import event_stream
 
 SHORT = {"header_timeout": "400ms", "body_timeout": "400ms", "idle_timeout": "400ms"}
@@ -28,18 +28,12 @@ SHORT = {"header_timeout": "400ms", "body_timeout": "400ms", "idle_timeout": "40
 
 @pytest.fixture(scope="module")
 def short(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = LiveServer(tmp_path_factory.mktemp("short"), {**TEST_SETTINGS, **SHORT}).start()
-    yield live
-    live.stop()
+    yield from serve_module(tmp_path_factory.mktemp("short"), {**TEST_SETTINGS, **SHORT})
 
 
 @pytest.fixture
 def server(short: LiveServer) -> Iterator[LiveServer]:
-    mark = len(short.log())
-    yield short
-    short.wait_idle()
-    short.metric("streaming_subscriptions_active")
-    assert "Traceback" not in short.log()[mark:]
+    yield from one_test(short)
 
 
 @asynccontextmanager

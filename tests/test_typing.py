@@ -4,6 +4,8 @@ message, expired after `typing_timeout` (600ms in the test settings)."""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,17 +48,27 @@ async def event(sub: Operation) -> dict[str, Any]:
     return got
 
 
-def stopped(room: str, user: str) -> dict[str, Any]:
-    return {"roomId": room, "userId": user, "isTyping": False, "expiresAt": None}
-
-
-async def test_start_typing_emits_true_with_expiry(server: LiveServer) -> None:
+@asynccontextmanager
+async def alice_watches_bob(
+    server: LiveServer,
+) -> AsyncIterator[tuple[GraphQLClient, GraphQLClient, str, str, Operation]]:
+    """Alice and bob share a new room; alice follows its typing over a
+    WebSocket. Yields alice, bob, bob's id, the room and her subscription."""
     bob_id = unique("bob")
     alice, bob = server.client(unique("alice")), server.client(bob_id)
     room = await room_with(alice, bob)
     async with ws_connect(server, alice.token) as ws:
         sub = await ws.subscribe(WATCH, roomId=room)
         await server.wait_subscribers(1)
+        yield alice, bob, bob_id, room, sub
+
+
+def stopped(room: str, user: str) -> dict[str, Any]:
+    return {"roomId": room, "userId": user, "isTyping": False, "expiresAt": None}
+
+
+async def test_start_typing_emits_true_with_expiry(server: LiveServer) -> None:
+    async with alice_watches_bob(server) as (alice, bob, bob_id, room, sub):
         before = datetime.now().astimezone()
         assert (await bob.execute(START, roomId=room)) == {"startTyping": True}
         after = datetime.now().astimezone()
@@ -77,12 +89,7 @@ async def test_start_typing_emits_true_with_expiry(server: LiveServer) -> None:
 
 
 async def test_repeated_start_refreshes_without_a_second_event(server: LiveServer) -> None:
-    bob_id = unique("bob")
-    alice, bob = server.client(unique("alice")), server.client(bob_id)
-    room = await room_with(alice, bob)
-    async with ws_connect(server, alice.token) as ws:
-        sub = await ws.subscribe(WATCH, roomId=room)
-        await server.wait_subscribers(1)
+    async with alice_watches_bob(server) as (_alice, bob, bob_id, room, sub):
         await bob.execute(START, roomId=room)
         first = await event(sub)
         assert first["isTyping"] is True
@@ -103,12 +110,7 @@ async def test_repeated_start_refreshes_without_a_second_event(server: LiveServe
 
 
 async def test_sending_a_message_ends_typing(server: LiveServer) -> None:
-    bob_id = unique("bob")
-    alice, bob = server.client(unique("alice")), server.client(bob_id)
-    room = await room_with(alice, bob)
-    async with ws_connect(server, alice.token) as ws:
-        sub = await ws.subscribe(WATCH, roomId=room)
-        await server.wait_subscribers(1)
+    async with alice_watches_bob(server) as (alice, bob, bob_id, room, sub):
         await bob.execute(START, roomId=room)
         assert (await event(sub))["isTyping"] is True
         await bob.execute(SEND, roomId=room)
@@ -119,12 +121,7 @@ async def test_sending_a_message_ends_typing(server: LiveServer) -> None:
 
 
 async def test_typing_expires_after_the_timeout(server: LiveServer) -> None:
-    bob_id = unique("bob")
-    alice, bob = server.client(unique("alice")), server.client(bob_id)
-    room = await room_with(alice, bob)
-    async with ws_connect(server, alice.token) as ws:
-        sub = await ws.subscribe(WATCH, roomId=room)
-        await server.wait_subscribers(1)
+    async with alice_watches_bob(server) as (alice, bob, bob_id, room, sub):
         started = time.monotonic()
         await bob.execute(START, roomId=room)
         assert (await event(sub))["isTyping"] is True

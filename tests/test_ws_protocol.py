@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from tests.conftest import LIBRARY_PATHS, TEST_SETTINGS
-from tests.live import TIMEOUT, LiveServer, unique, ws_connect
+from tests.live import TIMEOUT, LiveServer, one_test, serve_module, unique, ws_connect
 
 # Protocol conformance: also with the library fast paths off (tests/conftest.py).
 pytestmark = pytest.mark.both_paths
@@ -54,17 +54,12 @@ def fast_server(
     tmp_path_factory: pytest.TempPathFactory, library_paths: str
 ) -> Iterator[LiveServer]:
     settings = {**TEST_SETTINGS, **FAST, **LIBRARY_PATHS[library_paths]}
-    live = LiveServer(tmp_path_factory.mktemp("fast"), settings).start()
-    yield live
-    live.stop()
+    yield from serve_module(tmp_path_factory.mktemp("fast"), settings)
 
 
 @pytest.fixture
 def fast(fast_server: LiveServer) -> Iterator[LiveServer]:
-    mark = len(fast_server.log())
-    yield fast_server
-    fast_server.wait_idle()
-    assert_clean_log(fast_server, mark)
+    yield from one_test(fast_server, unlogged=("Traceback", "Exception"))
 
 
 @pytest.fixture(autouse=True)
