@@ -17,6 +17,20 @@ and mutations run too (`start` -> `data` -> `complete`).
 Both: close reasons are cut to the 123 bytes RFC 6455 allows, and a send to
 a socket that is already gone is dropped quietly (the receive loop sees the
 disconnect and releases everything the connection held).
+
+Strawberry's undocumented API used here, written for the version
+schema/strawberry_adapter.py names (on any other, `handlers_fit` is False and
+the view serves WebSockets with Strawberry's own handlers instead): the
+handlers' methods `handle_message`, `handle_connection_init`, `handle_pong`,
+`handle_invalid_message`, `run_operation`, `cleanup_operation`,
+`send_message`, `shutdown`, `handle` (legacy), `handle_start`,
+`handle_async_results`, `send_data_message`; their attributes `operations`,
+`tasks`, `subscriptions`, `connection_acknowledged`,
+`connection_init_received`, `connection_timed_out`,
+`connection_init_timeout_task`, `max_subscriptions_per_connection`, `view`;
+`Operation.send_operation_message`; and `ASGIWebSocketAdapter.ws`. There is
+no public API for a protocol handler: the fallback keeps WebSockets working,
+without what these handlers add.
 """
 
 from __future__ import annotations
