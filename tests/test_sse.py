@@ -58,6 +58,18 @@ def subscribe(room: str, after: str | None = None) -> dict[str, Any]:
     return {"query": ROOM_MESSAGES, "variables": {"roomId": room, "after": after}}
 
 
+async def missed_then_live(
+    server: LiveServer, events: EventReader, client: GraphQLClient, room: str, missed: list[str]
+) -> None:
+    """The stream resumes with the messages `missed` (n 2 and 3, their
+    cursors as event ids), then follows live: n 4 sent now, and no more."""
+    assert [await next_message(events) for _ in range(2)] == list(zip((2, 3), missed, strict=True))
+    await server.wait_subscribers(1)
+    live = await send(client, room, 4)
+    assert await next_message(events) == (4, live)
+    events.assert_quiet()
+
+
 async def next_message(reader: EventReader) -> tuple[int, str | None]:
     """(n, event id) of the next room message event."""
     event = await reader.next()
@@ -285,13 +297,7 @@ async def test_resume_with_after_then_live(server: LiveServer) -> None:
     first = await send(alice, room, 1)
     missed = [await send(alice, room, n) for n in (2, 3)]
     async with event_stream(server, alice.token, json=subscribe(room, after=first)) as events:
-        assert [await next_message(events) for _ in range(2)] == list(
-            zip((2, 3), missed, strict=True)
-        )
-        await server.wait_subscribers(1)
-        live = await send(alice, room, 4)
-        assert await next_message(events) == (4, live)
-        events.assert_quiet()
+        await missed_then_live(server, events, alice, room, missed)
 
 
 async def test_last_event_id_resumes_and_overrides_after(server: LiveServer) -> None:
@@ -304,13 +310,7 @@ async def test_last_event_id_resumes_and_overrides_after(server: LiveServer) -> 
     async with event_stream(
         server, alice.token, json=body, headers={"Last-Event-ID": first}
     ) as events:
-        assert [await next_message(events) for _ in range(2)] == list(
-            zip((2, 3), missed, strict=True)
-        )
-        await server.wait_subscribers(1)
-        live = await send(alice, room, 4)
-        assert await next_message(events) == (4, live)
-        events.assert_quiet()
+        await missed_then_live(server, events, alice, room, missed)
 
 
 async def test_last_event_id_without_after_argument(server: LiveServer) -> None:
