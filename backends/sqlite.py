@@ -306,6 +306,18 @@ async def _one(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ())
         return await cursor.fetchone()
 
 
+async def drop_room_rows(conn: aiosqlite.Connection, room_id: str, incarnation: str | None) -> None:
+    """A room's history, search index rows and stream, unless the stream is
+    of another incarnation than the one named."""
+    if incarnation is not None:
+        row = await _one(conn, "SELECT incarnation FROM streams WHERE room_id = ?", (room_id,))
+        if row is not None and row[0] != incarnation:
+            return
+    await forget_room(conn, room_id)
+    await conn.execute("DELETE FROM messages WHERE room_id = ?", (room_id,))
+    await conn.execute("DELETE FROM streams WHERE room_id = ?", (room_id,))
+
+
 # --- messages -------------------------------------------------------------
 
 _MESSAGE_COLUMNS = (
@@ -610,15 +622,7 @@ class SqliteMessageStore:
 
     async def drop_room(self, room_id: str, *, incarnation: str | None = None) -> None:
         async with self._db.transaction() as conn:
-            if incarnation is not None:
-                row = await _one(
-                    conn, "SELECT incarnation FROM streams WHERE room_id = ?", (room_id,)
-                )
-                if row is not None and row[0] != incarnation:
-                    return
-            await forget_room(conn, room_id)
-            await conn.execute("DELETE FROM messages WHERE room_id = ?", (room_id,))
-            await conn.execute("DELETE FROM streams WHERE room_id = ?", (room_id,))
+            await drop_room_rows(conn, room_id, incarnation)
 
     async def close(self) -> None:
         await self._appends.close()

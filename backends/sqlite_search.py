@@ -35,6 +35,7 @@ from .sqlite import (
     _dump,
     _message,
     _one,
+    drop_room_rows,
 )
 from .sqlite_fts import (
     forget_before,
@@ -226,15 +227,7 @@ class SqliteMessageSearch:
         if self.indexes_on_append:
             return  # the message store's drop_room dropped the index rows
         async with self._db.transaction() as conn:
-            if incarnation is not None:
-                row = await _one(
-                    conn, "SELECT incarnation FROM streams WHERE room_id = ?", (room_id,)
-                )
-                if row is not None and row[0] != incarnation:
-                    return
-            await forget_room(conn, room_id)
-            await conn.execute("DELETE FROM messages WHERE room_id = ?", (room_id,))
-            await conn.execute("DELETE FROM streams WHERE room_id = ?", (room_id,))
+            await drop_room_rows(conn, room_id, incarnation)
 
     async def trim(self) -> int:
         if self.indexes_on_append or self._retention is None:
