@@ -187,6 +187,15 @@ def failing(args: list[str], cwd: Path, **env: str) -> str:
     return done.stdout + done.stderr
 
 
+def assert_chatted(out: str, user: str, text: str) -> None:
+    """A chat example's one output line: the user's message, back with the
+    cursor it was sent under."""
+    [message] = lines_of(out)
+    assert message["type"] == "MESSAGE" and message["userId"] == user
+    assert message["data"] == {"text": text}
+    assert message["cursor"] == message["sentCursor"]
+
+
 def lines_of(out: str) -> list[dict[str, Any]]:
     # "\n" only: str.splitlines would also break inside JSON at U+2028.
     return [json.loads(line) for line in out.split("\n") if line]
@@ -205,10 +214,7 @@ async def test_codegen_typescript(server: LiveServer) -> None:
         folder,
         30,
     )  # fmt: skip
-    [message] = lines_of(out)
-    assert message["type"] == "MESSAGE" and message["userId"] == user
-    assert message["data"] == {"text": "typed hello"}
-    assert message["cursor"] == message["sentCursor"]
+    assert_chatted(out, user, "typed hello")
 
 
 def test_codegen_typescript_fails_on_a_breaking_schema(tmp_path: Path) -> None:
@@ -267,10 +273,7 @@ async def test_codegen_python(server: LiveServer) -> None:
         folder,
         30,
     )  # fmt: skip
-    [message] = lines_of(out)
-    assert message["type"] == "MESSAGE" and message["userId"] == user
-    assert message["data"] == {"text": "generated hello"}
-    assert message["cursor"] == message["sentCursor"]
+    assert_chatted(out, user, "generated hello")
 
 
 def test_codegen_python_fails_on_a_breaking_schema(tmp_path: Path) -> None:
