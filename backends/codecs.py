@@ -8,7 +8,7 @@ shortcut. Datetimes are stored as UTC; a naive one is refused on the way in.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -77,6 +77,33 @@ def message_from_dict(d: dict[str, Any]) -> Message:
         metadata=d["metadata"],
         thread_id=d["thread_id"],
         client_message_id=d["client_message_id"],
+    )
+
+
+class SqlRow(Protocol):
+    """A row as sqlite3 (`Row`) and asyncpg (`Record`) return one."""
+
+    def __getitem__(self, index: int, /) -> Any: ...
+
+
+def message_from_row(row: SqlRow, timestamp: datetime) -> Message:
+    """A message from a SQL row of the SQL backends' message columns (id,
+    kind, user, timestamp, offset, epoch, room, channel, event, data,
+    metadata, thread, client id); `timestamp` is row[3] as the backend reads it."""
+    return Message(
+        id=row[0],
+        kind=MessageKind(row[1]),
+        user_id=row[2],
+        timestamp=timestamp,
+        offset=row[4],
+        epoch=row[5],
+        room_id=row[6],
+        channel_id=row[7],
+        event=row[8],
+        data=orjson.loads(row[9]),
+        metadata=orjson.loads(row[10]),
+        thread_id=row[11],
+        client_message_id=row[12],
     )
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from .codecs import from_micros, to_micros
+from .codecs import from_micros, message_from_row, to_micros
 from .errors import Conflict, ForeignStream, LimitReached, Missing
 from .group_commit import GroupCommit
 from .records import (
@@ -39,7 +39,6 @@ from .records import (
     HistoryWindow,
     MemberQuota,
     Message,
-    MessageKind,
     NewMessage,
     Room,
     RoomMember,
@@ -328,21 +327,7 @@ _MESSAGE_FROM = "messages m JOIN streams s ON s.room_id = m.room_id"
 
 
 def _message(row: Row) -> Message:
-    return Message(
-        id=row[0],
-        kind=MessageKind(row[1]),
-        user_id=row[2],
-        timestamp=from_micros(row[3]),
-        offset=row[4],
-        epoch=row[5],
-        room_id=row[6],
-        channel_id=row[7],
-        event=row[8],
-        data=orjson.loads(row[9]),
-        metadata=orjson.loads(row[10]),
-        thread_id=row[11],
-        client_message_id=row[12],
-    )
+    return message_from_row(row, from_micros(row[3]))
 
 
 async def _own_stream(conn: aiosqlite.Connection, room_id: str, incarnation: str) -> Row:

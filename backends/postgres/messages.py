@@ -21,13 +21,12 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ..codecs import require_utc
+from ..codecs import message_from_row, require_utc
 from ..errors import ForeignStream
 from ..records import (
     HistoryPage,
     HistoryWindow,
     Message,
-    MessageKind,
     NewMessage,
     StreamPosition,
     new_epoch,
@@ -48,21 +47,7 @@ _STREAM_ATTEMPTS = 5
 
 
 def message_of(row: asyncpg.Record) -> Message:
-    return Message(
-        id=row[0],
-        kind=MessageKind(row[1]),
-        user_id=row[2],
-        timestamp=row[3],
-        offset=row[4],
-        epoch=row[5],
-        room_id=row[6],
-        channel_id=row[7],
-        event=row[8],
-        data=orjson.loads(row[9]),
-        metadata=orjson.loads(row[10]),
-        thread_id=row[11],
-        client_message_id=row[12],
-    )
+    return message_from_row(row, row[3])
 
 
 async def _own_stream(
