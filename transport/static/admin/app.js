@@ -14,6 +14,7 @@
   const ROOMS_PAGE = 10; // two aliases a room for online count and activity: under max_aliases
   const TAIL_LIMIT = 200;
   const CHART_POINTS = 150; // five minutes at the default 2 s interval
+  const CHART_WINDOW = 300; // seconds on a chart's time axis
 
   class SignedOut extends Error {}
   class ApiError extends Error {
@@ -239,7 +240,9 @@
           title,
           width: width(),
           height: 160,
-          scales: { x: { time: true } },
+          // The last CHART_WINDOW seconds, from the first point on (uPlot
+          // would otherwise stretch one point over years).
+          scales: { x: { time: true, range: (u, min, max) => [(max ?? Date.now() / 1000) - CHART_WINDOW, max ?? Date.now() / 1000] } },
           series: [{}, { label: title, stroke: '#1f5fbf', width: 2, fill: 'rgba(31,95,191,0.12)' }],
           legend: { show: false },
         },
