@@ -9,7 +9,9 @@ Each browser test saves a screenshot of every screen it passes through, in
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import os
 import re
 from collections.abc import AsyncIterator
@@ -121,6 +123,13 @@ async def test_admin_page_is_served_offline_with_a_strict_policy(server: LiveSer
             assert served.status_code == 200, asset
             assert served.headers["content-security-policy"] == policy
             assert served.headers["x-content-type-options"] == "nosniff"
+        # The vendored files are the published builds: the page pins their
+        # hashes (the browser refuses a changed file), and so does this test.
+        pinned = re.findall(r'(?:src|href)="([^"]+)" integrity="sha384-([^"]+)"', page.text)
+        assert len(pinned) == 5, pinned
+        for asset, digest in pinned:
+            body = (await http.get(asset)).content
+            assert base64.b64encode(hashlib.sha384(body).digest()).decode() == digest, asset
         # A Host header is client input: anything but host[:port] stays out.
         hostile = await http.get("/admin", headers={"Host": "evil; script-src *"})
         assert "evil" not in hostile.headers["content-security-policy"]
