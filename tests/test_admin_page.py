@@ -236,6 +236,43 @@ async def test_admin_page_with_an_expired_token_returns_to_sign_in(
     assert (expired["afterLoad"], expired["afterTyped"]) == (1, 2)
 
 
+async def test_admin_page_returns_to_sign_in_when_the_token_expires_while_open(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    owner = server.client(unique("owner"))
+    room = unique("room")
+    await owner.execute(CREATE, room=room, name=room)
+    settings = load_settings(server.data_dir / "config.yaml", data_dir=server.data_dir)
+    async with admin_page(server, tmp_path, "expires", ROOM=room) as script:
+        await script.step("ready", timeout=40)
+        # Refused 5 s (the leeway) after it expires: time to sign in first.
+        await script.send(
+            TokenAuthority.from_settings(settings).mint(
+                unique("ops"), timedelta(seconds=2), admin=True
+            )
+        )
+        await script.step("open", timeout=40)
+        await server.wait_subscribers(1)  # the page's live tail
+        expired = passed(await script.step("expired", timeout=40))
+        await script.finish()
+    assert "token expired" in expired["notice"], expired
+    assert expired["saved"] is None
+    assert expired["later"] == expired["atSignIn"], "the page kept asking after sign-out"
+
+
+async def test_admin_page_refuses_a_token_that_is_not_an_admins(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    if not await has_cluster_api(server):
+        pytest.skip("the admin check at sign-in reads Query.cluster, not in this schema yet")
+    user = unique("mallory")
+    async with admin_page(server, tmp_path, "notadmin", TOKEN=server.token(user)) as script:
+        refused = passed(await script.step("refused", timeout=40))
+        await script.finish()
+    assert refused["failure"] == f"{user} is not a server admin: sign in with an admin token."
+    assert (refused["signedIn"], refused["saved"]) == (0, None)
+
+
 async def test_admin_page_overview_shows_the_node_and_a_moving_chart(
     server: LiveServer, tmp_path: Path
 ) -> None:

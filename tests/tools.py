@@ -102,10 +102,17 @@ class Script:
             *args,
             cwd=cwd,
             env={**os.environ, **env},
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         return cls(process)
+
+    async def send(self, line: str) -> None:
+        """A line to the script's stdin (what it waits for, when the test decides)."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        await self.process.stdin.drain()
 
     async def line(self, timeout: float = 30) -> dict[str, Any]:
         """The next JSON line; AssertionError with stderr if the process ends."""

@@ -2,9 +2,11 @@
 // test plays everyone else (members, their sockets) and checks the server.
 //   ADMIN_URL=http://127.0.0.1:8000/admin TOKEN=… SCENARIO=room ROOM=… MEMBER=… SHOTS=dir node e2e/admin.mjs
 // Scenarios: room (members, live tail, history, hostile text, ban), overview
-// (nodes, a chart moving), connections (disconnect), expired (a stale token).
+// (nodes, a chart moving), connections (disconnect), expired (a stale token),
+// expires (the token expires on an open page), notadmin (a user's token).
 // Each screen is saved as SHOTS/<scenario>-<screen>.png.
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { env, openBrowser, report } from './browser.mjs';
 
 const TIMEOUT = 15_000;
@@ -23,6 +25,15 @@ async function shot(name) {
   const path = join(shots, `${scenario}-${name}.png`);
   await page.screenshot({ path, fullPage: true });
   return path;
+}
+
+async function stdinLine() {
+  const lines = createInterface({ input: process.stdin });
+  for await (const line of lines) {
+    lines.close();
+    return line.trim();
+  }
+  throw new Error('stdin closed before a line came');
 }
 
 async function signIn(token) {
@@ -142,7 +153,35 @@ async function expired() {
   report('expired', { notice: await notice.textContent(), afterLoad, afterTyped: graphqlRequests.length, saved, signedIn: await page.getByText('Signed in as').count(), errors: browser.errors });
 }
 
-const SCENARIOS = { room, overview, connections, expired };
+async function expires() {
+  // Signed in with a token about to expire, on a room's page (its live tail
+  // open): when the server ends the socket for the expired token, the page
+  // goes back to sign-in, and asks nothing more.
+  await page.goto(url);
+  report('ready'); // the test mints the short-lived token now: browser start-up is slow
+  await signIn(await stdinLine());
+  await page.goto(`${url}#/rooms/${encodeURIComponent(env('ROOM'))}`);
+  await page.getByText('Live tail: live').waitFor({ timeout: TIMEOUT });
+  report('open');
+  const notice = page.locator('.signin .notice');
+  await notice.waitFor({ timeout: 30_000 });
+  const atSignIn = graphqlRequests.length;
+  await page.waitForTimeout(1500); // a loop would show itself by now
+  await shot('signin');
+  report('expired', { notice: await notice.textContent(), atSignIn, later: graphqlRequests.length, saved: await page.evaluate(() => sessionStorage.getItem('forge-admin-token')), errors: browser.errors });
+}
+
+async function notadmin() {
+  await page.goto(url);
+  await page.getByLabel('Admin token').fill(env('TOKEN'));
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  const failure = page.locator('.signin .failure');
+  await failure.waitFor({ timeout: TIMEOUT });
+  await shot('signin');
+  report('refused', { failure: await failure.textContent(), signedIn: await page.getByText('Signed in as').count(), saved: await page.evaluate(() => sessionStorage.getItem('forge-admin-token')), errors: browser.errors });
+}
+
+const SCENARIOS = { room, overview, connections, expired, expires, notadmin };
 try {
   await SCENARIOS[scenario]();
 } catch (err) {

@@ -360,6 +360,15 @@
     return html`<section>
       <h2>Rooms</h2>
       <${Failure} text=${failure} />
+      <form class="inline" onSubmit=${(e) => {
+        e.preventDefault();
+        const id = e.target.elements.roomId.value.trim();
+        if (id) location.hash = roomHref(id);
+      }}>
+        <label for="room-open">Open a room by id (private rooms you are not in are not listed)</label>
+        <input id="room-open" name="roomId" />
+        <button type="submit">Open</button>
+      </form>
       <label for="room-search">Search rooms</label>
       <input id="room-search" type="search" value=${search} placeholder="id or name"
         onInput=${(e) => { setSearch(e.target.value); setPage(0); }} />
