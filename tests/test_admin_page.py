@@ -222,6 +222,47 @@ async def test_admin_page_room_shows_hostile_text_as_text_and_bans(
     assert f'"act": "banMember", "room": "{room}"' in server.log()
 
 
+async def test_admin_page_room_actions_ask_first(server: LiveServer, tmp_path: Path) -> None:
+    owner_id, bob_id = unique("owner"), unique("bob")
+    owner, bob = server.client(owner_id), server.client(bob_id)
+    room, channel = unique("room"), unique("channel")
+    await owner.execute(CREATE, room=room, name=room)
+    await bob.execute(JOIN, room=room)
+    await bob.execute("mutation { setPresence(status: AWAY) { status } }")  # seen once
+    await owner.execute(
+        "mutation($name: String!) { createChannel(input: {name: $name}) { id } }", name=channel
+    )
+    members = "query($room: ID!) { room(id: $room) { members { userId role } } }"
+    text = f"maintenance at noon {unique('m')}"
+    async with admin_page(
+        server,
+        tmp_path,
+        "actions",
+        TOKEN=admin_token(server, unique("ops")),
+        ROOM=room,
+        MEMBER=bob_id,
+        SYSTEM_TEXT=text,
+        CHANNEL=channel,
+    ) as script:
+        await script.step("cancelled")
+        before = (await owner.execute(members, room=room))["room"]["members"]
+        assert {"userId": bob_id, "role": "MEMBER"} in before
+        await script.send("go on")
+        done = passed(await script.step("done", timeout=60))
+        await script.finish()
+    assert done["questions"] == [
+        f"Make {bob_id} ADMIN in room {room}?",
+        f"Send this system message to room {room}?",
+        f"Remove {bob_id} from room {room}?",
+        f"Delete room {room} and its history? This cannot be undone.",
+    ]
+    assert done["dialogs"] == []
+    assert (await owner.execute(members, room=room))["room"] is None
+    log = server.log()
+    for act in ("setMemberRole", "removeMember", "deleteRoom"):
+        assert f'"act": "{act}", "room": "{room}"' in log, act
+
+
 async def test_admin_page_with_an_expired_token_returns_to_sign_in(
     server: LiveServer, tmp_path: Path
 ) -> None:

@@ -181,7 +181,57 @@ async function notadmin() {
   report('refused', { failure: await failure.textContent(), signedIn: await page.getByText('Signed in as').count(), saved: await page.evaluate(() => sessionStorage.getItem('forge-admin-token')), errors: browser.errors });
 }
 
-const SCENARIOS = { room, overview, connections, expired, expires, notadmin };
+async function actions() {
+  // Every room action from the page, by keyboard where a person would use
+  // it: each asks first; Cancel changes nothing.
+  const roomId = env('ROOM');
+  const member = env('MEMBER');
+  await page.goto(url);
+  await page.getByLabel('Admin token').fill(env('TOKEN'));
+  await page.getByLabel('Admin token').press('Enter');
+  await page.getByText('Signed in as').waitFor({ timeout: TIMEOUT });
+  await page.getByRole('link', { name: 'Rooms' }).click();
+  await page.getByLabel(/Open a room by id/).fill(roomId);
+  await page.getByLabel(/Open a room by id/).press('Enter');
+  await page.locator(`tr.member[data-user="${member}"]`).waitFor({ timeout: TIMEOUT });
+  await page.getByText('Live tail: live').waitFor({ timeout: TIMEOUT });
+
+  // Cancelled with Escape: nothing happens.
+  await page.getByRole('button', { name: `Remove ${member}` }).click();
+  await page.locator('dialog.confirm[open]').waitFor({ timeout: TIMEOUT });
+  await page.keyboard.press('Escape');
+  await page.locator('dialog.confirm[open]').waitFor({ state: 'detached', timeout: TIMEOUT });
+  report('cancelled');
+  await stdinLine(); // the test checked the member is still there
+
+  await page.getByLabel(`Role of ${member}`, { exact: true }).selectOption('ADMIN');
+  const role = await confirmAction(page.getByRole('button', { name: `Change role of ${member}` }), 'Change role', 'confirm-role');
+  await page.getByRole('status').filter({ hasText: `${member} is now ADMIN.` }).waitFor({ timeout: TIMEOUT });
+
+  await page.getByLabel('System message').fill(env('SYSTEM_TEXT'));
+  const system = await confirmAction(page.getByRole('button', { name: 'Send system message' }), 'Send', null);
+  await page.locator('ol.messages.live li.system .text', { hasText: env('SYSTEM_TEXT') }).waitFor({ timeout: TIMEOUT });
+
+  const remove = await confirmAction(page.getByRole('button', { name: `Remove ${member}` }), 'Remove', null);
+  await page.getByRole('status').filter({ hasText: `${member} was removed.` }).waitFor({ timeout: TIMEOUT });
+  await shot('room-after');
+
+  const del = await confirmAction(page.getByRole('button', { name: 'Delete room' }), 'Delete room', 'confirm-delete');
+  await page.getByRole('heading', { name: 'Rooms' }).waitFor({ timeout: TIMEOUT });
+
+  await page.getByRole('link', { name: 'Channels' }).click();
+  await page.getByLabel('Search channels').fill(env('CHANNEL'));
+  await page.locator('tr.channel', { hasText: env('CHANNEL') }).waitFor({ timeout: TIMEOUT });
+  await shot('channels');
+  await page.getByRole('link', { name: 'Presence' }).click();
+  await page.getByLabel(/User ids/).fill(member);
+  await page.getByRole('button', { name: 'Look up' }).click();
+  await page.locator('tbody tr', { hasText: member }).waitFor({ timeout: TIMEOUT });
+  await shot('presence');
+  report('done', { questions: [role, system, remove, del], dialogs, errors: browser.errors, external: browser.external });
+}
+
+const SCENARIOS = { room, overview, connections, expired, expires, notadmin, actions };
 try {
   await SCENARIOS[scenario]();
 } catch (err) {
