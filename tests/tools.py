@@ -97,12 +97,15 @@ class Script:
         self.lines: list[dict[str, Any]] = []
 
     @classmethod
-    async def start(cls, args: list[str], cwd: Path, env: Mapping[str, str]) -> Script:
+    async def start(
+        cls, args: list[str], cwd: Path, env: Mapping[str, str], *, stdin: bool = False
+    ) -> Script:
+        """`stdin`: a pipe the test writes to with `send` (else the test's own)."""
         process = await asyncio.create_subprocess_exec(
             *args,
             cwd=cwd,
             env={**os.environ, **env},
-            stdin=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.PIPE if stdin else None,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -110,7 +113,8 @@ class Script:
 
     async def send(self, line: str) -> None:
         """A line to the script's stdin (what it waits for, when the test decides)."""
-        assert self.process.stdin is not None
+        if self.process.stdin is None:
+            raise RuntimeError("started without stdin=True")
         self.process.stdin.write(line.encode() + b"\n")
         await self.process.stdin.drain()
 

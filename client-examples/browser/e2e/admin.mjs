@@ -89,7 +89,7 @@ async function room() {
   await shot('banned');
   await page.setViewportSize({ width: 390, height: 844 });
   await shot('room-phone');
-  report('banned', { question, dialogs, errors: browser.errors, external: browser.external });
+  report('banned', { question, dialogs, errors: browser.errors, external: browser.external, consoleErrors: browser.consoleErrors });
 }
 
 async function overview() {
@@ -112,7 +112,7 @@ async function overview() {
   await shot('overview');
   await page.setViewportSize({ width: 390, height: 844 });
   await shot('overview-phone');
-  report('moved', { before, points: Number(await chart.getAttribute('data-points')), last: Number(await chart.getAttribute('data-last')), errors: browser.errors, external: browser.external });
+  report('moved', { before, points: Number(await chart.getAttribute('data-points')), last: Number(await chart.getAttribute('data-last')), errors: browser.errors, external: browser.external, consoleErrors: browser.consoleErrors });
 }
 
 async function connections() {
@@ -128,7 +128,7 @@ async function connections() {
   const status = page.getByRole('status').filter({ hasText: `of ${member} closed` });
   await status.waitFor({ timeout: TIMEOUT });
   await shot('disconnected');
-  report('disconnected', { question, status: await status.textContent(), errors: browser.errors, external: browser.external });
+  report('disconnected', { question, status: await status.textContent(), errors: browser.errors, external: browser.external, consoleErrors: browser.consoleErrors });
 }
 
 async function expired() {
@@ -150,7 +150,7 @@ async function expired() {
   const typed = page.locator('.signin .notice');
   await typed.waitFor({ timeout: TIMEOUT });
   await page.waitForTimeout(1500);
-  report('expired', { notice: await notice.textContent(), afterLoad, afterTyped: graphqlRequests.length, saved, signedIn: await page.getByText('Signed in as').count(), errors: browser.errors });
+  report('expired', { notice: await notice.textContent(), afterLoad, afterTyped: graphqlRequests.length, saved, signedIn: await page.getByText('Signed in as').count(), errors: browser.errors, consoleErrors: browser.consoleErrors });
 }
 
 async function expires() {
@@ -168,7 +168,7 @@ async function expires() {
   const atSignIn = graphqlRequests.length;
   await page.waitForTimeout(1500); // a loop would show itself by now
   await shot('signin');
-  report('expired', { notice: await notice.textContent(), atSignIn, later: graphqlRequests.length, saved: await page.evaluate(() => sessionStorage.getItem('forge-admin-token')), errors: browser.errors });
+  report('expired', { notice: await notice.textContent(), atSignIn, later: graphqlRequests.length, saved: await page.evaluate(() => sessionStorage.getItem('forge-admin-token')), errors: browser.errors, consoleErrors: browser.consoleErrors });
 }
 
 async function notadmin() {
@@ -178,7 +178,7 @@ async function notadmin() {
   const failure = page.locator('.signin .failure');
   await failure.waitFor({ timeout: TIMEOUT });
   await shot('signin');
-  report('refused', { failure: await failure.textContent(), signedIn: await page.getByText('Signed in as').count(), saved: await page.evaluate(() => sessionStorage.getItem('forge-admin-token')), errors: browser.errors });
+  report('refused', { failure: await failure.textContent(), signedIn: await page.getByText('Signed in as').count(), saved: await page.evaluate(() => sessionStorage.getItem('forge-admin-token')), errors: browser.errors, consoleErrors: browser.consoleErrors });
 }
 
 async function actions() {
@@ -228,7 +228,7 @@ async function actions() {
   await page.getByRole('button', { name: 'Look up' }).click();
   await page.locator('tbody tr', { hasText: member }).waitFor({ timeout: TIMEOUT });
   await shot('presence');
-  report('done', { questions: [role, system, remove, del], dialogs, errors: browser.errors, external: browser.external });
+  report('done', { questions: [role, system, remove, del], dialogs, errors: browser.errors, external: browser.external, consoleErrors: browser.consoleErrors });
 }
 
 const SCENARIOS = { room, overview, connections, expired, expires, notadmin, actions };
