@@ -19,7 +19,7 @@ from pathlib import Path
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -84,20 +84,16 @@ class SecureHeaders:
         await self.app(scope, receive, send_secured)
 
 
-async def _page(request: Request) -> Response:
+async def _page(scope: Scope, receive: Receive, send: Send) -> None:
     # The page is tiny and changes with the server: never cached, so an
     # upgrade never pairs an old page with new assets.
-    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
+    page = FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
+    await page(scope, receive, send)
 
 
 def build_routes() -> list[BaseRoute]:
     """`/admin` (the page) and `/admin/assets/...` (its scripts and styles)."""
     return [
-        Route(PAGE_PATH, SecureHeaders(_page_app), methods=["GET", "HEAD"]),
+        Route(PAGE_PATH, SecureHeaders(_page), methods=["GET", "HEAD"]),
         Mount(ASSETS_PATH, app=SecureHeaders(StaticFiles(directory=STATIC_DIR))),
     ]
-
-
-async def _page_app(scope: Scope, receive: Receive, send: Send) -> None:
-    response = await _page(Request(scope, receive))
-    await response(scope, receive, send)
