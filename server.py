@@ -35,7 +35,7 @@ from core.settings import Settings, SettingsError, load_settings, parse_duration
 from resolvers.housekeeping import run_housekeeping
 from resolvers.services import Services
 from schema import SDL_PATH, build_schema, export_sdl
-from transport import graphiql, routes
+from transport import admin_page, graphiql, routes
 from transport.adapters import starlette as starlette_adapter
 from transport.adapters.uvicorn import LIMITS_KEY, ConnectionLimits, fast_path, protocol_options
 from transport.admission import TurnAdmission
@@ -129,6 +129,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> ASGIApp:
             Route("/graphql", graphql, methods=["GET", "POST", "PUT", "DELETE"]),
             Mount(graphiql.MOUNT_PATH, app=StaticFiles(directory=graphiql.STATIC_DIR)),
             *routes.build_routes(metrics_token),
+            *admin_page.build_routes(),
         ],
         lifespan=lifespan,
     )

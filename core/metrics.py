@@ -44,6 +44,13 @@ class Metrics:
             "Shared presence topics this process subscribes to for presence(userIds:)",
             registry=r,
         )
+        self.graphql_errors = Counter(
+            "streaming_graphql_errors",
+            "Errors in the GraphQL results sent to clients, by code (a shared "
+            "subscription's result counts once, not once per subscriber)",
+            ["code"],
+            registry=r,
+        )
         self.history_seconds = Histogram(
             "streaming_history_seconds",
             "Time to answer Query.history: access check, store calls, the page",

@@ -126,7 +126,8 @@ async def room_presence(services: Services, viewer: Viewer, room_id: str) -> lis
 async def visible_users(services: Services, viewer: Viewer, user_ids: list[str]) -> set[str]:
     """Those of `user_ids` whose presence the viewer may see."""
     wanted = set(user_ids)
-    if services.settings.presence_visibility == "everyone":
+    # A server admin sees everyone's, as it reads every room and its members.
+    if services.settings.presence_visibility == "everyone" or viewer.is_admin:
         return wanted
     rooms = services.backends.rooms
     visible = {viewer.user_id} & wanted
@@ -146,9 +147,10 @@ async def visible_users(services: Services, viewer: Viewer, user_ids: list[str])
 async def require_room_presence_access(services: Services, viewer: Viewer, room_id: str) -> None:
     """Raise unless the viewer may see the presence of the room's members:
     it must be readable, and with `presence_visibility: rooms` the viewer
-    must be a member (members share the room; others would not)."""
-    if services.settings.presence_visibility == "everyone":
-        await readable_room(services, viewer, room_id)
+    must be a member (members share the room; others would not), or a server
+    admin (who reads any room and its members)."""
+    if services.settings.presence_visibility == "everyone" or viewer.is_admin:
+        await readable_room(services, viewer, room_id, act="read")
     else:
         await membership(services, viewer, room_id)
 

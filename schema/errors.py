@@ -74,24 +74,40 @@ class ApiErrors(SchemaExtension):
         if self._streamed:  # already done result by result
             return
         result = self.execution_context.result
-        _mask_result(result)
-        _mask_result(getattr(result, "initial_result", None))
+        self._mask(result)
+        self._mask(getattr(result, "initial_result", None))
 
     def on_stream_result(self, result: object) -> Iterator[None]:
         self._streamed = True
-        _mask_result(result)
+        self._mask(result)
         for part in (
             *(getattr(result, "incremental", None) or ()),
             *(getattr(result, "completed", None) or ()),
         ):
-            _mask_result(part)
+            self._mask(part)
         yield None
 
+    def _mask(self, result: object) -> None:
+        errors = _mask_result(result)
+        if not errors:
+            return
+        # Counted by code for the dashboards (core/metrics.py); a context
+        # without services (a bare schema in a test) counts nothing.
+        services = getattr(self.execution_context.context, "services", None)
+        if services is not None:
+            for error in errors:
+                code = (error.extensions or {}).get("code", "")
+                services.metrics.graphql_errors.labels(code=str(code)).inc()
 
-def _mask_result(result: object) -> None:
+
+def _mask_result(result: object) -> list[GraphQLError]:
+    """Mask the result's errors in place; the errors the client gets."""
     errors = getattr(result, "errors", None)
-    if errors:
-        result.errors = [_with_code(masked(e)) for e in errors]  # type: ignore[attr-defined]
+    if not errors:
+        return []
+    shown = [_with_code(masked(e)) for e in errors]
+    result.errors = shown  # type: ignore[attr-defined]
+    return shown
 
 
 def masked(error: GraphQLError) -> GraphQLError:

@@ -97,15 +97,26 @@ class Script:
         self.lines: list[dict[str, Any]] = []
 
     @classmethod
-    async def start(cls, args: list[str], cwd: Path, env: Mapping[str, str]) -> Script:
+    async def start(
+        cls, args: list[str], cwd: Path, env: Mapping[str, str], *, stdin: bool = False
+    ) -> Script:
+        """`stdin`: a pipe the test writes to with `send` (else the test's own)."""
         process = await asyncio.create_subprocess_exec(
             *args,
             cwd=cwd,
             env={**os.environ, **env},
+            stdin=asyncio.subprocess.PIPE if stdin else None,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         return cls(process)
+
+    async def send(self, line: str) -> None:
+        """A line to the script's stdin (what it waits for, when the test decides)."""
+        if self.process.stdin is None:
+            raise RuntimeError("started without stdin=True")
+        self.process.stdin.write(line.encode() + b"\n")
+        await self.process.stdin.drain()
 
     async def line(self, timeout: float = 30) -> dict[str, Any]:
         """The next JSON line; AssertionError with stderr if the process ends."""
