@@ -54,6 +54,7 @@ from transport.media_types import (
     JSON_TYPES,
     Accept,
 )
+from transport.revocations import check_not_revoked
 from transport.shared import SharedSubscriptions
 from transport.sse.distinct import ServerSentEvents
 from transport.sse.events import error_response
@@ -195,6 +196,8 @@ class GraphQLView(GraphQL[Context, None]):
                 bearer_token(request.headers.get("authorization")),
                 request.headers.get(ACT_AS_HEADER),
             )
+            if identity.api_key is None:
+                await check_not_revoked(services, identity.user_id, identity.issued_at)
         except AuthError as exc:
             return _unauthenticated(str(exc))
         except ActAsRefused as exc:
@@ -257,6 +260,7 @@ class GraphQLView(GraphQL[Context, None]):
             identity = self.authority.verify_identity(
                 _token_from(context.connection_params, websocket)
             )
+            await check_not_revoked(context.services, identity.user_id, identity.issued_at)
         except AuthError as exc:
             raise Rejected("UNAUTHENTICATED", str(exc)) from exc
         user_id, ends_at = identity.user_id, identity.refused_from
@@ -277,6 +281,7 @@ class GraphQLView(GraphQL[Context, None]):
     async def _release(self, ctx: Context) -> None:
         if ctx.user_id is None or ctx.conn_id is None:
             return
+        ctx.services.registry.remove(ctx.conn_id)
         try:
             await close_connection(ctx.services, ctx.user_id, ctx.conn_id)
         except Exception:
