@@ -25,10 +25,11 @@ from core.settings import load_settings
 from tests.conftest import TEST_SETTINGS
 from tests.live import TIMEOUT, GraphQLClient, LiveServer, unique, ws_connect
 from tests.services import ServiceProcess
-from tests.sse_client import event_stream
+from tests.sse_client import TOKEN_HEADER, event_stream, request
 from transport.auth import TokenAuthority
 
 SECRET = "cluster-api-secret-" + "x" * 40  # every node accepts every token
+OPS_KEY = "ops-" + "k" * 40  # a back-end service's API key (an admin)
 
 CLUSTER = """
 { cluster { connections users subscriptions rooms
@@ -104,7 +105,8 @@ async def open_ws(
 
 @pytest.fixture
 def node(make_server: type[LiveServer], tmp_path: Path) -> LiveServer:
-    return make_server(tmp_path / "node", {**TEST_SETTINGS, "node_id": "solo"}).start()
+    settings = {**TEST_SETTINGS, "node_id": "solo", "api_keys": [{"name": "ops", "key": OPS_KEY}]}
+    return make_server(tmp_path / "node", settings).start()
 
 
 async def test_non_admins_get_forbidden_on_every_admin_field(node: LiveServer) -> None:
@@ -199,6 +201,48 @@ async def test_connections_paging_and_bad_arguments(node: LiveServer) -> None:
 async def test_disconnecting_a_user_with_no_connections_returns_zero(node: LiveServer) -> None:
     admin = admin_client(node)
     assert (await admin.execute(DISCONNECT, user=unique("nobody")))["disconnectUser"] == 0
+
+
+async def test_a_service_api_key_uses_the_admin_api(node: LiveServer) -> None:
+    service = GraphQLClient(node, OPS_KEY)
+    user = unique("erin")
+    ws = await open_ws(node, mint(node, user))
+    assert [n["id"] for n in (await service.execute(CLUSTER))["cluster"]["nodes"]] == ["solo"]
+    assert (await service.execute(DISCONNECT, user=user))["disconnectUser"] == 1
+    assert await wait_closed(ws) == (4403, "DISCONNECTED: by a server admin")
+
+
+async def test_a_single_connection_stream_is_listed_and_disconnected(node: LiveServer) -> None:
+    admin = admin_client(node)
+    user = unique("frank")
+    token = mint(node, user)
+    room = unique("room")
+    await GraphQLClient(node, token).execute(CREATE, id=room)
+    reserved = await request(node, "PUT", token)
+    assert reserved.status_code == 201, reserved.text
+    stream_token = reserved.text
+    async with event_stream(
+        node, token, method="GET", headers={TOKEN_HEADER: stream_token}
+    ) as events:
+        for op_id in ("op-1", "op-2"):
+            body = {"query": ME_TYPING, "variables": {"id": room}}
+            response = await request(
+                node,
+                "POST",
+                token,
+                json={**body, "extensions": {"operationId": op_id}},
+                headers={TOKEN_HEADER: stream_token},
+            )
+            assert response.status_code == 202, response.text
+        await node.wait_subscribers(2)
+        (edge,) = (await admin.execute(CONNECTIONS, user=user))["connections"]["edges"]
+        assert (edge["transport"], edge["protocol"]) == ("sse", "graphql-sse-single")
+        assert edge["subscriptions"] == 2 and edge["nodeId"] == "solo"
+        assert (await admin.execute(DISCONNECT, user=user, reason="x"))["disconnectUser"] == 1
+        ended = {(await events.expect("next"))["id"] for _ in range(2)}
+        assert ended == {"op-1", "op-2"}
+        await events.ended()
+    await node.wait_subscribers(0)
 
 
 # --- two nodes over Redis or NATS ----------------------------------------------------
