@@ -218,7 +218,12 @@ class ClusterLink:
         """Every node's reply to a request (the nodes that reported
         themselves and this one); the ones that do not answer within
         `cluster_reply_timeout` are left out."""
-        await asyncio.wait_for(self._ready.wait(), self._timeout())
+        try:
+            await asyncio.wait_for(self._ready.wait(), self._timeout())
+        except TimeoutError:
+            raise Unavailable(
+                "this node is not linked to the cluster (its broker is down)"
+            ) from None
         expected = {str(n.get("id")) for n in await self.backends.cluster.nodes()}
         expected.add(self.node_id)
         request_id = uuid.uuid4().hex
