@@ -24,7 +24,7 @@ import base64
 import binascii
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from .admin import require_admin
 from .connection_registry import ConnectionInfo
 from .errors import BadUserInput
 from .services import Services, Viewer
+from .stream_signals import LIVE
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,11 @@ class ClusterView:
 
 async def cluster_view(services: Services, viewer: Viewer) -> ClusterView:
     require_admin(viewer)
+    return await cluster_now(services)
+
+
+async def cluster_now(services: Services) -> ClusterView:
+    """The cluster as any admin sees it (no viewer: clusterStats shares it)."""
     link = services.cluster_link
     nodes = await services.backends.cluster.nodes()
     if not any(n.get("id") == link.node_id for n in nodes):
@@ -94,19 +100,33 @@ async def _room_count(services: Services) -> int:
             return count
 
 
-async def cluster_stats(
-    services: Services, viewer: Viewer, interval_ms: int
-) -> AsyncGenerator[ClusterView]:
-    """Query.cluster now and every `interval_ms`."""
+def stats_interval(args: Mapping[str, Any]) -> int:
+    """clusterStats' `intervalMs` (2000 when not given)."""
+    interval = args.get("intervalMs")
+    return 2000 if interval is None else int(interval)
+
+
+async def authorize_cluster_stats(
+    services: Services, viewer: Viewer, args: Mapping[str, Any]
+) -> None:
     require_admin(viewer)
-    if not MIN_STATS_INTERVAL_MS <= interval_ms <= MAX_STATS_INTERVAL_MS:
+    if not MIN_STATS_INTERVAL_MS <= stats_interval(args) <= MAX_STATS_INTERVAL_MS:
         raise BadUserInput(
             f"intervalMs must be between {MIN_STATS_INTERVAL_MS} and {MAX_STATS_INTERVAL_MS}",
             argument="intervalMs",
         )
+
+
+async def cluster_stats(
+    services: Services, args: Mapping[str, Any]
+) -> AsyncGenerator[object, None]:
+    """Query.cluster now and every `intervalMs`, for any admin (the same
+    for all: identical clusterStats subscriptions share one execution)."""
+    yield LIVE
+    interval = stats_interval(args) / 1000
     while True:
-        yield await cluster_view(services, viewer)
-        await asyncio.sleep(interval_ms / 1000)
+        yield await cluster_now(services)
+        await asyncio.sleep(interval)
 
 
 @dataclass(frozen=True, slots=True)

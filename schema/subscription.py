@@ -95,11 +95,10 @@ class Subscription:
     async def cluster_stats(
         self, info: GraphInfo, interval_ms: int | None = 2000
     ) -> AsyncGenerator[Cluster, None]:
-        ctx = info.context
-        interval = 2000 if interval_ms is None else interval_ms
-        async with aclosing(cluster.cluster_stats(ctx.services, ctx.viewer, interval)) as views:
+        args = {"intervalMs": interval_ms}
+        async with aclosing(_items(info, "clusterStats", args)) as views:
             async for view in views:
-                yield Cluster.of(view)
+                yield Cluster.of(cast(cluster.ClusterView, view))
 
 
 def _metadata_filter(value: object) -> dict[str, object] | None:

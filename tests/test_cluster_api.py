@@ -155,6 +155,12 @@ async def test_cluster_stats_ticks_and_refuses_bad_intervals(node: LiveServer) -
             assert "intervalMs must be between 500 and 60000" in error["message"]
         # The good one still ticks.
         assert (await stats.next())["clusterStats"]["nodes"][0]["id"] == "solo"
+        # Another admin's identical subscription shares its execution.
+        async with ws_connect(node, admin_client(node).token) as other:
+            again = await other.subscribe(STATS, ms=500)
+            assert (await again.next())["clusterStats"]["connections"] == 2
+            await node.wait_metric("streaming_shared_executions", 1)
+            await node.wait_subscribers(2)
 
 
 async def test_connections_paging_and_bad_arguments(node: LiveServer) -> None:

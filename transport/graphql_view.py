@@ -33,7 +33,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
-from backends.errors import LimitReached
+from backends.errors import LimitReached, Unavailable
 from resolvers.presence import close_connection, open_connection
 from resolvers.services import Services
 from schema import ApiSchema, Context, ValidDocuments
@@ -200,6 +200,9 @@ class GraphQLView(GraphQL[Context, None]):
                 await check_not_revoked(services, identity.user_id, identity.issued_at)
         except AuthError as exc:
             return _unauthenticated(str(exc))
+        except Unavailable:
+            # The revocations cannot be read: refused, as every backend call is now.
+            return error_response(503, "the backend is unavailable, try again", "UNAVAILABLE")
         except ActAsRefused as exc:
             return _act_as_refused(exc)
         accept = Accept.for_graphql(request.headers.get("accept"))
