@@ -187,11 +187,16 @@ async def disconnect_user(
     """Close the user's connections on every node; how many were closed.
     `revoke_tokens`: their tokens issued before now are refused from now on."""
     require_admin(viewer)
+    revoked_before = None
     if revoke_tokens:
-        await services.backends.cluster.revoke_tokens(user_id, time.time())
+        revoked_before = time.time()
+        await services.backends.cluster.revoke_tokens(user_id, revoked_before)
+        services.revocations.note(user_id, revoked_before)
     log.info(
         "admin %s disconnects user %s (revoke tokens: %s)", viewer.user_id, user_id, revoke_tokens
     )
     text = f"{DISCONNECTED}: {reason}" if reason else f"{DISCONNECTED}: by a server admin"
-    replies = await services.cluster_link.ask("disconnect", {"user_id": user_id, "reason": text})
+    replies = await services.cluster_link.ask(
+        "disconnect", {"user_id": user_id, "reason": text, "revoked_before": revoked_before}
+    )
     return sum(int(reply.get("closed", 0)) for reply in replies)

@@ -29,6 +29,7 @@ from core.metrics import Metrics
 from core.settings import Settings
 
 from .connection_registry import ConnectionRegistry
+from .revocations import Revocations
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +108,18 @@ class ClusterLink:
     every node (see the module docstring)."""
 
     def __init__(
-        self, settings: Settings, backends: Backends, metrics: Metrics, registry: ConnectionRegistry
+        self,
+        settings: Settings,
+        backends: Backends,
+        metrics: Metrics,
+        registry: ConnectionRegistry,
+        revocations: Revocations,
     ) -> None:
         self.settings = settings
         self.backends = backends
         self.metrics = metrics
         self.registry = registry
+        self.revocations = revocations
         self.started_at = datetime.now(UTC)
         self._pending: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._ready = asyncio.Event()
@@ -203,6 +210,8 @@ class ClusterLink:
                     "subscriptions": _gauge(self.metrics.subscriptions_active),
                 }
             case "disconnect":
+                if (before := args.get("revoked_before")) is not None:
+                    self.revocations.note(str(args["user_id"]), float(before))
                 closed = registry.end_user(str(args["user_id"]), str(args["reason"]))
                 return {"closed": closed}
         raise ValueError(f"unknown cluster request {body['kind']!r}")
