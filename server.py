@@ -102,6 +102,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> ASGIApp:
         metrics.presence_topics.set_function(services.presence_watch.topic_count)
         housekeeping = asyncio.create_task(run_housekeeping(services), name="housekeeping")
         heap = asyncio.create_task(give_back_freed_memory(_HEAP_LOOK_EVERY), name="heap-trim")
+        cluster = asyncio.create_task(services.cluster_link.run(), name="cluster-link")
         # What is alive now (the schemas, modules, backends) lives as long as
         # the process: keep it out of the garbage collector's full passes,
         # which otherwise walk it all and stall requests now and then.
@@ -117,7 +118,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> ASGIApp:
             # (transport/adapters/uvicorn.py), which uvicorn hands this state.
             yield {"services": services, LIMITS_KEY: limits}
         finally:
-            for task in (housekeeping, heap):
+            for task in (housekeeping, heap, cluster):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -47,7 +47,16 @@ class AccessEvent:
     user_id: str | None
 
 
-Event = MessageEvent | TypingEvent | PresenceEvent | AccessEvent
+@dataclass(frozen=True, slots=True)
+class ClusterEvent:
+    """A request from one node to every node, or a node's reply to it
+    (resolvers/cluster.py says which kinds there are)."""
+
+    kind: str
+    body: dict[str, Any]
+
+
+Event = MessageEvent | TypingEvent | PresenceEvent | AccessEvent | ClusterEvent
 
 
 def _optional_time(value: str | None) -> datetime | None:
@@ -77,6 +86,8 @@ def encode_hub_event(event: Event) -> str:
             }
         case AccessEvent():
             body = {"t": "access", "target_id": event.target_id, "user_id": event.user_id}
+        case ClusterEvent():
+            body = {"t": "cluster", "kind": event.kind, "body": event.body}
     return orjson.dumps(body).decode()
 
 
@@ -105,6 +116,8 @@ def decode_hub_event(raw: str | bytes) -> Event:
                 )
             case "access":
                 return AccessEvent(target_id=body["target_id"], user_id=body["user_id"])
+            case "cluster" if isinstance(body["body"], dict):
+                return ClusterEvent(kind=str(body["kind"]), body=body["body"])
     except (AttributeError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
         raise ValueError(f"undecodable event: {exc}") from exc
     raise ValueError(f"unknown event type {body.get('t')!r}")

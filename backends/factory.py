@@ -18,9 +18,11 @@ from urllib.parse import urlsplit
 from .events import Event, decode_hub_event, encode_hub_event
 from .hub import Hub
 from .indexed_history import IndexedMessageStore
+from .memory_cluster import MemoryClusterStore
 from .opened import OPTIONAL_ROLES, ROLES, Opened
 from .protocols import (
     ChannelStore,
+    ClusterStore,
     MessageSearch,
     MessageStore,
     PresenceStore,
@@ -66,6 +68,8 @@ class Backends:
     hub: Hub[Event]
     search: MessageSearch | None = None
     """None when no backend provides the search role (searchMessages is off)."""
+    cluster: ClusterStore = field(default_factory=MemoryClusterStore)
+    """Node reports and token revocations (with the presence role)."""
     checks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -87,6 +91,7 @@ class Backends:
             await store.close()
         if self.search is not None:
             await self.search.close()
+        await self.cluster.close()
         for closer in reversed(self.closers):
             await closer()
 
@@ -160,6 +165,7 @@ async def open_backends(
         presence=provided("presence"),
         typing=provided("typing"),
         rates=provided("limits"),
+        cluster=by_role["presence"].cluster or MemoryClusterStore(),
         hub=hub,
         checks=[item.ping for item in opened.values()],
         closers=[item.close for item in opened.values()],

@@ -25,6 +25,7 @@ from .codecs import (
 )
 from .errors import Conflict, ForeignStream, LimitReached, Missing
 from .memory_broker import MemoryBroker
+from .memory_cluster import MemoryClusterStore
 from .memory_search import MemoryMessageSearch
 from .opened import Opened
 from .protocols import member_order, room_order
@@ -710,6 +711,7 @@ async def open_stores(url: str, roles: Collection[str], *, retention: timedelta 
         rooms=MemoryRoomStore() if "rooms" in roles else None,
         channels=MemoryChannelStore() if "channels" in roles else None,
         presence=MemoryPresenceStore() if "presence" in roles else None,
+        cluster=MemoryClusterStore() if "presence" in roles else None,
         typing=MemoryTypingStore() if "typing" in roles else None,
         limits=MemoryRateLimiter() if "limits" in roles else None,
     )

@@ -24,6 +24,7 @@ from broadcaster import BroadcastBackend
 
 from .protocols import (
     ChannelStore,
+    ClusterStore,
     MessageSearch,
     MessageStore,
     PresenceStore,
@@ -52,6 +53,9 @@ class Opened:
     typing: TypingStore | None = None
     limits: RateLimiter | None = None
     search: MessageSearch | None = None
+    cluster: ClusterStore | None = None
+    """Opened with the presence role (both are what nodes tell each other
+    that expires); a backend without it leaves the cluster to this node."""
     ping: Callable[[], Awaitable[None]] = field(default=_nothing)
     """Raises if the backing service cannot be reached."""
     close: Callable[[], Awaitable[None]] = field(default=_nothing)

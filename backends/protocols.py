@@ -11,9 +11,9 @@ same contract suite in tests/contract/. Records are in `backends.records`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from .records import (
     NO_QUOTA,
@@ -315,6 +315,34 @@ class TypingStore(Protocol):
 
     async def sweep(self) -> list[TypingEntry]:
         """Remove expired entries and return them, each once."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class ClusterStore(Protocol):
+    """What the nodes of a cluster tell each other through the backend: each
+    node's self-report, which expires unless renewed, and the users whose
+    tokens issued before a moment are refused.
+
+    A report is an opaque JSON object (its `id` names the node); the store
+    keeps it `ttl` seconds, so a node that stops reporting (killed) drops
+    out of `nodes` after at most that long.
+    """
+
+    async def report(self, node_id: str, status: Mapping[str, Any], *, ttl: float) -> None: ...
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """The unexpired reports, in node id order."""
+        ...
+
+    async def revoke_tokens(self, user_id: str, before: float) -> None:
+        """Refuse `user_id`'s tokens issued before `before` (epoch seconds);
+        a later call moves the moment (never back)."""
+        ...
+
+    async def tokens_revoked_before(self, user_id: str) -> float | None:
+        """The moment set by `revoke_tokens`, or None."""
         ...
 
     async def close(self) -> None: ...

@@ -69,3 +69,12 @@ def user_presence(user_id: str) -> str:
 
 def channel_messages(channel_id: str) -> str:
     return f"channel.{escape_token(channel_id)}.messages"
+
+
+# Requests of one node to all (listing connections, disconnecting a user),
+# and each node's replies, on a topic of the asking node's own.
+CLUSTER_REQUESTS = "cluster.requests"
+
+
+def cluster_replies(node_id: str) -> str:
+    return f"cluster.replies.{escape_token(node_id)}"

@@ -25,6 +25,11 @@ class Metrics:
         self.messages_broadcast = Counter(
             "streaming_messages_broadcast", "Messages published to rooms and channels", registry=r
         )
+        self.deliveries = Counter(
+            "streaming_deliveries",
+            "Payloads of shared subscriptions delivered, one per subscriber",
+            registry=r,
+        )
         self.rooms_joins = Counter("streaming_rooms_joins", "Room joins", registry=r)
         self.presence_updates = Counter(
             "streaming_presence_updates", "Presence changes published", registry=r
@@ -63,6 +68,15 @@ class Metrics:
             buckets=_HISTORY_BUCKETS,
             registry=r,
         )
+
+    @staticmethod
+    def total(counter: Counter) -> float:
+        """A counter's value so far, through the public collector API."""
+        for metric in counter.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    return float(sample.value)
+        return 0.0
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -373,6 +373,14 @@ class Settings(BaseSettings):
 
     # distributed
     node_id: Annotated[str, BeforeValidator(_int_to_str)] = ""
+    # Each node reports itself through the backend every node_report_interval;
+    # a report lives node_ttl, so a node that stops (killed) drops out of
+    # Query.cluster that long after its last report.
+    node_report_interval: PositiveDuration = timedelta(seconds=5)
+    node_ttl: PositiveDuration = timedelta(seconds=15)
+    # How long a cluster-wide request (connections, disconnectUser) waits
+    # for the other nodes' replies.
+    cluster_reply_timeout: PositiveDuration = timedelta(seconds=2)
 
     # TLS
     tls_cert_file: Path | None = None
@@ -535,6 +543,8 @@ class Settings(BaseSettings):
         self._check_backend(problems)
         self._check_tls(problems)
         self._check_jwt(problems)
+        if self.node_ttl <= self.node_report_interval:
+            problems["node_ttl"] = "must be longer than node_report_interval"
         if problems:
             # one line per key; `load_settings` splits them back into separate problems
             raise ValueError("\n".join(f"{key}: {msg}" for key, msg in problems.items()))

@@ -12,7 +12,10 @@ from core.metrics import Metrics
 from core.settings import Settings
 from resolvers.errors import FeatureDisabled
 
+from .cluster_link import ClusterLink
+from .connection_registry import ConnectionRegistry
 from .presence_watch import PresenceWatch
+from .revocations import Revocations
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,20 @@ class Services:
     # This process's subscriptions that run on their own and are live (the
     # shared executions count their subscribers themselves).
     live_subscriptions: int = 0
+    # This node's client connections, every transport (admin API).
+    registry: ConnectionRegistry = field(init=False)
+    # This node's part in the cluster API (reports, requests to every node);
+    # `cluster_link.run()` runs for the app's lifetime.
+    cluster_link: ClusterLink = field(init=False)
+    # Users' token revocations, read through a short cache.
+    revocations: Revocations = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.registry = ConnectionRegistry(self.settings.node_id)
+        self.revocations = Revocations(self.backends.cluster)
+        self.cluster_link = ClusterLink(
+            self.settings, self.backends, self.metrics, self.registry, self.revocations
+        )
 
     def viewer(self, user_id: str, conn_id: str | None = None, *, admin: bool = False) -> Viewer:
         """The viewer `user_id`; `admin` when their credentials say so, else

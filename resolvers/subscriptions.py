@@ -28,7 +28,7 @@ from typing import Any, cast
 
 from backends.records import PresenceEntry
 
-from . import channels, messages, presence, typing_indicators
+from . import channels, cluster, messages, presence, typing_indicators
 from .resume import ResumeMap
 from .services import Services, Viewer
 from .stream_signals import LIVE, AccessChange
@@ -105,6 +105,11 @@ FIELDS: Mapping[str, SubscriptionField] = MappingProxyType(
             stream=lambda services, args: channels.channel_stream(
                 services, args["channelId"], args.get("filter") or channels.MessageFilter()
             ),
+            shareable=_always,
+        ),
+        "clusterStats": SubscriptionField(
+            authorize=cluster.authorize_cluster_stats,
+            stream=cluster.cluster_stats,
             shareable=_always,
         ),
     }

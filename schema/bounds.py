@@ -217,6 +217,9 @@ BOUNDS: Final[Mapping[str, Check]] = {
     "Query.presence(userIds:)": ListOf(MAX_USER_IDS, UserId()),
     "Query.roomPresence(roomId:)": Ident(),
     "Query.typingUsers(roomId:)": Ident(),
+    "Query.connections(userId:)": UserId(),
+    "Query.connections(nodeId:)": Text(64),
+    "Query.connections(after:)": Text(512),
     # Mutation
     "Mutation.updateRoom(id:)": Ident(),
     "Mutation.deleteRoom(id:)": Ident(),
@@ -241,6 +244,8 @@ BOUNDS: Final[Mapping[str, Check]] = {
     "Mutation.broadcastSystemMessage(roomId:)": Ident(),
     "Mutation.broadcastSystemMessage(data:)": Json(),
     "Mutation.startTyping(roomId:)": Ident(),
+    "Mutation.disconnectUser(userId:)": UserId(),
+    "Mutation.disconnectUser(reason:)": Text(200),
     "Mutation.stopTyping(roomId:)": Ident(),
     # Subscription
     "Subscription.roomMessages(roomId:)": Ident(),

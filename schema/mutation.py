@@ -6,7 +6,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from backends.records import RoomRole, Status
-from resolvers import admin, channels, messages, presence, rooms, typing_indicators
+from resolvers import admin, channels, cluster, messages, presence, rooms, typing_indicators
 
 from .context import GraphInfo
 from .types import (
@@ -143,6 +143,25 @@ class Mutation:
         ctx = info.context
         message = await admin.broadcast_system_message(ctx.services, ctx.viewer, room_id, data)
         return Message.of(message)
+
+    @strawberry.mutation(
+        description=(
+            "Server admins only: close the user's connections on every node (WebSocket "
+            "close 4403 `DISCONNECTED: <reason>`, SSE streams end); the number closed. "
+            "`revokeTokens`: the user's tokens issued before now are refused on every node."
+        )
+    )
+    async def disconnect_user(
+        self,
+        info: GraphInfo,
+        user_id: strawberry.ID,
+        reason: str | None = None,
+        revoke_tokens: bool | None = False,
+    ) -> int:
+        ctx = info.context
+        return await cluster.disconnect_user(
+            ctx.services, ctx.viewer, user_id, reason, bool(revoke_tokens)
+        )
 
     @strawberry.mutation
     async def create_channel(self, info: GraphInfo, input: CreateChannelInput) -> Channel:

@@ -5,9 +5,10 @@ from datetime import datetime
 import strawberry
 
 from backends.search_query import SearchOrder
-from resolvers import channels, messages, presence, rooms, search, typing_indicators
+from resolvers import channels, cluster, messages, presence, rooms, search, typing_indicators
 from resolvers.errors import NotFound
 
+from .cluster_types import Cluster, ConnectionPage
 from .context import GraphInfo
 from .types import (
     Channel,
@@ -141,3 +142,31 @@ class Query:
         ctx = info.context
         users = await typing_indicators.typing_users(ctx.services, ctx.viewer, room_id)
         return [strawberry.ID(u) for u in users]
+
+    @strawberry.field(description="Server admins only: every node of the cluster and totals.")
+    async def cluster(self, info: GraphInfo) -> Cluster:
+        ctx = info.context
+        return Cluster.of(await cluster.cluster_view(ctx.services, ctx.viewer))
+
+    @strawberry.field(
+        description="Server admins only: the client connections of every node, oldest "
+        "first; `after` is a page's endCursor."
+    )
+    async def connections(
+        self,
+        info: GraphInfo,
+        user_id: strawberry.ID | None = None,
+        node_id: strawberry.ID | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> ConnectionPage:
+        ctx = info.context
+        page = await cluster.list_connections(
+            ctx.services,
+            ctx.viewer,
+            user_id=user_id,
+            node_id=node_id,
+            first=first,
+            after=after or None,
+        )
+        return ConnectionPage.of(page)

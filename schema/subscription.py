@@ -9,9 +9,10 @@ from typing import Any, cast
 import strawberry
 
 from backends import events, records
-from resolvers import channels, subscriptions
+from resolvers import channels, cluster, subscriptions
 from resolvers.messages import cursor_of
 
+from .cluster_types import Cluster
 from .context import GraphInfo
 from .types import ChannelFilter, Message, Presence, TypingEvent
 
@@ -87,6 +88,17 @@ class Subscription:
         async with aclosing(_items(info, "channelMessages", args)) as items:
             async for m in items:
                 yield Message.of(cast(records.Message, m))
+
+    @strawberry.subscription(
+        description="Server admins only: Query.cluster now and every `intervalMs` (500 to 60000)."
+    )
+    async def cluster_stats(
+        self, info: GraphInfo, interval_ms: int | None = 2000
+    ) -> AsyncGenerator[Cluster, None]:
+        args = {"intervalMs": interval_ms}
+        async with aclosing(_items(info, "clusterStats", args)) as views:
+            async for view in views:
+                yield Cluster.of(cast(cluster.ClusterView, view))
 
 
 def _metadata_filter(value: object) -> dict[str, object] | None:

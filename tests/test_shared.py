@@ -574,7 +574,7 @@ async def test_banned_users_are_refused_and_cut_off_one_by_one(server: LiveServe
 
 # --- viewer independence ---------------------------------------------------------------
 
-PLAIN_DATA_TYPES = {"Message", "TypingEvent", "Presence"}
+PLAIN_DATA_TYPES = {"Message", "TypingEvent", "Presence", "Cluster", "NodeStatus"}
 
 
 def reachable_object_types(

@@ -51,6 +51,8 @@ class HttpIdentity:
     refused_from: float
     # The name of the API key that authenticated the request, if one did.
     api_key: str | None = None
+    # A JWT's `iat` (epoch seconds), checked against revocations.
+    issued_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,9 @@ def authenticate_http(
                 f"the {ACT_AS_HEADER} header needs an API key; a user's token acts as that user",
                 status=400,
             )
-        return HttpIdentity(identity.user_id, identity.admin, identity.refused_from)
+        return HttpIdentity(
+            identity.user_id, identity.admin, identity.refused_from, issued_at=identity.issued_at
+        )
     if act_as is None:
         return HttpIdentity(service_user_id(key.name), key.admin, math.inf, api_key=key.name)
     try:

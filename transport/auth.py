@@ -70,6 +70,9 @@ class Identity:
     refused_from: float
     # The token's `roles` claim names ADMIN_ROLE.
     admin: bool = False
+    # Its `iat` claim (epoch seconds), if any: a token issued before its
+    # user's tokens were revoked is refused (transport/revocations.py).
+    issued_at: float | None = None
 
 
 def _is_admin(claims: dict[str, Any]) -> bool:
@@ -299,15 +302,16 @@ class TokenAuthority:
             raise AuthError("missing token")
         if len(token) > MAX_TOKEN_LENGTH:
             raise AuthError(f"token is longer than {MAX_TOKEN_LENGTH} characters")
-        user_id, expires, admin = self._verified(token)
+        user_id, expires, admin, issued_at = self._verified(token)
         refused_from = expires + LEEWAY.total_seconds()
         # A verified token is remembered (see __init__) until it expires.
         if time.time() > refused_from:
             raise AuthError("token expired")
-        return Identity(user_id, refused_from, admin)
+        return Identity(user_id, refused_from, admin, issued_at)
 
-    def _verify(self, token: str) -> tuple[str, float, bool]:
-        """The token's user id, expiry and admin role; AuthError if it is not valid now."""
+    def _verify(self, token: str) -> tuple[str, float, bool, float | None]:
+        """The token's user id, expiry, admin role and issue time; AuthError
+        if it is not valid now."""
         required = ["exp", "sub"]
         if self.issuer is not None:
             required.append("iss")
@@ -330,7 +334,9 @@ class TokenAuthority:
                 if isinstance(exc, kind):
                     raise AuthError(message) from None
             raise AuthError("invalid token") from None
-        return check_user_id(claims["sub"]), float(claims["exp"]), _is_admin(claims)
+        iat = claims.get("iat")
+        issued_at = float(iat) if isinstance(iat, int | float) else None
+        return check_user_id(claims["sub"]), float(claims["exp"]), _is_admin(claims), issued_at
 
     def mint(self, user_id: str, ttl: timedelta | None = None, *, admin: bool = False) -> str:
         """Sign a token for ``user_id`` valid for ``ttl`` (default: ``token_ttl``);
@@ -342,7 +348,13 @@ class TokenAuthority:
         if ttl <= timedelta(0):
             raise AuthError("token lifetime must be greater than zero")
         now = datetime.now(UTC)
-        claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + ttl}
+        # `iat` to the millisecond (a NumericDate may have a fraction): a
+        # token minted just after its user's tokens were revoked is accepted.
+        claims: dict[str, Any] = {
+            "sub": user_id,
+            "iat": round(now.timestamp(), 3),
+            "exp": now + ttl,
+        }
         if admin:
             claims["roles"] = [ADMIN_ROLE]
         if self.issuer is not None:

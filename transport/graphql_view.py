@@ -33,7 +33,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.types import ExecutionResult
 
-from backends.errors import LimitReached
+from backends.errors import LimitReached, Unavailable
 from resolvers.presence import close_connection, open_connection
 from resolvers.services import Services
 from schema import ApiSchema, Context, ValidDocuments
@@ -55,6 +55,7 @@ from transport.media_types import (
     JSON_TYPES,
     Accept,
 )
+from transport.revocations import check_not_revoked
 from transport.shared import SharedSubscriptions
 from transport.sse.distinct import ServerSentEvents
 from transport.sse.events import error_response
@@ -204,8 +205,13 @@ class GraphQLView(GraphQL[Context, None]):
                 bearer_token(request.headers.get("authorization")),
                 request.headers.get(ACT_AS_HEADER),
             )
+            if identity.api_key is None:
+                await check_not_revoked(services, identity.user_id, identity.issued_at)
         except AuthError as exc:
             return _unauthenticated(str(exc))
+        except Unavailable:
+            # The revocations cannot be read: refused, as every backend call is now.
+            return error_response(503, "the backend is unavailable, try again", "UNAVAILABLE")
         except ActAsRefused as exc:
             return _act_as_refused(exc)
         accept = Accept.for_graphql(request.headers.get("accept"))
@@ -257,6 +263,7 @@ class GraphQLView(GraphQL[Context, None]):
             identity = self.authority.verify_identity(
                 _token_from(context.connection_params, websocket)
             )
+            await check_not_revoked(context.services, identity.user_id, identity.issued_at)
         except AuthError as exc:
             raise Rejected("UNAUTHENTICATED", str(exc)) from exc
         user_id, ends_at = identity.user_id, identity.refused_from
@@ -277,6 +284,7 @@ class GraphQLView(GraphQL[Context, None]):
     async def _release(self, ctx: Context) -> None:
         if ctx.user_id is None or ctx.conn_id is None:
             return
+        ctx.services.registry.remove(ctx.conn_id)
         try:
             await close_connection(ctx.services, ctx.user_id, ctx.conn_id)
         except Exception:

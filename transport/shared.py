@@ -342,8 +342,10 @@ class SharedSubscriptions:
                         last = payload
                         break
                     event_id = None if event_ids is None else event_ids.take()
-                    for member in list(group.members):
+                    members = list(group.members)
+                    for member in members:
                         member.deliver(payload, event_id)
+                    services.metrics.deliveries.inc(len(members))
         except Exception:
             log.exception("shared subscription failed")
             last = encode_result(ExecutionResult(data=None, errors=[_internal()]))

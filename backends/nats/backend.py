@@ -41,6 +41,7 @@ from ..errors import Unavailable
 from ..hub import RESYNC_CHANNEL
 from ..opened import Opened
 from .channels import NatsChannelStore
+from .cluster import NatsClusterStore
 from .history import NatsMessageStore
 from .link import TRANSPORT_ERRORS, NatsLink, redact_url
 from .presence import NatsPresenceStore
@@ -347,6 +348,7 @@ async def open_stores(url: str, roles: Collection[str], *, retention: timedelta 
             opened.channels = NatsChannelStore(link, state)
         if "presence" in roles:
             opened.presence = NatsPresenceStore(link, state, live)
+            opened.cluster = NatsClusterStore(link, state, live)
         if "typing" in roles:
             opened.typing = NatsTypingStore(link, live)
         if "limits" in roles:

@@ -37,6 +37,7 @@ from redis.backoff import NoBackoff
 from ..errors import Unavailable
 from ..opened import Opened
 from .broker import RedisBroker
+from .cluster import RedisClusterStore
 from .common import CONNECTION_ERRORS, Keys, Scripts, waiting_pool
 from .ephemeral import RedisPresenceStore, RedisRateLimiter, RedisTypingStore
 from .messages import RedisMessageStore
@@ -172,6 +173,7 @@ async def open_stores(url: str, roles: Collection[str], *, retention: timedelta 
         opened.channels = RedisChannelStore(client, scripts, keys)
     if "presence" in roles:
         opened.presence = RedisPresenceStore(scripts, keys)
+        opened.cluster = RedisClusterStore(client, scripts, keys)
     if "typing" in roles:
         opened.typing = RedisTypingStore(client, scripts, keys)
     if "limits" in roles:

@@ -22,6 +22,7 @@ from backends.factory import backend_module as factory_module
 from backends.opened import Opened
 from backends.protocols import (
     ChannelStore,
+    ClusterStore,
     MessageStore,
     PresenceStore,
     RateLimiter,
@@ -111,9 +112,12 @@ class Opener:
         self._cleanup = spec.cleanup
         self._opened: list[tuple[Any, Opened]] = []
 
-    async def open(self, role: str, retention: timedelta | None = None) -> Any:
+    async def open(
+        self, role: str, retention: timedelta | None = None, *, part: str | None = None
+    ) -> Any:
+        """The store of `role`, or the `part` (an attribute of `Opened`) opened with it."""
         opened = await factory_module(self.url).open_stores(self.url, [role], retention=retention)
-        store = getattr(opened, role)
+        store = getattr(opened, part or role)
         self._opened.append((store, opened))
         return store
 
@@ -208,6 +212,30 @@ async def rate_limiter(
 ) -> AsyncIterator[RateLimiter]:
     async for store in _one_store(request.param, tmp_path, "limits"):
         yield store
+
+
+ClusterStoreMaker = Callable[[], Awaitable[ClusterStore]]
+
+
+@pytest.fixture(params=backends_with("presence"))
+async def make_cluster_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[ClusterStoreMaker]:
+    """Open the cluster role (it comes with presence) on one data set, once
+    per node: `await make()`. In memory there is one node: every call gives
+    the same store."""
+    opener = Opener(request.param, tmp_path)
+    made: list[ClusterStore] = []
+
+    async def make() -> ClusterStore:
+        if made and request.param == "memory":
+            return made[0]
+        store: ClusterStore = await opener.open("presence", part="cluster")
+        made.append(store)
+        return store
+
+    yield make
+    await opener.close_all()
 
 
 @pytest.fixture(params=sorted(name for name, spec in BACKENDS.items() if spec.durable))

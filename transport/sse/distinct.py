@@ -127,6 +127,7 @@ class ServerSentEvents:
         except LimitReached as exc:
             return limit_response(exc)
         connection = stream_connection(services)
+        presence.register("graphql-sse-distinct", connection, lambda: [None])
         context = Context(services=services, user_id=user_id, conn_id=presence.conn_id, admin=admin)
 
         async def produce() -> None:

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -25,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from backends.errors import LimitReached
+from resolvers.connection_registry import LocalConnection
 from resolvers.presence import close_connection, open_connection
 from resolvers.services import Services
 
@@ -220,7 +222,14 @@ def end_with_expired_token(connection: Connection, operation_ids: Iterable[str |
     is a `next` with an UNAUTHENTICATED error, and no `complete` follows, so a
     graphql-sse client takes the end as a lost connection and retries with
     fresh headers (its `headers` option may be a function)."""
-    body = orjson.dumps(error_body(EXPIRED_MESSAGE, EXPIRED_CODE))
+    end_with_error(connection, operation_ids, EXPIRED_MESSAGE, EXPIRED_CODE)
+
+
+def end_with_error(
+    connection: Connection, operation_ids: Iterable[str | None], message: str, code: str
+) -> None:
+    """End the stream with a `next` carrying the error for each operation."""
+    body = orjson.dumps(error_body(message, code))
     for op_id in operation_ids:
         connection.write(sse_event("next", sse_data(op_id).frame(body)))
     connection.close()
@@ -244,7 +253,32 @@ class StreamPresence:
         await open_connection(self.services, self.user_id, self.conn_id)
         self._open = True
 
+    def register(
+        self,
+        protocol: str,
+        connection: Connection,
+        operation_ids: Callable[[], list[str | None]],
+    ) -> None:
+        """List the open stream among the node's connections (admin API);
+        `operation_ids`: its live operations now."""
+
+        def end(reason: str) -> None:
+            end_with_error(connection, operation_ids(), reason, "FORBIDDEN")
+
+        self.services.registry.add(
+            LocalConnection(
+                id=self.conn_id,
+                user_id=self.user_id,
+                transport="sse",
+                protocol=protocol,
+                connected_at=datetime.now(UTC),
+                live_subscriptions=lambda: len(operation_ids()),
+                end=end,
+            )
+        )
+
     async def close(self) -> None:
+        self.services.registry.remove(self.conn_id)
         if not self._open:
             return
         self._open = False

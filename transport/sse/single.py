@@ -142,6 +142,10 @@ class Reservations:
         if reservation.expiry is not None:
             reservation.expiry.cancel()
         connection = reservation.connection
+        operations = reservation.operations
+        reservation.presence.register(
+            "graphql-sse-single", connection, lambda: list[str | None](operations)
+        )
 
         async def on_close() -> None:
             await self._close(reservation)

@@ -39,6 +39,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import suppress
+from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 import orjson
@@ -62,6 +63,7 @@ from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.types.unset import UnsetType
 
 from backends.errors import Overloaded, Unavailable
+from resolvers.connection_registry import LocalConnection
 from resolvers.errors import BadUserInput
 from schema import Context
 from schema.resume_map import parse_resume
@@ -402,6 +404,13 @@ class _Initialising(Protocol):
 
     async def send_message(self, message: Any) -> None: ...
 
+    @property
+    def protocol_name(self) -> str: ...
+
+    def live_operations(self) -> int: ...
+
+    def disconnect(self, reason: str) -> None: ...
+
 
 Refuse = Callable[[int, str, object], Awaitable[None]]
 
@@ -436,7 +445,27 @@ async def connection_init(handler: _Initialising, payload: object, refuse: Refus
     else:
         await handler.send_message({"type": "connection_ack", "payload": ack})
     handler.connection_acknowledged = True
+    register(handler)
     return True
+
+
+def register(handler: _Initialising) -> None:
+    """List the acknowledged connection among the node's connections (admin
+    API); the view removes it when the socket ends (GraphQLView._release)."""
+    context = handler.context
+    if context.user_id is None or context.conn_id is None:
+        raise RuntimeError("an acknowledged WebSocket without a user or connection id")
+    context.services.registry.add(
+        LocalConnection(
+            id=context.conn_id,
+            user_id=context.user_id,
+            transport="websocket",
+            protocol=handler.protocol_name,
+            connected_at=datetime.now(UTC),
+            live_subscriptions=handler.live_operations,
+            end=handler.disconnect,
+        )
+    )
 
 
 async def run_shared(
@@ -556,6 +585,17 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def token_expired(self) -> None:
         await self.websocket.close(code=FORBIDDEN, reason=EXPIRED_REASON)
+
+    @property
+    def protocol_name(self) -> str:
+        return "graphql-transport-ws"
+
+    def live_operations(self) -> int:
+        return len(self.operations)
+
+    def disconnect(self, reason: str) -> None:
+        """Closed by an admin (Mutation.disconnectUser): 4403 with the reason."""
+        self.socket.connection.run(self.websocket.close(code=FORBIDDEN, reason=reason))
 
     async def handle_pong(self, message: transport_ws.PongMessage) -> None:
         deadlines = self.socket.connection.deadlines
@@ -774,6 +814,23 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         error = {"message": EXPIRED_MESSAGE, "extensions": {"code": EXPIRED_CODE}}
         await self.send_json({"type": "connection_error", "payload": error})
         await self.websocket.close(code=FORBIDDEN, reason=EXPIRED_REASON)
+
+    @property
+    def protocol_name(self) -> str:
+        return "graphql-ws"
+
+    def live_operations(self) -> int:
+        return len(self.tasks)
+
+    def disconnect(self, reason: str) -> None:
+        """Closed by an admin (Mutation.disconnectUser): a connection_error
+        saying why, then 4403 with the reason."""
+        self.socket.connection.run(self._disconnected(reason))
+
+    async def _disconnected(self, reason: str) -> None:
+        error = {"message": reason, "extensions": {"code": "FORBIDDEN"}}
+        await self.send_json({"type": "connection_error", "payload": error})
+        await self.websocket.close(code=FORBIDDEN, reason=reason)
 
     async def handle_start(self, message: legacy_ws.StartMessage) -> None:
         limit = self.max_subscriptions_per_connection
