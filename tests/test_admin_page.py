@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx
 import jwt
-import pytest
 
 from core.settings import load_settings
 from tests.live import GraphQLClient, LiveServer, unique, ws_connect
@@ -58,11 +57,6 @@ def screenshots(tmp_path: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     print(f"admin page screenshots: {folder}")
     return folder
-
-
-async def has_cluster_api(server: LiveServer) -> bool:
-    data = await server.client(unique("probe")).execute('{ __type(name: "Cluster") { name } }')
-    return data["__type"] is not None
 
 
 @contextlib.asynccontextmanager
@@ -308,8 +302,6 @@ async def test_admin_page_returns_to_sign_in_when_the_token_expires_while_open(
 async def test_admin_page_refuses_a_token_that_is_not_an_admins(
     server: LiveServer, tmp_path: Path
 ) -> None:
-    if not await has_cluster_api(server):
-        pytest.skip("the admin check at sign-in reads Query.cluster, not in this schema yet")
     user = unique("mallory")
     async with admin_page(server, tmp_path, "notadmin", TOKEN=server.token(user)) as script:
         refused = passed(await script.step("refused", timeout=40))
@@ -321,8 +313,6 @@ async def test_admin_page_refuses_a_token_that_is_not_an_admins(
 async def test_admin_page_overview_shows_the_node_and_a_moving_chart(
     server: LiveServer, tmp_path: Path
 ) -> None:
-    if not await has_cluster_api(server):
-        pytest.skip("the cluster API (Query.cluster, clusterStats) is not in this schema yet")
     owner = server.client(unique("owner"))
     room = unique("room")
     await owner.execute(CREATE, room=room, name=room)
@@ -349,8 +339,6 @@ async def test_admin_page_overview_shows_the_node_and_a_moving_chart(
 
 
 async def test_admin_page_disconnects_a_user(server: LiveServer, tmp_path: Path) -> None:
-    if not await has_cluster_api(server):
-        pytest.skip("the cluster API (Query.connections, disconnectUser) is not in this schema yet")
     carol_id = unique("carol")
     carol = server.client(carol_id)
     room = unique("room")

@@ -15,9 +15,6 @@ from tests.live import LiveServer, unique
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "forge-streaming.json"
 METRIC = re.compile(r"\bstreaming_[a-z0-9_]+\b")
-# Exported once the cluster API lands (issue 13, its own branch); until then
-# the dashboard may name it. Remove this when `Query.cluster` is in the schema.
-WITH_CLUSTER_API = {"streaming_deliveries_total"}
 
 
 def expressions(dashboard: dict[str, Any]) -> list[str]:
@@ -56,9 +53,7 @@ async def test_dashboard_names_only_metrics_the_server_exports(server: LiveServe
     client = server.client(unique("viewer"))
     await client.error("{ noSuchField }")
     names = await exported(server)
-    cluster = await client.execute('{ __type(name: "Cluster") { name } }')
-    allowed = names | (set() if cluster["__type"] else WITH_CLUSTER_API)
-    assert named - allowed == set()
+    assert named - names == set()
     assert {"streaming_connections_active", "streaming_graphql_errors_total"} <= named
 
 
