@@ -30,6 +30,7 @@ import aiosqlite
 import orjson
 
 from .codecs import from_micros, to_micros
+from .compaction import COMPACT_BATCH, CompactionStats
 from .errors import Conflict, DataCorrupted, ForeignStream, LimitReached, Missing
 from .group_commit import GroupCommit
 from .protocols import check_page_args, member_quota
@@ -49,7 +50,6 @@ from .records import (
 from .sqlite_blocks import (
     BLOCKS_SCHEMA,
     BlockCache,
-    CompactionStats,
     Fetch,
     cold_rows,
     compact_room,
@@ -382,9 +382,6 @@ Appended = tuple[Message, bool]
 _MAX_BATCH = 256
 
 _PAGE_ATTEMPTS = 4
-COMPACT_BATCH = 1024
-"""Messages per compaction transaction: the writer lock is held for one
-insert of a few blocks and one delete, a few milliseconds."""
 # A room whose rows keep changing under compaction is left for the next pass.
 _MAX_BATCHES_PER_ROOM_PASS = 100_000
 

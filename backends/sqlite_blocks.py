@@ -31,12 +31,12 @@ from typing import Any, Final
 import aiosqlite
 
 from .blocks import BlockUnreadable, Body, PackedRun, pack, pack_run, unpack
+from .compaction import CompactionStats
 from .errors import DataCorrupted
 
 __all__ = [
     "BLOCKS_SCHEMA",
     "BlockCache",
-    "CompactionStats",
     "Fetch",
     "cold_rows",
     "compact_room",
@@ -222,27 +222,9 @@ async def hydrate(rows: Sequence[Row], fetch: Fetch, cache: BlockCache) -> list[
         entry = next((e for e in entries if e[E_SEQ] == seq), None)
         if entry is None:
             raise DataCorrupted(room_id, metas[0][0], f"offset {seq} missing from its block")
-        out[i] = entry_row(entry, row[5], room_id)
+        # Columns after the message's own (a search score) stay as read.
+        out[i] = (*entry_row(entry, row[5], room_id), *row[13:])
     return out
-
-
-@dataclass
-class CompactionStats:
-    """What a compaction did: `bytes_before` the rows' stored text, `bytes_after`
-    the blocks and dictionaries written."""
-
-    messages: int = 0
-    blocks: int = 0
-    bytes_before: int = 0
-    bytes_after: int = 0
-    seconds: float = 0.0
-
-    def add(self, other: CompactionStats) -> None:
-        self.messages += other.messages
-        self.blocks += other.blocks
-        self.bytes_before += other.bytes_before
-        self.bytes_after += other.bytes_after
-        self.seconds += other.seconds
 
 
 async def compact_room(

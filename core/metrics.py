@@ -57,5 +57,27 @@ class Metrics:
             registry=r,
         )
 
+        self.compaction_messages = Counter(
+            "streaming_compaction_messages", "Old messages packed into blocks", registry=r
+        )
+        self.compaction_blocks = Counter(
+            "streaming_compaction_blocks", "Compressed blocks written", registry=r
+        )
+        self.compaction_bytes_before = Counter(
+            "streaming_compaction_bytes_before",
+            "Stored bytes of the messages compacted, before",
+            registry=r,
+        )
+        self.compaction_bytes_after = Counter(
+            "streaming_compaction_bytes_after",
+            "Bytes of the blocks and dictionaries written for them",
+            registry=r,
+        )
+        self.compaction_seconds = Counter(
+            "streaming_compaction_seconds",
+            "Time spent compacting (reads, zstd, writes)",
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
