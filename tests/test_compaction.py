@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -255,3 +257,115 @@ async def every_read_is_the_same(server: LiveServer, alice: Http, bob: Http) -> 
     new = (await alice.execute(SEND, room=room, data="fresh", meta=None))["sendMessage"]
     last = json.loads((await pages(alice, room, last=2))[0])["data"]["history"]["edges"]
     assert [e["node"] for e in last] == [sent[room][-1], new]
+
+
+async def whole_history(client: Http, room: str) -> list[Any]:
+    return [
+        e["node"]
+        for body in await pages(client, room, first=100)
+        for e in json.loads(body)["data"]["history"]["edges"]
+    ]
+
+
+def stored_offsets(live: LiveServer) -> dict[str, list[int]]:
+    """Each room's offsets, from the rows and from the blocks (decoded)."""
+    from backends.blocks import unpack
+
+    found: dict[str, list[int]] = {}
+    with db(live) as conn:
+        for room, seq in conn.execute("SELECT room_id, seq FROM messages"):
+            found.setdefault(room, []).append(seq)
+        dicts = dict(conn.execute("SELECT id, body FROM block_dicts"))
+        for room, body, dict_id in conn.execute(
+            "SELECT room_id, body, dict_id FROM message_blocks"
+        ):
+            found.setdefault(room, []).extend(e[0] for e in unpack(body, dicts.get(dict_id)))
+    return {room: sorted(seqs) for room, seqs in found.items()}
+
+
+@pytest.mark.timeout(300)
+async def test_a_killed_compaction_loses_and_duplicates_nothing(server: LiveServer) -> None:
+    rng = random.Random(15)
+    async with httpx.AsyncClient(timeout=10) as http:
+        alice = Http(server.client(unique("alice")), http)
+        bob = Http(server.client(unique("bob")), http)
+        rooms = [unique("room") for _ in range(3)]
+        for r in rooms:
+            await alice.execute(CREATE, id=r)
+            await bob.execute(JOIN, id=r)
+        await asyncio.gather(*(fill(alice, bob, r, 200) for r in rooms))
+        before = {r: await whole_history(alice, r) for r in rooms}
+        offsets = stored_offsets(server)
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_STREAMING_")}
+        killed = 0
+        for run in range(20):
+            process = subprocess.Popen(  # noqa: ASYNC220 - read line by line below
+                [sys.executable, "server.py", "compact", *_where(server), "--batch", "10"],
+                cwd=ROOT,
+                env={**env, "FORGE_STREAMING_COMPRESS_AFTER": "1ms"},
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert process.stdout is not None
+            lines = 0
+            for line in process.stdout:
+                lines += line.startswith("compact: ")
+                if lines > run % 3:
+                    # Right after a commit, or a moment into the next batch.
+                    await asyncio.sleep(rng.choice([0, 0, 0.001, 0.003, 0.01]))
+                    process.send_signal(signal.SIGKILL)
+                    killed += 1
+                    break
+            process.stdout.close()
+            process.wait(timeout=30)
+            # Every read in between sees everything, once.
+            assert stored_offsets(server) == offsets
+            assert await whole_history(alice, rooms[run % 3]) == before[rooms[run % 3]]
+        assert killed >= 15
+        result = compact(server)
+        assert "compact: done" in result.stdout
+        with db(server) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM messages").fetchone() == (0,)
+        assert stored_offsets(server) == offsets
+        assert {r: await whole_history(alice, r) for r in rooms} == before
+
+
+async def test_a_damaged_block_is_an_error_naming_room_and_block(server: LiveServer) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        alice = Http(server.client(unique("alice")), http)
+        bob = Http(server.client(unique("bob")), http)
+        damaged, undictionaried, fine = unique("room"), unique("room"), unique("room")
+        for r in (damaged, undictionaried, fine):
+            await alice.execute(CREATE, id=r)
+            await bob.execute(JOIN, id=r)
+            await fill(alice, bob, r, 30)
+        fine_before = await whole_history(alice, fine)
+        compact(server)
+        with db(server) as conn:
+            block, blob = conn.execute(
+                "SELECT id, body FROM message_blocks WHERE room_id = ?", (damaged,)
+            ).fetchone()
+            conn.execute(
+                "UPDATE message_blocks SET body = ? WHERE id = ?",
+                (blob[:20] + bytes(8) + blob[28:], block),
+            )
+            (other,) = conn.execute(
+                "SELECT id FROM message_blocks WHERE room_id = ?", (undictionaried,)
+            ).fetchone()
+            conn.execute("UPDATE message_blocks SET dict_id = 999 WHERE id = ?", (other,))
+        for room, block_id, reason in (
+            (damaged, block, "Zstd"),
+            (undictionaried, other, "dictionary 999 missing"),
+        ):
+            body = (await alice.post(HISTORY, room=room, first=10)).json()
+            assert body["data"] is None or body["data"]["history"] is None
+            assert [e["extensions"]["code"] for e in body["errors"]] == ["DATA_CORRUPTED"]
+            assert "room" not in body["errors"][0]["message"]  # the detail is the log's
+            logged = [
+                line
+                for line in server.log().splitlines()
+                if f"room {room!r} block {block_id}" in line
+            ]
+            assert len(logged) == 1 and reason in logged[0], logged
+        assert await whole_history(alice, fine) == fine_before
