@@ -316,7 +316,10 @@ class SqliteDatabase:
         """Return the file's free pages to the file system, a bounded number
         at a time, between write transactions (no-op unless the file was
         made with auto_vacuum = INCREMENTAL)."""
-        await self.fetch("PRAGMA incremental_vacuum(2000)")
+        # executescript steps the pragma to the end; execute would stop
+        # after its first step, one page.
+        async with self._lock:
+            await self._connection.executescript("PRAGMA incremental_vacuum(2000);")
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; return the number of rows it changed."""
