@@ -127,20 +127,22 @@ def pct(values: list[float], p: float) -> float:
 
 async def time_pages(
     db: SqliteDatabase, store: SqliteMessageStore, rooms: int, rng: random.Random, *, cold: bool
-) -> list[float]:
-    """Milliseconds of `page(limit=50)` at random places in random rooms."""
-    times = []
+) -> tuple[list[float], list[float]]:
+    """Milliseconds of `page(limit=50)` at random places in random rooms:
+    wall-clock, and CPU of the process (the machine is shared)."""
+    times, cpu = [], []
     for _ in range(400):
         room = f"room-{rng.randrange(rooms):03d}"
         last = (await store.position(room, incarnation=INC)).last_offset
         before = rng.randint(51, max(51, last))
         if cold:
             db.blocks = BlockCache()  # nothing decoded yet: every page reads its blocks
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         page = await store.page(room, incarnation=INC, limit=50, before=before, from_end=True)
+        cpu.append((time.process_time() - start_cpu) * 1000)
         times.append((time.perf_counter() - start) * 1000)
         assert len(page.messages) == 50 or before <= 51
-    return times
+    return times, cpu
 
 
 async def time_sends(store: SqliteMessageStore, count: int, rooms: int) -> list[float]:
@@ -166,7 +168,7 @@ async def main(args: argparse.Namespace) -> None:
         await asyncio.gather(*(store.append(m, incarnation=INC) for m in chunk))
     before = await history_bytes(db, HISTORY_TABLES["before"])
     rng = random.Random(args.seed)
-    hot = await time_pages(db, store, args.rooms, rng, cold=False)
+    hot, hot_cpu = await time_pages(db, store, args.rooms, rng, cold=False)
 
     # Live sends alone, then while a background-paced compaction runs.
     alone = await time_sends(store, 300, args.rooms)
@@ -184,8 +186,8 @@ async def main(args: argparse.Namespace) -> None:
     paced_wall = time.perf_counter() - wall
     paced_cpu = time.process_time() - cpu
     after = await history_bytes(db, HISTORY_TABLES["after"])
-    cold = await time_pages(db, store, args.rooms, rng, cold=True)
-    warm = await time_pages(db, store, args.rooms, rng, cold=False)
+    cold, cold_cpu = await time_pages(db, store, args.rooms, rng, cold=True)
+    warm, warm_cpu = await time_pages(db, store, args.rooms, rng, cold=False)
     await db.close()
 
     n = args.messages
@@ -209,6 +211,11 @@ async def main(args: argparse.Namespace) -> None:
         f"page of 50: hot p50 {ms(hot):.2f} p99 {pct(hot, 99):.2f} ms;"
         f" cold (blocks, nothing cached) p50 {ms(cold):.2f} p99 {pct(cold, 99):.2f} ms;"
         f" blocks cached p50 {ms(warm):.2f} p99 {pct(warm, 99):.2f} ms"
+    )
+    print(
+        f"page of 50, CPU: hot p50 {ms(hot_cpu):.2f} p99 {pct(hot_cpu, 99):.2f} ms;"
+        f" cold p50 {ms(cold_cpu):.2f} p99 {pct(cold_cpu, 99):.2f} ms;"
+        f" blocks cached p50 {ms(warm_cpu):.2f} p99 {pct(warm_cpu, 99):.2f} ms"
     )
     print(
         f"compaction: {stats.messages / stats.seconds:.0f} messages/s in its batches"

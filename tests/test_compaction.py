@@ -369,3 +369,30 @@ async def test_a_damaged_block_is_an_error_naming_room_and_block(server: LiveSer
             ]
             assert len(logged) == 1 and reason in logged[0], logged
         assert await whole_history(alice, fine) == fine_before
+
+
+async def test_a_running_server_compacts_in_the_background(tmp_path: Path) -> None:
+    live = LiveServer(tmp_path / "data", {**SETTINGS, "compress_after": "1ms"}).start()
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            alice = Http(live.client(unique("alice")), http)
+            bob = Http(live.client(unique("bob")), http)
+            room = unique("room")
+            await alice.execute(CREATE, id=room)
+            await bob.execute(JOIN, id=room)
+            await fill(alice, bob, room, 300)
+            before = await whole_history(alice, room)
+            with db(live) as conn:
+                (stored,) = conn.execute("SELECT COUNT(*) FROM messages").fetchone()
+            # The first pass runs as the server starts.
+            live.stop()
+            live.start()
+            await live.wait_metric("streaming_compaction_messages_total", stored)
+            assert live.metric("streaming_compaction_blocks_total") >= 2
+            before_bytes = live.metric("streaming_compaction_bytes_before_total")
+            assert live.metric("streaming_compaction_bytes_after_total") * 2 < before_bytes
+            with db(live) as conn:
+                assert conn.execute("SELECT COUNT(*) FROM messages").fetchone() == (0,)
+            assert await whole_history(alice, room) == before
+    finally:
+        live.stop()
