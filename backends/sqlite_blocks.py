@@ -131,6 +131,9 @@ class BlockCache:
         self._capacity = capacity
         self._blocks: OrderedDict[int, list[Body]] = OrderedDict()
 
+    def has(self, block_id: int) -> bool:
+        return block_id in self._blocks
+
     async def entries(self, block: BlockInfo, fetch: Fetch) -> list[Body]:
         cached = self._blocks.get(block.id)
         if cached is not None:
@@ -189,7 +192,13 @@ async def cold_rows(
                 cursor_low = last_seq
             if min_ts is not None and last_ts < min_ts:
                 continue  # all of it is past retention
+            cached = cache.has(block_id)
             entries = await cache.entries(BlockInfo(block_id, room_id, dict_id), fetch)
+            if not cached:
+                # A filter that matches rarely (a thread) may decode many
+                # blocks: let other work run between two, a block being
+                # a fraction of a millisecond.
+                await asyncio.sleep(0)
             picked = [
                 e
                 for e in (reversed(entries) if descending else entries)
