@@ -410,7 +410,8 @@ async def _block_entries(
     if not rows or (dict_id and dictionary is None):
         raise DataCorrupted(room_id, block_id, "block or its dictionary missing")
     try:
-        return unpack(bytes(rows[0][0]), dictionary)
+        # Off the event loop: retention may rewrite a block per room at once.
+        return await asyncio.to_thread(unpack, bytes(rows[0][0]), dictionary)
     except BlockUnreadable as exc:
         raise DataCorrupted(room_id, block_id, str(exc)) from None
 
@@ -433,6 +434,6 @@ async def _rewrite(
             min(e[E_TS] for e in entries),
             max(e[E_TS] for e in entries),
             len(entries),
-            pack(entries),
+            await asyncio.to_thread(pack, entries),
         ),
     )
