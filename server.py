@@ -27,11 +27,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from backends.compaction import COMPACT_BATCH, CompactionStats
 from backends.errors import BackendError
 from backends.factory import OPTIONAL_ROLES, ROLES, BackendConfigError, Backends, open_backends
 from backends.reindex import ReindexCounts, reindex
 from core.metrics import Metrics
 from core.settings import Settings, SettingsError, load_settings, parse_duration
+from resolvers.compaction import run_compaction
 from resolvers.housekeeping import run_housekeeping
 from resolvers.services import Services
 from schema import SDL_PATH, build_schema, export_sdl
@@ -103,6 +105,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> ASGIApp:
         housekeeping = asyncio.create_task(run_housekeeping(services), name="housekeeping")
         heap = asyncio.create_task(give_back_freed_memory(_HEAP_LOOK_EVERY), name="heap-trim")
         cluster = asyncio.create_task(services.cluster_link.run(), name="cluster-link")
+        compaction = asyncio.create_task(run_compaction(services), name="compaction")
         # What is alive now (the schemas, modules, backends) lives as long as
         # the process: keep it out of the garbage collector's full passes,
         # which otherwise walk it all and stall requests now and then.
@@ -118,7 +121,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> ASGIApp:
             # (transport/adapters/uvicorn.py), which uvicorn hands this state.
             yield {"services": services, LIMITS_KEY: limits}
         finally:
-            for task in (housekeeping, heap, cluster):
+            for task in (housekeeping, heap, cluster, compaction):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -199,6 +202,41 @@ async def _reindex(settings: Settings) -> int:
         return 0
     except BackendError as exc:
         print(f"forge-streaming: reindex stopped: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await backends.close()
+
+
+async def _compact(settings: Settings, batch: int) -> int:
+    try:
+        backends = await _open_backends(settings)
+    except (BackendConfigError, BackendError, ImportError) as exc:
+        return _cannot_open(exc)
+    try:
+        if backends.compactor is None:
+            print(f"compact: the {settings.backend} history has no blocks: nothing to do")
+            return 0
+        if not settings.compress_after:
+            print("compact: compress_after is 0 (compression off): nothing to do")
+            return 0
+
+        def report(stats: CompactionStats) -> None:
+            print(f"compact: {stats.messages} messages, {stats.blocks} blocks", flush=True)
+
+        stats = await backends.compactor.compact(
+            older_than=settings.compress_after,
+            idempotency_window=settings.idempotency_window,
+            batch=batch,
+            progress=report,
+        )
+        print(
+            f"compact: done, {stats.messages} messages in {stats.blocks} blocks,"
+            f" {stats.bytes_before} bytes -> {stats.bytes_after}, {stats.seconds:.1f} s",
+            flush=True,
+        )
+        return 0
+    except BackendError as exc:
+        print(f"forge-streaming: compact stopped: {exc}", file=sys.stderr)
         return 1
     finally:
         await backends.close()
@@ -287,6 +325,17 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "reindex", parents=[common], help="index every room's history for search (idempotent)"
     )
+    compact = commands.add_parser(
+        "compact",
+        parents=[common],
+        help="pack messages older than compress_after into compressed blocks now",
+    )
+    compact.add_argument(
+        "--batch",
+        type=int,
+        default=COMPACT_BATCH,
+        help=f"messages per write transaction (default {COMPACT_BATCH})",
+    )
     sdl = commands.add_parser("schema", help="write schema/schema.graphql from the code")
     sdl.add_argument("--check", action="store_true", help="fail if the file is out of date")
     return parser
@@ -323,6 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "reindex":
             return asyncio.run(_reindex(_settings(args)))
+        if args.command == "compact":
+            if args.batch < 1:
+                raise ValueError("--batch must be at least 1")
+            return asyncio.run(_compact(_settings(args), args.batch))
         settings = _settings(args, host=args.host, port=args.port, workers=args.workers)
     except (SettingsError, AuthError, ValueError) as exc:
         print(f"forge-streaming: {exc}", file=sys.stderr)

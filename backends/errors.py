@@ -9,6 +9,7 @@ BackendError
 ├── Missing           the room or channel does not exist (any more)
 │   └── ForeignStream the room's history belongs to another incarnation of the room
 ├── LimitReached      a per-user quota would be exceeded
+├── DataCorrupted     stored history does not read back (a damaged compressed block)
 └── Unavailable       the backing service cannot be reached
     └── Overloaded    it is up, but no connection to it came free in time
 """
@@ -57,3 +58,13 @@ class Overloaded(Unavailable):
     A subclass of Unavailable so that every place that copes with an outage
     (one log line, no traceback, the request fails) copes with this too; the
     API tells the two apart (OVERLOADED, not UNAVAILABLE)."""
+
+
+class DataCorrupted(BackendError):
+    """Stored history cannot be read back as it was written (a compressed
+    block damaged, its dictionary missing): the read fails, never guesses."""
+
+    def __init__(self, room_id: str, block: int, reason: str) -> None:
+        super().__init__(f"room {room_id!r} block {block}: {reason}")
+        self.room_id = room_id
+        self.block = block

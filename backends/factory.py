@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from .compaction import Compactor
 from .events import Event, decode_hub_event, encode_hub_event
 from .hub import Hub
 from .indexed_history import IndexedMessageStore
@@ -70,6 +71,8 @@ class Backends:
     """None when no backend provides the search role (searchMessages is off)."""
     cluster: ClusterStore = field(default_factory=MemoryClusterStore)
     """Node reports and token revocations (with the presence role)."""
+    compactor: Compactor | None = None
+    """The history backend, when it packs old messages into blocks."""
     checks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -149,6 +152,7 @@ async def open_backends(
         if search is None and "search" in insist_on:
             _required(None, "search", urls["search"])
         messages: MessageStore = provided("messages")
+        compactor = messages if isinstance(messages, Compactor) else None
         if search is not None and not search.indexes_on_append:
             messages = IndexedMessageStore(messages, search)
         await hub.start()
@@ -160,6 +164,7 @@ async def open_backends(
     return Backends(
         messages=messages,
         search=search,
+        compactor=compactor,
         rooms=provided("rooms"),
         channels=provided("channels"),
         presence=provided("presence"),

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -30,7 +30,8 @@ import aiosqlite
 import orjson
 
 from .codecs import from_micros, message_from_row, to_micros
-from .errors import Conflict, ForeignStream, LimitReached, Missing
+from .compaction import COMPACT_BATCH, CompactionStats
+from .errors import Conflict, DataCorrupted, ForeignStream, LimitReached, Missing
 from .group_commit import GroupCommit
 from .records import (
     NO_QUOTA,
@@ -46,6 +47,15 @@ from .records import (
     StreamPosition,
     new_epoch,
     utcnow,
+)
+from .sqlite_blocks import (
+    BLOCKS_SCHEMA,
+    BlockCache,
+    Fetch,
+    cold_rows,
+    compact_room,
+    drop_room_blocks,
+    trim_blocks,
 )
 from .sqlite_fts import FTS_SCHEMA, forget_before, forget_room, index_messages, mark_unindexed
 
@@ -132,6 +142,8 @@ _ADDED_COLUMNS = (
     ("streams", "incarnation", "TEXT NOT NULL DEFAULT ''"),
     ("rooms", "incarnation", "TEXT NOT NULL DEFAULT ''"),
     ("members", "added", "INTEGER NOT NULL DEFAULT 0"),
+    # Offsets up to here are in compressed blocks (backends/sqlite_blocks.py).
+    ("streams", "compacted_upto", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
@@ -209,6 +221,8 @@ class SqliteDatabase:
         self._lock = asyncio.Lock()
         self._closed = False
         self._commits = 0
+        self.blocks = BlockCache()
+        """Decoded blocks of old messages, shared by history and search."""
 
     @classmethod
     async def open(
@@ -223,6 +237,10 @@ class SqliteDatabase:
             _create_private(path)
         connection = await aiosqlite.connect(path, isolation_level=None)
         try:
+            # Only a new file takes it (an existing one keeps its mode until
+            # a full VACUUM, which this server never runs): compaction then
+            # gives freed pages back with `PRAGMA incremental_vacuum`.
+            await connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
             await connection.execute("PRAGMA journal_mode = WAL")
             await connection.execute("PRAGMA foreign_keys = ON")
             await connection.execute("PRAGMA busy_timeout = 5000")
@@ -230,6 +248,7 @@ class SqliteDatabase:
             await connection.executescript(_SCHEMA)
             await connection.executescript(FTS_SCHEMA)
             await _add_missing_columns(connection)
+            await connection.executescript(BLOCKS_SCHEMA)
         except BaseException:
             await connection.close()
             raise
@@ -294,6 +313,15 @@ class SqliteDatabase:
                 return rows
         return await self.fetch(sql, params)
 
+    async def give_back_space(self) -> None:
+        """Return the file's free pages to the file system, a bounded number
+        at a time, between write transactions (no-op unless the file was
+        made with auto_vacuum = INCREMENTAL)."""
+        # executescript steps the pragma to the end; execute would stop
+        # after its first step, one page.
+        async with self._lock:
+            await self._connection.executescript("PRAGMA incremental_vacuum(2000);")
+
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; return the number of rows it changed."""
         async with self._lock, self._connection.execute(sql, params) as cursor:
@@ -305,16 +333,17 @@ async def _one(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ())
         return await cursor.fetchone()
 
 
-async def drop_room_rows(conn: aiosqlite.Connection, room_id: str, incarnation: str | None) -> None:
+async def drop_room_rows(conn: aiosqlite.Connection, room_id: str, incarnation: str | None) -> bool:
     """A room's history, search index rows and stream, unless the stream is
-    of another incarnation than the one named."""
+    of another incarnation than the one named (then False: nothing dropped)."""
     if incarnation is not None:
         row = await _one(conn, "SELECT incarnation FROM streams WHERE room_id = ?", (room_id,))
         if row is not None and row[0] != incarnation:
-            return
+            return False
     await forget_room(conn, room_id)
     await conn.execute("DELETE FROM messages WHERE room_id = ?", (room_id,))
     await conn.execute("DELETE FROM streams WHERE room_id = ?", (room_id,))
+    return True
 
 
 # --- messages -------------------------------------------------------------
@@ -339,7 +368,9 @@ async def _own_stream(conn: aiosqlite.Connection, room_id: str, incarnation: str
         (room_id, new_epoch(incarnation), incarnation),
     )
     row = await _one(
-        conn, "SELECT epoch, last_offset, incarnation FROM streams WHERE room_id = ?", (room_id,)
+        conn,
+        "SELECT epoch, last_offset, incarnation, compacted_upto FROM streams WHERE room_id = ?",
+        (room_id,),
     )
     if row is None:
         raise RuntimeError(f"no stream row for room {room_id!r}")
@@ -352,6 +383,10 @@ Appended = tuple[Message, bool]
 
 # Bound parameters per batch stay far below SQLite's limit (32,766).
 _MAX_BATCH = 256
+
+_PAGE_ATTEMPTS = 4
+# A room whose rows keep changing under compaction is left for the next pass.
+_MAX_BATCHES_PER_ROOM_PASS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,12 +426,61 @@ async def _own_streams(
 ClientKey = tuple[str, str, str]
 
 
+def _conn_fetch(conn: aiosqlite.Connection) -> Fetch:
+    async def fetch(sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return list(await conn.execute_fetchall(sql, params))
+
+    return fetch
+
+
+async def _compacted_client_message(
+    fetch: Fetch, cache: BlockCache, key: ClientKey, *, incarnation: str | None
+) -> Message | None:
+    """The message with this (room, user, clientMessageId) if it was
+    compacted within the idempotency window."""
+    room_id, user_id, client_message_id = key
+    rows = await fetch(
+        "SELECT c.seq, s.epoch, s.incarnation FROM compacted_client_ids c"
+        " JOIN streams s ON s.room_id = c.room_id"
+        " WHERE c.room_id = ? AND c.user_id = ? AND c.client_message_id = ?",
+        (room_id, user_id, client_message_id),
+    )
+    if not rows or (incarnation is not None and rows[0][2] != incarnation):
+        return None
+    seq, epoch = int(rows[0][0]), rows[0][1]
+    found = await cold_rows(
+        fetch,
+        cache,
+        room_id,
+        epoch,
+        low=seq - 1,
+        high=seq + 1,
+        descending=False,
+        want=1,
+        thread_id=None,
+        min_ts=None,
+    )
+    return _message(found[0]) if found else None
+
+
 async def _client_messages(
-    conn: aiosqlite.Connection, keys: Collection[ClientKey]
+    conn: aiosqlite.Connection, keys: Collection[ClientKey], cache: BlockCache
 ) -> dict[ClientKey, Message]:
     """The stored messages with these (room, user, clientMessageId)."""
     if not keys:
         return {}
+    known = await _stored_client_messages(conn, keys)
+    for key in keys:
+        if key not in known:
+            found = await _compacted_client_message(_conn_fetch(conn), cache, key, incarnation=None)
+            if found is not None:
+                known[key] = found
+    return known
+
+
+async def _stored_client_messages(
+    conn: aiosqlite.Connection, keys: Collection[ClientKey]
+) -> dict[ClientKey, Message]:
     # OR of equalities (not a row-value IN): SQLite then searches the index once per key.
     one = "(m.room_id = ? AND m.user_id = ? AND m.client_message_id = ?)"
     match = " OR ".join([one] * len(keys))
@@ -422,7 +506,7 @@ _INSERT_MESSAGE = (
 
 
 async def _append_all(
-    conn: aiosqlite.Connection, appends: Sequence[_Append], *, indexed: bool
+    conn: aiosqlite.Connection, appends: Sequence[_Append], *, indexed: bool, cache: BlockCache
 ) -> list[Appended | BaseException]:
     """Append in order inside the caller's transaction: offsets per room in
     the order given, a clientMessageId stored once (also twice in one batch),
@@ -434,7 +518,7 @@ async def _append_all(
         if (cid := a.message.client_message_id) is not None
         and streams[a.room_id][2] == a.incarnation
     }
-    known = await _client_messages(conn, wanted)
+    known = await _client_messages(conn, wanted, cache)
     last = {room_id: stream[1] for room_id, stream in streams.items()}
     results: list[Appended | BaseException] = []
     rows: list[Row] = []
@@ -522,7 +606,7 @@ class SqliteMessageStore:
         its own, so one bad append does not fail the others."""
         try:
             async with self._db.transaction() as conn:
-                return await _append_all(conn, batch, indexed=self._indexed)
+                return await _append_all(conn, batch, indexed=self._indexed, cache=self._db.blocks)
         except sqlite3.Error:
             if len(batch) == 1:
                 raise
@@ -530,7 +614,9 @@ class SqliteMessageStore:
         for one in batch:
             try:
                 async with self._db.transaction() as conn:
-                    results.extend(await _append_all(conn, [one], indexed=self._indexed))
+                    results.extend(
+                        await _append_all(conn, [one], indexed=self._indexed, cache=self._db.blocks)
+                    )
             except sqlite3.Error as exc:
                 results.append(exc)
         return results
@@ -543,11 +629,104 @@ class SqliteMessageStore:
             " AND s.incarnation = ? AND m.user_id = ? AND m.client_message_id = ?",
             (room_id, incarnation, user_id, client_message_id),
         )
-        return _message(rows[0]) if rows else None
+        if rows:
+            return _message(rows[0])
+        return await _compacted_client_message(
+            self._db.lookup,
+            self._db.blocks,
+            (room_id, user_id, client_message_id),
+            incarnation=incarnation,
+        )
 
     async def page(self, room_id: str, window: HistoryWindow, *, incarnation: str) -> HistoryPage:
         limit, after, before = window.limit, window.after, window.before
         from_end, thread_id = window.from_end, window.thread_id
+        # Compaction may move messages from rows to blocks between the reads
+        # of a page: read the room's watermark before and after, and read
+        # again if it moved.
+        for _ in range(_PAGE_ATTEMPTS):
+            mark = await self._mark(room_id, incarnation)
+            if mark is None:
+                return HistoryPage(messages=[], has_more=False)
+            rows = await self._page_rows(
+                room_id, incarnation, mark, limit, after, before, from_end, thread_id
+            )
+            if await self._mark(room_id, incarnation) == mark:
+                break
+        else:
+            raise DataCorrupted(room_id, 0, "history kept moving under the read")
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        if from_end:
+            rows.reverse()
+        return HistoryPage(messages=[_message(r) for r in rows], has_more=has_more)
+
+    async def _mark(self, room_id: str, incarnation: str) -> tuple[str, int] | None:
+        rows = await self._db.lookup(
+            "SELECT epoch, compacted_upto FROM streams WHERE room_id = ? AND incarnation = ?",
+            (room_id, incarnation),
+        )
+        return (rows[0][0], int(rows[0][1])) if rows else None
+
+    async def _page_rows(
+        self,
+        room_id: str,
+        incarnation: str,
+        mark: tuple[str, int],
+        limit: int,
+        after: int | None,
+        before: int | None,
+        from_end: bool,
+        thread_id: str | None,
+    ) -> list[Row]:
+        """Up to limit + 1 rows in the direction of travel: from blocks for
+        offsets up to the watermark, from the table after it."""
+        epoch, upto = mark
+        cutoff = self._cutoff()
+        want = limit + 1
+        low = after or 0
+        high = upto + 1 if before is None else min(before, upto + 1)
+
+        async def cold(count: int) -> list[Row]:
+            if upto == 0 or low >= upto or count <= 0:
+                return []
+            return list(
+                await cold_rows(
+                    self._db.lookup,
+                    self._db.blocks,
+                    room_id,
+                    epoch,
+                    low=low,
+                    high=high,
+                    descending=from_end,
+                    want=count,
+                    thread_id=thread_id,
+                    min_ts=cutoff,
+                )
+            )
+
+        if from_end:
+            rows = await self._hot_rows(
+                room_id, incarnation, want, after, before, from_end, thread_id
+            )
+            return rows + await cold(want - len(rows))
+        rows = await cold(want)
+        if len(rows) < want:
+            rows += await self._hot_rows(
+                room_id, incarnation, want - len(rows), after, before, from_end, thread_id
+            )
+        return rows
+
+    async def _hot_rows(
+        self,
+        room_id: str,
+        incarnation: str,
+        count: int,
+        after: int | None,
+        before: int | None,
+        from_end: bool,
+        thread_id: str | None,
+    ) -> list[Row]:
         where = ["m.room_id = ?", "s.incarnation = ?"]
         params: list[Any] = [room_id, incarnation]
         if after is not None:
@@ -564,22 +743,33 @@ class SqliteMessageStore:
             where.append("m.ts >= ?")
             params.append(cutoff)
         order = "DESC" if from_end else "ASC"
-        rows = await self._db.lookup(
-            f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM} WHERE {' AND '.join(where)}"
-            f" ORDER BY m.seq {order} LIMIT ?",
-            (*params, limit + 1),
+        return list(
+            await self._db.lookup(
+                f"SELECT {_MESSAGE_COLUMNS} FROM {_MESSAGE_FROM} WHERE {' AND '.join(where)}"
+                f" ORDER BY m.seq {order} LIMIT ?",
+                (*params, count),
+            )
         )
-        has_more = len(rows) > limit
-        rows = rows[:limit]
-        if from_end:
-            rows.reverse()
-        return HistoryPage(messages=[_message(r) for r in rows], has_more=has_more)
 
     async def position(self, room_id: str, *, incarnation: str) -> StreamPosition:
         cutoff = self._cutoff()
         async with self._db.transaction() as conn:
             stream = await _own_stream(conn, room_id, incarnation)
-            if cutoff is None:
+            oldest = await cold_rows(
+                _conn_fetch(conn),
+                self._db.blocks,
+                room_id,
+                stream[0],
+                low=0,
+                high=int(stream[3]) + 1,
+                descending=False,
+                want=1,
+                thread_id=None,
+                min_ts=cutoff,
+            )
+            if oldest:
+                first: Row | None = (oldest[0][4],)
+            elif cutoff is None:
                 first = await _one(
                     conn, "SELECT MIN(seq) FROM messages WHERE room_id = ?", (room_id,)
                 )
@@ -602,12 +792,54 @@ class SqliteMessageStore:
             return 0
         async with self._db.transaction() as conn:
             await forget_before(conn, cutoff)
+            compacted = await trim_blocks(conn, cutoff)
             async with conn.execute("DELETE FROM messages WHERE ts < ?", (cutoff,)) as cursor:
-                return cursor.rowcount
+                return cursor.rowcount + compacted
 
     async def drop_room(self, room_id: str, *, incarnation: str | None = None) -> None:
         async with self._db.transaction() as conn:
-            await drop_room_rows(conn, room_id, incarnation)
+            if await drop_room_rows(conn, room_id, incarnation):
+                await drop_room_blocks(conn, room_id)
+
+    async def compact(
+        self,
+        *,
+        older_than: timedelta,
+        idempotency_window: timedelta,
+        batch: int = COMPACT_BATCH,
+        pause: float = 0.0,
+        progress: Callable[[CompactionStats], None] | None = None,
+    ) -> CompactionStats:
+        """Pack the messages older than `older_than` into compressed blocks,
+        room by room, `batch` messages per write transaction, sleeping
+        `pause` seconds between batches; `progress` is told the running
+        totals after each batch."""
+        now = utcnow()
+        before_ts = to_micros(now - older_than, "older_than")
+        since = to_micros(now - idempotency_window, "idempotency_window")
+        await self._db.execute("DELETE FROM compacted_client_ids WHERE ts < ?", (since,))
+        total = CompactionStats()
+        rooms = [str(r[0]) for r in await self._db.fetch("SELECT room_id FROM streams")]
+        for room_id in rooms:
+            for _ in range(_MAX_BATCHES_PER_ROOM_PASS):
+                stats, more = await compact_room(
+                    self._db.fetch,
+                    self._db.transaction,
+                    room_id,
+                    before_ts=before_ts,
+                    client_ids_since=since,
+                    max_messages=batch,
+                    searchable=self._indexed,
+                )
+                if stats.messages:
+                    total.add(stats)
+                    await self._db.give_back_space()
+                    if progress is not None:
+                        progress(total)
+                await asyncio.sleep(pause)
+                if not more:
+                    break
+        return total
 
     async def close(self) -> None:
         await self._appends.close()

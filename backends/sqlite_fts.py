@@ -85,7 +85,8 @@ async def index_messages(
 async def forget_room(conn: aiosqlite.Connection, room_id: str) -> None:
     """Before the room's messages are deleted."""
     await conn.execute(
-        "DELETE FROM message_fts WHERE rowid IN (SELECT rowid FROM messages WHERE room_id = ?)",
+        "DELETE FROM message_fts WHERE rowid IN"
+        " (SELECT rowid FROM searchable_messages WHERE room_id = ?)",
         (room_id,),
     )
 
@@ -93,7 +94,9 @@ async def forget_room(conn: aiosqlite.Connection, room_id: str) -> None:
 async def forget_before(conn: aiosqlite.Connection, ts: int) -> None:
     """Before the messages older than `ts` (microseconds) are deleted."""
     await conn.execute(
-        "DELETE FROM message_fts WHERE rowid IN (SELECT rowid FROM messages WHERE ts < ?)", (ts,)
+        "DELETE FROM message_fts WHERE rowid IN (SELECT rowid FROM searchable_messages"
+        " WHERE ts < ?)",
+        (ts,),
     )
 
 

@@ -37,6 +37,7 @@ from .sqlite import (
     _one,
     drop_room_rows,
 )
+from .sqlite_blocks import hydrate
 from .sqlite_fts import (
     forget_before,
     forget_room,
@@ -189,6 +190,7 @@ class SqliteMessageSearch:
             sql, params = _scored(request, filters, filter_params)
             rows = list(await self._db.fetch(sql, params))
         hits = []
+        rows = await hydrate(rows, self._db.fetch, self._db.blocks)
         for row in rows[: request.limit]:
             message = _message(row)
             score = float(row[13])
@@ -244,7 +246,10 @@ class SqliteMessageSearch:
 
 _SCORED_COLUMNS: Final = f"{_MESSAGE_COLUMNS}, -bm25(message_fts, 1.0, 0.0) AS score"
 _SCORED_FROM: Final = (
-    "message_fts JOIN messages m ON m.rowid = message_fts.rowid"
+    # Compacted messages keep their rowid in `compacted_messages`: search
+    # sees both tables as one (backends/sqlite_blocks.py); bodies are
+    # then read from the blocks (`hydrate`).
+    "message_fts JOIN searchable_messages m ON m.rowid = message_fts.rowid"
     " JOIN streams s ON s.room_id = m.room_id"
 )
 CANDIDATE_PAGES: Final = 4

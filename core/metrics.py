@@ -69,6 +69,28 @@ class Metrics:
             registry=r,
         )
 
+        self.compaction_messages = Counter(
+            "streaming_compaction_messages", "Old messages packed into blocks", registry=r
+        )
+        self.compaction_blocks = Counter(
+            "streaming_compaction_blocks", "Compressed blocks written", registry=r
+        )
+        self.compaction_bytes_before = Counter(
+            "streaming_compaction_bytes_before",
+            "Stored bytes of the messages compacted, before",
+            registry=r,
+        )
+        self.compaction_bytes_after = Counter(
+            "streaming_compaction_bytes_after",
+            "Bytes of the blocks and dictionaries written for them",
+            registry=r,
+        )
+        self.compaction_seconds = Counter(
+            "streaming_compaction_seconds",
+            "Time spent compacting (reads, zstd, writes)",
+            registry=r,
+        )
+
     @staticmethod
     def total(counter: Counter) -> float:
         """A counter's value so far, through the public collector API."""

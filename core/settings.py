@@ -370,6 +370,11 @@ class Settings(BaseSettings):
 
     # retention: 0 keeps messages forever
     message_retention: Duration = timedelta(hours=720)
+    # compression of old messages: history older than this is packed into
+    # zstd blocks (0 turns it off); a clientMessageId stays idempotent for at
+    # least idempotency_window after the send, compacted or not
+    compress_after: Duration = timedelta(hours=24)
+    idempotency_window: Duration = timedelta(hours=24)
 
     # distributed
     node_id: Annotated[str, BeforeValidator(_int_to_str)] = ""

@@ -12,7 +12,8 @@ Anything else raised inside a resolver is masked as an internal error.
     ├── PayloadTooLarge   PAYLOAD_TOO_LARGE
     ├── Unavailable       UNAVAILABLE
     ├── Overloaded        OVERLOADED
-    └── FeatureDisabled   FEATURE_DISABLED
+    ├── FeatureDisabled   FEATURE_DISABLED
+    └── DataCorrupted     DATA_CORRUPTED
 """
 
 from __future__ import annotations
@@ -71,3 +72,10 @@ class Overloaded(ApiError):
 
 class FeatureDisabled(ApiError):
     code = "FEATURE_DISABLED"
+
+
+class DataCorrupted(ApiError):
+    """Stored history could not be read back intact (a damaged compressed
+    block); the server logged the room and block."""
+
+    code = "DATA_CORRUPTED"

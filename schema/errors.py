@@ -15,6 +15,7 @@ from backends.hub import HubClosed, SlowConsumer
 from resolvers.errors import (
     ApiError,
     BadUserInput,
+    DataCorrupted,
     LimitExceeded,
     NotFound,
     Overloaded,
@@ -26,6 +27,7 @@ log = logging.getLogger("forge_streaming.errors")
 _TRANSLATED: tuple[tuple[type[BaseException], type[ApiError], str], ...] = (
     (backend_errors.LimitReached, LimitExceeded, ""),
     (backend_errors.Missing, NotFound, ""),
+    (backend_errors.DataCorrupted, DataCorrupted, "stored history could not be read back"),
     # Before Unavailable, its base class: load is not an outage.
     (backend_errors.Overloaded, Overloaded, "the server is overloaded, try again shortly"),
     (backend_errors.Unavailable, Unavailable, "the backend is unavailable, try again"),

@@ -560,3 +560,15 @@ def test_metrics_token_is_never_shown() -> None:
     assert settings.metrics_token is not None
     assert settings.metrics_token.get_secret_value() == token
     assert token not in repr(settings)
+
+
+def test_compression_settings_are_named_when_bad() -> None:
+    assert load_settings().compress_after == timedelta(hours=24)
+    assert load_settings(compress_after="0").compress_after == timedelta(0)
+    with pytest.raises(SettingsError) as exc:
+        load_settings(compress_after="-1h", idempotency_window="soon")
+    assert problems(exc) == [
+        "compress_after: duration must not be negative, got '-1h'",
+        "idempotency_window: invalid duration 'soon': use seconds or a Go duration such as "
+        "'30s', '1h30m', '500ms', '720h'",
+    ]

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ from typing import Final
 
 import nats.errors
 import nats.js.errors
-from nats.js.api import DiscardPolicy, RawStreamMsg, StorageType
+from nats.js.api import DiscardPolicy, RawStreamMsg, StorageType, StoreCompression
 
 from ..codecs import decode_message, encode_message, require_utc, to_micros
 from ..errors import ForeignStream
@@ -71,6 +72,8 @@ from ..records import (
 )
 from ..topics import escape_token
 from .link import Bucket, NatsLink, key_token, kv_key, replay
+
+log = logging.getLogger(__name__)
 
 _TS: Final = "Forge-Ts"
 _CMID: Final = "Forge-Cmid"
@@ -100,9 +103,23 @@ class NatsMessageStore:
 
     # --- setup ------------------------------------------------------------
 
+    def _compression(self) -> StoreCompression | None:
+        """s2, JetStream's own compression of the stream's files, where the
+        server has it (2.10 and later); None (stored as sent) before."""
+        version = self._link.nc.connected_server_version
+        if (version.major, version.minor) >= (2, 10):
+            return StoreCompression.S2
+        log.info(
+            "nats-server %s has no stream compression (2.10 has): history stored uncompressed",
+            version,
+        )
+        return None
+
     async def ensure_stream(self) -> None:
-        """Create the stream if absent, fix its max_age, note its creation time."""
+        """Create the stream if absent, fix its max_age and compression, note
+        its creation time."""
         js = self._link.js
+        compression = self._compression()
         max_age = None if self._retention is None else (self._retention + _BACKSTOP)
         seconds = None if max_age is None else max_age.total_seconds()
         try:
@@ -117,12 +134,18 @@ class NatsMessageStore:
                     allow_direct=True,
                     max_age=seconds,
                     duplicate_window=_DUPLICATE_WINDOW,
+                    compression=compression,
                 )
             info = await js.stream_info(self._stream)
         else:
             current = info.config.max_age or None
-            if current != seconds and seconds is not None:
-                info.config.max_age = seconds
+            recompress = compression is not None and info.config.compression != compression
+            if (current != seconds and seconds is not None) or recompress:
+                if seconds is not None:
+                    info.config.max_age = seconds
+                if compression is not None:
+                    # Blocks written from now on are compressed; old ones as they are rewritten.
+                    info.config.compression = compression
                 info = await js.update_stream(info.config)
         self._created = str(info.created)
         self._tails.clear()

@@ -1,0 +1,236 @@
+"""Compression of old messages on SQLite (issue 15): bytes, cold pages,
+compaction rate, and live sends while it runs.
+
+    python bench/compression.py                          # 100k messages, 100 rooms, seed 15
+    python bench/compression.py --messages 20000 --rooms 20
+
+The corpus is generated from a fixed seed (parameters below, committed):
+sentences of 1-40 words from a Zipf word-frequency model over a 5,000-word
+vocabulary, @mentions of other users, links, emoji, and for a fifth of the
+messages a JSON object with attachments or reactions, as chat clients send
+them; metadata (client, version, locale) on 60 %; threads on 10 %;
+clientMessageIds on 70 %. Every message is sent through
+`SqliteMessageStore.append` (group commit, FTS index on), two days old.
+
+Bytes are the pages SQLite uses for the history's tables and indexes
+(`dbstat`): `messages` and its four indexes before; the blocks, their index
+and dictionaries, the clientMessageId table after (all of `messages`
+moved). `compacted_messages` (what search needs to resolve an FTS row to a
+message) is reported on its own, and the FTS index apart (it is unchanged).
+Times are inside the server (the store calls, no HTTP); CPU is the
+process's CPU seconds (`time.process_time`), the machine being shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from backends.records import MessageKind, NewMessage, utcnow
+from backends.sqlite import SqliteDatabase, SqliteMessageStore
+from backends.sqlite_blocks import BlockCache
+
+INC = "bench"
+SEED = 15
+VOCABULARY = 5_000
+USERS = 400
+EMOJI = ["🎉", "👍", "😂", "🔥", "❤️", "🚀", "👀", "✅", "🙏", "😅"]
+DOMAINS = ["github.com", "example.com", "docs.python.org", "youtu.be", "news.ycombinator.com"]
+HISTORY_TABLES = {
+    "before": ("messages", "sqlite_autoindex_messages_1", "sqlite_autoindex_messages_2",
+               "messages_client_id", "messages_thread", "messages_ts"),
+    "after": ("messages", "sqlite_autoindex_messages_1", "sqlite_autoindex_messages_2",
+              "messages_client_id", "messages_thread", "messages_ts", "message_blocks",
+              "message_blocks_room", "message_blocks_ts", "block_dicts", "block_dicts_room",
+              "compacted_client_ids"),
+}  # fmt: skip
+
+
+def corpus(messages: int, rooms: int, seed: int) -> list[NewMessage]:
+    rng = random.Random(seed)
+    # Word-like tokens of 2-10 letters; a Zipf law picks them.
+    letters = "etaoinshrdlucmfwypvbgkjqxz"
+    vocabulary = [
+        "".join(rng.choices(letters[: 8 + i % 18], k=2 + min(8, int(rng.expovariate(0.35)))))
+        for i in range(VOCABULARY)
+    ]
+    weights = list(itertools.accumulate(1 / (i + 1) ** 1.07 for i in range(VOCABULARY)))
+    stamp = utcnow() - timedelta(days=2)
+    out = []
+    for i in range(messages):
+        room = f"room-{rng.randrange(rooms):03d}"
+        user = f"user-{int(rng.paretovariate(1.2)) % USERS:04d}"
+        words = rng.choices(
+            vocabulary, cum_weights=weights, k=max(1, int(rng.lognormvariate(2.2, 0.7)))
+        )
+        if rng.random() < 0.15:
+            words.insert(rng.randrange(len(words) + 1), f"@user-{rng.randrange(USERS):04d}")
+        if rng.random() < 0.08:
+            words.append(f"https://{rng.choice(DOMAINS)}/{rng.getrandbits(40):x}")
+        if rng.random() < 0.25:
+            words.append(rng.choice(EMOJI))
+        text = " ".join(words).capitalize()
+        data: Any = text
+        if rng.random() < 0.2:
+            data = {"text": text, "format": "markdown"}
+            if rng.random() < 0.5:
+                data["attachments"] = [
+                    {"name": f"{rng.choice(vocabulary)}.png", "size": rng.randrange(10**6)}
+                ]
+            else:
+                data["reactions"] = {rng.choice(EMOJI): rng.randrange(1, 9)}
+        metadata = (
+            {"client": rng.choice(["web", "ios", "android"]), "version": "3.4.1", "locale": "en"}
+            if rng.random() < 0.6
+            else None
+        )
+        out.append(
+            NewMessage(
+                kind=MessageKind.MESSAGE,
+                user_id=user,
+                room_id=room,
+                data=data,
+                metadata=metadata,
+                thread_id=f"thread-{rng.randrange(50)}" if rng.random() < 0.1 else None,
+                client_message_id=f"{rng.getrandbits(64):016x}" if rng.random() < 0.7 else None,
+                timestamp=stamp + timedelta(milliseconds=i * 100),
+            )
+        )
+    return out
+
+
+async def history_bytes(db: SqliteDatabase, names: tuple[str, ...]) -> dict[str, int]:
+    rows = await db.fetch("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name")
+    sizes = {str(name): int(size) for name, size in rows}
+    return {
+        "history": sum(sizes.get(n, 0) for n in names),
+        "search_keys": sizes.get("compacted_messages", 0),
+        "fts": sum(v for k, v in sizes.items() if k.startswith("message_fts")),
+    }
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+async def time_pages(
+    db: SqliteDatabase, store: SqliteMessageStore, rooms: int, rng: random.Random, *, cold: bool
+) -> tuple[list[float], list[float]]:
+    """Milliseconds of `page(limit=50)` at random places in random rooms:
+    wall-clock, and CPU of the process (the machine is shared)."""
+    times, cpu = [], []
+    for _ in range(400):
+        room = f"room-{rng.randrange(rooms):03d}"
+        last = (await store.position(room, incarnation=INC)).last_offset
+        before = rng.randint(51, max(51, last))
+        if cold:
+            db.blocks = BlockCache()  # nothing decoded yet: every page reads its blocks
+        start, start_cpu = time.perf_counter(), time.process_time()
+        page = await store.page(room, incarnation=INC, limit=50, before=before, from_end=True)
+        cpu.append((time.process_time() - start_cpu) * 1000)
+        times.append((time.perf_counter() - start) * 1000)
+        assert len(page.messages) == 50 or before <= 51
+    return times, cpu
+
+
+async def time_sends(store: SqliteMessageStore, count: int, rooms: int) -> list[float]:
+    times = []
+    for i in range(count):
+        message = NewMessage(
+            kind=MessageKind.MESSAGE, user_id="live", room_id=f"room-{i % rooms:03d}", data="hi"
+        )
+        start = time.perf_counter()
+        await store.append(message, incarnation=INC)
+        times.append((time.perf_counter() - start) * 1000)
+        await asyncio.sleep(0.002)  # a paced sender, not a flood
+    return times
+
+
+async def main(args: argparse.Namespace) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="compression-"))
+    db = await SqliteDatabase.open(folder / "bench.db")
+    store = SqliteMessageStore(db, indexed=True)
+    messages = corpus(args.messages, args.rooms, args.seed)
+    for start in range(0, len(messages), 512):
+        chunk = messages[start : start + 512]
+        await asyncio.gather(*(store.append(m, incarnation=INC) for m in chunk))
+    before = await history_bytes(db, HISTORY_TABLES["before"])
+    rng = random.Random(args.seed)
+    hot, hot_cpu = await time_pages(db, store, args.rooms, rng, cold=False)
+
+    # Live sends alone, then while a background-paced compaction runs.
+    alone = await time_sends(store, 300, args.rooms)
+    cpu, wall = time.process_time(), time.perf_counter()
+    compaction = asyncio.create_task(
+        store.compact(
+            older_than=timedelta(hours=24),
+            idempotency_window=timedelta(hours=24),
+            batch=256,
+            pause=0.02,
+        )
+    )
+    during = await time_sends(store, 300, args.rooms)
+    stats = await compaction
+    paced_wall = time.perf_counter() - wall
+    paced_cpu = time.process_time() - cpu
+    after = await history_bytes(db, HISTORY_TABLES["after"])
+    cold, cold_cpu = await time_pages(db, store, args.rooms, rng, cold=True)
+    warm, warm_cpu = await time_pages(db, store, args.rooms, rng, cold=False)
+    await db.close()
+
+    n = args.messages
+    ms = statistics.median
+    print(f"corpus: {n} messages, {args.rooms} rooms, seed {args.seed}")
+    print(f"compacted {stats.messages} messages into {stats.blocks} blocks")
+    print(
+        f"history bytes/message: before {before['history'] / n:.1f},"
+        f" after {after['history'] / n:.1f} ({before['history'] / after['history']:.1f}x smaller)"
+    )
+    print(
+        f"  + search keys after {after['search_keys'] / n:.1f} bytes/message"
+        f" (with them {before['history'] / (after['history'] + after['search_keys']):.1f}x);"
+        f" FTS index {before['fts'] / n:.1f} -> {after['fts'] / n:.1f}"
+    )
+    print(
+        f"text moved {stats.bytes_before / n:.1f} -> {stats.bytes_after / n:.1f} bytes/message"
+        f" in blocks ({stats.bytes_before / max(1, stats.bytes_after):.1f}x)"
+    )
+    print(
+        f"page of 50: hot p50 {ms(hot):.2f} p99 {pct(hot, 99):.2f} ms;"
+        f" cold (blocks, nothing cached) p50 {ms(cold):.2f} p99 {pct(cold, 99):.2f} ms;"
+        f" blocks cached p50 {ms(warm):.2f} p99 {pct(warm, 99):.2f} ms"
+    )
+    print(
+        f"page of 50, CPU: hot p50 {ms(hot_cpu):.2f} p99 {pct(hot_cpu, 99):.2f} ms;"
+        f" cold p50 {ms(cold_cpu):.2f} p99 {pct(cold_cpu, 99):.2f} ms;"
+        f" blocks cached p50 {ms(warm_cpu):.2f} p99 {pct(warm_cpu, 99):.2f} ms"
+    )
+    print(
+        f"compaction: {stats.messages / stats.seconds:.0f} messages/s in its batches"
+        f" ({stats.seconds:.1f} s), paced as in the server {paced_wall:.1f} s wall,"
+        f" {paced_cpu:.1f} s CPU of the process"
+    )
+    print(
+        f"live send: alone p50 {ms(alone):.2f} p99 {pct(alone, 99):.2f} ms;"
+        f" during compaction p50 {ms(during):.2f} p99 {pct(during, 99):.2f} ms"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--rooms", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=SEED)
+    asyncio.run(main(parser.parse_args()))
