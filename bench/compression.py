@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backends.records import MessageKind, NewMessage, utcnow
+from backends.records import HistoryWindow, MessageKind, NewMessage, utcnow
 from backends.sqlite import SqliteDatabase, SqliteMessageStore
 from backends.sqlite_blocks import BlockCache
 
@@ -138,7 +138,8 @@ async def time_pages(
         if cold:
             db.blocks = BlockCache()  # nothing decoded yet: every page reads its blocks
         start, start_cpu = time.perf_counter(), time.process_time()
-        page = await store.page(room, incarnation=INC, limit=50, before=before, from_end=True)
+        window = HistoryWindow(limit=50, before=before, from_end=True)
+        page = await store.page(room, window, incarnation=INC)
         cpu.append((time.process_time() - start_cpu) * 1000)
         times.append((time.perf_counter() - start) * 1000)
         assert len(page.messages) == 50 or before <= 51

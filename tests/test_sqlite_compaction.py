@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from backends import blocks
-from backends.records import Message, MessageKind, NewMessage, utcnow
+from backends.records import HistoryWindow, Message, MessageKind, NewMessage, utcnow
 from backends.sqlite import SqliteDatabase, SqliteMessageStore
 
 ROOM, OTHER, INC = "room-1", "room-2", "inc1"
@@ -43,7 +43,7 @@ async def everything(store: SqliteMessageStore, room: str = ROOM) -> list[Messag
     out: list[Message] = []
     after = None
     while True:
-        page = await store.page(room, incarnation=INC, limit=200, after=after)
+        page = await store.page(room, HistoryWindow(limit=200, after=after), incarnation=INC)
         out += page.messages
         if not page.has_more:
             return out
