@@ -113,7 +113,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> ASGIApp:
         # objects, so at the default the collector ran hundreds of times a
         # second, promoted whatever was in flight, and the full passes that
         # followed walked every connection's objects (0.3 s each with 2,000
-        # connections): a quarter of the server's CPU on the chat bench
+        # connections): 14-28 % of the event loop's CPU on the chat bench
         # (bench/README.md). Most of a message's objects are freed by
         # reference counting before the next young pass now.
         _, middle, old = gc.get_threshold()
