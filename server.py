@@ -57,6 +57,7 @@ from transport.server_timing import ServerTiming
 log = logging.getLogger("forge_streaming")
 
 _HEAP_LOOK_EVERY = 1.0  # seconds (transport/heap.py)
+_GC_YOUNG_THRESHOLD = 10_000  # net allocations between young collections (default 700)
 
 
 def create_app(settings: Settings, backends: Backends | None = None) -> ASGIApp:
@@ -111,6 +112,16 @@ def create_app(settings: Settings, backends: Backends | None = None) -> ASGIApp:
         # which otherwise walk it all and stall requests now and then.
         gc.collect()
         gc.freeze()
+        # And collect the young generation less often than every 700 net
+        # allocations: a chat message allocates thousands of short-lived
+        # objects, so at the default the collector ran hundreds of times a
+        # second, promoted whatever was in flight, and the full passes that
+        # followed walked every connection's objects (0.3 s each with 2,000
+        # connections): 14-28 % of the event loop's CPU on the chat bench
+        # (bench/README.md). Most of a message's objects are freed by
+        # reference counting before the next young pass now.
+        _, middle, old = gc.get_threshold()
+        gc.set_threshold(_GC_YOUNG_THRESHOLD, middle, old)
         log.info("node %s ready on %s", settings.node_id, settings.backend)
         limits = ConnectionLimits(
             header_timeout=settings.header_timeout.total_seconds(),

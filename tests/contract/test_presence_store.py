@@ -265,3 +265,28 @@ async def test_appearing_offline_while_offline_keeps_the_old_last_seen(
     await presence_store.connect("bob", "c2", ttl=30)
     [seen] = await presence_store.get(["bob"])
     assert (seen.status, seen.last_seen) == (Status.OFFLINE, gone.last_seen)
+
+
+async def test_expiry_after_a_sweep_that_found_nothing_is_reported(
+    presence_store: PresenceStore,
+) -> None:
+    # A sweep that finds nothing expired must still report what expires
+    # later: a connection made after it, and one a heartbeat kept alive
+    # past its first expiry.
+    await presence_store.connect("alice", "c1", ttl=0.3)
+    assert await presence_store.sweep() == []
+    await presence_store.connect("bob", "c1", ttl=30)
+    await presence_store.connect("carol", "c1", ttl=0.6)
+    assert await presence_store.heartbeat("alice", "c1", ttl=2.0)
+    swept: list[str] = []
+
+    async def gone(*users: str) -> bool:
+        swept.extend(await presence_store.sweep())
+        return set(users) <= set(swept)
+
+    await eventually(lambda: gone("carol"), within=5)
+    assert "alice" not in swept
+    assert await status_of(presence_store, "alice") is Status.ONLINE
+    await eventually(lambda: gone("carol", "alice"), within=5)
+    assert sorted(swept) == ["alice", "carol"]
+    assert await status_of(presence_store, "bob") is Status.ONLINE
