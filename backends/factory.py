@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from .calls import CallStore, MemoryDocuments
 from .events import Event, decode_hub_event, encode_hub_event
 from .hub import Hub
 from .indexed_history import IndexedMessageStore
@@ -66,6 +67,8 @@ class Backends:
     hub: Hub[Event]
     search: MessageSearch | None = None
     """None when no backend provides the search role (searchMessages is off)."""
+    calls: CallStore = field(default_factory=lambda: CallStore(MemoryDocuments()))
+    """Calls and their signal buffers, on the presence role's backend."""
     checks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -161,6 +164,7 @@ async def open_backends(
         typing=provided("typing"),
         rates=provided("limits"),
         hub=hub,
+        calls=by_role["presence"].calls or CallStore(MemoryDocuments()),
         checks=[item.ping for item in opened.values()],
         closers=[item.close for item in opened.values()],
     )

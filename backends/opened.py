@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from broadcaster import BroadcastBackend
 
+from .calls import CallStore
 from .protocols import (
     ChannelStore,
     MessageSearch,
@@ -52,6 +53,8 @@ class Opened:
     typing: TypingStore | None = None
     limits: RateLimiter | None = None
     search: MessageSearch | None = None
+    calls: CallStore | None = None
+    """Opened with the presence role (ephemeral state); None: in memory."""
     ping: Callable[[], Awaitable[None]] = field(default=_nothing)
     """Raises if the backing service cannot be reached."""
     close: Callable[[], Awaitable[None]] = field(default=_nothing)

@@ -69,3 +69,13 @@ def user_presence(user_id: str) -> str:
 
 def channel_messages(channel_id: str) -> str:
     return f"channel.{escape_token(channel_id)}.messages"
+
+
+def room_calls(room_id: str) -> str:
+    """Calls started, joined, left and ended in the room (callEvents)."""
+    return f"room.{escape_token(room_id)}.calls"
+
+
+def call_session(session_id: str) -> str:
+    """The signals addressed to one call session, on whichever node it is."""
+    return f"calls.session.{escape_token(session_id)}"

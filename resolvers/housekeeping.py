@@ -8,6 +8,7 @@ import time
 
 from backends.errors import Unavailable
 
+from .call_sessions import expire_calls, refresh_calls
 from .presence import expire_presence, heartbeat
 from .services import Services
 from .typing_indicators import expire_typing
@@ -30,10 +31,10 @@ async def run_housekeeping(services: Services) -> None:
     failing: set[str] = set()
     while True:
         now = time.monotonic()
-        steps = [expire_typing, expire_presence]
+        steps = [expire_typing, expire_presence, expire_calls]
         if now >= next_heartbeat:
             next_heartbeat = now + heartbeat_every
-            steps.append(heartbeat)
+            steps += [heartbeat, refresh_calls]
         if now >= next_trim:
             next_trim = now + _TRIM_EVERY
             steps.append(_trim)

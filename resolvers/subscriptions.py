@@ -28,7 +28,7 @@ from typing import Any, cast
 
 from backends.records import PresenceEntry
 
-from . import channels, messages, presence, typing_indicators
+from . import calls, channels, messages, presence, typing_indicators
 from .resume import ResumeMap
 from .services import Services, Viewer
 from .stream_signals import LIVE, AccessChange
@@ -105,6 +105,21 @@ FIELDS: Mapping[str, SubscriptionField] = MappingProxyType(
             stream=lambda services, args: channels.channel_stream(
                 services, args["channelId"], args.get("filter") or channels.MessageFilter()
             ),
+            shareable=_always,
+        ),
+        "callSignals": SubscriptionField(
+            authorize=lambda services, viewer, args: calls.authorize_signals(
+                services, viewer, args["callId"], args["sessionId"]
+            ),
+            stream=lambda services, args: calls.signal_stream(services, args["sessionId"]),
+            # One session's: never identical to another's.
+            shareable=lambda args: False,
+        ),
+        "callEvents": SubscriptionField(
+            authorize=lambda services, viewer, args: calls.authorize_call_events(
+                services, viewer, args["roomId"]
+            ),
+            stream=lambda services, args: calls.call_event_stream(services, args["roomId"]),
             shareable=_always,
         ),
     }
