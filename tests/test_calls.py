@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.live import GraphQLClient, LiveServer, Operation, WsClient, unique, ws_connect
+from tests.sse_client import event_stream
 
 CREATE_ROOM = """
 mutation($id: ID!, $private: Boolean!) {
@@ -370,3 +371,35 @@ def test_turn_urls_without_turn_secret_refuse_to_start(tmp_path: Any) -> None:
     )
     assert done.returncode != 0
     assert b"turn_secret" in done.stderr + done.stdout
+
+
+async def test_an_http_client_binds_its_session_with_call_signals_over_sse(
+    server: LiveServer,
+) -> None:
+    """Apollo's split link: mutations over HTTP, the subscription over SSE."""
+    alice_id, bob_id = unique("alice"), unique("bob")
+    alice, bob = server.client(alice_id), server.client(bob_id)
+    room = await room_with(alice, bob)
+    call = (await alice.execute(START, room=room))["startCall"]["id"]
+    b_session = (await bob.execute(JOIN, call=call))["joinCall"]["sessionId"]
+    async with in_call(server, alice_id, call) as (a_ws, a_session):
+        body = {"query": SIGNALS, "variables": {"call": call, "session": b_session}}
+        async with event_stream(server, bob.token, json=body) as events:
+            await server.wait_subscribers(1)
+            offer = {"type": "offer", "sdp": "v=0"}
+            await ws_execute(a_ws, SEND, call=call, to=b_session, kind="OFFER", payload=offer)
+            got = (await events.expect("next"))["data"]["callSignals"]
+            assert (got["fromSessionId"], got["payload"]) == (a_session, offer)
+            # Bob answers over HTTP: his one session is the sender.
+            sub = await a_ws.subscribe(SIGNALS, call=call)
+            await server.wait_subscribers(2)
+            answer = {"type": "answer", "sdp": "v=0"}
+            await bob.execute(SEND, call=call, to=a_session, kind="ANSWER", payload=answer)
+            got = await signal(sub)
+            assert (got["fromSessionId"], got["payload"]) == (b_session, answer)
+            await sub.complete()
+        # Another user cannot take bob's session.
+        async with event_stream(server, alice.token, json=body) as events:
+            refused = await events.expect("next")
+            assert refused["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    await server.wait_subscribers(0)
