@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from tests.live import GraphQLClient, LiveServer, Operation, WsClient, unique, ws_connect
-from tests.sse_client import event_stream
+from tests.sse_client import TOKEN_HEADER, event_stream
+from tests.test_sse import operate, reserve
 
 CREATE_ROOM = """
 mutation($id: ID!, $private: Boolean!) {
@@ -402,4 +403,32 @@ async def test_an_http_client_binds_its_session_with_call_signals_over_sse(
         async with event_stream(server, alice.token, json=body) as events:
             refused = await events.expect("next")
             assert refused["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    await server.wait_subscribers(0)
+
+
+async def test_joining_over_an_sse_single_connection_stream_binds_the_session(
+    server: LiveServer,
+) -> None:
+    alice_id, bob_id = unique("alice"), unique("bob")
+    alice, bob = server.client(alice_id), server.client(bob_id)
+    room = await room_with(alice, bob)
+    call = (await alice.execute(START, room=room))["startCall"]["id"]
+    stream_token = await reserve(server, bob.token)
+    async with (
+        in_call(server, alice_id, call) as (a_ws, _),
+        event_stream(server, bob.token, method="GET", headers={TOKEN_HEADER: stream_token}) as ev,
+    ):
+        joined = await operate(
+            server, bob.token, stream_token, "join", {"query": JOIN, "variables": {"call": call}}
+        )
+        assert joined.status_code == 202, joined.text
+        b_session = (await ev.expect("next"))["payload"]["data"]["joinCall"]["sessionId"]
+        assert await ev.expect("complete") == {"id": "join"}
+        # No sessionId: the stream's own session.
+        body = {"query": SIGNALS, "variables": {"call": call}}
+        assert (await operate(server, bob.token, stream_token, "sig", body)).status_code == 202
+        await server.wait_subscribers(1)
+        await ws_execute(a_ws, SEND, call=call, to=b_session, kind="OFFER", payload={"sdp": "x"})
+        got = await ev.expect("next")
+        assert got["id"] == "sig" and got["payload"]["data"]["callSignals"]["kind"] == "OFFER"
     await server.wait_subscribers(0)
