@@ -68,6 +68,8 @@ def module_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     settings = {
         **TEST_SETTINGS,
+        # Room for a reconnect on a loaded machine (the resume test).
+        "presence_grace": "3s",
         "max_call_participants": 3,
         "max_signal_size": 1024,
         "max_signals_per_second": 40,
@@ -237,8 +239,8 @@ async def test_resume_within_the_grace_gets_missed_signals_once_in_order(
                 a_ws, SEND, call=call, to=b_session, kind="ICE_CANDIDATE", payload=first
             )
             assert (await signal(sub))["payload"] == first
-        # Bob's socket dropped; within the grace (presence_grace: 300ms in
-        # tests, stretched by nothing here) Alice keeps signalling.
+        # Bob's socket dropped; within the grace (presence_grace: 3s here)
+        # Alice keeps signalling.
         sent = [{"candidate": f"c{i}"} for i in range(1, 6)]
         for payload in sent:
             await ws_execute(
