@@ -35,8 +35,8 @@ async def publish_changes(services: Services, changes: list[CallChange]) -> None
             await hub.publish(
                 topics.call_session(p.session_id), SessionEvent(p.session_id, 0, None)
             )
-            if change.type == "left":
-                await services.backends.calls.drop_session(p.session_id)
+            # Nobody may resume it now: its undelivered signals go.
+            await services.backends.calls.drop_session(p.session_id)
 
 
 def track(services: Services, conn_id: str, session_id: str, call_id: str) -> None:
