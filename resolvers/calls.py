@@ -15,9 +15,11 @@ ends their subscriptions.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from typing import Any
 
 from backends import topics
 from backends.calls import Call, CallChange, CallParticipant, CallSignal
-from backends.errors import LimitReached, Missing
+from backends.errors import BackendError, LimitReached, Missing
 from backends.events import AccessEvent, CallEvent, SessionEvent
 from backends.hub import RESYNC
 from backends.records import RoomRole, utcnow
@@ -38,6 +40,8 @@ from .rooms import membership
 from .services import Services, Viewer
 from .stream_signals import LIVE, AccessChange, Signal
 from .validation import check_payload_size, new_id, required_text
+
+log = logging.getLogger(__name__)
 
 # Ids a client names: bounded before any lookup.
 _MAX_ID = 128
@@ -244,35 +248,74 @@ async def authorize_signals(
         raise NotFound(f"session {session_id!r} is not in the call", sessionId=session_id)
 
 
+class _Acks:
+    """Acks a session's delivered signals off the delivery path, coalesced:
+    one write drops everything up to the newest delivered, however many
+    were delivered while the previous write ran."""
+
+    def __init__(self, services: Services, session_id: str) -> None:
+        self._calls = services.backends.calls
+        self._session = session_id
+        self._delivered = 0
+        self._acked = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def delivered(self, seq: int) -> None:
+        self._delivered = seq
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while self._acked < self._delivered:
+            seq = self._delivered
+            try:
+                await self._calls.ack(self._session, seq)
+            except BackendError as exc:
+                # Left in the buffer: a resumed session would get it again.
+                log.warning("signals of %s not acked: %s", self._session, exc)
+                return
+            self._acked = seq
+
+    async def flush(self) -> None:
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+
 async def signal_stream(
     services: Services, session_id: str
 ) -> AsyncGenerator[CallSignal | Signal, None]:
     """The session's signals: what waited in its buffer, then live ones, in
     order, each once; each acked once its reader took it."""
     calls = services.backends.calls
+    acks = _Acks(services, session_id)
     last = 0
-    async with services.backends.hub.subscribe(topics.call_session(session_id)) as live:
-        yield LIVE
-        for seq, signal in await calls.pending(session_id):
-            yield signal
-            last = seq
-            await calls.ack(session_id, seq)
-        async for item in live:
-            if isinstance(item, SessionEvent):
-                if item.signal is None:
+    try:
+        async with services.backends.hub.subscribe(topics.call_session(session_id)) as live:
+            yield LIVE
+            for seq, signal in await calls.pending(session_id):
+                yield signal
+                last = seq
+                acks.delivered(seq)
+            async for item in live:
+                if isinstance(item, SessionEvent):
+                    if item.signal is None:
+                        yield AccessChange(None)
+                    elif item.seq > last:
+                        yield item.signal
+                        last = item.seq
+                        acks.delivered(item.seq)
+                elif item is RESYNC:
+                    # Missed events in an outage: what is still buffered, in order.
+                    for seq, signal in await calls.pending(session_id):
+                        if seq > last:
+                            yield signal
+                            last = seq
+                            acks.delivered(seq)
                     yield AccessChange(None)
-                elif item.seq > last:
-                    yield item.signal
-                    last = item.seq
-                    await calls.ack(session_id, item.seq)
-            elif item is RESYNC:
-                # Missed events in an outage: what is still buffered, in order.
-                for seq, signal in await calls.pending(session_id):
-                    if seq > last:
-                        yield signal
-                        last = seq
-                        await calls.ack(session_id, seq)
-                yield AccessChange(None)
+    finally:
+        # The acks of what was delivered land before the stream is over, so
+        # a session resumed right after gets none of it again.
+        await acks.flush()
 
 
 async def authorize_call_events(services: Services, viewer: Viewer, room_id: str) -> None:
