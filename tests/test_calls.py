@@ -298,6 +298,9 @@ async def test_bad_signals_are_refused_with_their_codes(server: LiveServer) -> N
         unknown = SEND.replace("kind: $kind", "kind: WHATEVER").replace("$kind: SignalKind!, ", "")
         kind = await alice.error(unknown, call=call, to=b_s, payload={})
         assert "SignalKind" in str(kind.errors)
+        # As a variable too: refused with the reason, no internal error.
+        kind = await alice.error(SEND, call=call, to=b_s, kind="WHATEVER", payload={})
+        assert "does not exist in 'SignalKind'" in kind.errors[0]["message"], kind.errors
         async with in_call(server, bob_id, call):
             full = await alice.error(JOIN, call=call)
             assert full.code == "LIMIT_EXCEEDED"
