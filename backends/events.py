@@ -13,6 +13,17 @@ from typing import Any
 
 import orjson
 
+from .calls import (
+    Call,
+    CallParticipant,
+    CallSignal,
+    call_from_dict,
+    call_to_dict,
+    participant_from_dict,
+    participant_to_dict,
+    signal_from_dict,
+    signal_to_dict,
+)
 from .codecs import message_from_dict, message_to_dict
 from .records import Message, PresenceEntry, Status
 
@@ -56,7 +67,34 @@ class ClusterEvent:
     body: dict[str, Any]
 
 
-Event = MessageEvent | TypingEvent | PresenceEvent | AccessEvent | ClusterEvent
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    """A call started, was joined or left, or ended (`type`)."""
+
+    type: str
+    call: Call
+    participant: CallParticipant | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """A signal for one call session, with its sequence number in the
+    session's buffer; or, with `signal` None, the session was removed."""
+
+    session_id: str
+    seq: int
+    signal: CallSignal | None
+
+
+Event = (
+    MessageEvent
+    | TypingEvent
+    | PresenceEvent
+    | AccessEvent
+    | ClusterEvent
+    | CallEvent
+    | SessionEvent
+)
 
 
 def _optional_time(value: str | None) -> datetime | None:
@@ -88,6 +126,20 @@ def encode_hub_event(event: Event) -> str:
             body = {"t": "access", "target_id": event.target_id, "user_id": event.user_id}
         case ClusterEvent():
             body = {"t": "cluster", "kind": event.kind, "body": event.body}
+        case CallEvent(participant=p):
+            body = {
+                "t": "call",
+                "type": event.type,
+                "call": call_to_dict(event.call),
+                "participant": None if p is None else participant_to_dict(p),
+            }
+        case SessionEvent(signal=signal):
+            body = {
+                "t": "session",
+                "session_id": event.session_id,
+                "seq": event.seq,
+                "signal": None if signal is None else signal_to_dict(signal),
+            }
     return orjson.dumps(body).decode()
 
 
@@ -118,6 +170,20 @@ def decode_hub_event(raw: str | bytes) -> Event:
                 return AccessEvent(target_id=body["target_id"], user_id=body["user_id"])
             case "cluster" if isinstance(body["body"], dict):
                 return ClusterEvent(kind=str(body["kind"]), body=body["body"])
+            case "call":
+                p = body["participant"]
+                return CallEvent(
+                    type=body["type"],
+                    call=call_from_dict(body["call"]),
+                    participant=None if p is None else participant_from_dict(p),
+                )
+            case "session":
+                s = body["signal"]
+                return SessionEvent(
+                    session_id=body["session_id"],
+                    seq=body["seq"],
+                    signal=None if s is None else signal_from_dict(s),
+                )
     except (AttributeError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
         raise ValueError(f"undecodable event: {exc}") from exc
     raise ValueError(f"unknown event type {body.get('t')!r}")

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from .calls import CallStore, MemoryDocuments
 from .compaction import Compactor
 from .events import Event, decode_hub_event, encode_hub_event
 from .hub import Hub
@@ -73,6 +74,8 @@ class Backends:
     """Node reports and token revocations (with the presence role)."""
     compactor: Compactor | None = None
     """The history backend, when it packs old messages into blocks."""
+    calls: CallStore = field(default_factory=lambda: CallStore(MemoryDocuments()))
+    """Calls and their signal buffers, on the presence role's backend."""
     checks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -172,6 +175,7 @@ async def open_backends(
         rates=provided("limits"),
         cluster=by_role["presence"].cluster or MemoryClusterStore(),
         hub=hub,
+        calls=by_role["presence"].calls or CallStore(MemoryDocuments()),
         checks=[item.ping for item in opened.values()],
         closers=[item.close for item in opened.values()],
     )

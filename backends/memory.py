@@ -15,6 +15,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from .calls import CallStore, MemoryDocuments
 from .codecs import (
     decode_channel,
     decode_message,
@@ -728,6 +729,7 @@ async def open_stores(url: str, roles: Collection[str], *, retention: timedelta 
         channels=MemoryChannelStore() if "channels" in roles else None,
         presence=MemoryPresenceStore() if "presence" in roles else None,
         cluster=MemoryClusterStore() if "presence" in roles else None,
+        calls=CallStore(MemoryDocuments()) if "presence" in roles else None,
         typing=MemoryTypingStore() if "typing" in roles else None,
         limits=MemoryRateLimiter() if "limits" in roles else None,
     )

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from broadcaster import BroadcastBackend
 
+from .calls import CallStore
 from .protocols import (
     ChannelStore,
     ClusterStore,
@@ -56,6 +57,8 @@ class Opened:
     cluster: ClusterStore | None = None
     """Opened with the presence role (both are what nodes tell each other
     that expires); a backend without it leaves the cluster to this node."""
+    calls: CallStore | None = None
+    """Opened with the presence role (ephemeral state); None: in memory."""
     ping: Callable[[], Awaitable[None]] = field(default=_nothing)
     """Raises if the backing service cannot be reached."""
     close: Callable[[], Awaitable[None]] = field(default=_nothing)

@@ -78,3 +78,13 @@ CLUSTER_REQUESTS = "cluster.requests"
 
 def cluster_replies(node_id: str) -> str:
     return f"cluster.replies.{escape_token(node_id)}"
+
+
+def room_calls(room_id: str) -> str:
+    """Calls started, joined, left and ended in the room (callEvents)."""
+    return f"room.{escape_token(room_id)}.calls"
+
+
+def call_session(session_id: str) -> str:
+    """The signals addressed to one call session, on whichever node it is."""
+    return f"calls.session.{escape_token(session_id)}"

@@ -411,6 +411,22 @@ class Settings(BaseSettings):
     presence_ttl: PositiveDuration = timedelta(seconds=30)
     presence_grace: Duration = timedelta(seconds=5)
 
+    # calls (WebRTC signaling, resolvers/calls.py)
+    max_call_participants: int = Field(default=8, ge=2, le=1000)
+    # Bytes of one signal's payload as JSON (an SDP offer is a few kB).
+    max_signal_size: int = Field(default=16384, ge=256, le=1 << 20)
+    # Signals one user may send per second, across nodes.
+    max_signals_per_second: int = Field(default=50, ge=1)
+    # Signals waiting for one session that is not reading them (a reconnect):
+    # beyond this a sender is refused with LIMIT_EXCEEDED, nothing is dropped.
+    max_buffered_signals: int = Field(default=256, ge=1, le=10_000)
+    # ICE servers handed to clients (iceServers); TURN only with turn_secret
+    # (coturn's use-auth-secret), and only to members of a room with a live call.
+    stun_urls: Annotated[list[str], NoDecode] = []
+    turn_urls: Annotated[list[str], NoDecode] = []
+    turn_secret: SecretStr | None = None
+    turn_credential_ttl: PositiveDuration = timedelta(hours=1)
+
     # WebSocket Origin allow-list; empty means same host only
     allowed_origins: Annotated[list[str], NoDecode] = []
 
@@ -477,7 +493,9 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _YamlSource(settings_cls, _yaml_data.get() or {})
 
-    @field_validator("backend_urls", "allowed_origins", "admin_users", mode="before")
+    @field_validator(
+        "backend_urls", "allowed_origins", "admin_users", "stun_urls", "turn_urls", mode="before"
+    )
     @classmethod
     def _split(cls, value: Any) -> Any:
         return _split_list(value)
@@ -550,6 +568,7 @@ class Settings(BaseSettings):
         self._check_jwt(problems)
         if self.node_ttl <= self.node_report_interval:
             problems["node_ttl"] = "must be longer than node_report_interval"
+        self._check_ice(problems)
         if problems:
             # one line per key; `load_settings` splits them back into separate problems
             raise ValueError("\n".join(f"{key}: {msg}" for key, msg in problems.items()))
@@ -595,6 +614,17 @@ class Settings(BaseSettings):
                     problems[key] = "only used with RS256; jwt_algorithm is HS256"
         for key in ("jwt_public_key_file", "jwt_private_key_file"):
             _check_file(key, getattr(self, key), problems)
+
+    def _check_ice(self, problems: dict[str, str]) -> None:
+        for key, schemes in (
+            ("stun_urls", ("stun:", "stuns:")),
+            ("turn_urls", ("turn:", "turns:")),
+        ):
+            wrong = [url for url in getattr(self, key) if not url.startswith(schemes)]
+            if wrong:
+                problems[key] = f"{wrong[0]!r} does not start with {' or '.join(schemes)}"
+        if self.turn_urls and self.turn_secret is None:
+            problems["turn_secret"] = "required when turn_urls is set (coturn use-auth-secret)"
 
     @property
     def request_byte_limit(self) -> int:

@@ -8,6 +8,7 @@ import time
 
 from backends.errors import Unavailable
 
+from .call_sessions import expire_calls, refresh_calls
 from .presence import expire_presence, heartbeat
 from .services import Services
 from .typing_indicators import expire_typing
@@ -26,14 +27,20 @@ _BACKEND_FAULTS = (Unavailable, ConnectionError, TimeoutError)
 async def run_housekeeping(services: Services) -> None:
     """Run until cancelled; a failing step is logged and retried next tick."""
     heartbeat_every = services.settings.presence_ttl.total_seconds() / 3
-    next_heartbeat = next_trim = time.monotonic()
+    # A sweep of calls reads every live call: often enough that a session
+    # leaves about `presence_grace` after its connection closed, no more.
+    calls_every = min(max(services.settings.presence_grace.total_seconds() / 2, _TICK), 2.0)
+    next_heartbeat = next_trim = next_calls = time.monotonic()
     failing: set[str] = set()
     while True:
         now = time.monotonic()
         steps = [expire_typing, expire_presence]
+        if now >= next_calls:
+            next_calls = now + calls_every
+            steps.append(expire_calls)
         if now >= next_heartbeat:
             next_heartbeat = now + heartbeat_every
-            steps.append(heartbeat)
+            steps += [heartbeat, refresh_calls]
         if now >= next_trim:
             next_trim = now + _TRIM_EVERY
             steps.append(_trim)

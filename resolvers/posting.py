@@ -9,6 +9,7 @@ from backends.events import AccessEvent, MessageEvent
 from backends.records import Message, NewMessage
 from resolvers.errors import NotFound, RateLimited
 
+from .call_sessions import remove_lost_members
 from .incarnations import require_alive, with_own_history
 from .services import Services, Viewer
 from .validation import check_payload_size, optional_text
@@ -80,5 +81,7 @@ async def revoke_access(services: Services, room_id: str, user_id: str | None) -
         topics.room_messages(room_id),
         topics.room_typing(room_id),
         topics.room_presence(room_id),
+        topics.room_calls(room_id),
     ):
         await hub.publish(topic, event)
+    await remove_lost_members(services, room_id, user_id)

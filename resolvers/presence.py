@@ -25,6 +25,7 @@ from backends.hub import RESYNC
 from backends.records import PresenceEntry, Status
 from resolvers.errors import BadUserInput
 
+from .call_sessions import release_connection
 from .event_rates import spend_event_budget
 from .rooms import membership, readable_room
 from .services import Services, Viewer
@@ -67,6 +68,7 @@ async def close_connection(services: Services, user_id: str, conn_id: str) -> No
     `presence_ttl` it is gone, as if its process had died."""
     services.connections.pop(conn_id, None)
     services.metrics.connections_active.dec()
+    await release_connection(services, conn_id)
     try:
         await services.backends.presence.disconnect(
             user_id, conn_id, grace=services.settings.presence_grace.total_seconds()

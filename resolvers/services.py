@@ -61,6 +61,9 @@ class Services:
     # conn_id -> user_id of this process's WebSocket connections, refreshed
     # by the presence heartbeat.
     connections: dict[str, str] = field(default_factory=dict)
+    # conn_id -> {session_id: call_id}: the call sessions bound to this
+    # process's connections, refreshed by the heartbeat, released on close.
+    call_sessions: dict[str, dict[str, str]] = field(default_factory=dict)
     # presence(userIds:) subscriptions, over a few shared topics.
     presence_watch: PresenceWatch = field(default_factory=PresenceWatch)
     # This process's subscriptions that run on their own and are live (the

@@ -28,7 +28,7 @@ from typing import Any, cast
 
 from backends.records import PresenceEntry
 
-from . import channels, cluster, messages, presence, typing_indicators
+from . import calls, channels, cluster, messages, presence, typing_indicators
 from .resume import ResumeMap
 from .services import Services, Viewer
 from .stream_signals import LIVE, AccessChange
@@ -110,6 +110,21 @@ FIELDS: Mapping[str, SubscriptionField] = MappingProxyType(
         "clusterStats": SubscriptionField(
             authorize=cluster.authorize_cluster_stats,
             stream=cluster.cluster_stats,
+            shareable=_always,
+        ),
+        "callSignals": SubscriptionField(
+            authorize=lambda services, viewer, args: calls.authorize_signals(
+                services, viewer, args["callId"], args["sessionId"]
+            ),
+            stream=lambda services, args: calls.signal_stream(services, args["sessionId"]),
+            # One session's: never identical to another's.
+            shareable=lambda args: False,
+        ),
+        "callEvents": SubscriptionField(
+            authorize=lambda services, viewer, args: calls.authorize_call_events(
+                services, viewer, args["roomId"]
+            ),
+            stream=lambda services, args: calls.call_event_stream(services, args["roomId"]),
             shareable=_always,
         ),
     }

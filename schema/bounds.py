@@ -279,6 +279,22 @@ BOUNDS: Final[Mapping[str, Check]] = {
     "ChannelFilter.events": ListOf(MAX_FILTER_EVENTS, EVENT),
     "ChannelFilter.userIds": ListOf(MAX_USER_IDS, UserId()),
     "ChannelFilter.metadata": Json(),
+    "Query.call(id:)": Ident(),
+    "Query.calls(roomId:)": Ident(),
+    "Mutation.startCall(roomId:)": Ident(),
+    "Mutation.startCall(metadata:)": Json(),
+    "Mutation.joinCall(callId:)": Ident(),
+    "Mutation.joinCall(sessionId:)": Ident(),
+    "Mutation.leaveCall(callId:)": Ident(),
+    "Mutation.leaveCall(sessionId:)": Ident(),
+    "Mutation.endCall(callId:)": Ident(),
+    "SendSignalInput.callId": Ident(),
+    "SendSignalInput.toSessionId": Ident(),
+    "SendSignalInput.fromSessionId": Ident(),
+    "SendSignalInput.payload": Json(),
+    "Subscription.callSignals(callId:)": Ident(),
+    "Subscription.callSignals(sessionId:)": Ident(),
+    "Subscription.callEvents(roomId:)": Ident(),
 }
 """The bound of every argument and input field that needs one; the README's
 "Input bounds" section lists them for clients."""

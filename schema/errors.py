@@ -44,8 +44,10 @@ _TRANSLATED: tuple[tuple[type[BaseException], type[ApiError], str], ...] = (
 
 
 def is_client_error(error: GraphQLError) -> bool:
-    """Errors the client caused or can act on: validation, API errors."""
-    return error.original_error is None or isinstance(error.original_error, ApiError)
+    """Errors the client caused or can act on: validation, API errors, and
+    graphql-core's own refusals of a variable's value (an enum value that
+    does not exist comes wrapped in the GraphQLError the enum raised)."""
+    return error.original_error is None or isinstance(error.original_error, ApiError | GraphQLError)
 
 
 def _replacement(original: BaseException | None) -> ApiError | None:

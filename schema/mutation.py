@@ -6,8 +6,18 @@ import strawberry
 from strawberry.scalars import JSON
 
 from backends.records import RoomRole, Status
-from resolvers import admin, channels, cluster, messages, presence, rooms, typing_indicators
+from resolvers import (
+    admin,
+    calls,
+    channels,
+    cluster,
+    messages,
+    presence,
+    rooms,
+    typing_indicators,
+)
 
+from .call_types import Call, CallParticipant, SendSignalInput
 from .context import GraphInfo
 from .types import (
     Channel,
@@ -225,3 +235,49 @@ class Mutation:
     async def stop_typing(self, info: GraphInfo, room_id: strawberry.ID) -> bool:
         ctx = info.context
         return await typing_indicators.stop_typing(ctx.services, ctx.viewer, room_id)
+
+    @strawberry.mutation(description="Start a call in a room you are a member of.")
+    async def start_call(
+        self, info: GraphInfo, room_id: strawberry.ID, metadata: JSON | None = None
+    ) -> Call:
+        ctx = info.context
+        return Call.of(await calls.start_call(ctx.services, ctx.viewer, room_id, metadata))
+
+    @strawberry.mutation(
+        description="Join with a new session bound to this connection, or resume one of "
+        "yours with `sessionId` (its missed signals follow on callSignals)."
+    )
+    async def join_call(
+        self, info: GraphInfo, call_id: strawberry.ID, session_id: strawberry.ID | None = None
+    ) -> CallParticipant:
+        ctx = info.context
+        joined = await calls.join_call(ctx.services, ctx.viewer, call_id, session_id)
+        return CallParticipant.of(joined)
+
+    @strawberry.mutation(
+        description="Leave with this connection's session (or the one named); over HTTP "
+        "without `sessionId`, with all of yours."
+    )
+    async def leave_call(
+        self, info: GraphInfo, call_id: strawberry.ID, session_id: strawberry.ID | None = None
+    ) -> bool:
+        ctx = info.context
+        return await calls.leave_call(ctx.services, ctx.viewer, call_id, session_id)
+
+    @strawberry.mutation(description="End a call: its starter, or a room ADMIN or OWNER.")
+    async def end_call(self, info: GraphInfo, call_id: strawberry.ID) -> bool:
+        ctx = info.context
+        return await calls.end_call(ctx.services, ctx.viewer, call_id)
+
+    @strawberry.mutation(description="Send an offer, answer, candidate... to one session.")
+    async def send_signal(self, info: GraphInfo, input: SendSignalInput) -> bool:
+        ctx = info.context
+        return await calls.send_signal(
+            ctx.services,
+            ctx.viewer,
+            call_id=input.call_id,
+            to_session_id=input.to_session_id,
+            kind=input.kind.value,
+            payload=input.payload,
+            from_session_id=input.from_session_id,
+        )

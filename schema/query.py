@@ -5,9 +5,19 @@ from datetime import datetime
 import strawberry
 
 from backends.search_query import SearchOrder
-from resolvers import channels, cluster, messages, presence, rooms, search, typing_indicators
+from resolvers import (
+    calls,
+    channels,
+    cluster,
+    messages,
+    presence,
+    rooms,
+    search,
+    typing_indicators,
+)
 from resolvers.errors import NotFound
 
+from .call_types import Call, IceServer
 from .cluster_types import Cluster, ConnectionPage
 from .context import GraphInfo
 from .types import (
@@ -170,3 +180,22 @@ class Query:
             after=after or None,
         )
         return ConnectionPage.of(page)
+
+    @strawberry.field(description="A call in a room the viewer is a member of; null if none.")
+    async def call(self, info: GraphInfo, id: strawberry.ID) -> Call | None:
+        ctx = info.context
+        found = await calls.call_of(ctx.services, ctx.viewer, id)
+        return None if found is None else Call.of(found)
+
+    @strawberry.field(description="The live calls of a room (members only).")
+    async def calls(self, info: GraphInfo, room_id: strawberry.ID) -> list[Call]:
+        ctx = info.context
+        return [Call.of(c) for c in await calls.calls_in(ctx.services, ctx.viewer, room_id)]
+
+    @strawberry.field(
+        description="STUN servers; TURN credentials (coturn use-auth-secret) only for "
+        "members of a room with a live call."
+    )
+    async def ice_servers(self, info: GraphInfo) -> list[IceServer]:
+        ctx = info.context
+        return [IceServer.of(s) for s in await calls.ice_servers(ctx.services, ctx.viewer)]

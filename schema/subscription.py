@@ -8,10 +8,12 @@ from typing import Any, cast
 
 import strawberry
 
-from backends import events, records
+from backends import calls, events, records
+from resolvers import calls as call_resolvers
 from resolvers import channels, cluster, subscriptions
 from resolvers.messages import cursor_of
 
+from .call_types import CallEvent, Signal
 from .cluster_types import Cluster
 from .context import GraphInfo
 from .types import ChannelFilter, Message, Presence, TypingEvent
@@ -99,6 +101,28 @@ class Subscription:
         async with aclosing(_items(info, "clusterStats", args)) as views:
             async for view in views:
                 yield Cluster.of(cast(cluster.ClusterView, view))
+
+    @strawberry.subscription(
+        description="The signals addressed to this connection's session in the call (or to "
+        "`sessionId`, which this binds: for clients sending mutations over HTTP)."
+    )
+    async def call_signals(
+        self, info: GraphInfo, call_id: strawberry.ID, session_id: strawberry.ID | None = None
+    ) -> AsyncGenerator[Signal, None]:
+        ctx = info.context
+        session = await call_resolvers.signal_session(ctx.services, ctx.viewer, call_id, session_id)
+        args = {"callId": call_id, "sessionId": session}
+        async with aclosing(_items(info, "callSignals", args)) as items:
+            async for s in items:
+                yield Signal.of(cast(calls.CallSignal, s))
+
+    @strawberry.subscription(description="Calls started, joined, left and ended in a room.")
+    async def call_events(
+        self, info: GraphInfo, room_id: strawberry.ID
+    ) -> AsyncGenerator[CallEvent, None]:
+        async with aclosing(_items(info, "callEvents", {"roomId": room_id})) as items:
+            async for e in items:
+                yield CallEvent.of(cast(events.CallEvent, e))
 
 
 def _metadata_filter(value: object) -> dict[str, object] | None:

@@ -37,11 +37,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from ..calls import CallStore
 from ..errors import Unavailable
 from ..hub import RESYNC_CHANNEL
 from ..opened import Opened
 from .channels import NatsChannelStore
 from .cluster import NatsClusterStore
+from .documents import NatsDocuments
 from .history import NatsMessageStore
 from .link import TRANSPORT_ERRORS, NatsLink, redact_url
 from .presence import NatsPresenceStore
@@ -349,6 +351,7 @@ async def open_stores(url: str, roles: Collection[str], *, retention: timedelta 
         if "presence" in roles:
             opened.presence = NatsPresenceStore(link, state, live)
             opened.cluster = NatsClusterStore(link, state, live)
+            opened.calls = CallStore(NatsDocuments(live))
         if "typing" in roles:
             opened.typing = NatsTypingStore(link, live)
         if "limits" in roles:

@@ -34,11 +34,13 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from ..calls import CallStore
 from ..errors import Unavailable
 from ..opened import Opened
 from .broker import RedisBroker
 from .cluster import RedisClusterStore
 from .common import CONNECTION_ERRORS, Keys, Scripts, waiting_pool
+from .documents import RedisDocuments
 from .ephemeral import RedisPresenceStore, RedisRateLimiter, RedisTypingStore
 from .messages import RedisMessageStore
 from .rooms import RedisChannelStore, RedisRoomStore
@@ -174,6 +176,7 @@ async def open_stores(url: str, roles: Collection[str], *, retention: timedelta 
     if "presence" in roles:
         opened.presence = RedisPresenceStore(scripts, keys)
         opened.cluster = RedisClusterStore(client, scripts, keys)
+        opened.calls = CallStore(RedisDocuments(client, scripts, keys))
     if "typing" in roles:
         opened.typing = RedisTypingStore(client, scripts, keys)
     if "limits" in roles:

@@ -150,6 +150,7 @@ async function join(url, token, roomId) {
     subscribe(ops.presence, ({ presence: p }) => { presence.set(p.userId, p.status); renderPresence(); });
     setStatus('live', `live in ${room} as ${me}`);
     for (const el of sendForm.elements) el.disabled = false;
+    document.dispatchEvent(new CustomEvent('room-live', { detail: { execute, client: () => client, room } }));
     sendForm.elements.text.focus();
   } catch (err) {
     fail(err);

@@ -9,7 +9,9 @@ import { join } from 'node:path';
 
 const LOCAL = new Set(['127.0.0.1', 'localhost', '[::1]']);
 
-export async function openBrowser() {
+// `webrtc`: let peer connections use host candidates on loopback, unhidden
+// by mDNS names (the machine running the tests may have no other interface).
+export async function openBrowser({ webrtc = false } = {}) {
   const profile = await mkdtemp(join(tmpdir(), 'forge-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -17,6 +19,7 @@ export async function openBrowser() {
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      ...(webrtc ? ['--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns'] : []),
     ],
   });
   const external = [];
@@ -30,11 +33,15 @@ export async function openBrowser() {
     }
     return route.continue();
   });
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.on('pageerror', (err) => errors.push(String(err)));
-  page.on('console', (msg) => { if (msg.type() === 'error') consoleErrors.push(msg.text()); });
+  const watch = (page) => {
+    page.on('pageerror', (err) => errors.push(String(err)));
+    page.on('console', (msg) => { if (msg.type() === 'error') consoleErrors.push(msg.text()); });
+    return page;
+  };
+  const page = watch(context.pages()[0] ?? (await context.newPage()));
   return {
     page,
+    async newPage() { return watch(await context.newPage()); },
     external,
     errors,
     consoleErrors,
