@@ -288,7 +288,7 @@ async def test_admin_page_returns_to_sign_in_when_the_token_expires_while_open(
         # room first, also on a loaded machine.
         await script.send(
             TokenAuthority.from_settings(settings).mint(
-                unique("ops"), timedelta(seconds=6), admin=True
+                unique("ops"), timedelta(seconds=15), admin=True
             )
         )
         await script.step("open", timeout=40)
