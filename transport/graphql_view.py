@@ -47,6 +47,7 @@ from transport.api_keys import (
 )
 from transport.auth import AuthError, TokenAuthority, bearer_token
 from transport.graphiql import graphiql_html
+from transport.in_flight import ProcessBudget, overloaded_error
 from transport.media_types import (
     APPLICATION_JSON,
     EVENT_STREAM,
@@ -121,6 +122,8 @@ class GraphQLView(GraphQL[Context, None]):
         *,
         fast_paths: bool,
         admission: TurnAdmission,
+        budget: ProcessBudget | None = None,
+        connection_slots: int = 8,
         api_keys: ApiKeys | None = None,
         **options: Any,
     ) -> None:
@@ -136,6 +139,10 @@ class GraphQLView(GraphQL[Context, None]):
         # Each WebSocket message waits for its turn before it is read
         # (transport/admission.py; HTTP bodies: transport/request_body.py).
         self.admission = admission
+        # Queries and mutations at once, in the process and per WebSocket
+        # (transport/in_flight.py).
+        self.budget = budget if budget is not None else ProcessBudget(128)
+        self.connection_slots = connection_slots
         # graphql-sse, both modes (transport/sse/).
         self.sse = ServerSentEvents(self)
         # GraphiQL with its assets served by this server (transport/graphiql.py).
@@ -238,7 +245,11 @@ class GraphQLView(GraphQL[Context, None]):
         result = await execute_without_stream(
             self, request_adapter, sub_response, context, request_data
         )
-        if _graphql_response(request) and not execution_started(result):
+        if (
+            _graphql_response(request)
+            and not execution_started(result)
+            and sub_response.status_code != 503  # OVERLOADED keeps its status
+        ):
             sub_response.status_code = 400
         return result
 
@@ -311,6 +322,26 @@ async def execute_without_stream(
     allowed = OperationType.from_http(request_adapter.method) - {OperationType.SUBSCRIPTION}
     if not view.allow_queries_via_get and request_adapter.method == "GET":
         allowed -= {OperationType.QUERY}
+    # More at once than the process takes: refused now, not queued behind
+    # the others (transport/in_flight.py). Nothing ran, so it may be sent again.
+    if not view.budget.try_take():
+        sub_response.status_code = 503
+        sub_response.headers["retry-after"] = "1"
+        return ExecutionResult(data=None, errors=[overloaded_error()])
+    try:
+        return await _execute(view, request_adapter, sub_response, context, request_data, allowed)
+    finally:
+        view.budget.give_back()
+
+
+async def _execute(
+    view: GraphQLView,
+    request_adapter: AsyncHTTPRequestAdapter,
+    sub_response: Response,
+    context: Context,
+    request_data: GraphQLRequestData,
+    allowed: set[OperationType],
+) -> ExecutionResult:
     try:
         return await view.schema.execute(
             request_data.query,
