@@ -1,6 +1,7 @@
 """Every use of graphql-core's private execution API, in one place.
 
-Written for graphql-core 3.3.2 (pyproject.toml pins it through Strawberry).
+Written for graphql-core 3.3.2 (pyproject.toml allows 3.3.x; on any other
+version Strawberry's own execution runs, said in one log line at start).
 A page of `history` is 50 messages of some eight fields each: graphql-core
 completes each field in its own right (a resolve-info object, an awaitable
 check, a path, a null check, a leaf coercion), about 5 microseconds a
