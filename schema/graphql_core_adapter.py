@@ -26,8 +26,9 @@ own execution context runs unchanged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import version
+from operator import attrgetter
 from typing import Any
 
 from graphql import (
@@ -58,6 +59,22 @@ def _plain_field(field: GraphQLField) -> bool:
     return getattr(field.resolve, "_is_default", False) is True and not field.args
 
 
+def _reader(field: GraphQLField) -> Callable[[Any], Any]:
+    """What Strawberry's resolver of a plain field does: its default resolver
+    (`getattr` unless configured) on its Python name."""
+    definition = field.extensions.get("strawberry-definition")
+    python_name = getattr(definition, "python_name", None)
+    if getattr(definition, "default_resolver", None) is getattr and isinstance(python_name, str):
+        return attrgetter(python_name)
+    resolve = field.resolve
+    return lambda source: resolve(source, None)  # type: ignore[misc]
+
+
+# A selected field: its response name, how to read it (None: __typename),
+# its type and its field nodes (for the selections below it).
+_Step = tuple[str, Callable[[Any], Any] | None, Any, list[FieldDetails]]
+
+
 class PlainDataExecutionContext(StrawberryGraphQLCoreExecutionContext):
     """Strawberry's execution context, with plain data completed in one loop."""
 
@@ -84,21 +101,36 @@ class PlainDataExecutionContext(StrawberryGraphQLCoreExecutionContext):
     def _plain_object(
         self, parent_type: GraphQLObjectType, source: Any, grouped_field_set: Any
     ) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for response_name, read, return_type, details in self._plan(parent_type, grouped_field_set):
+            if read is None:  # __typename
+                result[response_name] = parent_type.name
+            else:
+                result[response_name] = self._plain_value(return_type, details, read(source))
+        return result
+
+    def _plan(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> list[_Step]:
+        """How to read each selected field of `parent_type`, worked out once
+        per selection and execution (a page repeats it fifty times)."""
+        plans: dict[int, tuple[Any, list[_Step]]] = self.__dict__.setdefault("_plain_plans", {})
+        kept = plans.get(id(grouped_field_set))
+        if kept is not None and kept[0] is grouped_field_set:
+            return kept[1]
         if parent_type.is_type_of is not None:
             raise _NotPlain
-        fields = parent_type.fields
-        result: dict[str, Any] = {}
+        plan: list[_Step] = []
         for response_name, details in grouped_field_set.items():
             name = details[0].node.name.value
             if name == "__typename":
-                result[response_name] = parent_type.name
+                plan.append((response_name, None, parent_type, details))
                 continue
-            field = fields.get(name)
+            field = parent_type.fields.get(name)
             if field is None or not _plain_field(field):
                 raise _NotPlain
-            value = field.resolve(source, None)
-            result[response_name] = self._plain_value(field.type, details, value)
-        return result
+            plan.append((response_name, _reader(field), field.type, details))
+        # The selection is kept alive with its plan, so its id is not reused.
+        plans[id(grouped_field_set)] = (grouped_field_set, plan)
+        return plan
 
     def _plain_value(
         self, return_type: GraphQLOutputType, details: list[FieldDetails], value: Any
