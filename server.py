@@ -51,6 +51,7 @@ from transport.auth import (
 from transport.data_dir import make_private
 from transport.graphql_view import GraphQLView
 from transport.heap import give_back_freed_memory
+from transport.in_flight import ProcessBudget
 from transport.request_body import BoundedBody
 from transport.server_timing import ServerTiming
 
@@ -90,6 +91,8 @@ def create_app(settings: Settings, backends: Backends | None = None) -> ASGIApp:
         allowed_origins=settings.allowed_origins,
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
         admission=admission,
+        budget=ProcessBudget(settings.max_operations_in_flight),
+        connection_slots=settings.max_operations_in_flight_per_connection,
         api_keys=ApiKeys.from_settings(settings),
     )
 

@@ -478,6 +478,12 @@ class Settings(BaseSettings):
     # document costs about a millisecond: this bounds a turn, and so how
     # long /health waits behind a burst.
     max_admitted_per_turn: int = Field(default=4, ge=1)
+    # Queries and mutations running at once (transport/in_flight.py): in the
+    # process, where one more is refused at once with OVERLOADED rather than
+    # queued behind the others, and on one WebSocket, whose next frame is
+    # read only when one of them ends (TCP slows the client down).
+    max_operations_in_flight: int = Field(default=128, ge=1)
+    max_operations_in_flight_per_connection: int = Field(default=8, ge=1)
     # Per-message deflate costs CPU for every subscriber of every event.
     websocket_compression: bool = False
     workers: int = Field(default=1, ge=1, le=256)

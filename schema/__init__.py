@@ -14,6 +14,7 @@ from .context import Context
 from .document_cache import DocumentCache, ValidDocuments
 from .document_limits import DocumentLimits
 from .errors import ApiErrors, log_unexpected
+from .graphql_core_adapter import execution_context_class
 from .mutation import Mutation
 from .plain_http import RefuseSubscriptionWithoutStream
 from .query import Query
@@ -62,7 +63,12 @@ def build_schema(
         *strawberry_adapter.extensions(),
     ]
     schema = ApiSchema(
-        query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=extensions,
+        # Plain data (a page of history) completed in one loop (graphql_core_adapter.py).
+        execution_context_class=execution_context_class(fast_paths),
     )
     core = strawberry_adapter.core_schema(schema)
     # graphql-core's schema is where each field's arguments arrive,

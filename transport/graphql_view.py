@@ -48,6 +48,7 @@ from transport.api_keys import (
 )
 from transport.auth import AuthError, TokenAuthority, bearer_token
 from transport.graphiql import graphiql_html
+from transport.in_flight import OVERLOADED_MESSAGE, ProcessBudget
 from transport.media_types import (
     APPLICATION_JSON,
     EVENT_STREAM,
@@ -125,6 +126,8 @@ class GraphQLView(GraphQL[Context, None]):
         *,
         fast_paths: bool,
         admission: TurnAdmission,
+        budget: ProcessBudget | None = None,
+        connection_slots: int = 8,
         api_keys: ApiKeys | None = None,
         **options: Any,
     ) -> None:
@@ -147,6 +150,10 @@ class GraphQLView(GraphQL[Context, None]):
         # Each WebSocket message waits for its turn before it is read
         # (transport/admission.py; HTTP bodies: transport/request_body.py).
         self.admission = admission
+        # Queries and mutations at once, in the process and per WebSocket
+        # (transport/in_flight.py).
+        self.budget = budget if budget is not None else ProcessBudget(128)
+        self.connection_slots = connection_slots
         # graphql-sse, both modes (transport/sse/).
         self.sse = ServerSentEvents(self)
         # GraphiQL with its assets served by this server (transport/graphiql.py),
@@ -234,7 +241,16 @@ class GraphQLView(GraphQL[Context, None]):
         context = Context(
             services=services, user_id=identity.user_id, admin=identity.admin, plain_http=True
         )
-        response: Response = await super().run(request, context=context)
+        # More at once than the process takes: refused now, not queued behind
+        # the others (transport/in_flight.py). Nothing ran, so it may be sent again.
+        if not self.budget.try_take():
+            return error_response(
+                503, OVERLOADED_MESSAGE, "OVERLOADED", headers={"retry-after": "1", **_VARY}
+            )
+        try:
+            response: Response = await super().run(request, context=context)
+        finally:
+            self.budget.give_back()
         if getattr(request.state, "bad_request", False):
             # Set by process_result: a subscription without a stream, or (as
             # application/graphql-response+json) a request whose execution

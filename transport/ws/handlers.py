@@ -65,7 +65,7 @@ from strawberry.types.unset import UnsetType
 from backends.errors import Overloaded, Unavailable
 from resolvers.connection_registry import LocalConnection
 from resolvers.errors import BadUserInput
-from schema import Context
+from schema import Context, ValidDocuments
 from schema.resume_map import parse_resume
 
 from ..adapters.starlette import SocketIO
@@ -79,6 +79,7 @@ from ..admission import TurnAdmission
 from ..auth import EXPIRED_CODE, EXPIRED_MESSAGE
 from ..connection import AsgiOutlet, Connection, Deadlines, LoopTimers, Outlet
 from ..frames import Framing, legacy_ws_data, transport_ws_next
+from ..in_flight import ConnectionSlots, ProcessBudget, counted, overloaded_error
 from ..shared import SharedSubscriber, SharedSubscriptions
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,44 @@ def too_many_operations(limit: int) -> dict[str, object]:
 
 
 EXPIRED_REASON = f"{EXPIRED_CODE}: {EXPIRED_MESSAGE}"
+
+
+class OperationBudget:
+    """One connection's share of the in-flight bounds (transport/in_flight.py)."""
+
+    def __init__(self, view: object) -> None:
+        sharing = cast(_SharingView, view)
+        self._documents = sharing.documents
+        self._process = sharing.budget
+        self._slots = ConnectionSlots(sharing.connection_slots)
+
+    async def take(self, query: str, operation_name: str | None) -> bool | None:
+        """None: not counted (a subscription, or a refused document); True:
+        a slot is held, give it back with `hold`; False: the process is
+        full, refuse the operation with OVERLOADED. At this connection's cap
+        it first waits for one of its operations to end, reading nothing."""
+        if not counted(self._documents, query, operation_name):
+            return None
+        await self._slots.room()
+        if not self._process.try_take():
+            return False
+        self._slots.take()
+        return True
+
+    def hold(self, task: asyncio.Task[Any] | None) -> None:
+        """Give the slot back when `task` ends (now if there is none)."""
+        if task is None or task.done():
+            self._give_back()
+        else:
+            task.add_done_callback(lambda _: self._give_back())
+
+    def _give_back(self) -> None:
+        self._process.give_back()
+        self._slots.give_back()
+
+
+def overloaded_payload() -> list[dict[str, object]]:
+    return [cast("dict[str, object]", overloaded_error().formatted)]
 
 
 class Rejected(ConnectionRejectionError):
@@ -376,6 +415,9 @@ class _SharingView(Protocol):
     shared: SharedSubscriptions
     fast_paths: bool
     admission: TurnAdmission
+    budget: ProcessBudget
+    connection_slots: int
+    documents: ValidDocuments
 
 
 _PING = b'{"type":"ping"}'
@@ -521,6 +563,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         self.ping_interval = settings.ping_interval.total_seconds()
         self.pong_timeout = settings.pong_timeout.total_seconds()
         self.members: dict[str, SharedSubscriber] = {}
+        self.budget = OperationBudget(self.view)
 
     async def cleanup_operation(self, operation_id: str) -> None:
         # Stop a shared subscription's writes now: its task is only
@@ -548,6 +591,24 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                         {**refusal, "payload": [too_many_operations(limit)]}
                     )
                 return
+            payload = message["payload"]
+            taken = await self.budget.take(payload["query"], payload.get("operationName"))
+            if taken is False:
+                with suppress(WebSocketDisconnected):
+                    await self.websocket.send_json(
+                        {"id": message["id"], "type": "error", "payload": overloaded_payload()}
+                    )
+                return
+            if taken:
+                try:
+                    await self.dispatch(message)
+                finally:
+                    operation = self.operations.get(message["id"])
+                    self.budget.hold(None if operation is None else operation.task)
+                return
+        await self.dispatch(message)
+
+    async def dispatch(self, message: transport_ws.Message) -> None:
         try:
             await super().handle_message(message)
         except Unavailable as exc:  # an outage, not a bug: one line, no traceback
@@ -699,6 +760,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         self.keepalive_interval = (
             self.context.services.settings.legacy_keepalive_interval.total_seconds()
         )
+        self.budget = OperationBudget(self.view)
 
     async def cleanup_operation(self, operation_id: str) -> None:
         # As on graphql-transport-ws: no direct write after a stop.
@@ -844,7 +906,20 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
                 {"type": "error", "id": message["id"], "payload": too_many_operations(limit)}
             )
             return
-        await super().handle_start(message)
+        if not self.connection_acknowledged:
+            await super().handle_start(message)  # refused there
+            return
+        payload = message["payload"]
+        taken = await self.budget.take(payload["query"], payload.get("operationName"))
+        if taken is False:
+            error = overloaded_payload()[0]
+            await self.send_json({"type": "error", "id": message["id"], "payload": error})
+            return
+        try:
+            await super().handle_start(message)
+        finally:
+            if taken:
+                self.budget.hold(self.tasks.get(message["id"]))
 
     async def handle_async_results(
         self,
