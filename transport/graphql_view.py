@@ -151,7 +151,9 @@ class GraphQLView(GraphQL[Context, None]):
         self.sse = ServerSentEvents(self)
         # GraphiQL with its assets served by this server (transport/graphiql.py),
         # built now: a Strawberry page that no longer matches fails at start.
-        self._graphiql_page = graphiql_html() if self.graphql_ide == "graphiql" else None
+        # On a Strawberry this was not written for, Strawberry's own page.
+        page = schema.strawberry_adapter.graphiql_page() if self.graphql_ide == "graphiql" else None
+        self._graphiql_page = None if page is None else graphiql_html(page)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         if self._graphiql_page is not None:
