@@ -14,7 +14,8 @@ version, with `fast_paths` on, it uses:
   Strawberry's rules run on it; read after validation, `[]` tells the store
   (schema/document_cache.py) the document passed;
 - `strawberry.http.ides.get_graphql_ide_html`, the GraphiQL page whose asset
-  URLs transport/graphiql.py points at the vendored copies.
+  URLs transport/graphiql.py points at the vendored copies (whatever
+  `fast_paths` says: see below).
 
 The WebSocket protocol handlers (transport/ws/handlers.py) subclass
 Strawberry's and override methods and read attributes it does not document;
@@ -34,9 +35,10 @@ through a validation rule (`Refusals`, added with `AddValidationRules`) that
 reports the errors registered for the document being validated; a document
 refused for its depth or aliases is swapped for a tiny stand-in first
 (`ExecutionContext.graphql_document`, which extensions may set), so the
-other rules still never run on it. Strawberry's validation answers whether a
-document passed, so the store keeps only documents checked on the other
-paths (shared-execution planning, SSE's single connection mode).
+other rules still never run on it. Without `pre_execution_errors` an
+extension cannot tell whether Strawberry's validation passed a document, so
+the store keeps only documents checked on the other paths (shared-execution
+planning, SSE's single connection mode).
 
 The GraphiQL page is behaviour, not speed: it follows the version only (as
 the WebSocket handlers do). On another version `graphiql_page` is None and
