@@ -344,6 +344,9 @@ class Bench:
             publishers=self.args.publishers,
             transport=transport,
             timeout=self.args.phase_timeout,
+            # Paced: no backlog of published messages, so the latency is the
+            # delivery path's (unpaced, it is mostly that backlog).
+            extra=["--rate", str(self.args.fanout_rate)] if self.args.fanout_rate else None,
         )
 
     def idle(self) -> None:
@@ -933,6 +936,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, default=0, help="M per fan-out row (default: auto)")
     p.add_argument("--deliveries", type=int, default=400_000, help="auto M = this / S")
     p.add_argument("--publishers", type=int, default=4)
+    p.add_argument(
+        "--fanout-rate",
+        type=float,
+        default=0,
+        help="messages/s offered in the fan-out phase, all publishers (0: unpaced)",
+    )
     p.add_argument("--servers", default="ours,ours-sse,node,strawberry")
     p.add_argument("--our-backend", default="sqlite", choices=("sqlite", "memory"))
     p.add_argument("--skip", default="", help="phases to skip: fanout,idle,history,crossnode,chat")

@@ -188,8 +188,10 @@ _KINDS = (OperationType.QUERY, OperationType.MUTATION, OperationType.SUBSCRIPTIO
 def _stand_in(context: ExecutionContext) -> DocumentNode | None:
     """A tiny document Strawberry takes in place of one refused unparsed
     (it cannot be told "refused" from `on_parse`, where a raise escapes its
-    error handling): an operation of an allowed type and of the requested
-    name, so it goes on to validation, where the refusal is answered."""
+    error handling), or, on the public path (schema/strawberry_adapter.py),
+    of one refused for its depth or aliases: an operation of an allowed type
+    and of the requested name, so it goes on to validation, where the
+    refusal is answered."""
     kind = next((k for k in _KINDS if k in context.allowed_operations), None)
     if kind is None:
         return None
@@ -236,20 +238,17 @@ class DocumentCache(SchemaExtension):
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
+        strawberry = self._documents.strawberry
         if self._refused is not None:
-            context.pre_execution_errors = [self._refused]
-        elif self._hit and self._documents.strawberry.skip_validation(context):
+            strawberry.refuse(context, [self._refused])  # its stand-in is in place
+        elif self._hit and strawberry.skip_validation(context):
             pass  # it validated before: Strawberry skips validation
-        elif context.graphql_document is not None and context.pre_execution_errors is None:
+        elif context.graphql_document is not None and strawberry.undecided(context):
             problems = self._documents.limits.problems(context.graphql_document)
             if problems:  # refused: Strawberry then runs no other rule
-                context.pre_execution_errors = problems
+                strawberry.refuse(context, problems, stand_in=_stand_in)
+        query, document = context.query, context.graphql_document
         yield
-        if (
-            not self._hit
-            and self._refused is None
-            and context.query is not None
-            and context.graphql_document is not None
-            and context.pre_execution_errors == []
-        ):
-            self._documents.put(context.query, context.graphql_document)
+        passed = strawberry.passed_validation(context)
+        if passed and not self._hit and query is not None and document is not None:
+            self._documents.put(query, document)

@@ -107,6 +107,28 @@ async def test_http_body_over_the_limit_is_413_before_reading(server: LiveServer
     await still_serving(server)
 
 
+async def test_http_json_body_that_is_no_object_is_400(server: LiveServer) -> None:
+    """Strawberry reads keys of the decoded body: a scalar must be refused
+    before it (it was a 500 and a traceback), whatever the answer's type."""
+    url = f"{server.url}/graphql"
+    json_body = {**auth(server), "content-type": "application/json"}
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        for accept in ("application/json", "text/event-stream"):
+            for body in (b"1", b'"{ me }"', b"null", b" \n true"):
+                response = await http.post(
+                    url, content=body, headers={**json_body, "accept": accept}
+                )
+                assert response.status_code == 400, (accept, body, response.text)
+                assert response.text == "The request body must be a JSON object.", body
+        # Not JSON at all: Strawberry's own answer, as before.
+        response = await http.post(url, content=b"{ me }", headers=json_body)
+        assert (response.status_code, response.text) == (
+            400,
+            "Unable to parse request body as JSON",
+        )
+    await still_serving(server)
+
+
 async def test_http_document_over_the_token_limit_is_refused(server: LiveServer) -> None:
     error = await server.client(unique("u")).error("{ " + "me " * 400 + "}")
     assert error.code == "GRAPHQL_VALIDATION_FAILED"

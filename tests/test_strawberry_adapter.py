@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import strawberry.schema.schema as strawberry_schema
 import uvicorn
@@ -29,6 +30,7 @@ from tests.live import TIMEOUT, free_port
 from transport.auth import TokenAuthority
 
 OUT_OF_BOUNDS = '{ room(id: "not an id!") { id } }'
+VALIDATION_FAILED = {"code": "GRAPHQL_VALIDATION_FAILED"}
 
 
 def test_the_fast_path_only_on_the_version_it_was_written_for(
@@ -44,7 +46,7 @@ def test_the_fast_path_only_on_the_version_it_was_written_for(
     assert said == [
         "strawberry: fast paths off (setting fast_paths): public API only",
         f"strawberry: 9.9.9 installed, adapter written for {WRITTEN_FOR}: public API only,"
-        " Strawberry's own WebSocket handlers",
+        " Strawberry's own WebSocket handlers and GraphiQL page",
     ]
 
 
@@ -81,6 +83,47 @@ async def test_only_the_fast_path_skips_validating_a_known_document(
         for _ in range(3):
             assert (await schema.execute("{ __typename }")).errors is None
     assert calls == {True: 1, False: 3}
+
+
+@pytest.mark.parametrize("fast_paths", [True, False], ids=["fast", "public"])
+async def test_both_paths_refuse_over_the_limits_before_any_other_rule(fast_paths: bool) -> None:
+    schema = build_schema(fast_paths=fast_paths, max_depth=2, max_aliases=2, max_tokens=50)
+    # Each is also invalid otherwise (`nope` is no field): only the limit is
+    # said, so no other rule met the document.
+    deep = '{ nope history(roomId: "r") { edges { node { id } } } }'
+    aliased = "{ nope a: me b: me c: me }"
+    many = "query Q { nope " + "me " * 60 + "}"
+    said = {}
+    for query in (deep, aliased, many):
+        result = await schema.execute(query)
+        assert result.errors is not None, query
+        said[query] = [(e.message, e.extensions) for e in result.errors]
+        assert schema.documents.get(query) is None
+    assert said == {
+        deep: [
+            ("'anonymous' exceeds maximum operation depth of 2", VALIDATION_FAILED),
+        ],
+        aliased: [("3 aliases found. Allowed: 2", VALIDATION_FAILED)],
+        many: [
+            (
+                "Syntax Error: Document contains more than 50 tokens. Parsing aborted.",
+                VALIDATION_FAILED,
+            )
+        ],
+    }
+    # A document within them runs; only the fast path learns it is valid
+    # from Strawberry's validation (the public path keeps what other paths check).
+    assert (await schema.execute("{ __typename }")).data == {"__typename": "Query"}
+    assert (schema.documents.get("{ __typename }") is not None) is fast_paths
+
+
+def test_graphiql_page_only_on_the_version_it_was_written_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    page = StrawberryAdapter.choose(fast_paths=False).graphiql_page()
+    assert page is not None and "graphiql" in page
+    monkeypatch.setattr(strawberry_adapter, "version", lambda _: "9.9.9")
+    assert StrawberryAdapter.choose(fast_paths=True).graphiql_page() is None
 
 
 @pytest.mark.parametrize("fast_paths", [True, False], ids=["fast", "public"])
@@ -141,9 +184,13 @@ async def test_on_another_version_strawberrys_own_websocket_handlers_serve(
                 await asyncio.wait_for(ws.recv(), TIMEOUT)
             # Strawberry's own refusal; ours would say UNAUTHENTICATED and why.
             assert (ws.close_code, ws.close_reason) == (4403, "Forbidden")
+        async with httpx.AsyncClient() as http:
+            page = await http.get(url.replace("ws://", "http://"), headers={"Accept": "text/html"})
+        # Strawberry's own GraphiQL page: its assets from unpkg, not ours.
+        assert page.status_code == 200 and "https://unpkg.com/graphiql@" in page.text
     said = [r.getMessage() for r in caplog.records if r.name == "forge_streaming.adapters"]
     assert (
         f"strawberry: 9.9.9 installed, adapter written for {WRITTEN_FOR}: public API only,"
-        " Strawberry's own WebSocket handlers" in said
+        " Strawberry's own WebSocket handlers and GraphiQL page" in said
     )
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -2,10 +2,11 @@
 
 Strawberry's page loads React, js-cookie, GraphiQL and the explorer plugin
 from unpkg.com. The same built files are vendored in `static/graphiql/` (see
-its README.md) and mounted at `/graphiql` (server.py); `graphiql_html()` is
-Strawberry's page with each unpkg URL pointed at that mount. The vendored
-files are byte-identical to what unpkg serves, so the page's `integrity`
-hashes stay as they are and still hold.
+its README.md) and mounted at `/graphiql` (server.py); `graphiql_html(page)`
+is Strawberry's page (read through schema/strawberry_adapter.py, on the
+version it was written for) with each unpkg URL pointed at that mount. The
+vendored files are byte-identical to what unpkg serves, so the page's
+`integrity` hashes stay as they are and still hold.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-
-from strawberry.http.ides import get_graphql_ide_html
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "graphiql"
 MOUNT_PATH = "/graphiql"
@@ -40,14 +39,14 @@ _EXTERNAL = re.compile(r'(?:src|href)="(https?://[^"]+)"')
 
 
 @functools.cache
-def graphiql_html() -> str:
-    """Strawberry's GraphiQL page, loading its assets from MOUNT_PATH.
+def graphiql_html(page: str) -> str:
+    """Strawberry's GraphiQL `page`, loading its assets from MOUNT_PATH.
 
     Raises RuntimeError if Strawberry's page no longer matches the vendored
     files (a Strawberry upgrade changed the versions): refresh them as
     static/graphiql/README.md says rather than silently going online.
     """
-    html = get_graphql_ide_html("graphiql")
+    html = page
     for url, local in ASSETS.items():
         if url not in html:
             raise RuntimeError(

@@ -158,7 +158,9 @@ class GraphQLView(GraphQL[Context, None]):
         self.sse = ServerSentEvents(self)
         # GraphiQL with its assets served by this server (transport/graphiql.py),
         # built now: a Strawberry page that no longer matches fails at start.
-        self._graphiql_page = graphiql_html() if self.graphql_ide == "graphiql" else None
+        # On a Strawberry this was not written for, Strawberry's own page.
+        page = schema.strawberry_adapter.graphiql_page() if self.graphql_ide == "graphiql" else None
+        self._graphiql_page = None if page is None else graphiql_html(page)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         if self._graphiql_page is not None:
@@ -184,11 +186,24 @@ class GraphQLView(GraphQL[Context, None]):
                 raise json.JSONDecodeError("nested too deeply", "", 0) from None
         return value
 
-    def parse_json(self, data: str | bytes) -> Any:
-        value = super().parse_json(data)
-        if not isinstance(value, dict | list):
-            raise HTTPException(400, "The request body must be a JSON object.")
-        return value
+    async def _refuse_scalar_body(self, request: Request) -> None:
+        """400 for a JSON body that is not an object or a list (`1`, `null`):
+        Strawberry reads a key of whatever the body decodes to, and a scalar
+        has none (a traceback, and a 500). Checked here, on the public path,
+        rather than by overriding Strawberry's undocumented `parse_json`. A
+        body that is not JSON at all is left to Strawberry, which says so."""
+        if request.method != "POST" or APPLICATION_JSON not in request.headers.get(
+            "content-type", ""
+        ):
+            return
+        body = await request.body()  # kept by Starlette: Strawberry reads it again
+        if body.lstrip(_JSON_SPACE)[:1] in (b"{", b"["):
+            return  # the usual body: nothing decoded twice
+        try:
+            self.decode_json(body)
+        except ValueError:  # not JSON (JSONDecodeError is a ValueError)
+            return
+        raise HTTPException(400, "The request body must be a JSON object.")
 
     async def run(
         self,
@@ -221,6 +236,7 @@ class GraphQLView(GraphQL[Context, None]):
             return error_response(503, "the backend is unavailable, try again", "UNAVAILABLE")
         except ActAsRefused as exc:
             return _act_as_refused(exc)
+        await self._refuse_scalar_body(request)
         accept = Accept.for_graphql(request.headers.get("accept"))
         if identity.api_key is None:
             # A service's key answers plain HTTP only: no stream outlives a request.
@@ -309,6 +325,8 @@ class GraphQLView(GraphQL[Context, None]):
 
 # 2**64 has 20 digits; -(2**63) - 1 has 19 after its minus.
 _LONG_INTEGER = re.compile(rb"[0-9]{20}|-[0-9]{19}")
+# What JSON allows before a value (RFC 8259 section 2).
+_JSON_SPACE = b" \t\n\r"
 _INT64 = range(-(2**63), 2**64)  # the integers orjson reads as integers
 
 
