@@ -100,6 +100,17 @@ async def open_ws(
             raise AssertionError(f"expected connection_ack, got {frame}")
 
 
+SEND = """mutation($room: ID!, $text: String!) {
+  sendMessage(input: {roomId: $room, data: {text: $text}}) { id }
+}"""
+# The inline fragment keeps the subscription off the shared path
+# (transport/shared.py shares only a bare field): each result is written by
+# its transport.
+UNSHARED_MESSAGES = """subscription($id: ID!) {
+  ... on Subscription { roomMessages(roomId: $id) { type data } }
+}"""
+
+
 # --- one node -------------------------------------------------------------------------
 
 
@@ -202,6 +213,90 @@ async def test_connections_paging_and_bad_arguments(node: LiveServer) -> None:
     finally:
         for ws in sockets:
             await ws.close()
+
+
+@pytest.fixture
+def slow_reporting_node(make_server: type[LiveServer], tmp_path: Path) -> LiveServer:
+    """A node whose report (its row in Query.cluster) is an hour old at once."""
+    settings = {**TEST_SETTINGS, "node_report_interval": "1h", "node_ttl": "2h"}
+    return make_server(tmp_path / "slow", settings).start()
+
+
+async def test_a_node_row_and_the_totals_count_the_same_moment(
+    slow_reporting_node: LiveServer,
+) -> None:
+    node = slow_reporting_node
+    admin = admin_client(node)
+    reported = (await admin.execute(CLUSTER))["cluster"]  # the node reports itself now
+    assert reported["connections"] == reported["nodes"][0]["connections"] == 0
+    user = unique("frank")
+    room = unique("room")
+    token = mint(node, user)
+    await GraphQLClient(node, token).execute(CREATE, id=room)
+    sockets = [await open_ws(node, token) for _ in range(2)]
+    try:
+        async with ws_connect(node, token) as ws:
+            await ws.subscribe(ME_TYPING, id=room)
+            await node.wait_subscribers(1)
+            cluster = (await admin.execute(CLUSTER))["cluster"]
+            row = cluster["nodes"][0]
+            assert cluster["connections"] == row["connections"] == 3, cluster
+            assert cluster["subscriptions"] == row["subscriptions"] == 1, cluster
+    finally:
+        for socket in sockets:
+            await socket.close()
+
+
+@pytest.fixture
+def fast_reporting_node(make_server: type[LiveServer], tmp_path: Path) -> LiveServer:
+    settings = {**TEST_SETTINGS, "node_report_interval": "200ms", "node_ttl": "1s"}
+    return make_server(tmp_path / "fast", settings).start()
+
+
+async def test_unshared_subscriptions_count_as_deliveries(fast_reporting_node: LiveServer) -> None:
+    node = fast_reporting_node
+    admin = admin_client(node)
+    user = unique("gina")
+    room = unique("room")
+    token = mint(node, user)
+    sender = GraphQLClient(node, token)
+    await sender.execute(CREATE, id=room)
+    before = node.metric("streaming_deliveries_total")
+    body = {"query": UNSHARED_MESSAGES, "variables": {"id": room}}
+    legacy = await open_ws(node, token, "graphql-ws")
+    try:
+        await legacy.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "start",
+                    "payload": {"query": UNSHARED_MESSAGES, "variables": {"id": room}},
+                }
+            )
+        )
+        async with ws_connect(node, token) as ws, event_stream(node, token, json=body) as stream:
+            sub = await ws.subscribe(UNSHARED_MESSAGES, id=room)
+            await node.wait_subscribers(3)
+            assert node.metric("streaming_shared_executions") == 0
+            await sender.execute(SEND, room=room, text="one")
+            assert (await sub.next())["roomMessages"]["data"] == {"text": "one"}
+            assert (await stream.expect("next"))["data"]["roomMessages"]["data"] == {"text": "one"}
+            frame: dict[str, Any] = {"type": "ka"}
+            while frame["type"] == "ka":
+                frame = json.loads(await asyncio.wait_for(legacy.recv(), TIMEOUT))
+            assert frame["type"] == "data", frame
+            assert frame["payload"]["data"]["roomMessages"]["data"] == {"text": "one"}
+            # One per subscriber: graphql-transport-ws, graphql-ws and SSE.
+            await node.wait_metric("streaming_deliveries_total", before + 3)
+
+            async def moving() -> bool:
+                await sender.execute(SEND, room=room, text="more")
+                rows = (await admin.execute(CLUSTER))["cluster"]["nodes"]
+                return bool(rows[0]["deliveriesPerSecond"] > 0)
+
+            await eventually(moving, "deliveriesPerSecond to count unshared deliveries")
+    finally:
+        await legacy.close()
 
 
 async def test_disconnecting_a_user_with_no_connections_returns_zero(node: LiveServer) -> None:
