@@ -5,10 +5,19 @@ from datetime import datetime
 import strawberry
 
 from backends.search_query import SearchOrder
-from resolvers import channels, cluster, messages, presence, rooms, search, typing_indicators
+from resolvers import (
+    admin_rooms,
+    channels,
+    cluster,
+    messages,
+    presence,
+    rooms,
+    search,
+    typing_indicators,
+)
 from resolvers.errors import NotFound
 
-from .cluster_types import Cluster, ConnectionPage
+from .cluster_types import AdminRoomPage, Cluster, ConnectionPage
 from .context import GraphInfo
 from .types import (
     Channel,
@@ -170,3 +179,21 @@ class Query:
             after=after or None,
         )
         return ConnectionPage.of(page)
+
+    @strawberry.field(
+        description="Server admins only: every room, private ones too, a page at a time "
+        "(`after` is a page's endCursor); `idPrefix` keeps the rooms whose id starts with it "
+        "(a page may then be short while hasNextPage is true)."
+    )
+    async def admin_rooms(
+        self,
+        info: GraphInfo,
+        first: int | None = None,
+        after: str | None = None,
+        id_prefix: strawberry.ID | None = None,
+    ) -> AdminRoomPage:
+        ctx = info.context
+        listing = await admin_rooms.list_all_rooms(
+            ctx.services, ctx.viewer, first=first, after=after or None, id_prefix=id_prefix
+        )
+        return AdminRoomPage.of(listing)

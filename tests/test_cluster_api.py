@@ -110,6 +110,18 @@ UNSHARED_MESSAGES = """subscription($id: ID!) {
   ... on Subscription { roomMessages(roomId: $id) { type data } }
 }"""
 
+ADMIN_ROOMS = """
+query($first: Int, $after: String, $prefix: ID) {
+  adminRooms(first: $first, after: $after, idPrefix: $prefix) {
+    edges { id name isPrivate }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+"""
+CREATE_PRIVATE = """mutation($id: ID!) {
+  createRoom(input: {id: $id, name: "secret", isPrivate: true}) { id }
+}"""
+
 
 # --- one node -------------------------------------------------------------------------
 
@@ -128,6 +140,7 @@ async def test_non_admins_get_forbidden_on_every_admin_field(node: LiveServer) -
         (CLUSTER, {}),
         (CONNECTIONS, {"user": victim}),
         (DISCONNECT, {"user": victim, "revoke": True}),
+        (ADMIN_ROOMS, {}),
     ):
         response = await client.post(query, **variables)
         body = response.json()
@@ -145,6 +158,59 @@ async def test_non_admins_get_forbidden_on_every_admin_field(node: LiveServer) -
         admin = admin_client(node)
         page = (await admin.execute(CONNECTIONS, user=victim))["connections"]
         assert len(page["edges"]) == 1
+
+
+async def test_admins_page_through_every_room_private_ones_too(node: LiveServer) -> None:
+    owner = GraphQLClient(node, mint(node, unique("olga")))
+    prefix = unique("adm")
+    private = [f"{prefix}-p{i}" for i in range(3)]
+    public = [f"{prefix}-o{i}" for i in range(2)]
+    for room_id in private:
+        await owner.execute(CREATE_PRIVATE, id=room_id)
+    for room_id in public:
+        await owner.execute(CREATE, id=room_id)
+    other = unique("zzz")
+    await owner.execute(CREATE_PRIVATE, id=other)
+    admin = admin_client(node)  # a member of none of them
+    assert {r["id"] for r in (await admin.execute("{ rooms { id } }"))["rooms"]} == {*public}
+
+    async def walk(**variables: Any) -> list[dict[str, Any]]:
+        rooms, after, pages = [], None, 0
+        while True:
+            page = (await admin.execute(ADMIN_ROOMS, after=after, **variables))["adminRooms"]
+            assert len(page["edges"]) <= variables.get("first", 100)
+            rooms += page["edges"]
+            pages += 1
+            assert pages < 50, "the walk does not end"
+            if not page["pageInfo"]["hasNextPage"]:
+                assert page["pageInfo"]["endCursor"] is None
+                return rooms
+            after = page["pageInfo"]["endCursor"]
+
+    everything = await walk(first=2)
+    ids = [r["id"] for r in everything]
+    assert len(ids) == len(set(ids)) and {*private, *public, other} <= set(ids)
+    assert {r["id"]: r["isPrivate"] for r in everything if r["id"] in private} == dict.fromkeys(
+        private, True
+    )
+    assert {r["id"] for r in await walk(first=2, prefix=prefix)} == {*private, *public}
+    assert {r["id"] for r in await walk(prefix=f"{prefix}-p")} == {*private}
+    assert await walk(prefix=unique("none")) == []
+    # The admin reads a private room it is not in.
+    room = await admin.execute("query($id: ID!) { room(id: $id) { name } }", id=private[0])
+    assert room["room"] == {"name": "secret"}
+
+    for variables, argument in (
+        ({"first": 0}, "first"),
+        ({"first": 10_000}, "first"),
+        ({"after": "not-a-cursor"}, "after"),
+        ({"after": "x" * 600}, "after"),
+        ({"prefix": "has space"}, "idPrefix"),
+        ({"prefix": "p" * 65}, "idPrefix"),
+    ):
+        error = await admin.error(ADMIN_ROOMS, **variables)
+        assert error.code == "BAD_USER_INPUT", (variables, error)
+        assert argument in str(error), (variables, error)
 
 
 async def test_cluster_stats_ticks_and_refuses_bad_intervals(node: LiveServer) -> None:
