@@ -512,6 +512,34 @@ async def test_connections_across_nodes(nodes: list[LiveServer]) -> None:
             await legacy.close()
 
 
+async def test_admin_rooms_walk_the_shared_store_a_few_at_a_time(nodes: list[LiveServer]) -> None:
+    # On Redis a store page is a SCAN batch, larger than `first`: a page
+    # stops within it and the next goes on from there.
+    owner = GraphQLClient(nodes[0], mint(nodes[0], unique("olga")))
+    prefix = unique("walk")
+    made = {f"{prefix}-{i}" for i in range(7)}
+    for i, room_id in enumerate(sorted(made)):
+        await owner.execute(CREATE_PRIVATE if i % 2 else CREATE, id=room_id)
+    admin = admin_client(nodes[1])
+    walks: list[dict[str, Any]] = [{"first": 2}, {"first": 2, "prefix": prefix}, {"first": 3}]
+    for variables in walks:
+        seen: list[str] = []
+        after = None
+        for _ in range(100):
+            page = (await admin.execute(ADMIN_ROOMS, after=after, **variables))["adminRooms"]
+            assert len(page["edges"]) <= variables["first"]
+            seen += [r["id"] for r in page["edges"]]
+            after = page["pageInfo"]["endCursor"]
+            if not page["pageInfo"]["hasNextPage"]:
+                break
+        assert after is None, "the walk does not end"
+        assert len(seen) == len(set(seen)), seen
+        if "prefix" in variables:
+            assert set(seen) == made
+        else:
+            assert made <= set(seen)
+
+
 async def test_disconnect_user_on_both_nodes_and_revoke_tokens(nodes: list[LiveServer]) -> None:
     admin = admin_client(nodes[1])
     user, other = unique("carol"), unique("dave")
