@@ -27,7 +27,7 @@ class Metrics:
         )
         self.deliveries = Counter(
             "streaming_deliveries",
-            "Payloads of shared subscriptions delivered, one per subscriber",
+            "Results of streaming operations written to clients, one per subscriber",
             registry=r,
         )
         self.rooms_joins = Counter("streaming_rooms_joins", "Room joins", registry=r)

@@ -72,16 +72,24 @@ async def cluster_now(services: Services) -> ClusterView:
         # Not reported yet (just started), or its backend keeps nothing.
         await link.report()
         nodes = await services.backends.cluster.nodes()
-    # The totals are this moment's (each node's reply), the nodes' own
-    # figures as of their last report.
+    # The totals are this moment's (each node's reply), and so are the
+    # counts in each answering node's row: taken from its last report, a row
+    # could say 0 connections beside a total of 1 for up to a report
+    # interval. The rest of a row (rates, memory) is as of its last report.
     users: set[str] = set()
     connections = subscriptions = 0
+    now: dict[str, dict[str, int]] = {}
     for reply in await link.ask("summary", {}):
         users.update(str(u) for u in reply.get("users", []))
-        connections += int(reply.get("connections", 0))
-        subscriptions += int(reply.get("subscriptions", 0))
+        counts = {
+            "connections": int(reply.get("connections", 0)),
+            "subscriptions": int(reply.get("subscriptions", 0)),
+        }
+        now[str(reply.get("node"))] = counts
+        connections += counts["connections"]
+        subscriptions += counts["subscriptions"]
     return ClusterView(
-        nodes=nodes,
+        nodes=[{**n, **now.get(str(n.get("id")), {})} for n in nodes],
         connections=connections,
         users=len(users),
         subscriptions=subscriptions,

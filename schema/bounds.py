@@ -220,6 +220,8 @@ BOUNDS: Final[Mapping[str, Check]] = {
     "Query.connections(userId:)": UserId(),
     "Query.connections(nodeId:)": Text(64),
     "Query.connections(after:)": Text(512),
+    "Query.adminRooms(after:)": Text(512),
+    "Query.adminRooms(idPrefix:)": Ident(),
     # Mutation
     "Mutation.updateRoom(id:)": Ident(),
     "Mutation.deleteRoom(id:)": Ident(),

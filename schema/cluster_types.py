@@ -8,10 +8,10 @@ from typing import Any
 
 import strawberry
 
-from resolvers import cluster
+from resolvers import admin_rooms, cluster
 from resolvers.connection_registry import ConnectionInfo
 
-from .types import PageInfo
+from .types import PageInfo, Room
 
 
 @strawberry.type
@@ -105,5 +105,25 @@ class ConnectionPage:
                 has_previous_page=False,
                 start_cursor=cluster.encode_connection_cursor(found[0]) if found else None,
                 end_cursor=cluster.encode_connection_cursor(found[-1]) if found else None,
+            ),
+        )
+
+
+@strawberry.type(description="Every room, private ones too (Query.adminRooms).")
+class AdminRoomPage:
+    edges: list[Room]
+    page_info: PageInfo = strawberry.field(
+        description="endCursor continues the walk; startCursor is always null."
+    )
+
+    @classmethod
+    def of(cls, listing: admin_rooms.RoomListing) -> AdminRoomPage:
+        return cls(
+            edges=[Room(record=r) for r in listing.rooms],
+            page_info=PageInfo(
+                has_next_page=listing.end_cursor is not None,
+                has_previous_page=False,
+                start_cursor=None,
+                end_cursor=listing.end_cursor,
             ),
         )

@@ -55,6 +55,9 @@ class Context:
     # The credentials name a server admin (an admin token or API key); the
     # admin_users setting is consulted besides (Services.viewer).
     admin: bool = False
+    # The `iat` of the token that opened this WebSocket: checked again once
+    # the connection is registered (transport/ws/handlers.py, connection_init).
+    token_issued_at: float | None = None
     # A plain HTTP request: one result, no stream to send a subscription's
     # events down (schema/plain_http.py refuses one).
     plain_http: bool = False

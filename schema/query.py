@@ -6,6 +6,7 @@ import strawberry
 
 from backends.search_query import SearchOrder
 from resolvers import (
+    admin_rooms,
     calls,
     channels,
     cluster,
@@ -18,7 +19,7 @@ from resolvers import (
 from resolvers.errors import NotFound
 
 from .call_types import Call, IceServer
-from .cluster_types import Cluster, ConnectionPage
+from .cluster_types import AdminRoomPage, Cluster, ConnectionPage
 from .context import GraphInfo
 from .types import (
     Channel,
@@ -199,3 +200,21 @@ class Query:
     async def ice_servers(self, info: GraphInfo) -> list[IceServer]:
         ctx = info.context
         return [IceServer.of(s) for s in await calls.ice_servers(ctx.services, ctx.viewer)]
+
+    @strawberry.field(
+        description="Server admins only: every room, private ones too, a page at a time "
+        "(`after` is a page's endCursor); `idPrefix` keeps the rooms whose id starts with it "
+        "(a page may then be short while hasNextPage is true)."
+    )
+    async def admin_rooms(
+        self,
+        info: GraphInfo,
+        first: int | None = None,
+        after: str | None = None,
+        id_prefix: strawberry.ID | None = None,
+    ) -> AdminRoomPage:
+        ctx = info.context
+        listing = await admin_rooms.list_all_rooms(
+            ctx.services, ctx.viewer, first=first, after=after or None, id_prefix=id_prefix
+        )
+        return AdminRoomPage.of(listing)

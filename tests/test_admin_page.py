@@ -30,6 +30,9 @@ from transport.auth import TokenAuthority
 CREATE = """mutation($room: ID!, $name: String!) {
   createRoom(input: {id: $room, name: $name}) { id }
 }"""
+CREATE_PRIVATE = """mutation($room: ID!) {
+  createRoom(input: {id: $room, name: "private", isPrivate: true}) { id }
+}"""
 JOIN = "mutation($room: ID!) { joinRoom(roomId: $room) { id } }"
 SEND = """mutation($room: ID!, $text: String!) {
   sendMessage(input: {roomId: $room, data: {text: $text}}) { id }
@@ -178,6 +181,8 @@ async def test_admin_page_room_shows_hostile_text_as_text_and_bans(
     await owner.execute(CREATE, room=room, name=room)
     await bob.execute(JOIN, room=room)
     await owner.execute(SEND, room=room, text=HOSTILE)  # in the history
+    hidden = unique("hidden")
+    await owner.execute(CREATE_PRIVATE, room=hidden)
     async with (
         ws_connect(server, bob.token) as bob_ws,
         admin_page(
@@ -188,8 +193,11 @@ async def test_admin_page_room_shows_hostile_text_as_text_and_bans(
             ROOM=room,
             MEMBER=bob_id,
             HOSTILE=HOSTILE,
+            PRIVATE_ROOM=hidden,
         ) as script,
     ):
+        # Listed to the admin, who is not in it (the page reads Query.adminRooms).
+        assert (await script.step("private-listed"))["rows"] == [hidden]
         bob_sub = await bob_ws.subscribe(ROOM_MESSAGES, room=room)
         opened = await script.step("room-open")
         assert sorted(opened["members"]) == sorted([owner_id, bob_id])

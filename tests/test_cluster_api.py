@@ -100,6 +100,29 @@ async def open_ws(
             raise AssertionError(f"expected connection_ack, got {frame}")
 
 
+SEND = """mutation($room: ID!, $text: String!) {
+  sendMessage(input: {roomId: $room, data: {text: $text}}) { id }
+}"""
+# The inline fragment keeps the subscription off the shared path
+# (transport/shared.py shares only a bare field): each result is written by
+# its transport.
+UNSHARED_MESSAGES = """subscription($id: ID!) {
+  ... on Subscription { roomMessages(roomId: $id) { type data } }
+}"""
+
+ADMIN_ROOMS = """
+query($first: Int, $after: String, $prefix: ID) {
+  adminRooms(first: $first, after: $after, idPrefix: $prefix) {
+    edges { id name isPrivate }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+"""
+CREATE_PRIVATE = """mutation($id: ID!) {
+  createRoom(input: {id: $id, name: "secret", isPrivate: true}) { id }
+}"""
+
+
 # --- one node -------------------------------------------------------------------------
 
 
@@ -117,6 +140,7 @@ async def test_non_admins_get_forbidden_on_every_admin_field(node: LiveServer) -
         (CLUSTER, {}),
         (CONNECTIONS, {"user": victim}),
         (DISCONNECT, {"user": victim, "revoke": True}),
+        (ADMIN_ROOMS, {}),
     ):
         response = await client.post(query, **variables)
         body = response.json()
@@ -134,6 +158,59 @@ async def test_non_admins_get_forbidden_on_every_admin_field(node: LiveServer) -
         admin = admin_client(node)
         page = (await admin.execute(CONNECTIONS, user=victim))["connections"]
         assert len(page["edges"]) == 1
+
+
+async def test_admins_page_through_every_room_private_ones_too(node: LiveServer) -> None:
+    owner = GraphQLClient(node, mint(node, unique("olga")))
+    prefix = unique("adm")
+    private = [f"{prefix}-p{i}" for i in range(3)]
+    public = [f"{prefix}-o{i}" for i in range(2)]
+    for room_id in private:
+        await owner.execute(CREATE_PRIVATE, id=room_id)
+    for room_id in public:
+        await owner.execute(CREATE, id=room_id)
+    other = unique("zzz")
+    await owner.execute(CREATE_PRIVATE, id=other)
+    admin = admin_client(node)  # a member of none of them
+    assert {r["id"] for r in (await admin.execute("{ rooms { id } }"))["rooms"]} == {*public}
+
+    async def walk(**variables: Any) -> list[dict[str, Any]]:
+        rooms, after, pages = [], None, 0
+        while True:
+            page = (await admin.execute(ADMIN_ROOMS, after=after, **variables))["adminRooms"]
+            assert len(page["edges"]) <= variables.get("first", 100)
+            rooms += page["edges"]
+            pages += 1
+            assert pages < 50, "the walk does not end"
+            if not page["pageInfo"]["hasNextPage"]:
+                assert page["pageInfo"]["endCursor"] is None
+                return rooms
+            after = page["pageInfo"]["endCursor"]
+
+    everything = await walk(first=2)
+    ids = [r["id"] for r in everything]
+    assert len(ids) == len(set(ids)) and {*private, *public, other} <= set(ids)
+    assert {r["id"]: r["isPrivate"] for r in everything if r["id"] in private} == dict.fromkeys(
+        private, True
+    )
+    assert {r["id"] for r in await walk(first=2, prefix=prefix)} == {*private, *public}
+    assert {r["id"] for r in await walk(prefix=f"{prefix}-p")} == {*private}
+    assert await walk(prefix=unique("none")) == []
+    # The admin reads a private room it is not in.
+    room = await admin.execute("query($id: ID!) { room(id: $id) { name } }", id=private[0])
+    assert room["room"] == {"name": "secret"}
+
+    for variables, argument in (
+        ({"first": 0}, "first"),
+        ({"first": 10_000}, "first"),
+        ({"after": "not-a-cursor"}, "after"),
+        ({"after": "x" * 600}, "after"),
+        ({"prefix": "has space"}, "idPrefix"),
+        ({"prefix": "p" * 65}, "idPrefix"),
+    ):
+        error = await admin.error(ADMIN_ROOMS, **variables)
+        assert error.code == "BAD_USER_INPUT", (variables, error)
+        assert argument in str(error), (variables, error)
 
 
 async def test_cluster_stats_ticks_and_refuses_bad_intervals(node: LiveServer) -> None:
@@ -202,6 +279,90 @@ async def test_connections_paging_and_bad_arguments(node: LiveServer) -> None:
     finally:
         for ws in sockets:
             await ws.close()
+
+
+@pytest.fixture
+def slow_reporting_node(make_server: type[LiveServer], tmp_path: Path) -> LiveServer:
+    """A node whose report (its row in Query.cluster) is an hour old at once."""
+    settings = {**TEST_SETTINGS, "node_report_interval": "1h", "node_ttl": "2h"}
+    return make_server(tmp_path / "slow", settings).start()
+
+
+async def test_a_node_row_and_the_totals_count_the_same_moment(
+    slow_reporting_node: LiveServer,
+) -> None:
+    node = slow_reporting_node
+    admin = admin_client(node)
+    reported = (await admin.execute(CLUSTER))["cluster"]  # the node reports itself now
+    assert reported["connections"] == reported["nodes"][0]["connections"] == 0
+    user = unique("frank")
+    room = unique("room")
+    token = mint(node, user)
+    await GraphQLClient(node, token).execute(CREATE, id=room)
+    sockets = [await open_ws(node, token) for _ in range(2)]
+    try:
+        async with ws_connect(node, token) as ws:
+            await ws.subscribe(ME_TYPING, id=room)
+            await node.wait_subscribers(1)
+            cluster = (await admin.execute(CLUSTER))["cluster"]
+            row = cluster["nodes"][0]
+            assert cluster["connections"] == row["connections"] == 3, cluster
+            assert cluster["subscriptions"] == row["subscriptions"] == 1, cluster
+    finally:
+        for socket in sockets:
+            await socket.close()
+
+
+@pytest.fixture
+def fast_reporting_node(make_server: type[LiveServer], tmp_path: Path) -> LiveServer:
+    settings = {**TEST_SETTINGS, "node_report_interval": "200ms", "node_ttl": "1s"}
+    return make_server(tmp_path / "fast", settings).start()
+
+
+async def test_unshared_subscriptions_count_as_deliveries(fast_reporting_node: LiveServer) -> None:
+    node = fast_reporting_node
+    admin = admin_client(node)
+    user = unique("gina")
+    room = unique("room")
+    token = mint(node, user)
+    sender = GraphQLClient(node, token)
+    await sender.execute(CREATE, id=room)
+    before = node.metric("streaming_deliveries_total")
+    body = {"query": UNSHARED_MESSAGES, "variables": {"id": room}}
+    legacy = await open_ws(node, token, "graphql-ws")
+    try:
+        await legacy.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "start",
+                    "payload": {"query": UNSHARED_MESSAGES, "variables": {"id": room}},
+                }
+            )
+        )
+        async with ws_connect(node, token) as ws, event_stream(node, token, json=body) as stream:
+            sub = await ws.subscribe(UNSHARED_MESSAGES, id=room)
+            await node.wait_subscribers(3)
+            assert node.metric("streaming_shared_executions") == 0
+            await sender.execute(SEND, room=room, text="one")
+            assert (await sub.next())["roomMessages"]["data"] == {"text": "one"}
+            assert (await stream.expect("next"))["data"]["roomMessages"]["data"] == {"text": "one"}
+            frame: dict[str, Any] = {"type": "ka"}
+            while frame["type"] == "ka":
+                frame = json.loads(await asyncio.wait_for(legacy.recv(), TIMEOUT))
+            assert frame["type"] == "data", frame
+            assert frame["payload"]["data"]["roomMessages"]["data"] == {"text": "one"}
+            # One per subscriber: graphql-transport-ws, graphql-ws and SSE.
+            await node.wait_metric("streaming_deliveries_total", before + 3)
+
+            async def moving() -> bool:
+                await sender.execute(SEND, room=room, text="more")
+                rows = (await admin.execute(CLUSTER))["cluster"]["nodes"]
+                return bool(rows[0]["deliveriesPerSecond"] > 0)
+
+            await eventually(moving, "deliveriesPerSecond to count unshared deliveries")
+    finally:
+        await legacy.close()
 
 
 async def test_disconnecting_a_user_with_no_connections_returns_zero(node: LiveServer) -> None:
@@ -349,6 +510,34 @@ async def test_connections_across_nodes(nodes: list[LiveServer]) -> None:
             assert sorted(ids) == sorted(e["id"] for e in found) and len(set(ids)) == 2
         finally:
             await legacy.close()
+
+
+async def test_admin_rooms_walk_the_shared_store_a_few_at_a_time(nodes: list[LiveServer]) -> None:
+    # On Redis a store page is a SCAN batch, larger than `first`: a page
+    # stops within it and the next goes on from there.
+    owner = GraphQLClient(nodes[0], mint(nodes[0], unique("olga")))
+    prefix = unique("walk")
+    made = {f"{prefix}-{i}" for i in range(7)}
+    for i, room_id in enumerate(sorted(made)):
+        await owner.execute(CREATE_PRIVATE if i % 2 else CREATE, id=room_id)
+    admin = admin_client(nodes[1])
+    walks: list[dict[str, Any]] = [{"first": 2}, {"first": 2, "prefix": prefix}, {"first": 3}]
+    for variables in walks:
+        seen: list[str] = []
+        after = None
+        for _ in range(100):
+            page = (await admin.execute(ADMIN_ROOMS, after=after, **variables))["adminRooms"]
+            assert len(page["edges"]) <= variables["first"]
+            seen += [r["id"] for r in page["edges"]]
+            after = page["pageInfo"]["endCursor"]
+            if not page["pageInfo"]["hasNextPage"]:
+                break
+        assert after is None, "the walk does not end"
+        assert len(seen) == len(set(seen)), seen
+        if "prefix" in variables:
+            assert set(seen) == made
+        else:
+            assert made <= set(seen)
 
 
 async def test_disconnect_user_on_both_nodes_and_revoke_tokens(nodes: list[LiveServer]) -> None:

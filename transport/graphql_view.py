@@ -311,6 +311,7 @@ class GraphQLView(GraphQL[Context, None]):
         context.user_id = user_id
         context.session_ends_at = ends_at
         context.admin = identity.admin
+        context.token_issued_at = identity.issued_at
         return {"userId": user_id}
 
     async def _release(self, ctx: Context) -> None:

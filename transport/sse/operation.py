@@ -136,6 +136,8 @@ class StreamRequest:
             event = sse_event("next", framing.frame(orjson.dumps(result)), event_id)
             if not await connection.send(event):
                 return False
+            # Counted as transport/shared.py counts a shared one's.
+            context.services.metrics.deliveries.inc()
         return True
 
 

@@ -63,6 +63,7 @@ from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.types.unset import UnsetType
 
 from backends.errors import Overloaded, Unavailable
+from resolvers.cluster import DISCONNECTED
 from resolvers.connection_registry import LocalConnection
 from resolvers.errors import BadUserInput
 from schema import Context, ValidDocuments
@@ -76,10 +77,11 @@ from ..adapters.uvicorn import (
     websocket_protocol,
 )
 from ..admission import TurnAdmission
-from ..auth import EXPIRED_CODE, EXPIRED_MESSAGE
+from ..auth import EXPIRED_CODE, EXPIRED_MESSAGE, AuthError
 from ..connection import AsgiOutlet, Connection, Deadlines, LoopTimers, Outlet
 from ..frames import Framing, legacy_ws_data, transport_ws_next
 from ..in_flight import ConnectionSlots, ProcessBudget, counted, overloaded_error
+from ..revocations import check_not_revoked
 from ..shared import SharedSubscriber, SharedSubscriptions
 
 log = logging.getLogger(__name__)
@@ -488,6 +490,7 @@ async def connection_init(handler: _Initialising, payload: object, refuse: Refus
         await handler.send_message({"type": "connection_ack", "payload": ack})
     handler.connection_acknowledged = True
     register(handler)
+    await close_if_revoked_meanwhile(handler)
     return True
 
 
@@ -508,6 +511,28 @@ def register(handler: _Initialising) -> None:
             end=handler.disconnect,
         )
     )
+
+
+async def close_if_revoked_meanwhile(handler: _Initialising) -> None:
+    """Close the socket if its token was revoked between the check in
+    `on_ws_connect` and `register`.
+
+    disconnectUser(revokeTokens:) stores the revocation, then has every
+    node note it (resolvers/revocations.py) and close the user's registered
+    connections. One that arrived while this socket was being acknowledged
+    found nothing to close; checking again after registering closes that
+    gap: a disconnect handled before `register` is seen here, one handled
+    after finds the socket registered. (The window is a few awaits wide and
+    cannot be held open from outside the process, so no test causes it.)"""
+    context = handler.context
+    if context.user_id is None:
+        return
+    try:
+        await check_not_revoked(context.services, context.user_id, context.token_issued_at)
+    except AuthError:
+        handler.disconnect(f"{DISCONNECTED}: token revoked")
+    except Unavailable:
+        pass  # the check in on_ws_connect passed; a disconnect will find it registered
 
 
 async def run_shared(
@@ -703,6 +728,10 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def send_message(self, message: transport_ws.Message) -> None:
         with suppress(WebSocketDisconnected):
             await self.websocket.send_json(message)
+            if message["type"] == "next":
+                # An unshared operation's result (a shared one's are written
+                # beneath, by transport/shared.py, and counted there).
+                self.context.services.metrics.deliveries.inc()
 
     async def shutdown(self) -> None:
         self.socket.stop()
@@ -956,6 +985,8 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
                     )
                     return
                 await self.send_data_message(result, operation_id)
+                # Counted as transport/shared.py counts a shared one's.
+                self.context.services.metrics.deliveries.inc()
                 is_first_result = False
             await self.send_message({"type": "complete", "id": operation_id})
         except asyncio.CancelledError:

@@ -64,6 +64,11 @@ async function room() {
   await signIn(env('TOKEN'));
   await shot('overview');
   await page.getByRole('link', { name: 'Rooms' }).click();
+  // A private room the admin is not in is listed too (Query.adminRooms).
+  const hidden = env('PRIVATE_ROOM');
+  await page.getByLabel('Search rooms').fill(hidden);
+  await page.locator('tr.room', { hasText: hidden }).waitFor({ timeout: TIMEOUT });
+  report('private-listed', { rows: await page.locator('tr.room th').allTextContents() });
   await page.getByLabel('Search rooms').fill(roomId);
   await page.locator('tr.room', { hasText: roomId }).waitFor({ timeout: TIMEOUT });
   await shot('rooms');

@@ -325,18 +325,30 @@
 
   // ---- rooms --------------------------------------------------------------
 
+  // Query.adminRooms: every room, private ones too, a page at a time; the
+  // search is an id prefix, matched by the server before it reads a room.
+  const ADMIN_ROOMS = `query($first: Int, $after: String, $prefix: ID) {
+    adminRooms(first: $first, after: $after, idPrefix: $prefix) {
+      edges { id name isPrivate memberCount owner } pageInfo { hasNextPage endCursor } } }`;
+  const ID_PREFIX = /^[A-Za-z0-9_-]{1,64}$/;
+
   function Rooms({ session }) {
-    const [rooms, setRooms] = useState(null);
     const [search, setSearch] = useState('');
-    const [page, setPage] = useState(0);
+    // The cursors of the pages before this one (to go back), this page's, the next's.
+    const [page, setPage] = useState({ rooms: null, before: [], at: null, next: null });
     const [activity, setActivity] = useState({});
     const [failure, report] = useFailure();
-    useEffect(() => {
-      session.request('{ rooms { id name isPrivate memberCount owner } }').then((d) => setRooms(d.rooms), report);
-    }, [session]);
-    const needle = search.trim().toLowerCase();
-    const found = (rooms || []).filter((r) => !needle || r.id.toLowerCase().includes(needle) || r.name.toLowerCase().includes(needle));
-    const shown = found.slice(page * ROOMS_PAGE, (page + 1) * ROOMS_PAGE);
+    const prefix = search.trim();
+    const usable = !prefix || ID_PREFIX.test(prefix);
+    const load = useCallback((at, before) => {
+      if (!usable) return;
+      session.request(ADMIN_ROOMS, { first: ROOMS_PAGE, after: at, prefix: prefix || null }).then((d) => {
+        const info = d.adminRooms.pageInfo;
+        setPage({ rooms: d.adminRooms.edges, before, at, next: info.hasNextPage ? info.endCursor : null });
+      }, report);
+    }, [session, prefix, usable]);
+    useEffect(() => { load(null, []); }, [load]);
+    const shown = page.rooms || [];
     const shownKey = shown.map((r) => r.id).join('\n');
     useEffect(() => {
       if (!shown.length) return;
@@ -356,7 +368,7 @@
         setActivity((a) => ({ ...a, ...next }));
       }, report);
     }, [session, shownKey]);
-    const pages = Math.max(1, Math.ceil(found.length / ROOMS_PAGE));
+    const number = page.before.length + 1;
     return html`<section>
       <h2>Rooms</h2>
       <${Failure} text=${failure} />
@@ -365,14 +377,16 @@
         const id = e.target.elements.roomId.value.trim();
         if (id) location.hash = roomHref(id);
       }}>
-        <label for="room-open">Open a room by id (private rooms you are not in are not listed)</label>
+        <label for="room-open">Open a room by id</label>
         <input id="room-open" name="roomId" />
         <button type="submit">Open</button>
       </form>
       <label for="room-search">Search rooms</label>
-      <input id="room-search" type="search" value=${search} placeholder="id or name"
-        onInput=${(e) => { setSearch(e.target.value); setPage(0); }} />
-      <${Table} caption=${rooms ? `${found.length} room(s)` : 'Loading rooms…'} empty="No room matches."
+      <input id="room-search" type="search" value=${search} placeholder="start of a room id"
+        aria-describedby="room-search-hint" onInput=${(e) => setSearch(e.target.value)} />
+      <p id="room-search-hint" class="hint">${usable ? 'Every room, private ones too, by the start of its id.'
+        : 'Room ids have only letters, digits, "_" and "-" (at most 64).'}</p>
+      <${Table} caption=${page.rooms ? `Page ${number}: ${shown.length} room(s)` : 'Loading rooms…'} empty="No room matches."
         columns=${['Room', 'Name', 'Private', 'Members', 'Online', 'Last activity']}
         rows=${shown.map((r) => {
           const a = activity[r.id];
@@ -380,9 +394,10 @@
             <td>${r.isPrivate ? 'yes' : 'no'}</td><td>${r.memberCount}</td><td>${a ? a.online : '…'}</td><td>${a ? when(a.last) : '…'}</td></tr>`;
         })} />
       <nav class="pager" aria-label="Room pages">
-        <button type="button" disabled=${page === 0} onClick=${() => setPage(page - 1)}>Previous</button>
-        <span>Page ${page + 1} of ${pages}</span>
-        <button type="button" disabled=${page + 1 >= pages} onClick=${() => setPage(page + 1)}>Next</button>
+        <button type="button" disabled=${!page.before.length}
+          onClick=${() => load(page.before[page.before.length - 1], page.before.slice(0, -1))}>Previous</button>
+        <span>Page ${number}</span>
+        <button type="button" disabled=${!page.next} onClick=${() => load(page.next, [...page.before, page.at])}>Next</button>
       </nav>
     </section>`;
   }
