@@ -10,7 +10,7 @@ import hmac
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -115,6 +115,25 @@ async def in_call(server: LiveServer, user: str, call: str) -> AsyncIterator[tup
         yield ws, joined["joinCall"]["sessionId"]
 
 
+class StartedCall(NamedTuple):
+    alice_id: str
+    bob_id: str
+    alice: GraphQLClient
+    bob: GraphQLClient
+    room: str
+    call: str
+
+
+async def started_call(server: LiveServer, bobs: LiveServer | None = None) -> StartedCall:
+    """Alice and Bob (fresh users) share a room; Alice has started a call in it.
+    Bob's client talks to `bobs` (another node) if given."""
+    alice_id, bob_id = unique("alice"), unique("bob")
+    alice, bob = server.client(alice_id), (bobs or server).client(bob_id)
+    room = await room_with(alice, bob)
+    call = (await alice.execute(START, room=room))["startCall"]["id"]
+    return StartedCall(alice_id, bob_id, alice, bob, room, call)
+
+
 async def signal(sub: Operation) -> dict[str, Any]:
     got: dict[str, Any] = (await sub.next())["callSignals"]
     return got
@@ -208,10 +227,7 @@ async def test_an_outsider_is_refused_on_every_field(server: LiveServer) -> None
 
 
 async def test_a_banned_participant_is_removed_and_their_signals_end(server: LiveServer) -> None:
-    alice_id, bob_id = unique("alice"), unique("bob")
-    alice, bob = server.client(alice_id), server.client(bob_id)
-    room = await room_with(alice, bob)
-    call = (await alice.execute(START, room=room))["startCall"]["id"]
+    alice_id, bob_id, alice, _bob, room, call = await started_call(server)
     async with in_call(server, alice_id, call), in_call(server, bob_id, call) as (b_ws, b_s):
         sub = await b_ws.subscribe(SIGNALS, call=call)
         await server.wait_subscribers(1)
@@ -226,10 +242,7 @@ async def test_a_banned_participant_is_removed_and_their_signals_end(server: Liv
 async def test_resume_within_the_grace_gets_missed_signals_once_in_order(
     server: LiveServer,
 ) -> None:
-    alice_id, bob_id = unique("alice"), unique("bob")
-    alice, bob = server.client(alice_id), server.client(bob_id)
-    room = await room_with(alice, bob)
-    call = (await alice.execute(START, room=room))["startCall"]["id"]
+    alice_id, bob_id, _alice, bob, _room, call = await started_call(server)
     async with in_call(server, alice_id, call) as (a_ws, _):
         async with in_call(server, bob_id, call) as (b_ws, b_session):
             sub = await b_ws.subscribe(SIGNALS, call=call)
@@ -279,16 +292,10 @@ async def test_a_dropped_session_leaves_after_the_grace_and_the_call_ends(
 
 
 async def test_bad_signals_are_refused_with_their_codes(server: LiveServer) -> None:
-    alice_id, bob_id = unique("alice"), unique("bob")
-    alice, bob = server.client(alice_id), server.client(bob_id)
-    room = await room_with(alice, bob)
-    call = (await alice.execute(START, room=room))["startCall"]["id"]
+    alice_id, bob_id, alice, bob, _room, call = await started_call(server)
     async with (
         in_call(server, alice_id, call) as (a_ws, a_s),
-        in_call(server, bob_id, call) as (
-            _,
-            b_s,
-        ),
+        in_call(server, bob_id, call) as (_, b_s),
     ):
         nobody = await ws_error(a_ws, SEND, call=call, to="nobody", kind="OFFER", payload={})
         assert nobody["extensions"]["code"] == "NOT_FOUND"
@@ -313,16 +320,10 @@ async def test_bad_signals_are_refused_with_their_codes(server: LiveServer) -> N
 
 
 async def test_signals_are_rate_limited(server: LiveServer) -> None:
-    alice_id, bob_id = unique("alice"), unique("bob")
-    alice, bob = server.client(alice_id), server.client(bob_id)
-    room = await room_with(alice, bob)
-    call = (await alice.execute(START, room=room))["startCall"]["id"]
+    alice_id, bob_id, _alice, _bob, _room, call = await started_call(server)
     async with (
         in_call(server, alice_id, call) as (a_ws, _),
-        in_call(server, bob_id, call) as (
-            _,
-            b_s,
-        ),
+        in_call(server, bob_id, call) as (_, b_s),
     ):
         codes = []
         for _ in range(60):
@@ -383,10 +384,7 @@ async def test_an_http_client_binds_its_session_with_call_signals_over_sse(
     server: LiveServer,
 ) -> None:
     """Apollo's split link: mutations over HTTP, the subscription over SSE."""
-    alice_id, bob_id = unique("alice"), unique("bob")
-    alice, bob = server.client(alice_id), server.client(bob_id)
-    room = await room_with(alice, bob)
-    call = (await alice.execute(START, room=room))["startCall"]["id"]
+    alice_id, _bob_id, alice, bob, _room, call = await started_call(server)
     b_session = (await bob.execute(JOIN, call=call))["joinCall"]["sessionId"]
     async with in_call(server, alice_id, call) as (a_ws, a_session):
         body = {"query": SIGNALS, "variables": {"call": call, "session": b_session}}
@@ -414,10 +412,7 @@ async def test_an_http_client_binds_its_session_with_call_signals_over_sse(
 async def test_joining_over_an_sse_single_connection_stream_binds_the_session(
     server: LiveServer,
 ) -> None:
-    alice_id, bob_id = unique("alice"), unique("bob")
-    alice, bob = server.client(alice_id), server.client(bob_id)
-    room = await room_with(alice, bob)
-    call = (await alice.execute(START, room=room))["startCall"]["id"]
+    alice_id, _bob_id, _alice, bob, _room, call = await started_call(server)
     stream_token = await reserve(server, bob.token)
     async with (
         in_call(server, alice_id, call) as (a_ws, _),
