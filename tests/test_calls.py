@@ -14,16 +14,18 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from tests.live import GraphQLClient, LiveServer, Operation, WsClient, unique, ws_connect
+from tests.live import (
+    GraphQLClient,
+    LiveServer,
+    Operation,
+    WsClient,
+    room_with,
+    unique,
+    ws_connect,
+)
 from tests.sse_client import TOKEN_HEADER, event_stream
 from tests.test_sse import operate, reserve
 
-CREATE_ROOM = """
-mutation($id: ID!, $private: Boolean!) {
-  createRoom(input: {name: "calls", id: $id, isPrivate: $private}) { id }
-}
-"""
-JOIN_ROOM = "mutation($id: ID!) { joinRoom(roomId: $id) { id } }"
 BAN = "mutation($room: ID!, $user: ID!) { banMember(roomId: $room, userId: $user) }"
 START = """
 mutation($room: ID!, $meta: JSON) {
@@ -81,14 +83,6 @@ def module_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     live = LiveServer(tmp_path_factory.mktemp("server"), settings).start()
     yield live
     live.stop()
-
-
-async def room_with(owner: GraphQLClient, *members: GraphQLClient, private: bool = False) -> str:
-    room = unique("room")
-    await owner.execute(CREATE_ROOM, id=room, private=private)
-    for member in members:
-        await member.execute(JOIN_ROOM, id=room)
-    return room
 
 
 async def ws_execute(ws: WsClient, query: str, **variables: Any) -> dict[str, Any]:
