@@ -31,21 +31,11 @@ import orjson
 
 from .codecs import from_iso_utc, to_iso_utc
 from .errors import Conflict, LimitReached, Missing
+from .markers import KEEP
 from .records import utcnow
 
 T = TypeVar("T")
 
-
-class _Marker:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-KEEP: Final = _Marker("KEEP")
-"""What a change returns to write nothing."""
 
 Change = Callable[[Any], tuple[Any, T]]
 """current value (None: absent) -> (new value, KEEP, or None to delete; result)."""

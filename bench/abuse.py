@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
 from loadgen import raise_nofile  # noqa: E402
-from run import free_port, spawn, stop, wait_http  # noqa: E402
+from run import free_port, spawn_forge, stop, wait_http  # noqa: E402
 
 PROBE_EVERY = 0.01  # seconds
 SETTLE = 5.0  # seconds after a burst before the RSS is read
@@ -298,19 +298,7 @@ def main() -> int:
     limit, max_tokens = settings.request_byte_limit, settings.max_tokens
     authority = TokenAuthority.from_settings(settings)
     port = free_port()
-    server = spawn(
-        [
-            sys.executable,
-            str(ROOT / "server.py"),
-            "--port",
-            str(port),
-            "--config",
-            str(config),
-            "--data-dir",
-            str(tmp),
-        ],
-        tmp / "server.log",
-    )
+    server = spawn_forge(port, config, tmp)
     prober: subprocess.Popen[bytes] | None = None
     stop_file, out = tmp / "stop", tmp / "probes.json"
     try:

@@ -33,7 +33,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
-from run import free_port, spawn, stop, wait_http  # noqa: E402
+from run import free_port, spawn_forge, stop, wait_http  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -171,19 +171,7 @@ def main() -> int:
     authority = TokenAuthority.from_settings(load_settings(str(config), data_dir=tmp))
     tokens = {user: authority.mint(user) for user in ("alice", "bob")}
     port = free_port()
-    server = spawn(
-        [
-            sys.executable,
-            str(ROOT / "server.py"),
-            "--port",
-            str(port),
-            "--config",
-            str(config),
-            "--data-dir",
-            str(tmp),
-        ],
-        tmp / "server.log",
-    )
+    server = spawn_forge(port, config, tmp)
     try:
         wait_http(f"http://127.0.0.1:{port}/health", server, tmp / "server.log")
         asyncio.run(measure(port, server.pid, tokens, args.count, args.window))

@@ -100,6 +100,17 @@ def spawn(
     return proc
 
 
+def spawn_forge(
+    port: int, config: Path, data_dir: Path, *, cpus: set[int] | None = None, workers: int = 1
+) -> subprocess.Popen[bytes]:
+    """Start this project's server on `port`, its log in data_dir/server.log."""
+    cmd = [sys.executable, str(ROOT / "server.py"), "--port", str(port), "--config", str(config)]
+    cmd += ["--data-dir", str(data_dir)]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    return spawn(cmd, data_dir / "server.log", cpus=cpus)
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -200,21 +211,7 @@ class Bench:
         config = self.our_config(data_dir, **extra)
         port = free_port()
         log_path = data_dir / "server.log"
-        proc = spawn(
-            [
-                sys.executable,
-                str(ROOT / "server.py"),
-                "--port",
-                str(port),
-                "--config",
-                str(config),
-                "--data-dir",
-                str(data_dir),
-                *(["--workers", str(workers)] if workers > 1 else []),
-            ],
-            log_path,
-            cpus=cpus,
-        )
+        proc = spawn_forge(port, config, data_dir, cpus=cpus, workers=workers)
         wait_http(f"http://127.0.0.1:{port}/health", proc, log_path)
         authority = TokenAuthority.from_settings(load_settings(str(config)))
         publish_token = authority.mint(PUBLISHER)

@@ -4,11 +4,14 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
 from tests.live import LiveServer
+
+if TYPE_CHECKING:
+    from tests.services import ServiceProcess
 
 # Small limits and short timers so tests can reach them quickly.
 TEST_SETTINGS = {
@@ -145,6 +148,28 @@ def make_server(tmp_path: Path, library_paths: str) -> Iterator[type[LiveServer]
     # A server started twice (a restart) appends to one log: check it once.
     for live in {id(live): live for live in started}.values():
         live.assert_no_traceback()
+
+
+@pytest.fixture(params=["redis", "nats"])
+def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServiceProcess]:
+    """A private Redis or NATS server for a cluster test (each such test runs on both)."""
+    from tests.services import ServiceProcess  # services imports this module
+
+    svc = ServiceProcess(request.param, tmp_path / request.param).start()
+    yield svc
+    svc.stop()
+
+
+def cluster_nodes(
+    make_server: type[LiveServer], tmp_path: Path, settings: list[dict[str, Any]]
+) -> Iterator[list[LiveServer]]:
+    """For a `nodes` fixture (`yield from`): one started node per settings; at
+    the end each node still running must have gone idle (no leaked subscribers)."""
+    started = [make_server(tmp_path / f"node{i}", s).start() for i, s in enumerate(settings)]
+    yield started
+    for node in started:
+        if node.process is not None:
+            node.wait_idle()
 
 
 def service_available(port: int) -> bool:

@@ -358,6 +358,25 @@ class Operation:
             raise AssertionError(f"unexpected frame {self.frames.get_nowait()}")
 
 
+CREATE_ROOM = """
+mutation($id: ID!, $name: String!, $private: Boolean!) {
+  createRoom(input: {name: $name, id: $id, isPrivate: $private}) { id }
+}
+"""
+JOIN_ROOM = "mutation($id: ID!) { joinRoom(roomId: $id) { id } }"
+
+
+async def room_with(
+    owner: GraphQLClient, *members: GraphQLClient, private: bool = False, name: str = "test"
+) -> str:
+    """A fresh room of `owner`'s that `members` have joined: its id."""
+    room = unique("room")
+    await owner.execute(CREATE_ROOM, id=room, name=name, private=private)
+    for member in members:
+        await member.execute(JOIN_ROOM, id=room)
+    return room
+
+
 async def ended_with(op: Operation) -> dict[str, Any]:
     """The error a subscription ends with: one `next` with errors, then `complete`."""
     frame = await op.frame()

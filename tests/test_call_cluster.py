@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.live import LiveServer, unique, ws_connect
+from tests.conftest import cluster_nodes
+from tests.live import LiveServer, ws_connect
 from tests.services import ServiceProcess
 from tests.test_calls import (
     EVENTS,
     JOIN,
     SEND,
     SIGNALS,
-    START,
     in_call,
-    room_with,
+    started_call,
     ws_execute,
 )
 from tests.test_calls import (
@@ -31,37 +31,18 @@ from tests.test_calls import (
 from tests.test_cluster import node_settings
 
 
-@pytest.fixture(params=["redis", "nats"])
-def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServiceProcess]:
-    svc = ServiceProcess(request.param, tmp_path / request.param).start()
-    yield svc
-    svc.stop()
-
-
 @pytest.fixture
 def nodes(
     service: ServiceProcess, make_server: type[LiveServer], tmp_path: Path
 ) -> Iterator[list[LiveServer]]:
-    started = [
-        make_server(
-            tmp_path / f"node{i}",
-            node_settings(service, node_id=f"node-{i}", presence_grace="3s"),
-        ).start()
-        for i in range(2)
-    ]
-    yield started
-    for node in started:
-        if node.process is not None:
-            node.wait_idle()
+    settings = [node_settings(service, node_id=f"node-{i}", presence_grace="3s") for i in range(2)]
+    yield from cluster_nodes(make_server, tmp_path, settings)
 
 
 async def test_a_signal_reaches_exactly_one_session_on_another_node(
     nodes: list[LiveServer],
 ) -> None:
-    alice_id, bob_id = unique("alice"), unique("bob")
-    alice, bob = nodes[0].client(alice_id), nodes[1].client(bob_id)
-    room = await room_with(alice, bob)
-    call = (await alice.execute(START, room=room))["startCall"]["id"]
+    alice_id, bob_id, _alice, _bob, _room, call = await started_call(nodes[0], nodes[1])
     async with (
         in_call(nodes[0], alice_id, call) as (a_ws, a_session),
         in_call(nodes[1], bob_id, call) as (far_ws, far_session),
@@ -87,10 +68,7 @@ async def test_a_signal_reaches_exactly_one_session_on_another_node(
 async def test_a_session_resumes_on_another_node_with_what_it_missed(
     nodes: list[LiveServer],
 ) -> None:
-    alice_id, bob_id = unique("alice"), unique("bob")
-    alice, bob = nodes[0].client(alice_id), nodes[1].client(bob_id)
-    room = await room_with(alice, bob)
-    call = (await alice.execute(START, room=room))["startCall"]["id"]
+    alice_id, bob_id, _alice, bob, _room, call = await started_call(nodes[0], nodes[1])
     async with in_call(nodes[0], alice_id, call) as (a_ws, _):
         async with in_call(nodes[1], bob_id, call) as (_, b_session):
             pass
@@ -109,10 +87,7 @@ async def test_a_session_resumes_on_another_node_with_what_it_missed(
 
 
 async def test_a_killed_nodes_participants_leave_after_the_ttl(nodes: list[LiveServer]) -> None:
-    alice_id, bob_id = unique("alice"), unique("bob")
-    alice, bob = nodes[0].client(alice_id), nodes[0].client(bob_id)
-    room = await room_with(alice, bob)
-    call = (await alice.execute(START, room=room))["startCall"]["id"]
+    _alice_id, bob_id, alice, _bob, room, call = await started_call(nodes[0])
     async with ws_connect(nodes[0], alice.token) as watcher:
         events = await watcher.subscribe(EVENTS, room=room)
         await nodes[0].wait_subscribers(1)

@@ -10,20 +10,22 @@ import hmac
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
-from tests.live import GraphQLClient, LiveServer, Operation, WsClient, unique, ws_connect
+from tests.live import (
+    GraphQLClient,
+    LiveServer,
+    Operation,
+    WsClient,
+    room_with,
+    unique,
+    ws_connect,
+)
 from tests.sse_client import TOKEN_HEADER, event_stream
 from tests.test_sse import operate, reserve
 
-CREATE_ROOM = """
-mutation($id: ID!, $private: Boolean!) {
-  createRoom(input: {name: "calls", id: $id, isPrivate: $private}) { id }
-}
-"""
-JOIN_ROOM = "mutation($id: ID!) { joinRoom(roomId: $id) { id } }"
 BAN = "mutation($room: ID!, $user: ID!) { banMember(roomId: $room, userId: $user) }"
 START = """
 mutation($room: ID!, $meta: JSON) {
@@ -83,14 +85,6 @@ def module_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     live.stop()
 
 
-async def room_with(owner: GraphQLClient, *members: GraphQLClient, private: bool = False) -> str:
-    room = unique("room")
-    await owner.execute(CREATE_ROOM, id=room, private=private)
-    for member in members:
-        await member.execute(JOIN_ROOM, id=room)
-    return room
-
-
 async def ws_execute(ws: WsClient, query: str, **variables: Any) -> dict[str, Any]:
     """A mutation over the WebSocket (so it binds to that connection)."""
     op = await ws.subscribe(query, **variables)
@@ -113,6 +107,25 @@ async def in_call(server: LiveServer, user: str, call: str) -> AsyncIterator[tup
     async with ws_connect(server, server.token(user)) as ws:
         joined = await ws_execute(ws, JOIN, call=call)
         yield ws, joined["joinCall"]["sessionId"]
+
+
+class StartedCall(NamedTuple):
+    alice_id: str
+    bob_id: str
+    alice: GraphQLClient
+    bob: GraphQLClient
+    room: str
+    call: str
+
+
+async def started_call(server: LiveServer, bobs: LiveServer | None = None) -> StartedCall:
+    """Alice and Bob (fresh users) share a room; Alice has started a call in it.
+    Bob's client talks to `bobs` (another node) if given."""
+    alice_id, bob_id = unique("alice"), unique("bob")
+    alice, bob = server.client(alice_id), (bobs or server).client(bob_id)
+    room = await room_with(alice, bob)
+    call = (await alice.execute(START, room=room))["startCall"]["id"]
+    return StartedCall(alice_id, bob_id, alice, bob, room, call)
 
 
 async def signal(sub: Operation) -> dict[str, Any]:
@@ -208,10 +221,7 @@ async def test_an_outsider_is_refused_on_every_field(server: LiveServer) -> None
 
 
 async def test_a_banned_participant_is_removed_and_their_signals_end(server: LiveServer) -> None:
-    alice_id, bob_id = unique("alice"), unique("bob")
-    alice, bob = server.client(alice_id), server.client(bob_id)
-    room = await room_with(alice, bob)
-    call = (await alice.execute(START, room=room))["startCall"]["id"]
+    alice_id, bob_id, alice, _bob, room, call = await started_call(server)
     async with in_call(server, alice_id, call), in_call(server, bob_id, call) as (b_ws, b_s):
         sub = await b_ws.subscribe(SIGNALS, call=call)
         await server.wait_subscribers(1)
@@ -226,10 +236,7 @@ async def test_a_banned_participant_is_removed_and_their_signals_end(server: Liv
 async def test_resume_within_the_grace_gets_missed_signals_once_in_order(
     server: LiveServer,
 ) -> None:
-    alice_id, bob_id = unique("alice"), unique("bob")
-    alice, bob = server.client(alice_id), server.client(bob_id)
-    room = await room_with(alice, bob)
-    call = (await alice.execute(START, room=room))["startCall"]["id"]
+    alice_id, bob_id, _alice, bob, _room, call = await started_call(server)
     async with in_call(server, alice_id, call) as (a_ws, _):
         async with in_call(server, bob_id, call) as (b_ws, b_session):
             sub = await b_ws.subscribe(SIGNALS, call=call)
@@ -279,16 +286,10 @@ async def test_a_dropped_session_leaves_after_the_grace_and_the_call_ends(
 
 
 async def test_bad_signals_are_refused_with_their_codes(server: LiveServer) -> None:
-    alice_id, bob_id = unique("alice"), unique("bob")
-    alice, bob = server.client(alice_id), server.client(bob_id)
-    room = await room_with(alice, bob)
-    call = (await alice.execute(START, room=room))["startCall"]["id"]
+    alice_id, bob_id, alice, bob, _room, call = await started_call(server)
     async with (
         in_call(server, alice_id, call) as (a_ws, a_s),
-        in_call(server, bob_id, call) as (
-            _,
-            b_s,
-        ),
+        in_call(server, bob_id, call) as (_, b_s),
     ):
         nobody = await ws_error(a_ws, SEND, call=call, to="nobody", kind="OFFER", payload={})
         assert nobody["extensions"]["code"] == "NOT_FOUND"
@@ -313,16 +314,10 @@ async def test_bad_signals_are_refused_with_their_codes(server: LiveServer) -> N
 
 
 async def test_signals_are_rate_limited(server: LiveServer) -> None:
-    alice_id, bob_id = unique("alice"), unique("bob")
-    alice, bob = server.client(alice_id), server.client(bob_id)
-    room = await room_with(alice, bob)
-    call = (await alice.execute(START, room=room))["startCall"]["id"]
+    alice_id, bob_id, _alice, _bob, _room, call = await started_call(server)
     async with (
         in_call(server, alice_id, call) as (a_ws, _),
-        in_call(server, bob_id, call) as (
-            _,
-            b_s,
-        ),
+        in_call(server, bob_id, call) as (_, b_s),
     ):
         codes = []
         for _ in range(60):
@@ -383,10 +378,7 @@ async def test_an_http_client_binds_its_session_with_call_signals_over_sse(
     server: LiveServer,
 ) -> None:
     """Apollo's split link: mutations over HTTP, the subscription over SSE."""
-    alice_id, bob_id = unique("alice"), unique("bob")
-    alice, bob = server.client(alice_id), server.client(bob_id)
-    room = await room_with(alice, bob)
-    call = (await alice.execute(START, room=room))["startCall"]["id"]
+    alice_id, _bob_id, alice, bob, _room, call = await started_call(server)
     b_session = (await bob.execute(JOIN, call=call))["joinCall"]["sessionId"]
     async with in_call(server, alice_id, call) as (a_ws, a_session):
         body = {"query": SIGNALS, "variables": {"call": call, "session": b_session}}
@@ -414,10 +406,7 @@ async def test_an_http_client_binds_its_session_with_call_signals_over_sse(
 async def test_joining_over_an_sse_single_connection_stream_binds_the_session(
     server: LiveServer,
 ) -> None:
-    alice_id, bob_id = unique("alice"), unique("bob")
-    alice, bob = server.client(alice_id), server.client(bob_id)
-    room = await room_with(alice, bob)
-    call = (await alice.execute(START, room=room))["startCall"]["id"]
+    alice_id, _bob_id, _alice, bob, _room, call = await started_call(server)
     stream_token = await reserve(server, bob.token)
     async with (
         in_call(server, alice_id, call) as (a_ws, _),

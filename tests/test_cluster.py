@@ -16,7 +16,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.conftest import TEST_SETTINGS
+from tests.conftest import TEST_SETTINGS, cluster_nodes
 from tests.live import TIMEOUT, GraphQLClient, LiveServer, unique, ws_connect
 from tests.services import ServiceProcess
 
@@ -44,13 +44,6 @@ PRESENCE = "subscription($id: ID!) { presence(roomId: $id) { userId status } }"
 TYPING = "subscription($id: ID!) { typing(roomId: $id) { userId isTyping } }"
 
 
-@pytest.fixture(params=["redis", "nats"])
-def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServiceProcess]:
-    svc = ServiceProcess(request.param, tmp_path / request.param).start()
-    yield svc
-    svc.stop()
-
-
 def node_settings(service: ServiceProcess, **extra: Any) -> dict[str, Any]:
     return {
         **TEST_SETTINGS,
@@ -67,14 +60,8 @@ def node_settings(service: ServiceProcess, **extra: Any) -> dict[str, Any]:
 def nodes(
     service: ServiceProcess, make_server: type[LiveServer], tmp_path: Path
 ) -> Iterator[list[LiveServer]]:
-    started = [
-        make_server(tmp_path / f"node{i}", node_settings(service, node_id=f"node-{i}")).start()
-        for i in range(3)
-    ]
-    yield started
-    for node in started:
-        if node.process is not None:
-            node.wait_idle()
+    settings = [node_settings(service, node_id=f"node-{i}") for i in range(3)]
+    yield from cluster_nodes(make_server, tmp_path, settings)
 
 
 async def room_with_members(owner: GraphQLClient, *others: GraphQLClient) -> tuple[str, str]:

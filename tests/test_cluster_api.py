@@ -22,7 +22,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
 from core.settings import load_settings
-from tests.conftest import TEST_SETTINGS
+from tests.conftest import TEST_SETTINGS, cluster_nodes
 from tests.live import TIMEOUT, GraphQLClient, LiveServer, unique, ws_connect
 from tests.services import ServiceProcess
 from tests.sse_client import TOKEN_HEADER, event_stream, request
@@ -415,13 +415,6 @@ async def test_a_single_connection_stream_is_listed_and_disconnected(node: LiveS
 # --- two nodes over Redis or NATS ----------------------------------------------------
 
 
-@pytest.fixture(params=["redis", "nats"])
-def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServiceProcess]:
-    svc = ServiceProcess(request.param, tmp_path / request.param).start()
-    yield svc
-    svc.stop()
-
-
 @pytest.fixture
 def nodes(
     service: ServiceProcess, make_server: type[LiveServer], tmp_path: Path
@@ -434,13 +427,9 @@ def nodes(
         "node_report_interval": "200ms",
         "node_ttl": "1s",
     }
-    started = [
-        make_server(tmp_path / f"n{i}", {**settings, "node_id": f"n{i}"}).start() for i in range(2)
-    ]
-    yield started
-    for live in started:
-        if live.process is not None:
-            live.wait_idle()
+    yield from cluster_nodes(
+        make_server, tmp_path, [{**settings, "node_id": f"n{i}"} for i in range(2)]
+    )
 
 
 async def node_ids(admin: GraphQLClient) -> list[str]:

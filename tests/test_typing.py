@@ -9,16 +9,10 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from tests.live import GraphQLClient, LiveServer, Operation, unique, ws_connect
+from tests.live import GraphQLClient, LiveServer, Operation, room_with, unique, ws_connect
 
 TYPING_TIMEOUT = timedelta(milliseconds=600)
 
-CREATE_ROOM = """
-mutation($id: ID!, $private: Boolean!) {
-  createRoom(input: {name: "typing", id: $id, isPrivate: $private}) { id }
-}
-"""
-JOIN_ROOM = "mutation($id: ID!) { joinRoom(roomId: $id) { id } }"
 START = "mutation($roomId: ID!) { startTyping(roomId: $roomId) }"
 STOP = "mutation($roomId: ID!) { stopTyping(roomId: $roomId) }"
 TYPING_USERS = "query($roomId: ID!) { typingUsers(roomId: $roomId) }"
@@ -28,14 +22,6 @@ mutation($roomId: ID!) { sendMessage(input: {roomId: $roomId, data: {text: "done
 WATCH = """
 subscription($roomId: ID!) { typing(roomId: $roomId) { roomId userId isTyping expiresAt } }
 """
-
-
-async def room_with(owner: GraphQLClient, *members: GraphQLClient, private: bool = False) -> str:
-    room = unique("room")
-    await owner.execute(CREATE_ROOM, id=room, private=private)
-    for member in members:
-        await member.execute(JOIN_ROOM, id=room)
-    return room
 
 
 async def typing_users(client: GraphQLClient, room: str) -> list[str]:

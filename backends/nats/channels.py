@@ -6,8 +6,9 @@ from typing import Any
 
 from ..codecs import channel_from_dict, channel_to_dict
 from ..errors import Conflict, Missing
+from ..markers import KEEP
 from ..records import Channel
-from .link import DELETE, KEEP, Bucket, NatsLink, kv_key
+from .link import DELETE, Bucket, NatsLink, kv_key
 from .quotas import release_quota, reserve_quota
 
 

@@ -14,7 +14,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .link import KEEP, Bucket, NatsLink, kv_key
+from ..markers import KEEP
+from .link import Bucket, NatsLink, kv_key
 
 
 class NatsClusterStore:

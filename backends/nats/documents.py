@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from ..calls import KEEP, Change
+from ..calls import Change
 from .link import DELETE, Bucket, kv_key
-from .link import KEEP as BUCKET_KEEP
 
 T = TypeVar("T")
 
@@ -25,9 +24,8 @@ class NatsDocuments:
 
     async def mutate(self, kind: str, ident: str, change: Change[T]) -> T:
         async def translated(current: Any) -> tuple[Any, T]:
+            # KEEP passes through (one marker for every store); None deletes.
             new, result = change(current)
-            if new is KEEP:
-                return BUCKET_KEEP, result
             return (DELETE if new is None else new), result
 
         async with self._bucket.link.guard():

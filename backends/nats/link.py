@@ -32,6 +32,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy, StorageType
 
 from ..errors import Unavailable
+from ..markers import KEEP, Marker
 from ..topics import escape_token
 
 log = logging.getLogger(__name__)
@@ -310,16 +311,7 @@ class Bucket:
         await self.link.js.purge_stream(self.stream, subject=self.prefix + prefix + ">")
 
 
-class _Marker:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-KEEP: Final = _Marker("KEEP")
-DELETE: Final = _Marker("DELETE")
+DELETE: Final = Marker("DELETE")
 
 
 async def replay(

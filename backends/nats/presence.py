@@ -15,8 +15,9 @@ from typing import Any
 
 from ..codecs import from_iso_utc, to_iso_utc
 from ..errors import LimitReached
+from ..markers import KEEP
 from ..records import PresenceEntry, Status, utcnow
-from .link import KEEP, Bucket, NatsLink, kv_key
+from .link import Bucket, NatsLink, kv_key
 
 
 class NatsPresenceStore:

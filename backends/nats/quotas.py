@@ -13,7 +13,8 @@ import time
 from typing import Any, Final
 
 from ..errors import LimitReached
-from .link import DELETE, KEEP, Bucket
+from ..markers import KEEP
+from .link import DELETE, Bucket
 
 STALE_RESERVATION: Final = 10.0
 """Seconds after which a quota reservation without its record is dropped."""

@@ -13,9 +13,10 @@ from typing import Any
 
 from ..codecs import from_iso_utc, require_utc, room_from_dict, room_to_dict, to_iso_utc
 from ..errors import Conflict, Missing
+from ..markers import KEEP
 from ..protocols import member_order, room_order
 from ..records import NO_QUOTA, MemberQuota, Room, RoomMember, RoomRole
-from .link import DELETE, KEEP, Bucket, NatsLink, kv_key
+from .link import DELETE, Bucket, NatsLink, kv_key
 from .quotas import release_quota, reserve_quota
 
 

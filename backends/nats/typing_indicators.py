@@ -7,8 +7,9 @@ from datetime import timedelta
 from typing import Any
 
 from ..codecs import from_iso_utc, to_iso_utc
+from ..markers import KEEP
 from ..records import TypingEntry, utcnow
-from .link import DELETE, KEEP, Bucket, NatsLink, kv_key
+from .link import DELETE, Bucket, NatsLink, kv_key
 
 
 class NatsTypingStore:

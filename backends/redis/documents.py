@@ -8,8 +8,9 @@ from typing import Any, TypeVar
 import orjson
 from redis.asyncio import Redis
 
-from ..calls import KEEP, Change
+from ..calls import Change
 from ..errors import Unavailable
+from ..markers import KEEP
 from ..topics import escape_token
 from .common import Keys, Scripts, translated
 
