@@ -3,14 +3,17 @@
 Keys of a room (see `common` for the layout):
 
     msg-meta:<room>    HASH    epoch ("<room incarnation>.<n>"), last (the last
-                               offset given)
+                               offset given), compacted (offsets up to it are
+                               in blocks: history_blocks.py)
     msg-stream:<room>  STREAM  entry id "<offset>-0"; fields m (message JSON),
                                t (timestamp, µs), h (thread id, if any),
                                c (client-id field, if any)
     msg-cid:<room>     HASH    JSON [user_id, client_message_id] -> offset
     msg-time:<room>    ZSET    offset scored by timestamp (µs): what retention expires
-    msg-rooms:         ZSET    room id scored by its oldest timestamp: which rooms
-                               `trim` must visit
+    msg-rooms:         ZSET    room id scored by when something in it next
+                               expires (oldest entry, or a block's newest):
+                               which rooms `trim` and compaction visit
+    msg-blocks:<room>, msg-bidx:<room>   old entries, compressed (history_blocks.py)
 
 The append script assigns the offset, checks idempotency, adds the entry and
 publishes the MessageEvent in one step, so every node sees offsets in the
