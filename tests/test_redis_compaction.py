@@ -159,3 +159,45 @@ async def test_a_damaged_block_is_data_corrupted_naming_room_and_block(stores: S
     await stores.redis.hset(key, "30", blob[:20] + bytes(8) + blob[28:])
     with pytest.raises(DataCorrupted, match=r"room 'room-1' block 30: .*Zstd"):
         await everything(store)
+
+
+async def pages(store: RedisMessageStore, window: HistoryWindow) -> list[list[Message]]:
+    """Every page from the window on, following the edges as a client does."""
+    out: list[list[Message]] = []
+    while True:
+        page = await store.page(ROOM, window, incarnation=INC)
+        out.append(page.messages)
+        if not page.has_more or not page.messages:
+            return out
+        if window.from_end:
+            window = HistoryWindow(
+                limit=window.limit,
+                before=page.messages[0].offset,
+                from_end=True,
+                thread_id=window.thread_id,
+            )
+        else:
+            window = HistoryWindow(
+                limit=window.limit, after=page.messages[-1].offset, thread_id=window.thread_id
+            )
+
+
+async def test_pages_across_many_blocks_and_the_stream_read_the_same(stores: Stores) -> None:
+    store = await stores.store()
+    await fill(store, 1500)
+    # 300 more, 10 minutes old, stay in the stream: compaction stops at the
+    # first entry younger than `older_than`.
+    for i in range(300):
+        await store.append(message(1500 + i, minutes_ago=10), incarnation=INC)
+    windows = [
+        HistoryWindow(limit=50),
+        HistoryWindow(limit=50, from_end=True),
+        HistoryWindow(limit=7, from_end=True, thread_id="t"),
+        HistoryWindow(limit=33, after=100, thread_id="t"),
+        HistoryWindow(limit=40, before=1700, from_end=True),
+    ]
+    before = [await pages(store, w) for w in windows]
+    stats = await store.compact(older_than=timedelta(hours=1), idempotency_window=timedelta(0))
+    assert stats.messages == 1500 and stats.blocks == 6
+    assert await stores.redis.xlen(f"{stores.namespace}:msg-stream:{ROOM}") == 300
+    assert [await pages(store, w) for w in windows] == before

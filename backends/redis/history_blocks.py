@@ -38,6 +38,7 @@ from .common import Commands, Scripts
 __all__ = ["COMPACT", "BlockRef", "RoomBlocks"]
 
 E_OFFSET, E_BODY, E_TS, E_THREAD = 0, 1, 2, 3
+_REFS_AT_ONCE: Final = 4
 
 # KEYS: meta, stream, cid, time, blocks, block index, rooms index
 # ARGV: epoch read, watermark read, first, last, count, room id, how many
@@ -136,16 +137,39 @@ class RoomBlocks:
         found = await self._redis.hget(self._keys_of(room_id)[0], "compacted")
         return 0 if found is None else int(found)
 
-    async def _refs(self, room_id: str, low: int, high: int, descending: bool) -> list[BlockRef]:
-        """The blocks holding offsets in low..high, in reading order."""
+    async def _refs(
+        self, room_id: str, low: int, high: int, descending: bool
+    ) -> AsyncIterator[BlockRef]:
+        """The blocks holding offsets in low..high, in reading order, a few
+        index entries at a time (a page needs one or two blocks of many)."""
         index = self._keys_of(room_id)[5]
         client = self._redis.client
         if descending:
-            found = await client.zrevrangebyscore(index, "+inf", low)
-        else:
-            found = await client.zrangebyscore(index, low, "+inf")
-        refs = [BlockRef.parse(m) for m in cast("list[bytes]", found)]
-        return [r for r in refs if r.first <= high and r.last >= low]
+            # The block holding `high` is the first whose last offset >= high;
+            # those before it all start below high.
+            edge = await client.zrangebyscore(index, high, "+inf", start=0, num=1)
+            for member in cast("list[bytes]", edge):
+                ref = BlockRef.parse(member)
+                if ref.first <= high:
+                    yield ref
+        # From the last block seen on, by score (not by rank: retention may
+        # delete blocks meanwhile).
+        bound = f"({high}" if descending else str(low)
+        while True:
+            if descending:
+                found = await client.zrevrangebyscore(index, bound, low, start=0, num=_REFS_AT_ONCE)
+            else:
+                found = await client.zrangebyscore(index, bound, "+inf", start=0, num=_REFS_AT_ONCE)
+            members = cast("list[bytes]", found)
+            for member in members:
+                ref = BlockRef.parse(member)
+                if ref.first > high:
+                    return
+                if ref.last >= low:
+                    yield ref
+                bound = f"({ref.last}"
+            if len(members) < _REFS_AT_ONCE:
+                return
 
     async def entries(self, room_id: str, ref: BlockRef) -> list[Body]:
         blob = await self._redis.hget(self._keys_of(room_id)[4], str(ref.last))
@@ -160,7 +184,7 @@ class RoomBlocks:
         self, room_id: str, low: int, high: int, *, descending: bool
     ) -> AsyncIterator[Body]:
         """The block entries with low <= offset <= high, in reading order."""
-        for ref in await self._refs(room_id, low, high, descending):
+        async for ref in self._refs(room_id, low, high, descending):
             entries = await self.entries(room_id, ref)
             for entry in reversed(entries) if descending else entries:
                 if low <= entry[E_OFFSET] <= high:
