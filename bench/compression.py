@@ -1,8 +1,9 @@
-"""Compression of old messages on SQLite (issue 15): bytes, cold pages,
-compaction rate, and live sends while it runs.
+"""Compression of old messages on SQLite and Redis (issue 15): bytes, cold
+pages, compaction rate, and live sends while it runs.
 
     python bench/compression.py                          # 100k messages, 100 rooms, seed 15
     python bench/compression.py --messages 20000 --rooms 20
+    python bench/compression.py --backend redis          # Redis on 127.0.0.1:6379
 
 The corpus is generated from a fixed seed (parameters below, committed):
 sentences of 1-40 words from a Zipf word-frequency model over a 5,000-word
@@ -19,6 +20,13 @@ moved). `compacted_messages` (what search needs to resolve an FTS row to a
 message) is reported on its own, and the FTS index apart (it is unchanged).
 Times are inside the server (the store calls, no HTTP); CPU is the
 process's CPU seconds (`time.process_time`), the machine being shared.
+
+With `--backend redis` the same corpus goes through `RedisMessageStore.append`
+into a namespace of its own (deleted at the end), and bytes are the sum of
+`MEMORY USAGE <key> SAMPLES 0` (exact, not sampled) over every key of every
+room's history (`msg-meta`, `msg-stream`, `msg-cid`, `msg-time`, and after
+compaction `msg-blocks`, `msg-bidx`), before and after compacting every message
+(idempotency window 24 h: the corpus is two days old, so its client ids go).
 """
 
 from __future__ import annotations
@@ -146,11 +154,11 @@ async def time_pages(
     return times, cpu
 
 
-async def time_sends(store: SqliteMessageStore, count: int, rooms: int) -> list[float]:
+async def time_sends(store: Any, count: int, rooms: int, prefix: str = "room") -> list[float]:
     times = []
     for i in range(count):
         message = NewMessage(
-            kind=MessageKind.MESSAGE, user_id="live", room_id=f"room-{i % rooms:03d}", data="hi"
+            kind=MessageKind.MESSAGE, user_id="live", room_id=f"{prefix}-{i % rooms:03d}", data="hi"
         )
         start = time.perf_counter()
         await store.append(message, incarnation=INC)
@@ -159,7 +167,106 @@ async def time_sends(store: SqliteMessageStore, count: int, rooms: int) -> list[
     return times
 
 
+ROOM_KEYS = ("msg-meta", "msg-stream", "msg-cid", "msg-time", "msg-blocks", "msg-bidx")
+
+
+async def redis_bytes(client: Any, namespace: str, rooms: int) -> int:
+    total = 0
+    for r in range(rooms):
+        for kind in ROOM_KEYS:
+            used = await client.memory_usage(f"{namespace}:{kind}:room-{r:03d}", samples=0)
+            total += int(used or 0)
+    return total
+
+
+async def redis_pages(
+    store: Any, rooms: int, rng: random.Random
+) -> tuple[list[float], list[float]]:
+    """Milliseconds (wall, CPU of this process) of `page(limit=50)` at random places."""
+    times, cpu = [], []
+    for _ in range(400):
+        room = f"room-{rng.randrange(rooms):03d}"
+        last = (await store.position(room, incarnation=INC)).last_offset
+        before = rng.randint(51, max(51, last))
+        start, start_cpu = time.perf_counter(), time.process_time()
+        window = HistoryWindow(limit=50, before=before, from_end=True)
+        page = await store.page(room, window, incarnation=INC)
+        cpu.append((time.process_time() - start_cpu) * 1000)
+        times.append((time.perf_counter() - start) * 1000)
+        assert len(page.messages) == 50 or before <= 51
+    return times, cpu
+
+
+async def main_redis(args: argparse.Namespace) -> None:
+    from redis.asyncio import Redis
+
+    from backends.redis.backend import delete_namespace, open_stores
+
+    namespace = f"bench{random.getrandbits(32):08x}"
+    url = f"redis://127.0.0.1:6379/0?namespace={namespace}"
+    opened = await open_stores(url, ["messages"], retention=None)
+    store: Any = opened.messages
+    client = Redis(host="127.0.0.1", port=6379)
+    try:
+        messages = corpus(args.messages, args.rooms, args.seed)
+        for start in range(0, len(messages), 512):
+            chunk = messages[start : start + 512]
+            await asyncio.gather(*(store.append(m, incarnation=INC) for m in chunk))
+        before = await redis_bytes(client, namespace, args.rooms)
+        rng = random.Random(args.seed)
+        hot, hot_cpu = await redis_pages(store, args.rooms, rng)
+        # Live sends alone, then while a background-paced compaction runs.
+        # (Into rooms of their own, which the byte counts leave out.)
+        alone = await time_sends(store, 300, args.rooms, "live")
+        cpu, wall = time.process_time(), time.perf_counter()
+        compaction = asyncio.create_task(
+            store.compact(
+                older_than=timedelta(hours=24),
+                idempotency_window=timedelta(hours=24),
+                batch=256,
+                pause=0.02,
+            )
+        )
+        during = await time_sends(store, 300, args.rooms, "live")
+        stats = await compaction
+        paced_wall = time.perf_counter() - wall
+        compact_cpu = time.process_time() - cpu
+        after = await redis_bytes(client, namespace, args.rooms)
+        cold, cold_cpu = await redis_pages(store, args.rooms, rng)
+    finally:
+        await opened.close()
+        await delete_namespace(url)
+        await client.aclose()
+    n, ms = args.messages, statistics.median
+    print(f"redis, corpus: {n} messages, {args.rooms} rooms, seed {args.seed}")
+    print(f"compacted {stats.messages} messages into {stats.blocks} blocks")
+    print(
+        f"MEMORY USAGE bytes/message: before {before / n:.1f}, after {after / n:.1f}"
+        f" ({before / after:.1f}x smaller)"
+    )
+    print(
+        f"page of 50: hot (stream) p50 {ms(hot):.2f} p99 {pct(hot, 99):.2f} ms;"
+        f" cold (blocks) p50 {ms(cold):.2f} p99 {pct(cold, 99):.2f} ms"
+    )
+    print(
+        f"page of 50, CPU: hot p50 {ms(hot_cpu):.2f} p99 {pct(hot_cpu, 99):.2f} ms;"
+        f" cold p50 {ms(cold_cpu):.2f} p99 {pct(cold_cpu, 99):.2f} ms"
+    )
+    print(
+        f"compaction: {stats.messages / stats.seconds:.0f} messages/s in its batches"
+        f" ({stats.seconds:.1f} s), paced as in the server {paced_wall:.1f} s wall,"
+        f" {compact_cpu:.1f} s CPU of the process"
+    )
+    print(
+        f"live send: alone p50 {ms(alone):.2f} p99 {pct(alone, 99):.2f} ms;"
+        f" during compaction p50 {ms(during):.2f} p99 {pct(during, 99):.2f} ms"
+    )
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.backend == "redis":
+        await main_redis(args)
+        return
     folder = Path(tempfile.mkdtemp(prefix="compression-"))
     db = await SqliteDatabase.open(folder / "bench.db")
     store = SqliteMessageStore(db, indexed=True)
@@ -234,4 +341,5 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--rooms", type=int, default=100)
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--backend", choices=["sqlite", "redis"], default="sqlite")
     asyncio.run(main(parser.parse_args()))

@@ -1,6 +1,7 @@
-"""Compression of old messages on SQLite (issue 15), over the wire: every
-read gives the same bytes before and after `server.py compact`, a killed
-compaction loses and duplicates nothing, a damaged block is an error."""
+"""Compression of old messages on SQLite and Redis (issue 15), over the
+wire: every read gives the same bytes before and after `server.py compact`,
+a killed compaction loses and duplicates nothing, a damaged block is an
+error."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
-from tests.conftest import TEST_SETTINGS
+from tests.conftest import TEST_SETTINGS, require_service
 from tests.live import ROOT, GraphQLClient, LiveServer, unique, ws_connect
 
 CREATE = 'mutation($id: ID!) { createRoom(input: {id: $id, name: "Room"}) { id } }'
@@ -69,6 +71,69 @@ def server(tmp_path: Path) -> Iterator[LiveServer]:
     live = LiveServer(tmp_path / "data", SETTINGS).start()
     yield live
     live.stop()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def any_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
+    """A server on each history backend that compacts (Redis: a namespace of its own)."""
+    live = LiveServer(tmp_path / "data", on_backend(request.param, SETTINGS)).start()
+    yield live
+    live.stop()
+    forget(live)
+
+
+def on_backend(backend: str, settings: dict[str, Any]) -> dict[str, Any]:
+    if backend == "sqlite":
+        return settings
+    require_service("Redis", 6379)
+    url = f"redis://127.0.0.1:6379/0?namespace={unique('c')}"
+    return {**settings, "backend": "redis", "backend_urls": [url]}
+
+
+def forget(live: LiveServer) -> None:
+    """Delete a Redis server's namespace."""
+    if _namespace(live) is not None:
+        with _redis() as r:
+            for key in r.scan_iter(match=f"{_namespace(live)}:*", count=1000):
+                r.delete(key)
+
+
+def _redis() -> Any:
+    # redis-py types replies as unions over every protocol; these are RESP2 bytes.
+    return redis.Redis(host="127.0.0.1", port=6379)
+
+
+def _namespace(live: LiveServer) -> str | None:
+    urls = live.settings.get("backend_urls")
+    return str(urls[0]).split("namespace=")[1] if urls else None
+
+
+def uncompacted(live: LiveServer) -> int:
+    """Messages still stored row by row (SQLite) or in streams (Redis)."""
+    namespace = _namespace(live)
+    if namespace is None:
+        with db(live) as conn:
+            (count,) = conn.execute("SELECT COUNT(*) FROM messages").fetchone()
+            return int(count)
+    with _redis() as r:
+        return sum(int(r.xlen(k)) for k in r.scan_iter(match=f"{namespace}:msg-stream:*"))
+
+
+def block_counts(live: LiveServer) -> tuple[int, int]:
+    """(blocks, messages in them)."""
+    namespace = _namespace(live)
+    if namespace is None:
+        with db(live) as conn:
+            blocks, packed = conn.execute(
+                "SELECT COUNT(*), SUM(count) FROM message_blocks"
+            ).fetchone()
+            return int(blocks), int(packed or 0)
+    refs = [
+        m.split(b":")
+        for k in _redis().scan_iter(match=f"{namespace}:msg-bidx:*")
+        for m in _redis().zrange(k, 0, -1)
+    ]
+    return len(refs), sum(int(r[4]) for r in refs)
 
 
 def compact(live: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
@@ -211,17 +276,17 @@ async def everything(
         await pages(
             alice, room, first=25, after=sent[n // 6]["cursor"], before=sent[2 * n // 3]["cursor"]
         ),
-        await searches(alice, room),
+        await searches(alice, room) if _namespace(live) is None else [],
         await replays(live, alice.token, room, sent),
     ]
 
 
 @pytest.mark.timeout(300)
-async def test_every_read_is_the_same_after_compaction(server: LiveServer) -> None:
+async def test_every_read_is_the_same_after_compaction(any_server: LiveServer) -> None:
     async with httpx.AsyncClient(timeout=10) as http:
-        alice = Http(server.client(unique("alice")), http)
-        bob = Http(server.client(unique("bob")), http)
-        await every_read_is_the_same(server, alice, bob)
+        alice = Http(any_server.client(unique("alice")), http)
+        bob = Http(any_server.client(unique("bob")), http)
+        await every_read_is_the_same(any_server, alice, bob)
 
 
 async def every_read_is_the_same(server: LiveServer, alice: Http, bob: Http) -> None:
@@ -236,14 +301,12 @@ async def every_read_is_the_same(server: LiveServer, alice: Http, bob: Http) -> 
     )
     before = {r: await everything(server, alice, r, sent[r], bob_id) for r in (room, other)}
 
-    with db(server) as conn:
-        (stored,) = conn.execute("SELECT COUNT(*) FROM messages").fetchone()
+    stored = uncompacted(server)
     result = compact(server, "--batch", "300")
     assert f"compact: done, {stored} messages" in result.stdout, result.stdout
-    with db(server) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM messages").fetchone() == (0,)
-        blocks, packed = conn.execute("SELECT COUNT(*), SUM(count) FROM message_blocks").fetchone()
-        assert blocks >= 5 and packed == stored
+    assert uncompacted(server) == 0
+    blocks, packed = block_counts(server)
+    assert blocks >= 5 and packed == stored
 
     after = {r: await everything(server, alice, r, sent[r], bob_id) for r in (room, other)}
     assert after == before
@@ -272,6 +335,18 @@ def stored_offsets(live: LiveServer) -> dict[str, list[int]]:
     from backends.blocks import unpack
 
     found: dict[str, list[int]] = {}
+    namespace = _namespace(live)
+    if namespace is not None:
+        r = _redis()
+        for key in r.scan_iter(match=f"{namespace}:msg-stream:*"):
+            room = key.decode().split(":", 2)[2]
+            found.setdefault(room, []).extend(int(i.split(b"-")[0]) for i, _ in r.xrange(key))
+        for key in r.scan_iter(match=f"{namespace}:msg-blocks:*"):
+            room = key.decode().split(":", 2)[2]
+            for field, body in r.hgetall(key).items():
+                if not field.startswith(b"c"):
+                    found.setdefault(room, []).extend(e[0] for e in unpack(body, None))
+        return {room: sorted(seqs) for room, seqs in found.items()}
     with db(live) as conn:
         for room, seq in conn.execute("SELECT room_id, seq FROM messages"):
             found.setdefault(room, []).append(seq)
@@ -284,7 +359,8 @@ def stored_offsets(live: LiveServer) -> dict[str, list[int]]:
 
 
 @pytest.mark.timeout(300)
-async def test_a_killed_compaction_loses_and_duplicates_nothing(server: LiveServer) -> None:
+async def test_a_killed_compaction_loses_and_duplicates_nothing(any_server: LiveServer) -> None:
+    server = any_server
     rng = random.Random(15)
     async with httpx.AsyncClient(timeout=10) as http:
         alice = Http(server.client(unique("alice")), http)
@@ -325,8 +401,7 @@ async def test_a_killed_compaction_loses_and_duplicates_nothing(server: LiveServ
         assert killed >= 15
         result = compact(server)
         assert "compact: done" in result.stdout
-        with db(server) as conn:
-            assert conn.execute("SELECT COUNT(*) FROM messages").fetchone() == (0,)
+        assert uncompacted(server) == 0
         assert stored_offsets(server) == offsets
         assert {r: await whole_history(alice, r) for r in rooms} == before
 
@@ -371,8 +446,10 @@ async def test_a_damaged_block_is_an_error_naming_room_and_block(server: LiveSer
         assert await whole_history(alice, fine) == fine_before
 
 
-async def test_a_running_server_compacts_in_the_background(tmp_path: Path) -> None:
-    live = LiveServer(tmp_path / "data", {**SETTINGS, "compress_after": "1ms"}).start()
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_a_running_server_compacts_in_the_background(tmp_path: Path, backend: str) -> None:
+    settings = on_backend(backend, {**SETTINGS, "compress_after": "1ms"})
+    live = LiveServer(tmp_path / "data", settings).start()
     try:
         async with httpx.AsyncClient(timeout=10) as http:
             alice = Http(live.client(unique("alice")), http)
@@ -382,8 +459,7 @@ async def test_a_running_server_compacts_in_the_background(tmp_path: Path) -> No
             await bob.execute(JOIN, id=room)
             await fill(alice, bob, room, 300)
             before = await whole_history(alice, room)
-            with db(live) as conn:
-                (stored,) = conn.execute("SELECT COUNT(*) FROM messages").fetchone()
+            stored = uncompacted(live)
             # The first pass runs as the server starts.
             live.stop()
             live.start()
@@ -391,8 +467,8 @@ async def test_a_running_server_compacts_in_the_background(tmp_path: Path) -> No
             assert live.metric("streaming_compaction_blocks_total") >= 2
             before_bytes = live.metric("streaming_compaction_bytes_before_total")
             assert live.metric("streaming_compaction_bytes_after_total") * 2 < before_bytes
-            with db(live) as conn:
-                assert conn.execute("SELECT COUNT(*) FROM messages").fetchone() == (0,)
+            assert uncompacted(live) == 0
             assert await whole_history(alice, room) == before
     finally:
         live.stop()
+        forget(live)

@@ -3,14 +3,17 @@
 Keys of a room (see `common` for the layout):
 
     msg-meta:<room>    HASH    epoch ("<room incarnation>.<n>"), last (the last
-                               offset given)
+                               offset given), compacted (offsets up to it are
+                               in blocks: history_blocks.py)
     msg-stream:<room>  STREAM  entry id "<offset>-0"; fields m (message JSON),
                                t (timestamp, µs), h (thread id, if any),
                                c (client-id field, if any)
     msg-cid:<room>     HASH    JSON [user_id, client_message_id] -> offset
     msg-time:<room>    ZSET    offset scored by timestamp (µs): what retention expires
-    msg-rooms:         ZSET    room id scored by its oldest timestamp: which rooms
-                               `trim` must visit
+    msg-rooms:         ZSET    room id scored by when something in it next
+                               expires (oldest entry, or a block's newest):
+                               which rooms `trim` and compaction visit
+    msg-blocks:<room>, msg-bidx:<room>   old entries, compressed (history_blocks.py)
 
 The append script assigns the offset, checks idempotency, adds the entry and
 publishes the MessageEvent in one step, so every node sees offsets in the
@@ -27,13 +30,17 @@ into [] and round floats.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import orjson
 from redis.asyncio import Redis
 
 from ..codecs import decode_message, message_to_dict, require_utc, to_micros
-from ..errors import ForeignStream
+from ..compaction import COMPACT_BATCH, CompactionStats
+from ..errors import ForeignStream, Unavailable
 from ..records import (
     HistoryPage,
     HistoryWindow,
@@ -46,6 +53,7 @@ from ..records import (
 )
 from ..topics import room_messages
 from .common import Commands, Keys, Scripts, translated
+from .history_blocks import TRIM_BLOCKS, RoomBlocks
 
 _INCARNATION_OF = """
 local function incarnation_of(epoch) return string.match(epoch, '^(.*)%.') or '' end
@@ -67,15 +75,15 @@ if epoch and incarnation_of(epoch) ~= incarnation_of(ARGV[1]) then
   return {-1, incarnation_of(epoch)}
 end
 if not epoch then
-  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
   epoch = ARGV[1]
   last = 0
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'last', 0)
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'last', 0, 'compacted', 0)
 end
 """
 )
 
-# KEYS: meta, stream, cid, time, rooms index
+# KEYS: meta, stream, cid, time, blocks, block index, rooms index
 # ARGV: new epoch, message prefix, timestamp µs, has thread, thread id,
 #       cid field ('' for none), channel ('' to not publish), room id
 _APPEND = (
@@ -91,6 +99,8 @@ if cid ~= '' then
       for i = 1, #fields, 2 do
         if fields[i] == 'm' then return {0, fields[i + 1]} end
       end
+    elseif tonumber(first) <= tonumber(redis.call('HGET', KEYS[1], 'compacted') or '0') then
+      return {2, first}
     end
   end
 end
@@ -110,7 +120,7 @@ end
 redis.call('XADD', KEYS[2], offset .. '-0', unpack(entry))
 redis.call('HSET', KEYS[1], 'last', offset)
 redis.call('ZADD', KEYS[4], ARGV[3], offset)
-redis.call('ZADD', KEYS[5], 'LT', ARGV[3], ARGV[8])
+redis.call('ZADD', KEYS[7], 'LT', ARGV[3], ARGV[8])
 if ARGV[7] ~= '' then
   redis.call('PUBLISH', ARGV[7], '{"t":"message","message":' .. body .. '}')
 end
@@ -118,7 +128,7 @@ return {1, body}
 """
 )
 
-# KEYS: meta, stream, cid, time;  ARGV: new epoch
+# KEYS: meta, stream, cid, time, blocks, block index;  ARGV: new epoch
 _POSITION = (
     _ENSURE_EPOCH
     + """
@@ -126,7 +136,8 @@ return {1, epoch, string.format('%d', last)}
 """
 )
 
-# KEYS: meta, stream, cid, time, rooms index;  ARGV: only this incarnation
+# KEYS: meta, stream, cid, time, blocks, block index, rooms index;
+# ARGV: only this incarnation
 #       (1/0), the incarnation, room id
 _DROP = (
     _INCARNATION_OF
@@ -135,17 +146,21 @@ if ARGV[1] == '1' then
   local epoch = redis.call('HGET', KEYS[1], 'epoch')
   if epoch and incarnation_of(epoch) ~= ARGV[2] then return 0 end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
-redis.call('ZREM', KEYS[5], ARGV[3])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+redis.call('ZREM', KEYS[7], ARGV[3])
 return 1
 """
 )
 
-# KEYS: stream, cid, time, rooms index;  ARGV: cutoff µs, batch size, room id
+# KEYS: stream, cid, time, rooms index, blocks, block index;
+# ARGV: cutoff µs, batch size, room id
 # Deletes a batch of the room's messages older than the cutoff (by their
 # timestamps, so out-of-order timestamps are handled exactly), forgets their
-# client ids, and re-scores the room in the index by its oldest timestamp.
-_TRIM = """
+# client ids, deletes the expired blocks, and re-scores the room in the index
+# by when something in it next expires.
+_TRIM = (
+    TRIM_BLOCKS
+    + """
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1],
                            'LIMIT', 0, tonumber(ARGV[2]))
 local removed = 0
@@ -164,13 +179,16 @@ for _, offset in ipairs(expired) do
   redis.call('ZREM', KEYS[3], offset)
 end
 local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-if #oldest == 0 then
+local due = block_due
+if #oldest > 0 and (not due or tonumber(oldest[2]) < due) then due = tonumber(oldest[2]) end
+if not due then
   redis.call('ZREM', KEYS[4], ARGV[3])
 else
-  redis.call('ZADD', KEYS[4], oldest[2], ARGV[3])
+  redis.call('ZADD', KEYS[4], string.format('%d', due), ARGV[3])
 end
-return {#expired, removed}
+return {#expired, removed + blocks_removed}
 """
+)
 
 # KEYS: stream;  ARGV: low id, high id ('+' for none), reverse (1/0), how many,
 #       cutoff µs ('' for none), has thread (1/0), thread id, budget
@@ -219,7 +237,16 @@ if reverse then return {0, high, picked} end
 return {0, low, picked}
 """
 
+# KEYS: cid;  ARGV: field, offset: forgets the field if it still names that offset.
+_FORGET_CID = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
+"""
+
 _TRIM_BATCH = 500
+# Reads retry while compaction moves the watermark under them; past this
+# many moves in one read, something is wrong.
+_READ_ATTEMPTS = 20
 _SCAN_BUDGET = 5_000
 _SCAN_MAX_BATCH = 1000
 
@@ -257,6 +284,8 @@ class RedisMessageStore:
         client_scripts.register("msg-trim", _TRIM)
         client_scripts.register("msg-scan", _SCAN)
         client_scripts.register("msg-drop", _DROP)
+        client_scripts.register("msg-forget-cid", _FORGET_CID)
+        self._blocks = RoomBlocks(client_scripts, self._redis, self._room_keys)
 
     def _room_keys(self, room_id: str) -> list[str]:
         k = self._keys
@@ -265,6 +294,8 @@ class RedisMessageStore:
             k.key("msg-stream", room_id),
             k.key("msg-cid", room_id),
             k.key("msg-time", room_id),
+            k.key("msg-blocks", room_id),
+            k.key("msg-bidx", room_id),
         ]
 
     def _cutoff(self) -> int | None:
@@ -296,6 +327,15 @@ class RedisMessageStore:
         )
         if created == -1:
             raise ForeignStream(room_id, body.decode())
+        if created == 2:
+            # The first send was compacted: its body is in a block.
+            first = await self._blocks.body_at(room_id, int(body))
+            if first is None:
+                # Expired meanwhile: forget the client id and send anew.
+                cid_key = self._keys.key("msg-cid", room_id)
+                await self._scripts.run("msg-forget-cid", [cid_key], [cid_field, body])
+                return await self.append(message, incarnation=incarnation)
+            return decode_message(first), False
         return decode_message(body), bool(created)
 
     @translated
@@ -309,9 +349,10 @@ class RedisMessageStore:
         stream = self._keys.key("msg-stream", room_id)
         entry_id = f"{int(offset)}-0"
         entries = await self._redis.xrange(stream, entry_id, entry_id, count=1, reverse=False)
-        if not entries:
+        raw = entries[0][1][b"m"] if entries else await self._blocks.body_at(room_id, int(offset))
+        if raw is None:
             return None
-        message = decode_message(entries[0][1][b"m"])
+        message = decode_message(raw)
         return message if incarnation_of(message.epoch) == incarnation else None
 
     @translated
@@ -334,20 +375,72 @@ class RedisMessageStore:
         if high is not None and high < low:
             return HistoryPage(messages=[], has_more=False)
         cutoff = self._cutoff()
+        want = limit + 1
+        for _ in range(_READ_ATTEMPTS):
+            # Offsets up to the watermark are in blocks, the rest in the stream.
+            upto = await self._blocks.watermark(room_id)
+            cold_high = upto if high is None else min(high, upto)
+            hot_low = max(low, upto + 1)
+            picked: list[bytes] = []
+            if not from_end:
+                picked = await self._blocks.bodies(
+                    room_id,
+                    low,
+                    cold_high,
+                    descending=False,
+                    want=want,
+                    cutoff=cutoff,
+                    thread_id=thread_id,
+                )
+            if len(picked) < want and (high is None or hot_low <= high):
+                picked += await self._stream_bodies(
+                    room_id, hot_low, high, from_end, want - len(picked), cutoff, thread_id
+                )
+            if from_end and len(picked) < want:
+                picked += await self._blocks.bodies(
+                    room_id,
+                    low,
+                    cold_high,
+                    descending=True,
+                    want=want - len(picked),
+                    cutoff=cutoff,
+                    thread_id=thread_id,
+                )
+            if await self._blocks.watermark(room_id) == upto:
+                break
+        else:
+            raise Unavailable(f"history of room {room_id!r} kept moving while read")
+        has_more = len(picked) > limit
+        messages = [decode_message(raw) for raw in picked[:limit]]
+        if any(incarnation_of(m.epoch) != incarnation for m in messages):
+            # The stream is another incarnation's: one stream holds one.
+            return HistoryPage(messages=[], has_more=False)
+        if from_end:
+            messages.reverse()
+        return HistoryPage(messages=messages, has_more=has_more)
+
+    async def _stream_bodies(
+        self,
+        room_id: str,
+        low: int,
+        high: int | None,
+        from_end: bool,
+        want: int,
+        cutoff: int | None,
+        thread_id: str | None,
+    ) -> list[bytes]:
         stream = self._keys.key("msg-stream", room_id)
         picked: list[bytes] | None = None
         if thread_id is None:
             end = "+" if high is None else str(high)
-            entries = await self._redis.xrange(
-                stream, str(low), end, count=limit + 1, reverse=from_end
-            )
+            entries = await self._redis.xrange(stream, str(low), end, count=want, reverse=from_end)
             # Mostly nothing in a page has expired, and then this is the page;
             # else the scan below skips what has.
             if cutoff is None or all(int(fields[b"t"]) >= cutoff for _, fields in entries):
                 picked = [fields[b"m"] for _, fields in entries]
         if picked is None:
             picked = []
-            while len(picked) <= limit:
+            while len(picked) < want:
                 done, bound, found = await self._scripts.run(
                     "msg-scan",
                     [stream],
@@ -355,7 +448,7 @@ class RedisMessageStore:
                         low,
                         "+" if high is None else high,
                         "1" if from_end else "0",
-                        limit + 1 - len(picked),
+                        want - len(picked),
                         "" if cutoff is None else cutoff,
                         "0" if thread_id is None else "1",
                         thread_id or "",
@@ -369,14 +462,7 @@ class RedisMessageStore:
                     high = int(bound)
                 else:
                     low = int(bound)
-        has_more = len(picked) > limit
-        messages = [decode_message(raw) for raw in picked[:limit]]
-        if any(incarnation_of(m.epoch) != incarnation for m in messages):
-            # The stream is another incarnation's: one stream holds one.
-            return HistoryPage(messages=[], has_more=False)
-        if from_end:
-            messages.reverse()
-        return HistoryPage(messages=messages, has_more=has_more)
+        return picked
 
     @translated
     async def position(self, room_id: str, *, incarnation: str) -> StreamPosition:
@@ -390,9 +476,28 @@ class RedisMessageStore:
         return StreamPosition(epoch=epoch.decode(), last_offset=int(last), first_offset=first)
 
     async def _first_retained(self, room_id: str) -> int:
+        for _ in range(_READ_ATTEMPTS):
+            upto = await self._blocks.watermark(room_id)
+            first = await self._first_in_blocks(room_id, upto)
+            if first is None:
+                first = await self._first_in_stream(room_id, upto)
+            if await self._blocks.watermark(room_id) == upto:
+                return first
+        raise Unavailable(f"history of room {room_id!r} kept moving while read")
+
+    async def _first_in_blocks(self, room_id: str, upto: int) -> int | None:
+        if upto == 0:
+            return None
+        cutoff = self._cutoff()
+        async for entry in self._blocks.scan(room_id, 1, upto, descending=False):
+            if cutoff is None or entry[2] >= cutoff:
+                return int(entry[0])
+        return None
+
+    async def _first_in_stream(self, room_id: str, upto: int) -> int:
         stream = self._keys.key("msg-stream", room_id)
         cutoff = self._cutoff()
-        start = "-"
+        start = str(upto + 1)
         # The oldest entry is usually retained (housekeeping trims the rest):
         # look at one, then at more and more while they have expired.
         batch = 1
@@ -420,11 +525,11 @@ class RedisMessageStore:
                 return removed
             for raw_room in rooms:
                 room_id = raw_room.decode()
-                _, stream, cid, times = self._room_keys(room_id)
+                _, stream, cid, times, blocks, block_index = self._room_keys(room_id)
                 while True:
                     seen, gone = await self._scripts.run(
                         "msg-trim",
-                        [stream, cid, times, index],
+                        [stream, cid, times, index, blocks, block_index],
                         [cutoff, _TRIM_BATCH, room_id],
                     )
                     removed += int(gone)
@@ -437,6 +542,52 @@ class RedisMessageStore:
             "msg-drop",
             [*self._room_keys(room_id), self._keys.key("msg-rooms")],
             ["0" if incarnation is None else "1", incarnation or "", room_id],
+        )
+
+    async def compact(
+        self,
+        *,
+        older_than: timedelta,
+        idempotency_window: timedelta,
+        batch: int = COMPACT_BATCH,
+        pause: float = 0.0,
+        progress: Callable[[CompactionStats], None] | None = None,
+    ) -> CompactionStats:
+        """Move stream entries older than `older_than` into blocks (see
+        `history_blocks`), room by room, one script per batch."""
+        now = utcnow()
+        before_ts = to_micros(now - older_than, "cutoff")
+        client_ids_since = to_micros(now - idempotency_window, "cutoff")
+        index = self._keys.key("msg-rooms")
+        total = CompactionStats()
+        # Rooms whose oldest stored message is older than the cutoff.
+        rooms = await self._redis.zrangebyscore(index, "-inf", f"({before_ts}", count=-1)
+        for raw_room in rooms:
+            room_id = raw_room.decode()
+            more = True
+            while more:
+                started = time.perf_counter()
+                stats, more = await self._translated_compact(
+                    room_id, index, before_ts, client_ids_since, batch
+                )
+                stats.seconds = time.perf_counter() - started
+                total.add(stats)
+                if stats.messages and progress is not None:
+                    progress(total)
+                if more and pause:
+                    await asyncio.sleep(pause)
+        return total
+
+    @translated
+    async def _translated_compact(
+        self, room_id: str, index: str, before_ts: int, client_ids_since: int, batch: int
+    ) -> tuple[CompactionStats, bool]:
+        return await self._blocks.compact_room(
+            room_id,
+            index,
+            before_ts=before_ts,
+            client_ids_since=client_ids_since,
+            max_messages=batch,
         )
 
     async def close(self) -> None:
