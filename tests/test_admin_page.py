@@ -23,6 +23,7 @@ import httpx
 import jwt
 
 from core.settings import load_settings
+from tests.conftest import TEST_SETTINGS
 from tests.live import GraphQLClient, LiveServer, unique, ws_connect
 from tests.tools import EXAMPLES, Script, chromium, node, npm_ci
 from transport.auth import TokenAuthority
@@ -284,8 +285,10 @@ async def test_admin_page_with_an_expired_token_returns_to_sign_in(
 
 
 async def test_admin_page_returns_to_sign_in_when_the_token_expires_while_open(
-    server: LiveServer, tmp_path: Path
+    make_server: type[LiveServer], tmp_path: Path
 ) -> None:
+    # A server of its own: the live tail must be its only subscription.
+    server = make_server(tmp_path / "node", dict(TEST_SETTINGS)).start()
     owner = server.client(unique("owner"))
     room = unique("room")
     await owner.execute(CREATE, room=room, name=room)

@@ -232,9 +232,15 @@ def load_server(
     make_server: type[LiveServer], tmp_path: Path, redis_url: str
 ) -> Iterator[LiveServer]:
     # A pool far smaller than the burst: requests must wait for a connection.
-    server = make_server(
-        tmp_path / "node", settings(redis_url, redis_max_connections=4, redis_pool_wait="10s")
-    ).start()
+    # The process's budget of operations in flight (tests/test_overload.py)
+    # is opened to the whole burst, so only the pool is under test here.
+    config = settings(
+        redis_url,
+        redis_max_connections=4,
+        redis_pool_wait="10s",
+        max_operations_in_flight=ROOMS * MEMBERS * MESSAGES,
+    )
+    server = make_server(tmp_path / "node", config).start()
     yield server
 
 

@@ -83,10 +83,12 @@
         if (done) return;
         done = true;
         sockets.delete(ws);
-        if (ws.readyState === WebSocket.OPEN) ws.close(1000);
+        // Also while still connecting: a view left at once (sign-in, then
+        // straight to a room) must not open its subscription afterwards.
+        if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING) ws.close(1000);
         if (error) onError(error);
       };
-      ws.onopen = () => ws.send(JSON.stringify({ type: 'connection_init', payload: { Authorization: `Bearer ${token}` } }));
+      ws.onopen = () => done || ws.send(JSON.stringify({ type: 'connection_init', payload: { Authorization: `Bearer ${token}` } }));
       ws.onmessage = (event) => {
         let frame;
         try {
