@@ -11,27 +11,11 @@ from uuid import uuid4
 import pytest
 from redis.asyncio import Redis
 
-from backends.records import HistoryWindow, Message, MessageKind, NewMessage, utcnow
+from backends.records import HistoryWindow, Message
 from backends.redis.backend import delete_namespace, open_stores
 from backends.redis.messages import RedisMessageStore
+from tests.compaction_corpus import INC, OTHER, ROOM, everything, message
 from tests.conftest import require_service
-
-ROOM, OTHER, INC = "room-1", "room-2", "inc1"
-WORDS = ["deploy", "review", "coffee", "lunch", "ship", "merge", "the", "a", "we", "today"]
-
-
-def message(i: int, *, room: str = ROOM, minutes_ago: float = 0.0) -> NewMessage:
-    text = " ".join(WORDS[(i * k) % len(WORDS)] for k in (1, 3, 7, 11))
-    return NewMessage(
-        kind=MessageKind.MESSAGE,
-        user_id=f"user{i % 7}",
-        room_id=room,
-        data={"text": f"{text} {i}"},
-        metadata={"client": "web"} if i % 2 else None,
-        thread_id="t" if i % 5 == 0 else None,
-        client_message_id=f"c{i}",
-        timestamp=utcnow() - timedelta(minutes=minutes_ago),
-    )
 
 
 class Stores:
@@ -63,17 +47,6 @@ async def stores() -> AsyncIterator[Stores]:
         await opened.close()
     await delete_namespace(made.url)
     await made.redis.aclose()
-
-
-async def everything(store: RedisMessageStore, room: str = ROOM) -> list[Message]:
-    out: list[Message] = []
-    after = None
-    while True:
-        page = await store.page(room, HistoryWindow(limit=200, after=after), incarnation=INC)
-        out += page.messages
-        if not page.has_more:
-            return out
-        after = out[-1].offset
 
 
 async def fill(store: RedisMessageStore, count: int, *, room: str = ROOM) -> None:

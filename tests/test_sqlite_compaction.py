@@ -11,25 +11,8 @@ from pathlib import Path
 import pytest
 
 from backends import blocks
-from backends.records import HistoryWindow, Message, MessageKind, NewMessage, utcnow
 from backends.sqlite import SqliteDatabase, SqliteMessageStore
-
-ROOM, OTHER, INC = "room-1", "room-2", "inc1"
-WORDS = ["deploy", "review", "coffee", "lunch", "ship", "merge", "the", "a", "we", "today"]
-
-
-def message(i: int, *, room: str = ROOM, minutes_ago: float = 0.0) -> NewMessage:
-    text = " ".join(WORDS[(i * k) % len(WORDS)] for k in (1, 3, 7, 11))
-    return NewMessage(
-        kind=MessageKind.MESSAGE,
-        user_id=f"user{i % 7}",
-        room_id=room,
-        data={"text": f"{text} {i}"},
-        metadata={"client": "web"} if i % 2 else None,
-        thread_id="t" if i % 5 == 0 else None,
-        client_message_id=f"c{i}",
-        timestamp=utcnow() - timedelta(minutes=minutes_ago),
-    )
+from tests.compaction_corpus import INC, OTHER, ROOM, everything, message
 
 
 @pytest.fixture
@@ -37,17 +20,6 @@ async def db(tmp_path: Path) -> AsyncIterator[SqliteDatabase]:
     opened = await SqliteDatabase.open(tmp_path / "forge.db")
     yield opened
     await opened.close()
-
-
-async def everything(store: SqliteMessageStore, room: str = ROOM) -> list[Message]:
-    out: list[Message] = []
-    after = None
-    while True:
-        page = await store.page(room, HistoryWindow(limit=200, after=after), incarnation=INC)
-        out += page.messages
-        if not page.has_more:
-            return out
-        after = out[-1].offset
 
 
 async def fill(store: SqliteMessageStore, count: int, *, room: str = ROOM) -> None:
