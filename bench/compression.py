@@ -39,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -134,17 +135,22 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def time_pages(
-    db: SqliteDatabase, store: SqliteMessageStore, rooms: int, rng: random.Random, *, cold: bool
+    store: Any,
+    rooms: int,
+    rng: random.Random,
+    *,
+    before_each: Callable[[], None] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Milliseconds of `page(limit=50)` at random places in random rooms:
-    wall-clock, and CPU of the process (the machine is shared)."""
+    wall-clock, and CPU of the process (the machine is shared);
+    `before_each` runs before each page, outside the timing."""
     times, cpu = [], []
     for _ in range(400):
         room = f"room-{rng.randrange(rooms):03d}"
         last = (await store.position(room, incarnation=INC)).last_offset
         before = rng.randint(51, max(51, last))
-        if cold:
-            db.blocks = BlockCache()  # nothing decoded yet: every page reads its blocks
+        if before_each is not None:
+            before_each()
         start, start_cpu = time.perf_counter(), time.process_time()
         window = HistoryWindow(limit=50, before=before, from_end=True)
         page = await store.page(room, window, incarnation=INC)
@@ -179,24 +185,6 @@ async def redis_bytes(client: Any, namespace: str, rooms: int) -> int:
     return total
 
 
-async def redis_pages(
-    store: Any, rooms: int, rng: random.Random
-) -> tuple[list[float], list[float]]:
-    """Milliseconds (wall, CPU of this process) of `page(limit=50)` at random places."""
-    times, cpu = [], []
-    for _ in range(400):
-        room = f"room-{rng.randrange(rooms):03d}"
-        last = (await store.position(room, incarnation=INC)).last_offset
-        before = rng.randint(51, max(51, last))
-        start, start_cpu = time.perf_counter(), time.process_time()
-        window = HistoryWindow(limit=50, before=before, from_end=True)
-        page = await store.page(room, window, incarnation=INC)
-        cpu.append((time.process_time() - start_cpu) * 1000)
-        times.append((time.perf_counter() - start) * 1000)
-        assert len(page.messages) == 50 or before <= 51
-    return times, cpu
-
-
 async def main_redis(args: argparse.Namespace) -> None:
     from redis.asyncio import Redis
 
@@ -214,7 +202,7 @@ async def main_redis(args: argparse.Namespace) -> None:
             await asyncio.gather(*(store.append(m, incarnation=INC) for m in chunk))
         before = await redis_bytes(client, namespace, args.rooms)
         rng = random.Random(args.seed)
-        hot, hot_cpu = await redis_pages(store, args.rooms, rng)
+        hot, hot_cpu = await time_pages(store, args.rooms, rng)
         # Live sends alone, then while a background-paced compaction runs.
         # (Into rooms of their own, which the byte counts leave out.)
         alone = await time_sends(store, 300, args.rooms, "live")
@@ -232,7 +220,7 @@ async def main_redis(args: argparse.Namespace) -> None:
         paced_wall = time.perf_counter() - wall
         compact_cpu = time.process_time() - cpu
         after = await redis_bytes(client, namespace, args.rooms)
-        cold, cold_cpu = await redis_pages(store, args.rooms, rng)
+        cold, cold_cpu = await time_pages(store, args.rooms, rng)
     finally:
         await opened.close()
         await delete_namespace(url)
@@ -276,7 +264,7 @@ async def main(args: argparse.Namespace) -> None:
         await asyncio.gather(*(store.append(m, incarnation=INC) for m in chunk))
     before = await history_bytes(db, HISTORY_TABLES["before"])
     rng = random.Random(args.seed)
-    hot, hot_cpu = await time_pages(db, store, args.rooms, rng, cold=False)
+    hot, hot_cpu = await time_pages(store, args.rooms, rng)
 
     # Live sends alone, then while a background-paced compaction runs.
     alone = await time_sends(store, 300, args.rooms)
@@ -294,8 +282,12 @@ async def main(args: argparse.Namespace) -> None:
     paced_wall = time.perf_counter() - wall
     paced_cpu = time.process_time() - cpu
     after = await history_bytes(db, HISTORY_TABLES["after"])
-    cold, cold_cpu = await time_pages(db, store, args.rooms, rng, cold=True)
-    warm, warm_cpu = await time_pages(db, store, args.rooms, rng, cold=False)
+
+    def forget_blocks() -> None:
+        db.blocks = BlockCache()  # nothing decoded yet: every page reads its blocks
+
+    cold, cold_cpu = await time_pages(store, args.rooms, rng, before_each=forget_blocks)
+    warm, warm_cpu = await time_pages(store, args.rooms, rng)
     await db.close()
 
     n = args.messages
