@@ -293,21 +293,7 @@ async def compact_room(
             ) as cursor:
                 dict_id = int(cursor.lastrowid or 0)
         await conn.executemany(
-            "INSERT INTO message_blocks (room_id, first_seq, last_seq, min_ts, last_ts, count,"
-            " dict_id, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    room_id,
-                    g[0][E_SEQ],
-                    g[-1][E_SEQ],
-                    min(e[E_TS] for e in g),
-                    max(e[E_TS] for e in g),
-                    len(g),
-                    dict_id,
-                    blob,
-                )
-                for g, blob in packed.blocks
-            ],
+            _INSERT_BLOCK, [_block_row(room_id, g, dict_id, blob) for g, blob in packed.blocks]
         )
         await conn.executemany(
             "INSERT OR REPLACE INTO compacted_client_ids"
@@ -334,6 +320,26 @@ async def compact_room(
         )
     stats.seconds = time.perf_counter() - started
     return stats, len(rows) == max_messages or len(bodies) < len(rows)
+
+
+_INSERT_BLOCK = (
+    "INSERT INTO message_blocks (room_id, first_seq, last_seq, min_ts, last_ts, count,"
+    " dict_id, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _block_row(room_id: str, entries: Sequence[Body], dict_id: int, body: bytes) -> tuple[Any, ...]:
+    """The `message_blocks` row of a block holding `entries` (in offset order)."""
+    return (
+        room_id,
+        entries[0][E_SEQ],
+        entries[-1][E_SEQ],
+        min(e[E_TS] for e in entries),
+        max(e[E_TS] for e in entries),
+        len(entries),
+        dict_id,
+        body,
+    )
 
 
 def _text_bytes(body: Body) -> int:
@@ -424,16 +430,5 @@ async def _rewrite(
     await conn.execute("DELETE FROM message_blocks WHERE id = ?", (block_id,))
     if not entries:
         return
-    await conn.execute(
-        "INSERT INTO message_blocks (room_id, first_seq, last_seq, min_ts, last_ts, count,"
-        " dict_id, body) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
-        (
-            room_id,
-            entries[0][E_SEQ],
-            entries[-1][E_SEQ],
-            min(e[E_TS] for e in entries),
-            max(e[E_TS] for e in entries),
-            len(entries),
-            await asyncio.to_thread(pack, entries),
-        ),
-    )
+    body = await asyncio.to_thread(pack, entries)
+    await conn.execute(_INSERT_BLOCK, _block_row(room_id, entries, 0, body))
