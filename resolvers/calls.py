@@ -29,7 +29,7 @@ from typing import Any
 from backends import topics
 from backends.calls import Call, CallChange, CallParticipant, CallSignal
 from backends.errors import BackendError, LimitReached, Missing
-from backends.events import AccessEvent, CallEvent, SessionEvent
+from backends.events import CallEvent, SessionEvent
 from backends.hub import RESYNC
 from backends.records import RoomRole, utcnow
 from resolvers.errors import BadUserInput, Forbidden, LimitExceeded, NotFound
@@ -38,7 +38,7 @@ from .call_sessions import publish_changes, track, untrack
 from .event_rates import spend_event_budget
 from .rooms import membership
 from .services import Services, Viewer
-from .stream_signals import LIVE, AccessChange, Signal
+from .stream_signals import LIVE, AccessChange, Signal, hub_stream
 from .validation import check_payload_size, new_id, required_text
 
 log = logging.getLogger(__name__)
@@ -322,18 +322,12 @@ async def authorize_call_events(services: Services, viewer: Viewer, room_id: str
     await membership(services, viewer, _id(room_id, "roomId"))
 
 
-async def call_event_stream(
-    services: Services, room_id: str
-) -> AsyncGenerator[CallEvent | Signal, None]:
-    async with services.backends.hub.subscribe(topics.room_calls(room_id)) as live:
-        yield LIVE
-        async for item in live:
-            if isinstance(item, CallEvent):
-                yield item
-            elif isinstance(item, AccessEvent):
-                yield AccessChange(item.user_id)
-            elif item is RESYNC:
-                yield AccessChange(None)
+def call_event_stream(services: Services, room_id: str) -> AsyncGenerator[CallEvent | Signal, None]:
+    return hub_stream(
+        services.backends.hub,
+        topics.room_calls(room_id),
+        lambda item: item if isinstance(item, CallEvent) else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)

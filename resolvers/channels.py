@@ -13,13 +13,12 @@ from typing import Any
 from backends import topics
 from backends.errors import Conflict
 from backends.events import AccessEvent, MessageEvent
-from backends.hub import RESYNC
 from backends.records import Channel, Message, MessageKind, utcnow
 from resolvers.errors import BadUserInput, Forbidden, NotFound
 
 from .posting import check_outgoing
 from .services import Services, Viewer
-from .stream_signals import LIVE, AccessChange, Signal
+from .stream_signals import Signal, hub_stream
 from .validation import new_id, optional_text, required_text
 
 
@@ -153,20 +152,17 @@ async def authorize_channel_stream(services: Services, viewer: Viewer, channel_i
     await visible_channel(services, viewer, channel_id)
 
 
-async def channel_stream(
+def channel_stream(
     services: Services, channel_id: str, message_filter: MessageFilter
 ) -> AsyncGenerator[Message | Signal, None]:
     """The channel's messages that pass the filter, for any reader."""
-    async with services.backends.hub.subscribe(topics.channel_messages(channel_id)) as live:
-        yield LIVE
-        async for item in live:
-            if isinstance(item, MessageEvent):
-                if message_filter.matches(item.message):
-                    yield item.message
-            elif isinstance(item, AccessEvent):
-                yield AccessChange(item.user_id)
-            elif item is RESYNC:
-                yield AccessChange(None)
+
+    def passing(item: object) -> Message | None:
+        if isinstance(item, MessageEvent) and message_filter.matches(item.message):
+            return item.message
+        return None
+
+    return hub_stream(services.backends.hub, topics.channel_messages(channel_id), passing)
 
 
 async def revoke_channel_access(services: Services, channel_id: str, user_id: str | None) -> None:

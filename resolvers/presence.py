@@ -20,8 +20,7 @@ from collections.abc import AsyncGenerator
 
 from backends import topics
 from backends.errors import BackendError
-from backends.events import AccessEvent, PresenceEvent
-from backends.hub import RESYNC
+from backends.events import PresenceEvent
 from backends.records import PresenceEntry, Status
 from resolvers.errors import BadUserInput
 
@@ -29,7 +28,7 @@ from .call_sessions import release_connection
 from .event_rates import spend_event_budget
 from .rooms import membership, readable_room
 from .services import Services, Viewer
-from .stream_signals import LIVE, AccessChange, Signal
+from .stream_signals import LIVE, Signal, hub_stream
 from .validation import optional_text
 
 log = logging.getLogger(__name__)
@@ -181,29 +180,30 @@ async def authorize_presence_stream(
         raise BadUserInput("pass exactly one of roomId and userIds", argument="roomId")
 
 
-async def presence_stream(
+def presence_stream(
     services: Services, room_id: str | None, user_ids: list[str] | None
 ) -> AsyncGenerator[PresenceEntry | Signal, None]:
     """Presence changes of the room's members or of the given users, for any
     reader (who may see which user's: `admits_presence`)."""
     if room_id is None:
-        watch = services.presence_watch.watch(
-            services.backends.hub, user_ids or [], services.settings.subscriber_queue_size
-        )
-        async with watch as changes:
-            yield LIVE
-            async for entry in changes:
-                yield entry
-        return
-    async with services.backends.hub.subscribe(topics.room_presence(room_id)) as live:
+        return _watched_users(services, user_ids or [])
+    return hub_stream(
+        services.backends.hub,
+        topics.room_presence(room_id),
+        lambda item: item.entry if isinstance(item, PresenceEvent) else None,
+    )
+
+
+async def _watched_users(
+    services: Services, user_ids: list[str]
+) -> AsyncGenerator[PresenceEntry | Signal, None]:
+    watch = services.presence_watch.watch(
+        services.backends.hub, user_ids, services.settings.subscriber_queue_size
+    )
+    async with watch as changes:
         yield LIVE
-        async for item in live:
-            if isinstance(item, PresenceEvent):
-                yield item.entry
-            elif isinstance(item, AccessEvent):
-                yield AccessChange(item.user_id)
-            elif item is RESYNC:
-                yield AccessChange(None)
+        async for entry in changes:
+            yield entry
 
 
 async def publish_presence(services: Services, user_ids: list[str]) -> None:

@@ -10,8 +10,14 @@ says so, then its error.
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, TypeVar
+
+from backends.events import AccessEvent
+from backends.hub import RESYNC, Hub
+
+T = TypeVar("T")
 
 
 class _Live:
@@ -34,3 +40,23 @@ class AccessChange:
 
 
 Signal = _Live | AccessChange
+
+
+async def hub_stream(
+    hub: Hub[Any], topic: str, payload: Callable[[Any], T | None]
+) -> AsyncGenerator[T | Signal, None]:
+    """A hub topic as a subscription stream: `LIVE` once subscribed, then what
+    `payload` makes of each event (None: not for this stream), and an
+    `AccessChange` for each announced access change (for anyone after an
+    outage, whose events may be lost)."""
+    async with hub.subscribe(topic) as live:
+        yield LIVE
+        async for item in live:
+            if isinstance(item, AccessEvent):
+                yield AccessChange(item.user_id)
+            elif item is RESYNC:
+                yield AccessChange(None)
+            else:
+                value = payload(item)
+                if value is not None:
+                    yield value

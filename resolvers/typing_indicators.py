@@ -11,15 +11,14 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 from backends import topics
-from backends.events import AccessEvent, TypingEvent
-from backends.hub import RESYNC
+from backends.events import TypingEvent
 from backends.records import TypingEntry
 from resolvers.errors import RateLimited
 
 from .event_rates import spend_event_budget
 from .rooms import membership, readable_room
 from .services import Services, Viewer
-from .stream_signals import LIVE, AccessChange, Signal
+from .stream_signals import Signal, hub_stream
 
 
 async def start_typing(services: Services, viewer: Viewer, room_id: str) -> bool:
@@ -65,19 +64,13 @@ async def authorize_typing_stream(services: Services, viewer: Viewer, room_id: s
     await readable_room(services, viewer, room_id)
 
 
-async def typing_stream(
-    services: Services, room_id: str
-) -> AsyncGenerator[TypingEvent | Signal, None]:
+def typing_stream(services: Services, room_id: str) -> AsyncGenerator[TypingEvent | Signal, None]:
     """The room's typing changes, for any reader."""
-    async with services.backends.hub.subscribe(topics.room_typing(room_id)) as live:
-        yield LIVE
-        async for item in live:
-            if isinstance(item, TypingEvent):
-                yield item
-            elif isinstance(item, AccessEvent):
-                yield AccessChange(item.user_id)
-            elif item is RESYNC:
-                yield AccessChange(None)
+    return hub_stream(
+        services.backends.hub,
+        topics.room_typing(room_id),
+        lambda item: item if isinstance(item, TypingEvent) else None,
+    )
 
 
 async def expire_typing(services: Services) -> None:
