@@ -31,7 +31,7 @@ import orjson
 
 from .codecs import from_micros, message_from_row, to_micros
 from .compaction import COMPACT_BATCH, CompactionStats
-from .errors import Conflict, DataCorrupted, ForeignStream, LimitReached, Missing
+from .errors import Conflict, ForeignStream, LimitReached, Missing
 from .group_commit import GroupCommit
 from .records import (
     NO_QUOTA,
@@ -51,11 +51,16 @@ from .records import (
 from .sqlite_blocks import (
     BLOCKS_SCHEMA,
     BlockCache,
+    ClientKey,
     Fetch,
     cold_rows,
     compact_room,
+    compact_rooms,
+    compacted_client_row,
     drop_room_blocks,
+    steady_rows,
     trim_blocks,
+    window_rows,
 )
 from .sqlite_fts import FTS_SCHEMA, forget_before, forget_room, index_messages, mark_unindexed
 
@@ -384,10 +389,6 @@ Appended = tuple[Message, bool]
 # Bound parameters per batch stay far below SQLite's limit (32,766).
 _MAX_BATCH = 256
 
-_PAGE_ATTEMPTS = 4
-# A room whose rows keep changing under compaction is left for the next pass.
-_MAX_BATCHES_PER_ROOM_PASS = 100_000
-
 
 @dataclass(frozen=True, slots=True)
 class _Append:
@@ -423,9 +424,6 @@ async def _own_streams(
     return streams
 
 
-ClientKey = tuple[str, str, str]
-
-
 def _conn_fetch(conn: aiosqlite.Connection) -> Fetch:
     async def fetch(sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return list(await conn.execute_fetchall(sql, params))
@@ -436,31 +434,8 @@ def _conn_fetch(conn: aiosqlite.Connection) -> Fetch:
 async def _compacted_client_message(
     fetch: Fetch, cache: BlockCache, key: ClientKey, *, incarnation: str | None
 ) -> Message | None:
-    """The message with this (room, user, clientMessageId) if it was
-    compacted within the idempotency window."""
-    room_id, user_id, client_message_id = key
-    rows = await fetch(
-        "SELECT c.seq, s.epoch, s.incarnation FROM compacted_client_ids c"
-        " JOIN streams s ON s.room_id = c.room_id"
-        " WHERE c.room_id = ? AND c.user_id = ? AND c.client_message_id = ?",
-        (room_id, user_id, client_message_id),
-    )
-    if not rows or (incarnation is not None and rows[0][2] != incarnation):
-        return None
-    seq, epoch = int(rows[0][0]), rows[0][1]
-    found = await cold_rows(
-        fetch,
-        cache,
-        room_id,
-        epoch,
-        low=seq - 1,
-        high=seq + 1,
-        descending=False,
-        want=1,
-        thread_id=None,
-        min_ts=None,
-    )
-    return _message(found[0]) if found else None
+    found = await compacted_client_row(fetch, cache, key, incarnation=incarnation)
+    return None if found is None else _message(found)
 
 
 async def _client_messages(
@@ -641,20 +616,20 @@ class SqliteMessageStore:
     async def page(self, room_id: str, window: HistoryWindow, *, incarnation: str) -> HistoryPage:
         limit, after, before = window.limit, window.after, window.before
         from_end, thread_id = window.from_end, window.thread_id
-        # Compaction may move messages from rows to blocks between the reads
-        # of a page: read the room's watermark before and after, and read
-        # again if it moved.
-        for _ in range(_PAGE_ATTEMPTS):
-            mark = await self._mark(room_id, incarnation)
-            if mark is None:
-                return HistoryPage(messages=[], has_more=False)
-            rows = await self._page_rows(
-                room_id, incarnation, mark, limit, after, before, from_end, thread_id
+        cutoff = self._cutoff()
+
+        async def hot(count: int) -> list[Row]:
+            return await self._hot_rows(
+                room_id, incarnation, count, after, before, from_end, thread_id
             )
-            if await self._mark(room_id, incarnation) == mark:
-                break
-        else:
-            raise DataCorrupted(room_id, 0, "history kept moving under the read")
+
+        rows = await steady_rows(
+            room_id,
+            lambda: self._mark(room_id, incarnation),
+            lambda mark: window_rows(
+                self._db.lookup, self._db.blocks, room_id, mark, window, min_ts=cutoff, hot=hot
+            ),
+        )
         has_more = len(rows) > limit
         rows = rows[:limit]
         if from_end:
@@ -667,55 +642,6 @@ class SqliteMessageStore:
             (room_id, incarnation),
         )
         return (rows[0][0], int(rows[0][1])) if rows else None
-
-    async def _page_rows(
-        self,
-        room_id: str,
-        incarnation: str,
-        mark: tuple[str, int],
-        limit: int,
-        after: int | None,
-        before: int | None,
-        from_end: bool,
-        thread_id: str | None,
-    ) -> list[Row]:
-        """Up to limit + 1 rows in the direction of travel: from blocks for
-        offsets up to the watermark, from the table after it."""
-        epoch, upto = mark
-        cutoff = self._cutoff()
-        want = limit + 1
-        low = after or 0
-        high = upto + 1 if before is None else min(before, upto + 1)
-
-        async def cold(count: int) -> list[Row]:
-            if upto == 0 or low >= upto or count <= 0:
-                return []
-            return list(
-                await cold_rows(
-                    self._db.lookup,
-                    self._db.blocks,
-                    room_id,
-                    epoch,
-                    low=low,
-                    high=high,
-                    descending=from_end,
-                    want=count,
-                    thread_id=thread_id,
-                    min_ts=cutoff,
-                )
-            )
-
-        if from_end:
-            rows = await self._hot_rows(
-                room_id, incarnation, want, after, before, from_end, thread_id
-            )
-            return rows + await cold(want - len(rows))
-        rows = await cold(want)
-        if len(rows) < want:
-            rows += await self._hot_rows(
-                room_id, incarnation, want - len(rows), after, before, from_end, thread_id
-            )
-        return rows
 
     async def _hot_rows(
         self,
@@ -793,6 +719,7 @@ class SqliteMessageStore:
         async with self._db.transaction() as conn:
             await forget_before(conn, cutoff)
             compacted = await trim_blocks(conn, cutoff)
+            await conn.execute("DELETE FROM compacted_messages WHERE ts < ?", (cutoff,))
             async with conn.execute("DELETE FROM messages WHERE ts < ?", (cutoff,)) as cursor:
                 return cursor.rowcount + compacted
 
@@ -818,28 +745,22 @@ class SqliteMessageStore:
         before_ts = to_micros(now - older_than, "older_than")
         since = to_micros(now - idempotency_window, "idempotency_window")
         await self._db.execute("DELETE FROM compacted_client_ids WHERE ts < ?", (since,))
-        total = CompactionStats()
         rooms = [str(r[0]) for r in await self._db.fetch("SELECT room_id FROM streams")]
-        for room_id in rooms:
-            for _ in range(_MAX_BATCHES_PER_ROOM_PASS):
-                stats, more = await compact_room(
-                    self._db.fetch,
-                    self._db.transaction,
-                    room_id,
-                    before_ts=before_ts,
-                    client_ids_since=since,
-                    max_messages=batch,
-                    searchable=self._indexed,
-                )
-                if stats.messages:
-                    total.add(stats)
-                    await self._db.give_back_space()
-                    if progress is not None:
-                        progress(total)
-                await asyncio.sleep(pause)
-                if not more:
-                    break
-        return total
+        return await compact_rooms(
+            rooms,
+            lambda room_id: compact_room(
+                self._db.fetch,
+                self._db.transaction,
+                room_id,
+                before_ts=before_ts,
+                client_ids_since=since,
+                max_messages=batch,
+                searchable=self._indexed,
+            ),
+            pause=pause,
+            progress=progress,
+            after_batch=self._db.give_back_space,
+        )
 
     async def close(self) -> None:
         await self._appends.close()

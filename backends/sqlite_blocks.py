@@ -1,5 +1,7 @@
-"""Old messages of the SQLite store packed into compressed blocks (format:
-backends/blocks.py).
+"""Old messages of the SQL stores packed into compressed blocks (format:
+backends/blocks.py). Written for SQLite; PostgreSQL runs the same statements
+through a connection that numbers their `?` (backends/postgres/blocks.py),
+with its own columns and search copy (`BlockDialect`).
 
 Compaction moves a room's messages, oldest first, from `messages` into
 `message_blocks`, one transaction per batch: the blocks are written, the
@@ -26,23 +28,28 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
-
-import aiosqlite
+from typing import Any, Final, Protocol, TypeVar
 
 from .blocks import BlockUnreadable, Body, PackedRun, pack, pack_run, unpack
 from .compaction import CompactionStats
 from .errors import DataCorrupted
+from .records import HistoryWindow
 
 __all__ = [
     "BLOCKS_SCHEMA",
+    "SQLITE_DIALECT",
     "BlockCache",
+    "BlockConnection",
+    "BlockDialect",
     "Fetch",
     "cold_rows",
     "compact_room",
+    "compacted_client_row",
     "drop_room_blocks",
     "hydrate",
+    "steady_rows",
     "trim_blocks",
+    "window_rows",
 ]
 
 BLOCKS_SCHEMA: Final = """
@@ -99,6 +106,18 @@ CREATE VIEW IF NOT EXISTS searchable_messages AS
 Row = Sequence[Any]
 Fetch = Callable[[str, Sequence[Any]], Awaitable[list[Row]]]
 
+
+class BlockConnection(Protocol):
+    """What the writes below use of a connection in a transaction: the
+    subset of aiosqlite's, statements with `?` parameters."""
+
+    async def execute_fetchall(self, sql: str, parameters: Sequence[Any]) -> Any: ...
+
+    def execute(self, sql: str, parameters: Sequence[Any]) -> Awaitable[Any]: ...
+
+    async def executemany(self, sql: str, parameters: Any) -> Any: ...
+
+
 # A block entry: [seq, rowid, id, kind, user_id, ts, channel_id, event, data,
 # metadata, thread_id, client_message_id]; a message row (backends/sqlite.py
 # _MESSAGE_COLUMNS): id, kind, user_id, ts, seq, epoch, room_id, channel_id,
@@ -108,6 +127,30 @@ _ENTRY_COLUMNS: Final = (
     " client_message_id"
 )
 E_SEQ, E_TS, E_THREAD, E_CID, E_USER = 0, 5, 10, 11, 4
+
+
+@dataclass(frozen=True, slots=True)
+class BlockDialect:
+    """What differs between the SQL stores in a compaction."""
+
+    entry_columns: str
+    """The block entry's columns, as read from `messages` (ts in microseconds)."""
+    search_copy: str
+    """Copies the searched columns of a room's rows seq BETWEEN ? AND ? to
+    `compacted_messages`."""
+    lock: str = ""
+    """Appended to the read of the watermark in the write transaction, so
+    that two compactions of one room wait for each other."""
+
+
+SQLITE_DIALECT: Final = BlockDialect(
+    entry_columns=_ENTRY_COLUMNS,
+    search_copy=(
+        "INSERT INTO compacted_messages (rowid, room_id, seq, user_id, ts, event,"
+        " thread_id) SELECT rowid, room_id, seq, user_id, ts, event, thread_id"
+        " FROM messages WHERE room_id = ? AND seq BETWEEN ? AND ?"
+    ),
+)
 
 
 def entry_row(entry: Body, epoch: str, room_id: str) -> tuple[Any, ...]:
@@ -245,6 +288,7 @@ async def compact_room(
     client_ids_since: int,
     max_messages: int,
     searchable: bool,
+    dialect: BlockDialect = SQLITE_DIALECT,
 ) -> tuple[CompactionStats, bool]:
     """Pack up to `max_messages` of the room's oldest uncompacted messages
     stamped before `before_ts` into blocks; True if more may be left.
@@ -258,7 +302,8 @@ async def compact_room(
         return CompactionStats(), False
     upto = int(stream[0][0])
     rows = await fetch(
-        f"SELECT {_ENTRY_COLUMNS} FROM messages WHERE room_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        f"SELECT {dialect.entry_columns} FROM messages WHERE room_id = ? AND seq > ?"
+        " ORDER BY seq LIMIT ?",
         (room_id, upto, max_messages),
     )
     bodies: list[Body] = []
@@ -277,7 +322,9 @@ async def compact_room(
         bytes_after=sum(len(b) for _, b in packed.blocks) + len(packed.dictionary or b""),
     )
     async with transaction() as conn:
-        now = await _all(conn, "SELECT compacted_upto FROM streams WHERE room_id = ?", (room_id,))
+        now = await _all(
+            conn, f"SELECT compacted_upto FROM streams WHERE room_id = ?{dialect.lock}", (room_id,)
+        )
         count = await _all(
             conn,
             "SELECT COUNT(*) FROM messages WHERE room_id = ? AND seq BETWEEN ? AND ?",
@@ -287,17 +334,19 @@ async def compact_room(
             return CompactionStats(), True  # changed meanwhile: read again
         dict_id = 0
         if packed.dictionary is not None:
-            async with conn.execute(
-                "INSERT INTO block_dicts (room_id, body) VALUES (?, ?)",
+            made = await _all(
+                conn,
+                "INSERT INTO block_dicts (room_id, body) VALUES (?, ?) RETURNING id",
                 (room_id, packed.dictionary),
-            ) as cursor:
-                dict_id = int(cursor.lastrowid or 0)
+            )
+            dict_id = int(made[0][0])
         await conn.executemany(
             _INSERT_BLOCK, [_block_row(room_id, g, dict_id, blob) for g, blob in packed.blocks]
         )
         await conn.executemany(
-            "INSERT OR REPLACE INTO compacted_client_ids"
-            " (room_id, user_id, client_message_id, seq, ts) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO compacted_client_ids (room_id, user_id, client_message_id, seq, ts)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_id, user_id, client_message_id)"
+            " DO UPDATE SET seq = excluded.seq, ts = excluded.ts",
             [
                 (room_id, b[E_USER], b[E_CID], b[E_SEQ], b[E_TS])
                 for b in bodies
@@ -305,12 +354,7 @@ async def compact_room(
             ],
         )
         if searchable:
-            await conn.execute(
-                "INSERT INTO compacted_messages (rowid, room_id, seq, user_id, ts, event,"
-                " thread_id) SELECT rowid, room_id, seq, user_id, ts, event, thread_id"
-                " FROM messages WHERE room_id = ? AND seq BETWEEN ? AND ?",
-                (room_id, first, last),
-            )
+            await conn.execute(dialect.search_copy, (room_id, first, last))
         await conn.execute(
             "DELETE FROM messages WHERE room_id = ? AND seq BETWEEN ? AND ?",
             (room_id, first, last),
@@ -346,11 +390,11 @@ def _text_bytes(body: Body) -> int:
     return sum(len(v.encode()) if isinstance(v, str) else 8 for v in body)
 
 
-async def _all(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+async def _all(conn: BlockConnection, sql: str, params: Sequence[Any] = ()) -> list[Row]:
     return list(await conn.execute_fetchall(sql, params))
 
 
-async def drop_room_blocks(conn: aiosqlite.Connection, room_id: str) -> None:
+async def drop_room_blocks(conn: BlockConnection, room_id: str) -> None:
     """Inside the caller's transaction, before the stream row is deleted."""
     await conn.execute("DELETE FROM message_blocks WHERE room_id = ?", (room_id,))
     await conn.execute("DELETE FROM block_dicts WHERE room_id = ?", (room_id,))
@@ -358,7 +402,7 @@ async def drop_room_blocks(conn: aiosqlite.Connection, room_id: str) -> None:
     await conn.execute("DELETE FROM compacted_messages WHERE room_id = ?", (room_id,))
 
 
-async def trim_blocks(conn: aiosqlite.Connection, cutoff: int) -> int:
+async def trim_blocks(conn: BlockConnection, cutoff: int) -> int:
     """Retention inside the caller's transaction: delete the blocks all of
     whose messages are older than `cutoff`, rewrite a block only some of
     whose are; a dictionary that loses any of the blocks it was trained on
@@ -397,12 +441,12 @@ async def trim_blocks(conn: aiosqlite.Connection, cutoff: int) -> int:
             await _rewrite(conn, block_id, room_id, entries)
         await conn.execute("DELETE FROM block_dicts WHERE id = ?", (dict_id,))
     await conn.execute("DELETE FROM compacted_client_ids WHERE ts < ?", (cutoff,))
-    await conn.execute("DELETE FROM compacted_messages WHERE ts < ?", (cutoff,))
+    # `compacted_messages` is the caller's: its ts is the store's own type.
     return removed
 
 
 async def _block_entries(
-    conn: aiosqlite.Connection,
+    conn: BlockConnection,
     block_id: int,
     room_id: str,
     dict_id: int,
@@ -422,9 +466,7 @@ async def _block_entries(
         raise DataCorrupted(room_id, block_id, str(exc)) from None
 
 
-async def _rewrite(
-    conn: aiosqlite.Connection, block_id: int, room_id: str, entries: list[Body]
-) -> None:
+async def _rewrite(conn: BlockConnection, block_id: int, room_id: str, entries: list[Body]) -> None:
     """Replace the block by one of `entries` without dictionary, under a new
     id (readers cache blocks by id)."""
     await conn.execute("DELETE FROM message_blocks WHERE id = ?", (block_id,))
@@ -432,3 +474,137 @@ async def _rewrite(
         return
     body = await asyncio.to_thread(pack, entries)
     await conn.execute(_INSERT_BLOCK, _block_row(room_id, entries, 0, body))
+
+
+ClientKey = tuple[str, str, str]
+
+
+async def compacted_client_row(
+    fetch: Fetch, cache: BlockCache, key: ClientKey, *, incarnation: str | None
+) -> tuple[Any, ...] | None:
+    """The message row with this (room, user, clientMessageId) if it was
+    compacted within the idempotency window."""
+    room_id, user_id, client_message_id = key
+    rows = await fetch(
+        "SELECT c.seq, s.epoch, s.incarnation FROM compacted_client_ids c"
+        " JOIN streams s ON s.room_id = c.room_id"
+        " WHERE c.room_id = ? AND c.user_id = ? AND c.client_message_id = ?",
+        (room_id, user_id, client_message_id),
+    )
+    if not rows or (incarnation is not None and rows[0][2] != incarnation):
+        return None
+    seq, epoch = int(rows[0][0]), rows[0][1]
+    found = await cold_rows(
+        fetch,
+        cache,
+        room_id,
+        epoch,
+        low=seq - 1,
+        high=seq + 1,
+        descending=False,
+        want=1,
+        thread_id=None,
+        min_ts=None,
+    )
+    return found[0] if found else None
+
+
+Rows = Callable[[int], Awaitable[list[Row]]]
+M = TypeVar("M")
+
+_PAGE_ATTEMPTS: Final = 4
+
+
+async def window_rows(
+    fetch: Fetch,
+    cache: BlockCache,
+    room_id: str,
+    mark: tuple[str, int],
+    window: HistoryWindow,
+    *,
+    min_ts: int | None,
+    hot: Rows,
+) -> list[Row]:
+    """Up to limit + 1 rows of the window in the direction of travel: from
+    blocks for offsets up to the watermark (`mark`: epoch, compacted_upto),
+    from `hot` (the table) after it."""
+    epoch, upto = mark
+    want = window.limit + 1
+    low = window.after or 0
+    high = upto + 1 if window.before is None else min(window.before, upto + 1)
+
+    async def cold(count: int) -> list[Row]:
+        if upto == 0 or low >= upto or count <= 0:
+            return []
+        return list(
+            await cold_rows(
+                fetch,
+                cache,
+                room_id,
+                epoch,
+                low=low,
+                high=high,
+                descending=window.from_end,
+                want=count,
+                thread_id=window.thread_id,
+                min_ts=min_ts,
+            )
+        )
+
+    if window.from_end:
+        rows = await hot(want)
+        return rows + await cold(want - len(rows))
+    rows = await cold(want)
+    if len(rows) < want:
+        rows += await hot(want - len(rows))
+    return rows
+
+
+async def steady_rows(
+    room_id: str,
+    mark: Callable[[], Awaitable[M | None]],
+    read: Callable[[M], Awaitable[list[Row]]],
+) -> list[Row]:
+    """What `read` gives at a watermark that did not move meanwhile: a
+    compaction may move messages from rows to blocks between the reads of a
+    page, so the room's mark is read before and after, and the page read
+    again if it moved. No rows if the room has no history."""
+    for _ in range(_PAGE_ATTEMPTS):
+        before = await mark()
+        if before is None:
+            return []
+        rows = await read(before)
+        if await mark() == before:
+            return rows
+    raise DataCorrupted(room_id, 0, "history kept moving under the read")
+
+
+# A room whose rows keep changing under compaction is left for the next pass.
+_MAX_BATCHES_PER_ROOM_PASS: Final = 100_000
+
+
+async def compact_rooms(
+    rooms: Sequence[str],
+    one_batch: Callable[[str], Awaitable[tuple[CompactionStats, bool]]],
+    *,
+    pause: float,
+    progress: Callable[[CompactionStats], None] | None,
+    after_batch: Callable[[], Awaitable[None]] | None = None,
+) -> CompactionStats:
+    """Compact room by room, `one_batch` (a `compact_room`) at a time,
+    sleeping `pause` seconds between batches; `progress` is told the
+    running totals after each batch that moved messages."""
+    total = CompactionStats()
+    for room_id in rooms:
+        for _ in range(_MAX_BATCHES_PER_ROOM_PASS):
+            stats, more = await one_batch(room_id)
+            if stats.messages:
+                total.add(stats)
+                if after_batch is not None:
+                    await after_batch()
+                if progress is not None:
+                    progress(total)
+            await asyncio.sleep(pause)
+            if not more:
+                break
+    return total

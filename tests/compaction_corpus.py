@@ -4,6 +4,7 @@ of a room's whole history page by page."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from backends.protocols import MessageStore
@@ -25,6 +26,23 @@ def message(i: int, *, room: str = ROOM, minutes_ago: float = 0.0) -> NewMessage
         client_message_id=f"c{i}",
         timestamp=utcnow() - timedelta(minutes=minutes_ago),
     )
+
+
+async def fill(
+    store: MessageStore, count: int, *, room: str = ROOM, concurrently: bool = True
+) -> None:
+    """Messages 0..count-1, message i sent 10,000 - i minutes ago, at offset
+    i + 1 (gather keeps the order of submission on SQLite, which commits in
+    that order; PostgreSQL's pool does not, so it goes one by one)."""
+    sends = [
+        store.append(message(i, room=room, minutes_ago=10_000 - i), incarnation=INC)
+        for i in range(count)
+    ]
+    if concurrently:
+        await asyncio.gather(*sends)
+    else:
+        for send in sends:
+            await send
 
 
 async def everything(store: MessageStore, room: str = ROOM) -> list[Message]:

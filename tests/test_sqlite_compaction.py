@@ -3,7 +3,6 @@ retention, room deletion, the idempotency window, and the file's size."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 
 from backends import blocks
 from backends.sqlite import SqliteDatabase, SqliteMessageStore
-from tests.compaction_corpus import INC, OTHER, ROOM, everything, message
+from tests.compaction_corpus import INC, OTHER, ROOM, everything, fill, message
 
 
 @pytest.fixture
@@ -20,16 +19,6 @@ async def db(tmp_path: Path) -> AsyncIterator[SqliteDatabase]:
     opened = await SqliteDatabase.open(tmp_path / "forge.db")
     yield opened
     await opened.close()
-
-
-async def fill(store: SqliteMessageStore, count: int, *, room: str = ROOM) -> None:
-    # Offsets follow the order of submission: gather keeps it.
-    await asyncio.gather(
-        *(
-            store.append(message(i, room=room, minutes_ago=10_000 - i), incarnation=INC)
-            for i in range(count)
-        )
-    )
 
 
 async def count(db: SqliteDatabase, sql: str) -> int:

@@ -10,10 +10,15 @@ while other rooms go on in parallel. `drop_room` takes the same lock, so it
 never drops what an append of another incarnation stored after its check.
 JSON fields are orjson text, as in sqlite: what is read back is what was
 stored.
+
+Old messages may be packed into compressed blocks (`compact`, see
+backends/postgres/blocks.py): offsets up to `streams.compacted_upto` are
+read from blocks, those after it from `messages`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +26,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ..codecs import message_from_row, require_utc
+from ..codecs import from_micros, message_from_row, require_utc, to_micros
+from ..compaction import COMPACT_BATCH, CompactionStats
 from ..errors import ForeignStream
 from ..records import (
     HistoryPage,
@@ -32,7 +38,19 @@ from ..records import (
     new_epoch,
     utcnow,
 )
-from .database import Connection, PostgresDatabase
+from ..sqlite_blocks import (
+    BlockCache,
+    cold_rows,
+    compact_room,
+    compact_rooms,
+    compacted_client_row,
+    drop_room_blocks,
+    steady_rows,
+    trim_blocks,
+    window_rows,
+)
+from .blocks import POSTGRES_DIALECT, QmarkConnection, qmark_fetch, qmark_transaction
+from .database import Connection, PostgresDatabase, changed_rows
 from .tsvector import tsvector_of
 
 __all__ = ["PostgresMessageStore"]
@@ -46,8 +64,10 @@ MESSAGE_FROM = "messages m JOIN streams s ON s.room_id = m.room_id"
 _STREAM_ATTEMPTS = 5
 
 
-def message_of(row: asyncpg.Record) -> Message:
-    return message_from_row(row, row[3])
+def message_of(row: asyncpg.Record | Sequence[Any]) -> Message:
+    """A message from a row of `messages`, or of a block (its time in microseconds)."""
+    ts = row[3]
+    return message_from_row(row, from_micros(ts) if isinstance(ts, int) else ts)
 
 
 async def _own_stream(
@@ -56,7 +76,9 @@ async def _own_stream(
     """The room's stream row (epoch, last_offset), started for `incarnation`
     if there is none, locked for the transaction with `lock`; ForeignStream
     if it belongs to another incarnation."""
-    select = "SELECT epoch, last_offset, incarnation FROM streams WHERE room_id = $1"
+    select = (
+        "SELECT epoch, last_offset, incarnation, compacted_upto FROM streams WHERE room_id = $1"
+    )
     if lock:
         select += " FOR UPDATE"
     for _ in range(_STREAM_ATTEMPTS):
@@ -113,9 +135,15 @@ class PostgresMessageStore:
         # With the search role on this database: each message is stored with
         # its tsvector, so it is searchable as soon as it is stored.
         self._indexed = indexed
+        self._blocks = BlockCache()
+        self._fetch = qmark_fetch(db)
 
     def _cutoff(self) -> datetime | None:
         return None if self._retention is None else utcnow() - self._retention
+
+    def _cutoff_micros(self) -> int | None:
+        cutoff = self._cutoff()
+        return None if cutoff is None else to_micros(cutoff, "retention")
 
     async def append(self, message: NewMessage, *, incarnation: str) -> tuple[Message, bool]:
         if message.room_id is None:
@@ -144,6 +172,11 @@ class PostgresMessageStore:
             )
             if first is not None:
                 return message_of(first), False
+            key = (draft.room_id or "", draft.user_id, draft.client_message_id)
+            fetch = qmark_fetch(QmarkConnection(conn))
+            packed = await compacted_client_row(fetch, self._blocks, key, incarnation=None)
+            if packed is not None:
+                return message_of(packed), False
             # The stream exists (made and locked above): no epoch is needed.
             stream = await conn.fetchrow(_APPEND, draft.room_id, *row, "", incarnation)
         if stream is None:
@@ -182,11 +215,47 @@ class PostgresMessageStore:
             user_id,
             client_message_id,
         )
-        return None if row is None else message_of(row)
+        if row is not None:
+            return message_of(row)
+        key = (room_id, user_id, client_message_id)
+        packed = await compacted_client_row(self._fetch, self._blocks, key, incarnation=incarnation)
+        return None if packed is None else message_of(packed)
 
     async def page(self, room_id: str, window: HistoryWindow, *, incarnation: str) -> HistoryPage:
-        limit, after, before = window.limit, window.after, window.before
-        from_end, thread_id = window.from_end, window.thread_id
+        async def hot(count: int) -> list[Any]:
+            return await self._hot_rows(room_id, window, count, incarnation=incarnation)
+
+        rows = await steady_rows(
+            room_id,
+            lambda: self._mark(room_id, incarnation),
+            lambda mark: window_rows(
+                self._fetch,
+                self._blocks,
+                room_id,
+                mark,
+                window,
+                min_ts=self._cutoff_micros(),
+                hot=hot,
+            ),
+        )
+        has_more = len(rows) > window.limit
+        rows = rows[: window.limit]
+        if window.from_end:
+            rows.reverse()
+        return HistoryPage(messages=[message_of(r) for r in rows], has_more=has_more)
+
+    async def _mark(self, room_id: str, incarnation: str) -> tuple[str, int] | None:
+        row = await self._db.fetchrow(
+            "SELECT epoch, compacted_upto FROM streams WHERE room_id = $1 AND incarnation = $2",
+            room_id,
+            incarnation,
+        )
+        return None if row is None else (row[0], int(row[1]))
+
+    async def _hot_rows(
+        self, room_id: str, window: HistoryWindow, count: int, *, incarnation: str
+    ) -> list[asyncpg.Record]:
+        """Up to `count` rows of `messages` in the window, in the direction of travel."""
         params: list[Any] = [room_id, incarnation]
 
         def param(value: Any) -> str:
@@ -194,32 +263,41 @@ class PostgresMessageStore:
             return f"${len(params)}"
 
         where = ["m.room_id = $1", "s.incarnation = $2"]
-        if after is not None:
-            where.append(f"m.seq > {param(after)}")
-        if before is not None:
-            where.append(f"m.seq < {param(before)}")
-        if thread_id is not None:
-            where.append(f"m.thread_id = {param(thread_id)}")
+        if window.after is not None:
+            where.append(f"m.seq > {param(window.after)}")
+        if window.before is not None:
+            where.append(f"m.seq < {param(window.before)}")
+        if window.thread_id is not None:
+            where.append(f"m.thread_id = {param(window.thread_id)}")
         cutoff = self._cutoff()
         if cutoff is not None:
             where.append(f"m.ts >= {param(cutoff)}")
-        order = "DESC" if from_end else "ASC"
-        rows = await self._db.fetch(
+        order = "DESC" if window.from_end else "ASC"
+        return await self._db.fetch(
             f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE {' AND '.join(where)}"
-            f" ORDER BY m.seq {order} LIMIT {param(limit + 1)}",
+            f" ORDER BY m.seq {order} LIMIT {param(count)}",
             *params,
         )
-        has_more = len(rows) > limit
-        rows = rows[:limit]
-        if from_end:
-            rows.reverse()
-        return HistoryPage(messages=[message_of(r) for r in rows], has_more=has_more)
 
     async def position(self, room_id: str, *, incarnation: str) -> StreamPosition:
         cutoff = self._cutoff()
         async with self._db.transaction() as conn:
             stream = await _own_stream(conn, room_id, incarnation, lock=False)
-            if cutoff is None:
+            oldest = await cold_rows(
+                qmark_fetch(QmarkConnection(conn)),
+                self._blocks,
+                room_id,
+                stream["epoch"],
+                low=0,
+                high=int(stream["compacted_upto"]) + 1,
+                descending=False,
+                want=1,
+                thread_id=None,
+                min_ts=self._cutoff_micros(),
+            )
+            if oldest:
+                first = oldest[0][4]
+            elif cutoff is None:
                 first = await conn.fetchval(
                     "SELECT MIN(seq) FROM messages WHERE room_id = $1", room_id
                 )
@@ -239,7 +317,11 @@ class PostgresMessageStore:
         cutoff = self._cutoff()
         if cutoff is None:
             return 0
-        return await self._db.execute("DELETE FROM messages WHERE ts < $1", cutoff)
+        async with self._db.transaction() as conn:
+            packed = await trim_blocks(QmarkConnection(conn), to_micros(cutoff, "retention"))
+            await conn.execute("DELETE FROM compacted_messages WHERE ts < $1", cutoff)
+            rows = await conn.execute("DELETE FROM messages WHERE ts < $1", cutoff)
+        return changed_rows(rows) + packed
 
     async def drop_room(self, room_id: str, *, incarnation: str | None = None) -> None:
         async with self._db.transaction() as conn:
@@ -259,6 +341,42 @@ class PostgresMessageStore:
                 )
             if dropped is not None:
                 await conn.execute("DELETE FROM messages WHERE room_id = $1", room_id)
+                await drop_room_blocks(QmarkConnection(conn), room_id)
+
+    async def compact(
+        self,
+        *,
+        older_than: timedelta,
+        idempotency_window: timedelta,
+        batch: int = COMPACT_BATCH,
+        pause: float = 0.0,
+        progress: Callable[[CompactionStats], None] | None = None,
+    ) -> CompactionStats:
+        """Pack the messages older than `older_than` into compressed blocks,
+        room by room, `batch` messages per transaction (compressed in a
+        worker thread, outside it), sleeping `pause` seconds between
+        batches; `progress` is told the running totals after each batch."""
+        now = utcnow()
+        before_ts = to_micros(now - older_than, "older_than")
+        since = to_micros(now - idempotency_window, "idempotency_window")
+        await self._db.execute("DELETE FROM compacted_client_ids WHERE ts < $1", since)
+        rooms = [str(r[0]) for r in await self._db.fetch("SELECT room_id FROM streams")]
+        transaction = qmark_transaction(self._db)
+        return await compact_rooms(
+            rooms,
+            lambda room_id: compact_room(
+                self._fetch,
+                transaction,
+                room_id,
+                before_ts=before_ts,
+                client_ids_since=since,
+                max_messages=batch,
+                searchable=self._indexed,
+                dialect=POSTGRES_DIALECT,
+            ),
+            pause=pause,
+            progress=progress,
+        )
 
     async def close(self) -> None:
         return None

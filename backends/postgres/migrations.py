@@ -113,6 +113,66 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX messages_room_ts ON messages (room_id, ts);
         """,
     ),
+    Migration(
+        3,
+        "compressed blocks of old messages",
+        # As SQLite's (backends/sqlite_blocks.py), times in the block tables
+        # as microseconds; offsets up to streams.compacted_upto are in
+        # blocks. compacted_messages keeps what search filters and orders
+        # on, the tsvector included, so a search finds the same messages
+        # with the same scores; searchable_messages shows both tables as one.
+        """
+        ALTER TABLE streams ADD COLUMN compacted_upto bigint NOT NULL DEFAULT 0;
+        CREATE TABLE message_blocks (
+            id bigserial PRIMARY KEY,
+            room_id text NOT NULL,
+            first_seq bigint NOT NULL,
+            last_seq bigint NOT NULL,
+            min_ts bigint NOT NULL,
+            last_ts bigint NOT NULL,
+            count integer NOT NULL,
+            dict_id bigint NOT NULL,
+            body bytea NOT NULL
+        );
+        -- zstd bytes: PostgreSQL's own compression would only cost CPU.
+        ALTER TABLE message_blocks ALTER COLUMN body SET STORAGE EXTERNAL;
+        CREATE INDEX message_blocks_room ON message_blocks (room_id, last_seq);
+        CREATE INDEX message_blocks_ts ON message_blocks (last_ts);
+        CREATE TABLE block_dicts (
+            id bigserial PRIMARY KEY,
+            room_id text NOT NULL,
+            body bytea NOT NULL
+        );
+        CREATE INDEX block_dicts_room ON block_dicts (room_id);
+        CREATE TABLE compacted_client_ids (
+            room_id text NOT NULL,
+            user_id text NOT NULL,
+            client_message_id text NOT NULL,
+            seq bigint NOT NULL,
+            ts bigint NOT NULL,
+            PRIMARY KEY (room_id, user_id, client_message_id)
+        );
+        CREATE INDEX compacted_client_ids_ts ON compacted_client_ids (ts);
+        CREATE TABLE compacted_messages (
+            room_id text NOT NULL,
+            seq bigint NOT NULL,
+            user_id text NOT NULL,
+            ts timestamptz NOT NULL,
+            event text,
+            thread_id text,
+            tsv tsvector,
+            PRIMARY KEY (room_id, seq)
+        );
+        CREATE INDEX compacted_messages_tsv ON compacted_messages USING gin (tsv);
+        CREATE INDEX compacted_messages_ts ON compacted_messages (ts);
+        CREATE VIEW searchable_messages AS
+            SELECT room_id, seq, id, kind, user_id, ts, channel_id, event, data, metadata,
+                thread_id, client_message_id, tsv FROM messages
+            UNION ALL
+            SELECT room_id, seq, NULL::text, NULL::text, user_id, ts, NULL::text, event,
+                NULL::text, NULL::text, thread_id, NULL::text, tsv FROM compacted_messages;
+        """,
+    ),
 )
 
 

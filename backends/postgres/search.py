@@ -18,19 +18,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 
 from ..records import Message, incarnation_of, utcnow
 from ..search_query import SearchHit, SearchKey, SearchOrder, SearchPage, SearchRequest
+from ..sqlite_blocks import BlockCache, hydrate
+from .blocks import qmark_fetch
 from .database import Connection, PostgresDatabase
-from .messages import MESSAGE_COLUMNS, MESSAGE_FROM, PostgresMessageStore, message_of
+from .messages import MESSAGE_COLUMNS, PostgresMessageStore, message_of
 from .tsvector import tsquery_of, tsvector_of
 
 __all__ = ["PostgresMessageSearch"]
 
 BACKFILL_BATCH: Final = 2000
+# Compacted messages keep their searched columns and tsvector in
+# `compacted_messages`: search sees both tables as one; the bodies of those
+# it finds are then read from their blocks (`hydrate`).
+_SEARCHED_FROM: Final = "searchable_messages m JOIN streams s ON s.room_id = m.room_id"
 
 
 class _Params:
@@ -64,6 +70,8 @@ class PostgresMessageSearch:
         self.indexes_on_append = with_messages
         # The mirror's own history operations (drop, trim) are the store's.
         self._mirror = PostgresMessageStore(db, retention)
+        self._blocks = BlockCache()
+        self._fetch = qmark_fetch(db)
 
     @classmethod
     async def open(
@@ -175,7 +183,7 @@ class PostgresMessageSearch:
         newest = "ORDER BY m.ts DESC, m.room_id, m.seq DESC"
         inner = (
             f"SELECT {MESSAGE_COLUMNS}, ts_rank(m.tsv, {query}::tsquery)::float8 AS score"
-            f" FROM {MESSAGE_FROM} WHERE {' AND '.join(where)}"
+            f" FROM {_SEARCHED_FROM} WHERE {' AND '.join(where)}"
         )
         after = request.after
         if request.order is SearchOrder.NEWEST:
@@ -193,7 +201,8 @@ class PostgresMessageSearch:
                 )
             sql += " ORDER BY c.score DESC, c.ts DESC, c.room_id, c.seq DESC"
             sql += f" LIMIT {p(request.limit + 1)}"
-        rows = await self._db.fetch(sql, *p.values)
+        found = await self._db.fetch(sql, *p.values)
+        rows = await hydrate(cast(list[Sequence[Any]], found), self._fetch, self._blocks)
         hits = []
         for row in rows[: request.limit]:
             message = message_of(row)
