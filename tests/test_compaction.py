@@ -1,4 +1,4 @@
-"""Compression of old messages on SQLite and Redis (issue 15), over the
+"""Compression of old messages on SQLite, Redis and PostgreSQL (issue 15), over the
 wire: every read gives the same bytes before and after `server.py compact`,
 a killed compaction loses and duplicates nothing, a damaged block is an
 error."""
@@ -13,14 +13,17 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
+import asyncpg
 import httpx
 import pytest
 import redis
 
+from backends.postgres import delete_namespace
 from tests.conftest import TEST_SETTINGS, require_service
 from tests.live import ROOT, GraphQLClient, LiveServer, unique, ws_connect
 
@@ -66,36 +69,53 @@ SETTINGS = {
 WORDS = ["alpha", "beta", "gamma", "delta", "launch", "party", "coffee", "deploy", "review"]
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[LiveServer]:
-    live = LiveServer(tmp_path / "data", SETTINGS).start()
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
+async def any_server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LiveServer]:
+    """A server on each history backend that compacts (Redis: a namespace of
+    its own; PostgreSQL: a schema of its own in the session's cluster)."""
+    live = LiveServer(tmp_path / "data", on_backend(request, request.param, SETTINGS)).start()
     yield live
     live.stop()
+    await forget(live)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def any_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
-    """A server on each history backend that compacts (Redis: a namespace of its own)."""
-    live = LiveServer(tmp_path / "data", on_backend(request.param, SETTINGS)).start()
-    yield live
-    live.stop()
-    forget(live)
-
-
-def on_backend(backend: str, settings: dict[str, Any]) -> dict[str, Any]:
+def on_backend(
+    request: pytest.FixtureRequest, backend: str, settings: dict[str, Any]
+) -> dict[str, Any]:
     if backend == "sqlite":
         return settings
+    if backend == "postgres":
+        url = f"{request.getfixturevalue('postgres_cluster')}?schema=c{uuid4().hex[:12]}"
+        return {**settings, "backend": "postgresql", "backend_urls": [url]}
     require_service("Redis", 6379)
     url = f"redis://127.0.0.1:6379/0?namespace={unique('c')}"
     return {**settings, "backend": "redis", "backend_urls": [url]}
 
 
-def forget(live: LiveServer) -> None:
-    """Delete a Redis server's namespace."""
+async def forget(live: LiveServer) -> None:
+    """Delete a Redis server's namespace, a PostgreSQL server's schema."""
+    if _postgres(live) is not None:
+        await delete_namespace(str(_postgres(live)))
     if _namespace(live) is not None:
         with _redis() as r:
             for key in r.scan_iter(match=f"{_namespace(live)}:*", count=1000):
                 r.delete(key)
+
+
+def _postgres(live: LiveServer) -> str | None:
+    urls = live.settings.get("backend_urls")
+    return str(urls[0]) if urls and str(urls[0]).startswith("postgresql:") else None
+
+
+async def pg(live: LiveServer, sql: str, *args: Any) -> list[Any]:
+    """The rows of one statement in the PostgreSQL server's schema."""
+    base, _, schema = str(_postgres(live)).partition("?schema=")
+    connection = await asyncpg.connect(base)
+    try:
+        await connection.execute(f'SET search_path TO "{schema}"')
+        return list(await connection.fetch(sql, *args))
+    finally:
+        await connection.close()
 
 
 def _redis() -> Any:
@@ -105,11 +125,13 @@ def _redis() -> Any:
 
 def _namespace(live: LiveServer) -> str | None:
     urls = live.settings.get("backend_urls")
-    return str(urls[0]).split("namespace=")[1] if urls else None
+    return str(urls[0]).split("namespace=")[1] if urls and "namespace=" in urls[0] else None
 
 
-def uncompacted(live: LiveServer) -> int:
-    """Messages still stored row by row (SQLite) or in streams (Redis)."""
+async def uncompacted(live: LiveServer) -> int:
+    """Messages still stored row by row (SQLite, PostgreSQL) or in streams (Redis)."""
+    if _postgres(live) is not None:
+        return int((await pg(live, "SELECT COUNT(*) FROM messages"))[0][0])
     namespace = _namespace(live)
     if namespace is None:
         with db(live) as conn:
@@ -119,8 +141,11 @@ def uncompacted(live: LiveServer) -> int:
         return sum(int(r.xlen(k)) for k in r.scan_iter(match=f"{namespace}:msg-stream:*"))
 
 
-def block_counts(live: LiveServer) -> tuple[int, int]:
+async def block_counts(live: LiveServer) -> tuple[int, int]:
     """(blocks, messages in them)."""
+    if _postgres(live) is not None:
+        blocks, packed = (await pg(live, "SELECT COUNT(*), SUM(count) FROM message_blocks"))[0]
+        return int(blocks), int(packed or 0)
     namespace = _namespace(live)
     if namespace is None:
         with db(live) as conn:
@@ -301,11 +326,11 @@ async def every_read_is_the_same(server: LiveServer, alice: Http, bob: Http) -> 
     )
     before = {r: await everything(server, alice, r, sent[r], bob_id) for r in (room, other)}
 
-    stored = uncompacted(server)
+    stored = await uncompacted(server)
     result = compact(server, "--batch", "300")
     assert f"compact: done, {stored} messages" in result.stdout, result.stdout
-    assert uncompacted(server) == 0
-    blocks, packed = block_counts(server)
+    assert await uncompacted(server) == 0
+    blocks, packed = await block_counts(server)
     assert blocks >= 5 and packed == stored
 
     after = {r: await everything(server, alice, r, sent[r], bob_id) for r in (room, other)}
@@ -330,11 +355,20 @@ async def whole_history(client: Http, room: str) -> list[Any]:
     ]
 
 
-def stored_offsets(live: LiveServer) -> dict[str, list[int]]:
+async def stored_offsets(live: LiveServer) -> dict[str, list[int]]:
     """Each room's offsets, from the rows and from the blocks (decoded)."""
     from backends.blocks import unpack
 
     found: dict[str, list[int]] = {}
+    if _postgres(live) is not None:
+        for room, seq in await pg(live, "SELECT room_id, seq FROM messages"):
+            found.setdefault(room, []).append(seq)
+        dicts = dict(await pg(live, "SELECT id, body FROM block_dicts"))
+        for room, body, dict_id in await pg(
+            live, "SELECT room_id, body, dict_id FROM message_blocks"
+        ):
+            found.setdefault(room, []).extend(e[0] for e in unpack(body, dicts.get(dict_id)))
+        return {room: sorted(seqs) for room, seqs in found.items()}
     namespace = _namespace(live)
     if namespace is not None:
         r = _redis()
@@ -371,7 +405,7 @@ async def test_a_killed_compaction_loses_and_duplicates_nothing(any_server: Live
             await bob.execute(JOIN, id=r)
         await asyncio.gather(*(fill(alice, bob, r, 200) for r in rooms))
         before = {r: await whole_history(alice, r) for r in rooms}
-        offsets = stored_offsets(server)
+        offsets = await stored_offsets(server)
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("FORGE_STREAMING_")}
         killed = 0
@@ -396,17 +430,58 @@ async def test_a_killed_compaction_loses_and_duplicates_nothing(any_server: Live
             process.stdout.close()
             process.wait(timeout=30)
             # Every read in between sees everything, once.
-            assert stored_offsets(server) == offsets
+            assert await stored_offsets(server) == offsets
             assert await whole_history(alice, rooms[run % 3]) == before[rooms[run % 3]]
         assert killed >= 15
         result = compact(server)
         assert "compact: done" in result.stdout
-        assert uncompacted(server) == 0
-        assert stored_offsets(server) == offsets
+        assert await uncompacted(server) == 0
+        assert await stored_offsets(server) == offsets
         assert {r: await whole_history(alice, r) for r in rooms} == before
 
 
-async def test_a_damaged_block_is_an_error_naming_room_and_block(server: LiveServer) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+async def sql_server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LiveServer]:
+    """A server on each SQL history backend."""
+    live = LiveServer(tmp_path / "data", on_backend(request, request.param, SETTINGS)).start()
+    yield live
+    live.stop()
+    await forget(live)
+
+
+async def damage(live: LiveServer, damaged: str, undictionaried: str) -> tuple[int, int]:
+    """Overwrite 8 bytes of a block of `damaged`, point a block of
+    `undictionaried` at a dictionary that does not exist; their ids."""
+    if _postgres(live) is not None:
+        (block,) = (await pg(live, "SELECT id FROM message_blocks WHERE room_id = $1", damaged))[0]
+        await pg(
+            live,
+            "UPDATE message_blocks SET body = overlay(body placing $1 from 21) WHERE id = $2",
+            bytes(8),
+            block,
+        )
+        (other,) = (
+            await pg(live, "SELECT id FROM message_blocks WHERE room_id = $1", undictionaried)
+        )[0]
+        await pg(live, "UPDATE message_blocks SET dict_id = 999 WHERE id = $1", other)
+        return block, other
+    with db(live) as conn:
+        block, blob = conn.execute(
+            "SELECT id, body FROM message_blocks WHERE room_id = ?", (damaged,)
+        ).fetchone()
+        conn.execute(
+            "UPDATE message_blocks SET body = ? WHERE id = ?",
+            (blob[:20] + bytes(8) + blob[28:], block),
+        )
+        (other,) = conn.execute(
+            "SELECT id FROM message_blocks WHERE room_id = ?", (undictionaried,)
+        ).fetchone()
+        conn.execute("UPDATE message_blocks SET dict_id = 999 WHERE id = ?", (other,))
+    return block, other
+
+
+async def test_a_damaged_block_is_an_error_naming_room_and_block(sql_server: LiveServer) -> None:
+    server = sql_server
     async with httpx.AsyncClient(timeout=10) as http:
         alice = Http(server.client(unique("alice")), http)
         bob = Http(server.client(unique("bob")), http)
@@ -417,18 +492,7 @@ async def test_a_damaged_block_is_an_error_naming_room_and_block(server: LiveSer
             await fill(alice, bob, r, 30)
         fine_before = await whole_history(alice, fine)
         compact(server)
-        with db(server) as conn:
-            block, blob = conn.execute(
-                "SELECT id, body FROM message_blocks WHERE room_id = ?", (damaged,)
-            ).fetchone()
-            conn.execute(
-                "UPDATE message_blocks SET body = ? WHERE id = ?",
-                (blob[:20] + bytes(8) + blob[28:], block),
-            )
-            (other,) = conn.execute(
-                "SELECT id FROM message_blocks WHERE room_id = ?", (undictionaried,)
-            ).fetchone()
-            conn.execute("UPDATE message_blocks SET dict_id = 999 WHERE id = ?", (other,))
+        block, other = await damage(server, damaged, undictionaried)
         for room, block_id, reason in (
             (damaged, block, "Zstd"),
             (undictionaried, other, "dictionary 999 missing"),
@@ -446,9 +510,11 @@ async def test_a_damaged_block_is_an_error_naming_room_and_block(server: LiveSer
         assert await whole_history(alice, fine) == fine_before
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
-async def test_a_running_server_compacts_in_the_background(tmp_path: Path, backend: str) -> None:
-    settings = on_backend(backend, {**SETTINGS, "compress_after": "1ms"})
+@pytest.mark.parametrize("backend", ["sqlite", "redis", "postgres"])
+async def test_a_running_server_compacts_in_the_background(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    settings = on_backend(request, backend, {**SETTINGS, "compress_after": "1ms"})
     live = LiveServer(tmp_path / "data", settings).start()
     try:
         async with httpx.AsyncClient(timeout=10) as http:
@@ -459,7 +525,7 @@ async def test_a_running_server_compacts_in_the_background(tmp_path: Path, backe
             await bob.execute(JOIN, id=room)
             await fill(alice, bob, room, 300)
             before = await whole_history(alice, room)
-            stored = uncompacted(live)
+            stored = await uncompacted(live)
             # The first pass runs as the server starts.
             live.stop()
             live.start()
@@ -467,8 +533,8 @@ async def test_a_running_server_compacts_in_the_background(tmp_path: Path, backe
             assert live.metric("streaming_compaction_blocks_total") >= 2
             before_bytes = live.metric("streaming_compaction_bytes_before_total")
             assert live.metric("streaming_compaction_bytes_after_total") * 2 < before_bytes
-            assert uncompacted(live) == 0
+            assert await uncompacted(live) == 0
             assert await whole_history(alice, room) == before
     finally:
         live.stop()
-        forget(live)
+        await forget(live)
