@@ -1,9 +1,10 @@
-"""Compression of old messages on SQLite and Redis (issue 15): bytes, cold
-pages, compaction rate, and live sends while it runs.
+"""Compression of old messages on SQLite, Redis and PostgreSQL (issue 15):
+bytes, cold pages, compaction rate, and live sends while it runs.
 
     python bench/compression.py                          # 100k messages, 100 rooms, seed 15
     python bench/compression.py --messages 20000 --rooms 20
     python bench/compression.py --backend redis          # Redis on 127.0.0.1:6379
+    python bench/compression.py --backend postgres       # PostgreSQL on 127.0.0.1:5432
 
 The corpus is generated from a fixed seed (parameters below, committed):
 sentences of 1-40 words from a Zipf word-frequency model over a 5,000-word
@@ -27,6 +28,17 @@ into a namespace of its own (deleted at the end), and bytes are the sum of
 room's history (`msg-meta`, `msg-stream`, `msg-cid`, `msg-time`, and after
 compaction `msg-blocks`, `msg-bidx`), before and after compacting every message
 (idempotency window 24 h: the corpus is two days old, so its client ids go).
+
+With `--backend postgres` (`--postgres-url`, default the local server as
+`postgres`) the corpus goes through `PostgresMessageStore.append`, search on
+(a tsvector per message), into a schema of its own (dropped at the end).
+Bytes are `pg_total_relation_size` (heap, TOAST and indexes) of the history
+tables: `messages` before (its tsvector column and GIN index included, as
+they are stored in that table); `messages`, `message_blocks`, `block_dicts`,
+`compacted_client_ids` after, with `compacted_messages` (the searched
+columns and tsvectors of compacted messages, and their GIN index) reported
+on its own. `VACUUM FULL` runs on every table before each measure, so that
+both count live rows only (a plain VACUUM keeps freed pages for reuse).
 """
 
 from __future__ import annotations
@@ -205,20 +217,7 @@ async def main_redis(args: argparse.Namespace) -> None:
         hot, hot_cpu = await time_pages(store, args.rooms, rng)
         # Live sends alone, then while a background-paced compaction runs.
         # (Into rooms of their own, which the byte counts leave out.)
-        alone = await time_sends(store, 300, args.rooms, "live")
-        cpu, wall = time.process_time(), time.perf_counter()
-        compaction = asyncio.create_task(
-            store.compact(
-                older_than=timedelta(hours=24),
-                idempotency_window=timedelta(hours=24),
-                batch=256,
-                pause=0.02,
-            )
-        )
-        during = await time_sends(store, 300, args.rooms, "live")
-        stats = await compaction
-        paced_wall = time.perf_counter() - wall
-        compact_cpu = time.process_time() - cpu
+        stats, paced, alone, during = await compact_while_sending(store, args.rooms, "live")
         after = await redis_bytes(client, namespace, args.rooms)
         cold, cold_cpu = await time_pages(store, args.rooms, rng)
     finally:
@@ -242,8 +241,115 @@ async def main_redis(args: argparse.Namespace) -> None:
     )
     print(
         f"compaction: {stats.messages / stats.seconds:.0f} messages/s in its batches"
-        f" ({stats.seconds:.1f} s), paced as in the server {paced_wall:.1f} s wall,"
-        f" {compact_cpu:.1f} s CPU of the process"
+        f" ({stats.seconds:.1f} s), paced as in the server {paced[0]:.1f} s wall,"
+        f" {paced[1]:.1f} s CPU of the process"
+    )
+    print(
+        f"live send: alone p50 {ms(alone):.2f} p99 {pct(alone, 99):.2f} ms;"
+        f" during compaction p50 {ms(during):.2f} p99 {pct(during, 99):.2f} ms"
+    )
+
+
+POSTGRES_HISTORY = ("messages", "message_blocks", "block_dicts", "compacted_client_ids")
+
+
+async def postgres_bytes(db: Any) -> tuple[int, int]:
+    """(history tables, compacted_messages) bytes after VACUUM FULL."""
+    sizes = {}
+    for table in (*POSTGRES_HISTORY, "compacted_messages"):
+        await db.execute(f"VACUUM FULL {table}")
+        row = await db.fetchrow(f"SELECT pg_total_relation_size('{table}')")
+        sizes[table] = int(row[0])
+    return sum(sizes[t] for t in POSTGRES_HISTORY), sizes["compacted_messages"]
+
+
+async def main_postgres(args: argparse.Namespace) -> None:
+    from backends.postgres import delete_namespace
+    from backends.postgres.backend import open_database
+    from backends.postgres.messages import PostgresMessageStore
+
+    url = f"{args.postgres_url}?schema=bench{random.getrandbits(32):08x}"
+    db = await open_database(url)
+    try:
+        store = PostgresMessageStore(db, indexed=True)
+        messages = corpus(args.messages, args.rooms, args.seed)
+        for start in range(0, len(messages), 64):
+            chunk = messages[start : start + 64]
+            await asyncio.gather(*(store.append(m, incarnation=INC) for m in chunk))
+        before, _ = await postgres_bytes(db)
+        rng = random.Random(args.seed)
+        hot, hot_cpu = await time_pages(store, args.rooms, rng)
+        # Live sends into rooms of their own, which stay in rows.
+        stats, paced, alone, during = await compact_while_sending(store, args.rooms, "live")
+        after, search_keys = await postgres_bytes(db)
+
+        def forget_blocks() -> None:
+            store.blocks = BlockCache()  # nothing decoded yet: every page reads its blocks
+
+        cold, cold_cpu = await time_pages(store, args.rooms, rng, before_each=forget_blocks)
+        warm, warm_cpu = await time_pages(store, args.rooms, rng)
+    finally:
+        await db.close()
+        await delete_namespace(url)
+    n = args.messages
+    print(f"postgres, corpus: {n} messages, {args.rooms} rooms, seed {args.seed}")
+    print(f"compacted {stats.messages} messages into {stats.blocks} blocks")
+    print(
+        f"pg_total_relation_size bytes/message: before {before / n:.1f}, after {after / n:.1f}"
+        f" ({before / after:.1f}x smaller)"
+    )
+    print(
+        f"  + compacted_messages (search keys, tsvector, GIN) {search_keys / n:.1f}"
+        f" bytes/message (with them {before / (after + search_keys):.1f}x)"
+    )
+    report(stats, paced, (hot, hot_cpu), (cold, cold_cpu), (warm, warm_cpu), alone, during)
+
+
+async def compact_while_sending(
+    store: Any, rooms: int, prefix: str = "room"
+) -> tuple[Any, tuple[float, float], list[float], list[float]]:
+    """Live sends alone, then while a background-paced compaction (as in the
+    server) of everything older than a day runs: the compaction's stats, its
+    (wall, CPU) seconds, and the two sets of send times."""
+    alone = await time_sends(store, 300, rooms, prefix)
+    cpu, wall = time.process_time(), time.perf_counter()
+    compaction = asyncio.create_task(
+        store.compact(
+            older_than=timedelta(hours=24),
+            idempotency_window=timedelta(hours=24),
+            batch=256,
+            pause=0.02,
+        )
+    )
+    during = await time_sends(store, 300, rooms, prefix)
+    stats = await compaction
+    return stats, (time.perf_counter() - wall, time.process_time() - cpu), alone, during
+
+
+Times = tuple[list[float], list[float]]
+
+
+def report(
+    stats: Any,
+    paced: tuple[float, float],
+    hot: Times,
+    cold: Times,
+    warm: Times,
+    alone: list[float],
+    during: list[float],
+) -> None:
+    """The lines on pages, compaction and sends every SQL backend prints."""
+    ms = statistics.median
+    lines = [f"{ms(t):.2f} p99 {pct(t, 99):.2f} ms" for t in (*hot, *cold, *warm)]
+    print(
+        f"page of 50: hot p50 {lines[0]}; cold (blocks, nothing cached) p50 {lines[2]};"
+        f" blocks cached p50 {lines[4]}"
+    )
+    print(f"page of 50, CPU: hot p50 {lines[1]}; cold p50 {lines[3]}; blocks cached p50 {lines[5]}")
+    print(
+        f"compaction: {stats.messages / stats.seconds:.0f} messages/s in its batches"
+        f" ({stats.seconds:.1f} s), paced as in the server {paced[0]:.1f} s wall,"
+        f" {paced[1]:.1f} s CPU of the process"
     )
     print(
         f"live send: alone p50 {ms(alone):.2f} p99 {pct(alone, 99):.2f} ms;"
@@ -254,6 +360,9 @@ async def main_redis(args: argparse.Namespace) -> None:
 async def main(args: argparse.Namespace) -> None:
     if args.backend == "redis":
         await main_redis(args)
+        return
+    if args.backend == "postgres":
+        await main_postgres(args)
         return
     folder = Path(tempfile.mkdtemp(prefix="compression-"))
     db = await SqliteDatabase.open(folder / "bench.db")
@@ -266,21 +375,7 @@ async def main(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     hot, hot_cpu = await time_pages(store, args.rooms, rng)
 
-    # Live sends alone, then while a background-paced compaction runs.
-    alone = await time_sends(store, 300, args.rooms)
-    cpu, wall = time.process_time(), time.perf_counter()
-    compaction = asyncio.create_task(
-        store.compact(
-            older_than=timedelta(hours=24),
-            idempotency_window=timedelta(hours=24),
-            batch=256,
-            pause=0.02,
-        )
-    )
-    during = await time_sends(store, 300, args.rooms)
-    stats = await compaction
-    paced_wall = time.perf_counter() - wall
-    paced_cpu = time.process_time() - cpu
+    stats, paced, alone, during = await compact_while_sending(store, args.rooms)
     after = await history_bytes(db, HISTORY_TABLES["after"])
 
     def forget_blocks() -> None:
@@ -291,7 +386,6 @@ async def main(args: argparse.Namespace) -> None:
     await db.close()
 
     n = args.messages
-    ms = statistics.median
     print(f"corpus: {n} messages, {args.rooms} rooms, seed {args.seed}")
     print(f"compacted {stats.messages} messages into {stats.blocks} blocks")
     print(
@@ -307,25 +401,7 @@ async def main(args: argparse.Namespace) -> None:
         f"text moved {stats.bytes_before / n:.1f} -> {stats.bytes_after / n:.1f} bytes/message"
         f" in blocks ({stats.bytes_before / max(1, stats.bytes_after):.1f}x)"
     )
-    print(
-        f"page of 50: hot p50 {ms(hot):.2f} p99 {pct(hot, 99):.2f} ms;"
-        f" cold (blocks, nothing cached) p50 {ms(cold):.2f} p99 {pct(cold, 99):.2f} ms;"
-        f" blocks cached p50 {ms(warm):.2f} p99 {pct(warm, 99):.2f} ms"
-    )
-    print(
-        f"page of 50, CPU: hot p50 {ms(hot_cpu):.2f} p99 {pct(hot_cpu, 99):.2f} ms;"
-        f" cold p50 {ms(cold_cpu):.2f} p99 {pct(cold_cpu, 99):.2f} ms;"
-        f" blocks cached p50 {ms(warm_cpu):.2f} p99 {pct(warm_cpu, 99):.2f} ms"
-    )
-    print(
-        f"compaction: {stats.messages / stats.seconds:.0f} messages/s in its batches"
-        f" ({stats.seconds:.1f} s), paced as in the server {paced_wall:.1f} s wall,"
-        f" {paced_cpu:.1f} s CPU of the process"
-    )
-    print(
-        f"live send: alone p50 {ms(alone):.2f} p99 {pct(alone, 99):.2f} ms;"
-        f" during compaction p50 {ms(during):.2f} p99 {pct(during, 99):.2f} ms"
-    )
+    report(stats, paced, (hot, hot_cpu), (cold, cold_cpu), (warm, warm_cpu), alone, during)
 
 
 if __name__ == "__main__":
@@ -333,5 +409,6 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--rooms", type=int, default=100)
     parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--backend", choices=["sqlite", "redis"], default="sqlite")
+    parser.add_argument("--backend", choices=["sqlite", "redis", "postgres"], default="sqlite")
+    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     asyncio.run(main(parser.parse_args()))

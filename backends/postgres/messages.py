@@ -135,7 +135,9 @@ class PostgresMessageStore:
         # With the search role on this database: each message is stored with
         # its tsvector, so it is searchable as soon as it is stored.
         self._indexed = indexed
-        self._blocks = BlockCache()
+        self.blocks = BlockCache()
+        """Decoded blocks of old messages (replaceable: bench/compression.py
+        empties it to time cold pages)."""
         self._fetch = qmark_fetch(db)
 
     def _cutoff(self) -> datetime | None:
@@ -174,7 +176,7 @@ class PostgresMessageStore:
                 return message_of(first), False
             key = (draft.room_id or "", draft.user_id, draft.client_message_id)
             fetch = qmark_fetch(QmarkConnection(conn))
-            packed = await compacted_client_row(fetch, self._blocks, key, incarnation=None)
+            packed = await compacted_client_row(fetch, self.blocks, key, incarnation=None)
             if packed is not None:
                 return message_of(packed), False
             # The stream exists (made and locked above): no epoch is needed.
@@ -218,7 +220,7 @@ class PostgresMessageStore:
         if row is not None:
             return message_of(row)
         key = (room_id, user_id, client_message_id)
-        packed = await compacted_client_row(self._fetch, self._blocks, key, incarnation=incarnation)
+        packed = await compacted_client_row(self._fetch, self.blocks, key, incarnation=incarnation)
         return None if packed is None else message_of(packed)
 
     async def page(self, room_id: str, window: HistoryWindow, *, incarnation: str) -> HistoryPage:
@@ -230,7 +232,7 @@ class PostgresMessageStore:
             lambda: self._mark(room_id, incarnation),
             lambda mark: window_rows(
                 self._fetch,
-                self._blocks,
+                self.blocks,
                 room_id,
                 mark,
                 window,
@@ -285,7 +287,7 @@ class PostgresMessageStore:
             stream = await _own_stream(conn, room_id, incarnation, lock=False)
             oldest = await cold_rows(
                 qmark_fetch(QmarkConnection(conn)),
-                self._blocks,
+                self.blocks,
                 room_id,
                 stream["epoch"],
                 low=0,
