@@ -1,5 +1,6 @@
 """The compaction role of a history backend: pack old messages into
-compressed blocks (SQLite: backends/sqlite_blocks.py)."""
+compressed blocks (SQLite and PostgreSQL: backends/sqlite_blocks.py; Redis:
+backends/redis/history_blocks.py)."""
 
 from __future__ import annotations
 

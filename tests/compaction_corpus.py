@@ -5,8 +5,10 @@ of a room's whole history page by page."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+from backends.compaction import Compactor
 from backends.protocols import MessageStore
 from backends.records import HistoryWindow, Message, MessageKind, NewMessage, utcnow
 
@@ -54,3 +56,39 @@ async def everything(store: MessageStore, room: str = ROOM) -> list[Message]:
         if not page.has_more:
             return out
         after = out[-1].offset
+
+
+async def retention_cuts_inside_a_block(
+    store: MessageStore,
+    trimmed: MessageStore,
+    count: Callable[[str], Awaitable[int]],
+    *,
+    concurrently: bool = True,
+) -> None:
+    """With blocks of 8 and a dictionary that pays (blocks.py patched):
+    retention (`trimmed`: the same database, a retention of 9,399.5 minutes)
+    rewrites the edge block and retires the dictionary. `count` runs a
+    COUNT/SUM query on the store's database."""
+    assert isinstance(store, Compactor)
+    await fill(store, 1200, concurrently=concurrently)
+    kept = await everything(store)
+    stats = await store.compact(
+        older_than=timedelta(hours=1), idempotency_window=timedelta(days=30), batch=1200
+    )
+    assert stats.messages == 1200 and stats.blocks == 150
+    dicts = await count("SELECT COUNT(*) FROM block_dicts")
+    assert dicts == 1, (dicts, stats)
+    assert await count("SELECT COUNT(*) FROM message_blocks WHERE dict_id = 0") == 0
+    assert await everything(store) == kept
+
+    # Retention cuts inside a block: messages 0..600 go (the newest of them
+    # 9,400 minutes old), 601.. stay.
+    assert await trimmed.trim() == 601
+    assert await everything(trimmed) == kept[601:]
+    position = await trimmed.position(ROOM, incarnation=INC)
+    assert position.first_offset == kept[601].offset
+    # The dictionary held fragments of deleted messages: gone, and what used it rewritten.
+    assert await count("SELECT COUNT(*) FROM block_dicts") == 0
+    assert await count("SELECT COUNT(*) FROM message_blocks WHERE dict_id != 0") == 0
+    assert await count("SELECT SUM(count) FROM message_blocks") == 599
+    assert await count("SELECT COUNT(*) FROM compacted_messages") == 599

@@ -27,6 +27,7 @@ from ..errors import Overloaded, Unavailable
 __all__ = [
     "CONNECTION_ERRORS",
     "Connection",
+    "Params",
     "PostgresDatabase",
     "changed_rows",
     "lock_for_transaction",
@@ -44,6 +45,17 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 """A connection of our own, or one taken from the pool."""
+
+
+class Params:
+    """Positional parameters ($1, $2, ...) of a statement being built."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
 
 
 def changed_rows(status: str) -> int:

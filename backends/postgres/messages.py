@@ -50,7 +50,7 @@ from ..sqlite_blocks import (
     window_rows,
 )
 from .blocks import POSTGRES_DIALECT, QmarkConnection, qmark_fetch, qmark_transaction
-from .database import Connection, PostgresDatabase, changed_rows
+from .database import Connection, Params, PostgresDatabase, changed_rows
 from .tsvector import tsvector_of
 
 __all__ = ["PostgresMessageStore"]
@@ -258,13 +258,8 @@ class PostgresMessageStore:
         self, room_id: str, window: HistoryWindow, count: int, *, incarnation: str
     ) -> list[asyncpg.Record]:
         """Up to `count` rows of `messages` in the window, in the direction of travel."""
-        params: list[Any] = [room_id, incarnation]
-
-        def param(value: Any) -> str:
-            params.append(value)
-            return f"${len(params)}"
-
-        where = ["m.room_id = $1", "s.incarnation = $2"]
+        param = Params()
+        where = [f"m.room_id = {param(room_id)}", f"s.incarnation = {param(incarnation)}"]
         if window.after is not None:
             where.append(f"m.seq > {param(window.after)}")
         if window.before is not None:
@@ -278,7 +273,7 @@ class PostgresMessageStore:
         return await self._db.fetch(
             f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE {' AND '.join(where)}"
             f" ORDER BY m.seq {order} LIMIT {param(count)}",
-            *params,
+            *param.values,
         )
 
     async def position(self, room_id: str, *, incarnation: str) -> StreamPosition:

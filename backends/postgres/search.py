@@ -26,7 +26,7 @@ from ..records import Message, incarnation_of, utcnow
 from ..search_query import SearchHit, SearchKey, SearchOrder, SearchPage, SearchRequest
 from ..sqlite_blocks import BlockCache, hydrate
 from .blocks import qmark_fetch
-from .database import Connection, PostgresDatabase
+from .database import Connection, Params, PostgresDatabase
 from .messages import MESSAGE_COLUMNS, PostgresMessageStore, message_of
 from .tsvector import tsquery_of, tsvector_of
 
@@ -39,18 +39,7 @@ BACKFILL_BATCH: Final = 2000
 _SEARCHED_FROM: Final = "searchable_messages m JOIN streams s ON s.room_id = m.room_id"
 
 
-class _Params:
-    """Positional parameters ($1, $2, ...) of a statement being built."""
-
-    def __init__(self) -> None:
-        self.values: list[Any] = []
-
-    def __call__(self, value: Any) -> str:
-        self.values.append(value)
-        return f"${len(self.values)}"
-
-
-def _after_newest(p: _Params, key: SearchKey, prefix: str) -> str:
+def _after_newest(p: Params, key: SearchKey, prefix: str) -> str:
     """Strictly after `key` in (ts desc, room_id asc, seq desc) order."""
     ts, room, seq = p(key.timestamp), p(key.room_id), p(key.offset)
     return (
@@ -158,7 +147,7 @@ class PostgresMessageSearch:
         return max(bounds) if bounds else None
 
     async def search(self, request: SearchRequest) -> SearchPage:
-        p = _Params()
+        p = Params()
         query = p(tsquery_of(request.match))
         rooms = [r.room_id for r in request.rooms]
         where = [
