@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
@@ -16,6 +18,20 @@ from backends.redis.backend import delete_namespace, open_stores
 from backends.redis.messages import RedisMessageStore
 from tests.compaction_corpus import INC, OTHER, ROOM, everything, message
 from tests.conftest import require_service
+from tests.live import LiveServer, unique, ws_connect
+from tests.test_compaction import (
+    CREATE,
+    HISTORY,
+    JOIN,
+    SETTINGS,
+    Http,
+    _namespace,
+    compact,
+    forget,
+    on_backend,
+    whole_history,
+)
+from tests.test_compaction import fill as fill_over_http
 
 
 class Stores:
@@ -174,3 +190,52 @@ async def test_pages_across_many_blocks_and_the_stream_read_the_same(stores: Sto
     assert stats.messages == 1500 and stats.blocks == 6
     assert await stores.redis.xlen(f"{stores.namespace}:msg-stream:{ROOM}") == 300
     assert [await pages(store, w) for w in windows] == before
+
+
+async def test_a_damaged_block_over_the_wire_is_data_corrupted_and_other_rooms_read(
+    tmp_path: Path,
+) -> None:
+    live = LiveServer(tmp_path / "data", on_backend("redis", SETTINGS)).start()
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            alice = Http(live.client(unique("alice")), http)
+            bob = Http(live.client(unique("bob")), http)
+            damaged, fine = unique("room"), unique("room")
+            for room in (damaged, fine):
+                await alice.execute(CREATE, id=room)
+                await bob.execute(JOIN, id=room)
+                await fill_over_http(alice, bob, room, 30)
+            compact(live)
+            # Read once from the blocks: the server keeps them decoded.
+            fine_before = await whole_history(alice, fine)
+            assert len(await whole_history(alice, damaged)) == 32  # and the two JOINs
+            key = f"{_namespace(live)}:msg-blocks:{damaged}"
+            stores = Redis(host="127.0.0.1", port=6379)
+            try:
+                (field,) = [f for f in await stores.hkeys(key) if not f.startswith(b"c")]
+                blob = await stores.hget(key, field)
+                await stores.hset(key, field, blob[:20] + bytes(8) + blob[28:])
+            finally:
+                await stores.aclose()
+            mark = f"room {damaged!r} block {int(field)}"
+
+            body = (await alice.post(HISTORY, room=damaged, first=10)).json()
+            assert body["data"] is None or body["data"]["history"] is None
+            assert [e["extensions"]["code"] for e in body["errors"]] == ["DATA_CORRUPTED"]
+            assert "room" not in body["errors"][0]["message"]  # the detail is the log's
+            logged = [line for line in live.log().splitlines() if mark in line]
+            assert len(logged) == 1 and "Zstd" in logged[0], logged
+
+            async with ws_connect(live, alice.token) as ws:
+                op = await ws.subscribe(HISTORY, room=damaged, last=10)
+                frame = await op.frame()
+            assert frame["type"] == "next", frame
+            errors = frame["payload"]["errors"]
+            assert [e["extensions"]["code"] for e in errors] == ["DATA_CORRUPTED"]
+            assert len([line for line in live.log().splitlines() if mark in line]) == 2
+
+            assert await whole_history(alice, fine) == fine_before
+        live.assert_no_traceback()
+    finally:
+        live.stop()
+        forget(live)
