@@ -210,7 +210,7 @@ async def test_a_damaged_block_over_the_wire_is_data_corrupted_and_other_rooms_r
             fine_before = await whole_history(alice, fine)
             assert len(await whole_history(alice, damaged)) == 32  # and the two JOINs
             key = f"{_namespace(live)}:msg-blocks:{damaged}"
-            stores = Redis(host="127.0.0.1", port=6379)
+            stores: Any = Redis(host="127.0.0.1", port=6379)  # RESP2 bytes
             try:
                 (field,) = [f for f in await stores.hkeys(key) if not f.startswith(b"c")]
                 blob = await stores.hget(key, field)
