@@ -13,6 +13,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from backends.decoded_blocks import DecodedBlocks
 from backends.records import HistoryWindow, Message
 from backends.redis.backend import delete_namespace, open_stores
 from backends.redis.messages import RedisMessageStore
@@ -239,3 +240,45 @@ async def test_a_damaged_block_over_the_wire_is_data_corrupted_and_other_rooms_r
     finally:
         live.stop()
         forget(live)
+
+
+async def test_decoded_blocks_are_reused_and_never_served_stale(stores: Stores) -> None:
+    store = await stores.store()
+    await fill(store, 600)
+    await store.compact(older_than=timedelta(hours=1), idempotency_window=timedelta(0))
+    decoded = store.decoded_blocks
+    first = await everything(store)  # pages of 200 across blocks of 256
+    assert decoded.decoded == 3
+    assert await everything(store) == first
+    assert decoded.decoded == 3  # all from the cache
+    # The room deleted and made again: blocks of the same names (offsets),
+    # other bytes, read as they are now.
+    await store.drop_room(ROOM)
+    for i in range(600):
+        await store.append(message(5000 + i, minutes_ago=10_000 - i), incarnation=INC)
+    await store.compact(older_than=timedelta(hours=1), idempotency_window=timedelta(0))
+    again = await everything(store)
+    assert [m.offset for m in again] == [m.offset for m in first]
+    assert [m.data["text"].split()[-1] for m in again] == [str(5000 + i) for i in range(600)]
+    assert decoded.decoded == 6
+    assert again == await everything(await stores.store())  # a cold store reads the same
+
+
+def test_decoded_blocks_stay_within_their_bytes() -> None:
+    cache = DecodedBlocks(max_bytes=10_000)
+    block = [[i, "x" * 100, i, None] for i in range(30)]  # 30 times 300 estimated bytes
+    calls: list[bytes] = []
+
+    def decode(blob: bytes) -> list[Any]:
+        calls.append(blob)
+        return block
+
+    for name in ("a", "b", "c"):
+        assert cache.entries(name, name.encode(), decode) is block
+    assert 0 < cache.size <= 10_000
+    cache.entries("c", b"c", decode)  # the one that fits: kept
+    assert calls == [b"a", b"b", b"c"]
+    cache.entries("b", b"b", decode)  # gone when "c" came
+    cache.entries("b", b"b2", decode)  # the same name with other bytes: another block
+    assert calls == [b"a", b"b", b"c", b"b", b"b2"]
+    assert cache.decoded == 5
