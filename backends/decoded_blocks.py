@@ -65,6 +65,10 @@ class DecodedBlocks:
             self._bytes -= dropped
         return entries
 
+    def clear(self) -> None:
+        self._blocks.clear()
+        self._bytes = 0
+
     @property
     def size(self) -> int:
         """Estimated bytes held."""
