@@ -14,9 +14,13 @@ import pytest
 from redis.asyncio import Redis
 
 from backends.decoded_blocks import DecodedBlocks
-from backends.records import HistoryWindow, Message
+from backends.records import HistoryWindow, Message, Room
 from backends.redis.backend import delete_namespace, open_stores
 from backends.redis.messages import RedisMessageStore
+from backends.reindex import reindex
+from backends.search_query import RoomScope, SearchRequest
+from backends.sqlite_backend import open_stores as open_sqlite
+from resolvers.search_syntax import parse_query
 from tests.compaction_corpus import INC, OTHER, ROOM, everything, message
 from tests.conftest import require_service
 from tests.live import LiveServer, unique, ws_connect
@@ -282,3 +286,35 @@ def test_decoded_blocks_stay_within_their_bytes() -> None:
     cache.entries("b", b"b2", decode)  # the same name with other bytes: another block
     assert calls == [b"a", b"b", b"c", b"b", b"b2"]
     assert cache.decoded == 5
+
+
+async def test_reindex_reads_the_messages_compacted_before_it(
+    stores: Stores, tmp_path: Path
+) -> None:
+    # History on Redis, search in a SQLite file that was down for these
+    # sends: nothing indexed them, and compaction packed them into blocks.
+    opened = await open_stores(stores.url, ["messages", "rooms"], retention=None)
+    stores.opened.append(opened)
+    assert opened.messages is not None and opened.rooms is not None
+    await opened.rooms.create(Room(id=ROOM, name="Room", owner="user0", incarnation=INC))
+    for i in range(300):
+        await opened.messages.append(message(i, minutes_ago=10_000 - i), incarnation=INC)
+    await opened.messages.append(message(300), incarnation=INC)  # stays in the stream
+    compactor = opened.messages
+    assert isinstance(compactor, RedisMessageStore)
+    stats = await compactor.compact(older_than=timedelta(hours=1), idempotency_window=timedelta(0))
+    assert stats.messages == 300
+    index = await open_sqlite(f"sqlite:///{tmp_path / 'search.db'}", ["search"], retention=None)
+    try:
+        assert index.search is not None
+        counts = await reindex(opened.rooms, opened.messages, index.search)
+        assert (counts.rooms, counts.messages) == (1, 301)
+        request = SearchRequest(
+            match=parse_query("deploy").match, rooms=(RoomScope(ROOM, INC),), limit=400
+        )
+        page = await index.search.search(request)
+        history = await everything(compactor)
+        expected = [m for m in reversed(history) if "deploy" in m.data["text"].split()]
+        assert [h.message for h in page.hits] == expected
+    finally:
+        await index.close()
