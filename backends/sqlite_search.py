@@ -22,13 +22,13 @@ from .records import Message, incarnation_of, utcnow
 from .search_query import (
     AnyOf,
     Phrase,
-    SearchHit,
     SearchKey,
     SearchOrder,
     SearchPage,
     SearchRequest,
     Term,
     TextMatch,
+    hit_of,
 )
 from .search_text import tokens
 from .sqlite import (
@@ -207,13 +207,7 @@ class SqliteMessageSearch:
             # is done now, so the page is full again.
             if len(page) == min(len(rows), request.limit):
                 break
-        hits = []
-        for row in page:
-            message = _message(row)
-            score = float(row[13])
-            key_score = score if request.order is SearchOrder.RELEVANCE else None
-            key = SearchKey(message.timestamp, row[6], message.offset, key_score)
-            hits.append(SearchHit(message=message, key=key, score=score))
+        hits = [hit_of(_message(r), r[6], float(r[13]), request.order) for r in page]
         return SearchPage(hits=hits, has_more=len(rows) > request.limit)
 
     async def _matches(self, request: SearchRequest) -> list[Any]:

@@ -23,7 +23,7 @@ from typing import Any, Final
 import orjson
 
 from ..records import Message, incarnation_of, utcnow
-from ..search_query import SearchHit, SearchKey, SearchOrder, SearchPage, SearchRequest
+from ..search_query import SearchKey, SearchOrder, SearchPage, SearchRequest, hit_of
 from .database import Connection, PostgresDatabase
 from .messages import MESSAGE_COLUMNS, MESSAGE_FROM, PostgresMessageStore, message_of
 from .tsvector import tsquery_of, tsvector_of
@@ -194,13 +194,9 @@ class PostgresMessageSearch:
             sql += " ORDER BY c.score DESC, c.ts DESC, c.room_id, c.seq DESC"
             sql += f" LIMIT {p(request.limit + 1)}"
         rows = await self._db.fetch(sql, *p.values)
-        hits = []
-        for row in rows[: request.limit]:
-            message = message_of(row)
-            score = float(row[13])
-            key_score = score if request.order is SearchOrder.RELEVANCE else None
-            key = SearchKey(message.timestamp, row[6], message.offset, key_score)
-            hits.append(SearchHit(message=message, key=key, score=score))
+        hits = [
+            hit_of(message_of(r), r[6], float(r[13]), request.order) for r in rows[: request.limit]
+        ]
         return SearchPage(hits=hits, has_more=len(rows) > request.limit)
 
     async def drop_room(self, room_id: str, *, incarnation: str | None = None) -> None:
