@@ -193,3 +193,21 @@ async def test_a_block_missing_under_its_key_rows_is_still_damage(db: SqliteData
         await conn.execute("DELETE FROM message_blocks WHERE first_seq = 1")
     with pytest.raises(DataCorrupted, match="room-1"):
         await search.search(deploy_search())
+
+
+async def test_a_damaged_block_is_left_unindexed_and_the_backfill_goes_on(
+    db: SqliteDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    await db.appending_unindexed()
+    store = SqliteMessageStore(db, indexed=False)
+    await fill(store, 30)
+    await fill(store, 30, room=OTHER)
+    await store.compact(older_than=timedelta(hours=1), idempotency_window=timedelta(0))
+    async with db.transaction() as conn:
+        await conn.execute("UPDATE message_blocks SET body = x'00' WHERE room_id = ?", (ROOM,))
+    search = await SqliteMessageSearch.open(db, None, with_messages=True)
+    logged = [r.getMessage() for r in caplog.records if "not indexed for search" in r.getMessage()]
+    assert len(logged) == 1 and f"room {ROOM!r}" in logged[0], logged
+    page = await search.search(deploy_search((OTHER,)))
+    assert [h.message for h in page.hits] == with_deploy(await everything(store, OTHER))
+    assert (await search.search(deploy_search((ROOM,)))).hits == []
