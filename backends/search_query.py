@@ -43,6 +43,7 @@ __all__ = [
     "SearchRequest",
     "Term",
     "TextMatch",
+    "hit_of",
 ]
 
 
@@ -150,3 +151,10 @@ class SearchHit:
 class SearchPage:
     hits: list[SearchHit] = field(default_factory=list)
     has_more: bool = False
+
+
+def hit_of(message: Message, room_id: str, score: float, order: SearchOrder) -> SearchHit:
+    """The hit of a message found with `score`; its key orders it as `order` does."""
+    key_score = score if order is SearchOrder.RELEVANCE else None
+    key = SearchKey(message.timestamp, room_id, message.offset, key_score)
+    return SearchHit(message=message, key=key, score=score)

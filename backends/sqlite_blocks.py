@@ -41,12 +41,15 @@ __all__ = [
     "BlockCache",
     "BlockConnection",
     "BlockDialect",
+    "BlockInfo",
     "Fetch",
+    "add_key_rows",
     "cold_rows",
     "compact_room",
     "compacted_client_row",
     "drop_room_blocks",
     "hydrate",
+    "key_rows_missing",
     "steady_rows",
     "trim_blocks",
     "window_rows",
@@ -126,7 +129,7 @@ _ENTRY_COLUMNS: Final = (
     "seq, rowid, id, kind, user_id, ts, channel_id, event, data, metadata, thread_id,"
     " client_message_id"
 )
-E_SEQ, E_TS, E_THREAD, E_CID, E_USER = 0, 5, 10, 11, 4
+E_SEQ, E_ROWID, E_USER, E_TS, E_EVENT, E_DATA, E_THREAD, E_CID = 0, 1, 4, 5, 7, 8, 10, 11
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,26 +260,44 @@ async def cold_rows(
 
 async def hydrate(rows: Sequence[Row], fetch: Fetch, cache: BlockCache) -> list[Row]:
     """Message rows with the bodies of compacted ones (data NULL: a row of
-    `compacted_messages`) read from their blocks."""
-    out = list(rows)
-    for i, row in enumerate(out):
+    `compacted_messages`) read from their blocks.
+
+    The rows and the blocks are read in two steps: retention or a room's
+    deletion may delete a message in between (its key row and its block in
+    one transaction). Such a row is left out, as if it had expired before
+    the search; a block missing while its key row is still there is damage."""
+    out: list[Row] = []
+    for row in rows:
         if row[9] is not None:
+            out.append(row)
             continue
-        room_id, seq = row[6], row[4]
-        metas = await fetch(
-            "SELECT id, dict_id FROM message_blocks WHERE room_id = ? AND last_seq >= ?"
-            " AND first_seq <= ? ORDER BY last_seq LIMIT 1",
-            (room_id, seq, seq),
-        )
-        if not metas:
-            raise DataCorrupted(room_id, 0, f"offset {seq} is in no block")
-        entries = await cache.entries(BlockInfo(metas[0][0], room_id, metas[0][1]), fetch)
-        entry = next((e for e in entries if e[E_SEQ] == seq), None)
-        if entry is None:
-            raise DataCorrupted(room_id, metas[0][0], f"offset {seq} missing from its block")
+        try:
+            entry = await _compacted_entry(row[6], row[4], fetch, cache)
+        except DataCorrupted:
+            if await fetch(
+                "SELECT 1 FROM compacted_messages WHERE room_id = ? AND seq = ? LIMIT 1",
+                (row[6], row[4]),
+            ):
+                raise
+            continue  # deleted since the rows were read
         # Columns after the message's own (a search score) stay as read.
-        out[i] = (*entry_row(entry, row[5], room_id), *row[13:])
+        out.append((*entry_row(entry, row[5], row[6]), *row[13:]))
     return out
+
+
+async def _compacted_entry(room_id: str, seq: int, fetch: Fetch, cache: BlockCache) -> Body:
+    metas = await fetch(
+        "SELECT id, dict_id FROM message_blocks WHERE room_id = ? AND last_seq >= ?"
+        " AND first_seq <= ? ORDER BY last_seq LIMIT 1",
+        (room_id, seq, seq),
+    )
+    if not metas:
+        raise DataCorrupted(room_id, 0, f"offset {seq} is in no block")
+    entries = await cache.entries(BlockInfo(metas[0][0], room_id, metas[0][1]), fetch)
+    entry = next((e for e in entries if e[E_SEQ] == seq), None)
+    if entry is None:
+        raise DataCorrupted(room_id, metas[0][0], f"offset {seq} missing from its block")
+    return entry
 
 
 async def compact_room(
@@ -384,6 +405,51 @@ def _block_row(room_id: str, entries: Sequence[Body], dict_id: int, body: bytes)
         dict_id,
         body,
     )
+
+
+async def key_rows_missing(fetch: Fetch) -> list[BlockInfo]:
+    """The blocks of the rooms some of whose compacted messages have no
+    `compacted_messages` row: compacted while the search role was on
+    another file, so never indexed (the search role's backfill adds them)."""
+    rows = await fetch(
+        "SELECT id, room_id, dict_id FROM message_blocks WHERE room_id IN"
+        " (SELECT b.room_id FROM"
+        " (SELECT room_id, SUM(count) AS n FROM message_blocks GROUP BY room_id) b"
+        " LEFT JOIN (SELECT room_id, COUNT(*) AS n FROM compacted_messages GROUP BY room_id) k"
+        " ON k.room_id = b.room_id WHERE k.n IS NULL OR k.n < b.n)"
+        " ORDER BY room_id, last_seq",
+        (),
+    )
+    return [BlockInfo(int(r[0]), r[1], int(r[2])) for r in rows]
+
+
+async def add_key_rows(
+    conn: BlockConnection, block: BlockInfo, entries: Sequence[Body]
+) -> list[tuple[int, str, str, str | None]]:
+    """Inside the caller's transaction: the missing `compacted_messages`
+    rows of the block's messages; returns (rowid, room, data, event) of
+    each message given one, to index. Nothing if the block is gone."""
+    if not entries or not await _all(
+        conn, "SELECT 1 FROM message_blocks WHERE id = ?", (block.id,)
+    ):
+        return []
+    marks = ", ".join("?" * len(entries))
+    have = await _all(
+        conn,
+        f"SELECT rowid FROM compacted_messages WHERE rowid IN ({marks})",
+        [e[E_ROWID] for e in entries],
+    )
+    known = {int(r[0]) for r in have}
+    new = [e for e in entries if e[E_ROWID] not in known]
+    await conn.executemany(
+        "INSERT INTO compacted_messages (rowid, room_id, seq, user_id, ts, event, thread_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (e[E_ROWID], block.room_id, e[E_SEQ], e[E_USER], e[E_TS], e[E_EVENT], e[E_THREAD])
+            for e in new
+        ],
+    )
+    return [(e[E_ROWID], block.room_id, e[E_DATA], e[E_EVENT]) for e in new]
 
 
 def _text_bytes(body: Body) -> int:

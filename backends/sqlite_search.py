@@ -9,6 +9,7 @@ file of its own, `index` copies the messages it is given into the file's
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Final
@@ -16,17 +17,18 @@ from typing import Any, Final
 import orjson
 
 from .codecs import to_micros
+from .errors import DataCorrupted
 from .records import Message, incarnation_of, utcnow
 from .search_query import (
     AnyOf,
     Phrase,
-    SearchHit,
     SearchKey,
     SearchOrder,
     SearchPage,
     SearchRequest,
     Term,
     TextMatch,
+    hit_of,
 )
 from .search_text import tokens
 from .sqlite import (
@@ -37,7 +39,7 @@ from .sqlite import (
     _one,
     drop_room_rows,
 )
-from .sqlite_blocks import hydrate
+from .sqlite_blocks import add_key_rows, hydrate, key_rows_missing
 from .sqlite_fts import (
     forget_before,
     forget_room,
@@ -47,6 +49,8 @@ from .sqlite_fts import (
 )
 
 __all__ = ["SqliteMessageSearch", "match_expression"]
+
+log = logging.getLogger(__name__)
 
 BACKFILL_BATCH: Final = 2000
 
@@ -105,7 +109,7 @@ class SqliteMessageSearch:
 
         In batches of BACKFILL_BATCH, one transaction each, so appends (of
         another process on the file) wait at most one batch."""
-        done = 0
+        done = await self._backfill_compacted()
         while True:
             async with self._db.transaction() as conn:
                 start = await indexed_upto(conn)
@@ -124,6 +128,29 @@ class SqliteMessageSearch:
                     return done + len(rows)
                 await set_indexed_upto(conn, rows[-1][0])
             done += len(rows)
+
+    async def _backfill_compacted(self) -> int:
+        """Index the messages compacted into blocks while indexing was off
+        (they have no key row), a block per transaction; before the rows,
+        whose backfill moves `indexed_upto` off 0 as it goes."""
+        async with self._db.transaction() as conn:
+            if await indexed_upto(conn):
+                return 0  # nothing was appended unindexed since the last backfill
+        done = 0
+        for block in await key_rows_missing(self._db.fetch):
+            try:
+                entries = await self._db.blocks.entries(block, self._db.fetch)
+            except DataCorrupted as exc:
+                # The other blocks are indexed; this one's messages fail
+                # their reads anyway (deleted meanwhile: nothing to do).
+                if await self._db.fetch("SELECT 1 FROM message_blocks WHERE id = ?", (block.id,)):
+                    log.warning("compacted messages not indexed for search: %s", exc)
+                continue
+            async with self._db.transaction() as conn:
+                for rowid, room_id, data, event in await add_key_rows(conn, block, entries):
+                    await index_message(conn, rowid, room_id, data, event)
+                    done += 1
+        return done
 
     async def index(self, messages: Sequence[Message]) -> None:
         async with self._db.transaction() as conn:
@@ -172,6 +199,20 @@ class SqliteMessageSearch:
             await index_message(conn, inserted[0], message.room_id, data, message.event)
 
     async def search(self, request: SearchRequest) -> SearchPage:
+        for _ in range(SEARCH_ATTEMPTS):
+            rows = await self._matches(request)
+            page = await hydrate(rows[: request.limit], self._db.fetch, self._db.blocks)
+            # A hit whose message was deleted between reading the matches and
+            # its block is left out by `hydrate`: search again, the deletion
+            # is done now, so the page is full again.
+            if len(page) == min(len(rows), request.limit):
+                break
+        hits = [hit_of(_message(r), r[6], float(r[13]), request.order) for r in page]
+        return SearchPage(hits=hits, has_more=len(rows) > request.limit)
+
+    async def _matches(self, request: SearchRequest) -> list[Any]:
+        """Up to `limit + 1` matching rows in the order asked (those of
+        compacted messages without their bodies)."""
         filters, filter_params = self._filters(request)
         rows: list[Any] | None = None
         if request.order is SearchOrder.NEWEST:
@@ -189,15 +230,7 @@ class SqliteMessageSearch:
         if rows is None:
             sql, params = _scored(request, filters, filter_params)
             rows = list(await self._db.fetch(sql, params))
-        hits = []
-        rows = await hydrate(rows, self._db.fetch, self._db.blocks)
-        for row in rows[: request.limit]:
-            message = _message(row)
-            score = float(row[13])
-            key_score = score if request.order is SearchOrder.RELEVANCE else None
-            key = SearchKey(message.timestamp, row[6], message.offset, key_score)
-            hits.append(SearchHit(message=message, key=key, score=score))
-        return SearchPage(hits=hits, has_more=len(rows) > request.limit)
+        return rows
 
     def _filters(self, request: SearchRequest) -> tuple[list[str], list[Any]]:
         """The conditions on `m` besides the text and the rooms."""
@@ -252,6 +285,9 @@ _SCORED_FROM: Final = (
     "message_fts JOIN searchable_messages m ON m.rowid = message_fts.rowid"
     " JOIN streams s ON s.room_id = m.room_id"
 )
+SEARCH_ATTEMPTS: Final = 3
+"""Searches again this often when deletions keep racing it; then answers
+the short page (the deleted hits left out)."""
 CANDIDATE_PAGES: Final = 4
 """Newest first reads this many pages of the newest rowids (ties in time
 across rooms may order differently than rowids do)."""

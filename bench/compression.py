@@ -152,19 +152,24 @@ async def time_pages(
     rng: random.Random,
     *,
     before_each: Callable[[], None] | None = None,
+    repeat: bool = False,
+    pages: int = 400,
 ) -> tuple[list[float], list[float]]:
     """Milliseconds of `page(limit=50)` at random places in random rooms:
     wall-clock, and CPU of the process (the machine is shared);
-    `before_each` runs before each page, outside the timing."""
+    `repeat` reads each page once untimed first (a client paging back and
+    forth), then `before_each` runs, outside the timing."""
     times, cpu = [], []
-    for _ in range(400):
+    for _ in range(pages):
         room = f"room-{rng.randrange(rooms):03d}"
         last = (await store.position(room, incarnation=INC)).last_offset
         before = rng.randint(51, max(51, last))
+        window = HistoryWindow(limit=50, before=before, from_end=True)
+        if repeat:
+            await store.page(room, window, incarnation=INC)
         if before_each is not None:
             before_each()
         start, start_cpu = time.perf_counter(), time.process_time()
-        window = HistoryWindow(limit=50, before=before, from_end=True)
         page = await store.page(room, window, incarnation=INC)
         cpu.append((time.process_time() - start_cpu) * 1000)
         times.append((time.perf_counter() - start) * 1000)
@@ -219,7 +224,21 @@ async def main_redis(args: argparse.Namespace) -> None:
         # (Into rooms of their own, which the byte counts leave out.)
         stats, paced, alone, during = await compact_while_sending(store, args.rooms, "live")
         after = await redis_bytes(client, namespace, args.rooms)
-        cold, cold_cpu = await time_pages(store, args.rooms, rng)
+        # Nothing decoded before each page: every page decodes its blocks.
+        forget = store.decoded_blocks.clear
+        cold, cold_cpu = await time_pages(store, args.rooms, rng, before_each=forget)
+        # A page read again: its blocks forgotten in between (as before the
+        # cache) or kept, in alternate rounds of 100 pages.
+        again: dict[bool, tuple[list[float], list[float]]] = {True: ([], []), False: ([], [])}
+        for _ in range(4):
+            for kept in (False, True):
+                wall_ms, cpu_ms = await time_pages(
+                    store, args.rooms, rng, before_each=None if kept else forget,
+                    repeat=True, pages=100,
+                )  # fmt: skip
+                again[kept][0].extend(wall_ms)
+                again[kept][1].extend(cpu_ms)
+        (forgot, forgot_cpu), (warm, warm_cpu) = again[False], again[True]
     finally:
         await opened.close()
         await delete_namespace(url)
@@ -233,11 +252,16 @@ async def main_redis(args: argparse.Namespace) -> None:
     )
     print(
         f"page of 50: hot (stream) p50 {ms(hot):.2f} p99 {pct(hot, 99):.2f} ms;"
-        f" cold (blocks) p50 {ms(cold):.2f} p99 {pct(cold, 99):.2f} ms"
+        f" cold (blocks, nothing cached) p50 {ms(cold):.2f} p99 {pct(cold, 99):.2f} ms;"
+        f" read again p50 {ms(warm):.2f} p99 {pct(warm, 99):.2f} ms"
+        f" (blocks forgotten in between: p50 {ms(forgot):.2f} p99 {pct(forgot, 99):.2f} ms)"
     )
     print(
         f"page of 50, CPU: hot p50 {ms(hot_cpu):.2f} p99 {pct(hot_cpu, 99):.2f} ms;"
-        f" cold p50 {ms(cold_cpu):.2f} p99 {pct(cold_cpu, 99):.2f} ms"
+        f" cold p50 {ms(cold_cpu):.2f} p99 {pct(cold_cpu, 99):.2f} ms;"
+        f" read again p50 {ms(warm_cpu):.2f} p99 {pct(warm_cpu, 99):.2f} ms"
+        f" (blocks forgotten in between: p50 {ms(forgot_cpu):.2f}"
+        f" p99 {pct(forgot_cpu, 99):.2f} ms)"
     )
     print(
         f"compaction: {stats.messages / stats.seconds:.0f} messages/s in its batches"

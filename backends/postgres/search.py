@@ -23,7 +23,7 @@ from typing import Any, Final, cast
 import orjson
 
 from ..records import Message, incarnation_of, utcnow
-from ..search_query import SearchHit, SearchKey, SearchOrder, SearchPage, SearchRequest
+from ..search_query import SearchKey, SearchOrder, SearchPage, SearchRequest, hit_of
 from ..sqlite_blocks import BlockCache, hydrate
 from .blocks import qmark_fetch
 from .database import Connection, Params, PostgresDatabase
@@ -192,13 +192,9 @@ class PostgresMessageSearch:
             sql += f" LIMIT {p(request.limit + 1)}"
         found = await self._db.fetch(sql, *p.values)
         rows = await hydrate(cast(list[Sequence[Any]], found), self._fetch, self._blocks)
-        hits = []
-        for row in rows[: request.limit]:
-            message = message_of(row)
-            score = float(row[13])
-            key_score = score if request.order is SearchOrder.RELEVANCE else None
-            key = SearchKey(message.timestamp, row[6], message.offset, key_score)
-            hits.append(SearchHit(message=message, key=key, score=score))
+        hits = [
+            hit_of(message_of(r), r[6], float(r[13]), request.order) for r in rows[: request.limit]
+        ]
         return SearchPage(hits=hits, has_more=len(rows) > request.limit)
 
     async def drop_room(self, room_id: str, *, incarnation: str | None = None) -> None:

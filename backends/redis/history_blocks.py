@@ -32,6 +32,7 @@ import orjson
 
 from ..blocks import BlockUnreadable, Body, pack, split, unpack
 from ..compaction import CompactionStats
+from ..decoded_blocks import DecodedBlocks
 from ..errors import DataCorrupted
 from .common import Commands, Scripts
 
@@ -126,11 +127,14 @@ class BlockRef:
 class RoomBlocks:
     """Reads and writes the blocks of rooms (see the module docstring)."""
 
-    def __init__(self, scripts: Scripts, commands: Commands, keys_of: Any) -> None:
+    def __init__(
+        self, scripts: Scripts, commands: Commands, keys_of: Any, decoded: DecodedBlocks
+    ) -> None:
         self._scripts = scripts
         self._redis = commands
         # room id -> [meta, stream, cid, time, blocks, block index]
         self._keys_of = keys_of
+        self._decoded = decoded
         scripts.register("msg-compact", COMPACT)
 
     async def watermark(self, room_id: str) -> int:
@@ -176,7 +180,7 @@ class RoomBlocks:
         if blob is None:
             raise DataCorrupted(room_id, ref.last, "block missing")
         try:
-            return unpack(blob, None)
+            return self._decoded.entries((room_id, ref.last), blob, _unpack)
         except BlockUnreadable as exc:
             raise DataCorrupted(room_id, ref.last, str(exc)) from None
 
@@ -285,6 +289,10 @@ class RoomBlocks:
             bytes_after=sum(len(b) for b in blobs),
         )
         return stats, len(bodies) == max_messages
+
+
+def _unpack(blob: bytes) -> list[Body]:
+    return unpack(blob, None)  # no dictionaries in Redis (module docstring)
 
 
 def _ref(group: Sequence[Body]) -> BlockRef:

@@ -40,6 +40,7 @@ from redis.asyncio import Redis
 
 from ..codecs import decode_message, message_to_dict, require_utc, to_micros
 from ..compaction import COMPACT_BATCH, CompactionStats
+from ..decoded_blocks import DecodedBlocks
 from ..errors import ForeignStream, Unavailable
 from ..records import (
     HistoryPage,
@@ -285,7 +286,10 @@ class RedisMessageStore:
         client_scripts.register("msg-scan", _SCAN)
         client_scripts.register("msg-drop", _DROP)
         client_scripts.register("msg-forget-cid", _FORGET_CID)
-        self._blocks = RoomBlocks(client_scripts, self._redis, self._room_keys)
+        # Repeated cold pages, replays and `position` decode a block once
+        # (keyed by its bytes: a block deleted or damaged is never served).
+        self.decoded_blocks = DecodedBlocks()
+        self._blocks = RoomBlocks(client_scripts, self._redis, self._room_keys, self.decoded_blocks)
 
     def _room_keys(self, room_id: str) -> list[str]:
         k = self._keys
