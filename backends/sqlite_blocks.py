@@ -15,9 +15,11 @@ Two small side tables keep what other readers need by key:
   idempotency window after the send (`idempotency_window`), then dropped;
 - `compacted_messages`: with the search index on the same file, a row per
   compacted message with the columns search filters and orders on and the
-  message's old rowid, which its FTS row keeps pointing to. Search reads
-  `messages` and this table as one view (`searchable_messages`); its
-  message bodies come from the blocks. No full VACUUM ever renumbers rowids:
+  message's old rowid, which its FTS row keeps pointing to. Search looks
+  each match up in `messages` and in this table (a join with the
+  `searchable_messages` view, which unites them, would be materialized
+  whole: backends/sqlite_search.py); its message bodies come from the
+  blocks. No full VACUUM ever renumbers rowids:
   freed pages go back with `PRAGMA incremental_vacuum`.
 """
 

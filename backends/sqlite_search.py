@@ -277,14 +277,45 @@ class SqliteMessageSearch:
         return None
 
 
-_SCORED_COLUMNS: Final = f"{_MESSAGE_COLUMNS}, -bm25(message_fts, 1.0, 0.0) AS score"
-_SCORED_FROM: Final = (
-    # Compacted messages keep their rowid in `compacted_messages`: search
-    # sees both tables as one (backends/sqlite_blocks.py); bodies are
-    # then read from the blocks (`hydrate`).
-    "message_fts JOIN searchable_messages m ON m.rowid = message_fts.rowid"
-    " JOIN streams s ON s.room_id = m.room_id"
-)
+_MESSAGE_FIELDS: Final = [
+    "room_id",
+    "seq",
+    "id",
+    "kind",
+    "user_id",
+    "ts",
+    "channel_id",
+    "event",
+    "data",
+    "metadata",
+    "thread_id",
+    "client_message_id",
+]
+
+
+def _searched() -> str:
+    """The matches as `m`: a message's row, from `messages` or, compacted,
+    from `compacted_messages` (whose bodies are then read from the blocks,
+    `hydrate`), with its rowid and score.
+
+    Each match's rowid is looked up in both tables, instead of joining the
+    `searchable_messages` view: SQLite cannot push the join into a UNION ALL
+    view, so it would materialize every message; this way FTS5 drives, and
+    an ORDER BY rowid with a LIMIT stops it early."""
+    fields = ", ".join(
+        f"CASE WHEN a.rowid IS NULL THEN c.{name} ELSE a.{name} END AS {name}"
+        for name in _MESSAGE_FIELDS
+    )
+    return (
+        f"(SELECT message_fts.rowid AS rowid, {fields}, -bm25(message_fts, 1.0, 0.0) AS score"
+        " FROM message_fts LEFT JOIN messages a ON a.rowid = message_fts.rowid"
+        " LEFT JOIN compacted_messages c ON c.rowid = message_fts.rowid"
+        " WHERE message_fts MATCH ?) m JOIN streams s ON s.room_id = m.room_id"
+    )
+
+
+_SEARCHED: Final = _searched()
+_SCORED_COLUMNS: Final = f"{_MESSAGE_COLUMNS}, m.score"
 SEARCH_ATTEMPTS: Final = 3
 """Searches again this often when deletions keep racing it; then answers
 the short page (the deleted hits left out)."""
@@ -310,7 +341,7 @@ def _newest_candidates(
     if request.after is not None:
         sql += " AND (-m.ts, m.room_id, -m.seq) > (?, ?, ?)"
         params += list(_newest_bound(request.after))
-    sql += " ORDER BY message_fts.rowid DESC LIMIT ?"
+    sql += " ORDER BY m.rowid DESC LIMIT ?"
     params.append(wanted)
     return sql, params, wanted
 
@@ -320,7 +351,6 @@ def _matching(
 ) -> tuple[str, list[Any]]:
     """Every match in the rooms, unsorted."""
     where = [
-        "message_fts MATCH ?",
         "(m.room_id, s.incarnation) IN (SELECT json_extract(value, '$[0]'),"
         " json_extract(value, '$[1]') FROM json_each(?))",
         *filters,
@@ -330,7 +360,7 @@ def _matching(
         orjson.dumps([[r.room_id, r.incarnation] for r in request.rooms]).decode(),
         *filter_params,
     ]
-    return f"SELECT {_SCORED_COLUMNS} FROM {_SCORED_FROM} WHERE {' AND '.join(where)}", params
+    return f"SELECT {_SCORED_COLUMNS} FROM {_SEARCHED} WHERE {' AND '.join(where)}", params
 
 
 def _scored(

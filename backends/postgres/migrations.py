@@ -14,11 +14,16 @@ Migrations are append-only: never edit one that has shipped, add the next.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from ..errors import Unavailable
 from .database import Connection
 
 __all__ = ["MIGRATIONS", "Migration", "migrate"]
+
+# A migration may build an index over the whole history (minutes on
+# millions of messages): it is not a statement of a server in trouble.
+MIGRATION_TIMEOUT: Final = 3600.0
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,22 @@ MIGRATIONS: tuple[Migration, ...] = (
                 NULL::text, NULL::text, thread_id, NULL::text, tsv FROM compacted_messages;
         """,
     ),
+    Migration(
+        4,
+        "search by words and rooms in one index",
+        # A search names its rooms: with the room in the same GIN index as
+        # the words, one index scan finds the matches in those rooms only
+        # (`ARRAY[room_id] && $rooms`), instead of fetching every match of
+        # the words, or every message of the rooms, and filtering. The
+        # index also answers the words alone, so the old one goes.
+        """
+        CREATE INDEX messages_tsv_room ON messages USING gin (tsv, (ARRAY[room_id]));
+        DROP INDEX messages_tsv;
+        CREATE INDEX compacted_messages_tsv_room
+            ON compacted_messages USING gin (tsv, (ARRAY[room_id]));
+        DROP INDEX compacted_messages_tsv;
+        """,
+    ),
 )
 
 
@@ -212,7 +233,7 @@ async def migrate(
         for migration in sorted(migrations, key=lambda m: m.version):
             if migration.version in applied:
                 continue
-            await connection.execute(migration.sql)
+            await connection.execute(migration.sql, timeout=MIGRATION_TIMEOUT)
             await connection.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
                 migration.version,

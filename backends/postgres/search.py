@@ -151,9 +151,11 @@ class PostgresMessageSearch:
         query = p(tsquery_of(request.match))
         rooms = [r.room_id for r in request.rooms]
         where = [
+            # Both in the indexes messages_tsv_room and compacted_messages_tsv_room (migration 4).
             f"m.tsv @@ {query}::tsquery",
-            f"m.room_id = ANY({p(rooms)}::text[])",
-            f"(m.room_id, s.incarnation) IN (SELECT * FROM unnest({p(rooms)}::text[],"
+            f"ARRAY[m.room_id] && {p(rooms)}::text[]",
+            f"(m.room_id, (SELECT s.incarnation FROM streams s WHERE s.room_id = m.room_id))"
+            f" IN (SELECT * FROM unnest({p(rooms)}::text[],"
             f" {p([r.incarnation for r in request.rooms])}::text[]))",
         ]
         since = self._since(request)
