@@ -15,6 +15,7 @@ from .document_cache import DocumentCache, ValidDocuments
 from .document_limits import DocumentLimits
 from .errors import ApiErrors, log_unexpected
 from .graphql_core_adapter import execution_context_class
+from .input_conversion import install_flat_inputs
 from .mutation import Mutation
 from .plain_http import RefuseSubscriptionWithoutStream
 from .query import Query
@@ -74,6 +75,8 @@ def build_schema(
     # graphql-core's schema is where each field's arguments arrive,
     # coerced, on every path (HTTP, both WebSocket protocols, SSE).
     apply_bounds(core)
+    # Flat inputs (a chat message) built without Strawberry's field-by-field conversion.
+    install_flat_inputs(schema, core, fast=fast_paths)
     documents.bind(core)
     schema.documents = documents
     schema.graphql_core = core

@@ -217,10 +217,9 @@ class DocumentCache(SchemaExtension):
         self._hit = False
         self._refused: GraphQLError | None = None
 
-    def on_operation(self) -> Iterator[None]:
-        self.execution_context.parse_options["max_tokens"] = self._documents.limits.max_tokens
-        yield
-
+    # No `on_operation`: each hook an extension has costs every operation
+    # a wrapper (a chat message runs seven); the parser's token limit is
+    # set here, before Strawberry parses, only when it will.
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
         if context.query is not None and context.graphql_document is None:
@@ -229,6 +228,7 @@ class DocumentCache(SchemaExtension):
                 context.graphql_document = document
                 self._hit = True
             else:
+                context.parse_options["max_tokens"] = self._documents.limits.max_tokens
                 refused = self._documents.refusal(context.query)
                 stand_in = None if refused is None else _stand_in(context)
                 if stand_in is not None:

@@ -19,6 +19,11 @@ which completes it from the start its own way: plain reads have no side
 effects, so reading again is safe, and errors and their paths stay
 exactly graphql-core's.
 
+How to read the fields of a selection is worked out once and kept in the
+graphql-core schema's `extensions` (bounded), by the selection's field
+nodes: each event of a shared subscription is an execution of its own
+that selects the same fields of the same document.
+
 On another graphql-core version, or with `fast_paths` off, Strawberry's
 own execution context runs unchanged.
 """
@@ -73,6 +78,12 @@ def _reader(field: GraphQLField) -> Callable[[Any], Any]:
 # A selected field: its response name, how to read it (None: __typename),
 # its type and its field nodes (for the selections below it).
 _Step = tuple[str, Callable[[Any], Any] | None, Any, list[FieldDetails]]
+# How to read a selected field, and its type.
+_Read = tuple[Callable[[Any], Any] | None, Any]
+# Where the readers of each selection are kept across executions: the
+# graphql-core schema's `extensions` (one store per schema), bounded.
+_READERS = "forge-plain-readers"
+_READERS_KEPT = 1024
 
 
 class PlainDataExecutionContext(StrawberryGraphQLCoreExecutionContext):
@@ -116,21 +127,47 @@ class PlainDataExecutionContext(StrawberryGraphQLCoreExecutionContext):
         kept = plans.get(id(grouped_field_set))
         if kept is not None and kept[0] is grouped_field_set:
             return kept[1]
+        plan = [
+            (response_name, read, return_type, details)
+            for (read, return_type), (response_name, details) in zip(
+                self._readers(parent_type, grouped_field_set),
+                grouped_field_set.items(),
+                strict=True,
+            )
+        ]
+        # The selection is kept alive with its plan, so its id is not reused.
+        plans[id(grouped_field_set)] = (grouped_field_set, plan)
+        return plan
+
+    def _readers(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> list[_Read]:
+        """How to read each selected field, across executions: each event of
+        a shared subscription is an execution of its own, selecting the same
+        fields of the same (kept) document again. Kept by the selection's
+        field nodes (aliases, fragments and `@include` decide which), with
+        the nodes themselves, so their ids are not reused while kept."""
+        nodes = tuple(d.node for details in grouped_field_set.values() for d in details)
+        key = (parent_type.name, *map(id, nodes))
+        readers: dict[tuple[Any, ...], tuple[tuple[Any, ...], GraphQLObjectType, list[_Read]]]
+        readers = self.schema.extensions.setdefault(_READERS, {})
+        kept = readers.get(key)
+        if kept is not None and kept[1] is parent_type and kept[0] == nodes:
+            return kept[2]
         if parent_type.is_type_of is not None:
             raise _NotPlain
-        plan: list[_Step] = []
-        for response_name, details in grouped_field_set.items():
+        found: list[_Read] = []
+        for details in grouped_field_set.values():
             name = details[0].node.name.value
             if name == "__typename":
-                plan.append((response_name, None, parent_type, details))
+                found.append((None, parent_type))
                 continue
             field = parent_type.fields.get(name)
             if field is None or not _plain_field(field):
                 raise _NotPlain
-            plan.append((response_name, _reader(field), field.type, details))
-        # The selection is kept alive with its plan, so its id is not reused.
-        plans[id(grouped_field_set)] = (grouped_field_set, plan)
-        return plan
+            found.append((_reader(field), field.type))
+        if len(readers) >= _READERS_KEPT:
+            readers.clear()  # a bound; the few selections in use come back at once
+        readers[key] = (nodes, parent_type, found)
+        return found
 
     def _plain_value(
         self, return_type: GraphQLOutputType, details: list[FieldDetails], value: Any

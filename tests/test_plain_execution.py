@@ -121,6 +121,21 @@ async def test_a_plain_page_is_completed_without_a_resolve_info_per_field() -> N
     assert Counting.infos == 1  # the root field only
 
 
+async def test_the_readers_kept_across_executions_follow_each_selection() -> None:
+    """One schema runs the same document again with `@include` and `@skip`
+    the other way (a leaf selects n and kind, then n and id): each
+    execution reads what its own selection holds, in our loop."""
+    document = next(d for d in DOCUMENTS if "@include" in d)
+    theirs, ours = schema_with(StrawberryGraphQLCoreExecutionContext), schema_with(Counting)
+    Counting.infos = 0
+    for include in (True, False, True, False):
+        expected = await theirs.execute(document, variable_values={"v": include})
+        result = await ours.execute(document, variable_values={"v": include})
+        assert result.errors is None and expected.errors is None
+        assert result.data == expected.data
+    assert Counting.infos == 4  # the root field of each: never given back to graphql-core
+
+
 def test_the_schema_uses_it_on_the_fast_path_only() -> None:
     assert build_schema(fast_paths=True).execution_context_class is PlainDataExecutionContext
     assert execution_context_class(False) is StrawberryGraphQLCoreExecutionContext
