@@ -24,10 +24,7 @@ from backends.protocols import (
     ChannelStore,
     ClusterStore,
     MessageStore,
-    PresenceStore,
-    RateLimiter,
     RoomStore,
-    TypingStore,
 )
 from tests.conftest import require_service
 from tests.services import PRIVATE_POSTGRES
@@ -170,48 +167,24 @@ async def message_store(make_message_store: MessageStoreMaker) -> MessageStore:
     return await make_message_store()
 
 
-async def _one_store(name: str, tmp: Path, role: str) -> AsyncIterator[Any]:
-    opener = Opener(name, tmp)
-    yield await opener.open(role)
-    await opener.close_all()
+def _store_fixture(role: str) -> Any:
+    """A fixture giving `role`'s store of each backend that has one, closed after the test."""
+
+    @pytest.fixture(params=backends_with(role))
+    async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+        opener = Opener(request.param, tmp_path)
+        yield await opener.open(role)
+        await opener.close_all()
+
+    return store
 
 
-@pytest.fixture(params=backends_with("rooms"))
-async def room_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RoomStore]:
-    async for store in _one_store(request.param, tmp_path, "rooms"):
-        yield store
-
-
-@pytest.fixture(params=backends_with("channels"))
-async def channel_store(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[ChannelStore]:
-    async for store in _one_store(request.param, tmp_path, "channels"):
-        yield store
-
-
-@pytest.fixture(params=backends_with("presence"))
-async def presence_store(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[PresenceStore]:
-    async for store in _one_store(request.param, tmp_path, "presence"):
-        yield store
-
-
-@pytest.fixture(params=backends_with("typing"))
-async def typing_store(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[TypingStore]:
-    async for store in _one_store(request.param, tmp_path, "typing"):
-        yield store
-
-
-@pytest.fixture(params=backends_with("limits"))
-async def rate_limiter(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[RateLimiter]:
-    async for store in _one_store(request.param, tmp_path, "limits"):
-        yield store
+# Each fixture takes the name it is bound to here.
+room_store = _store_fixture("rooms")
+channel_store = _store_fixture("channels")
+presence_store = _store_fixture("presence")
+typing_store = _store_fixture("typing")
+rate_limiter = _store_fixture("limits")
 
 
 ClusterStoreMaker = Callable[[], Awaitable[ClusterStore]]
