@@ -63,6 +63,22 @@ class BackendSpec:
 
 EVERY_ROLE = frozenset({"messages", "rooms", "channels", "presence", "typing", "limits"})
 
+
+def _delete_namespace(url: str) -> Awaitable[None]:
+    return factory_module(url).delete_namespace(url)
+
+
+def _namespaced_server(base_url: str, service: tuple[str, int]) -> BackendSpec:
+    """A server backend with every role: each test gets a fresh key namespace, deleted after."""
+    return BackendSpec(
+        url=lambda tmp: f"{base_url}?namespace=t{uuid4().hex[:12]}",
+        roles=EVERY_ROLE,
+        durable=True,
+        service=service,
+        cleanup=_delete_namespace,
+    )
+
+
 BACKENDS: dict[str, BackendSpec] = {
     "memory": BackendSpec(url=lambda tmp: "memory://", roles=EVERY_ROLE | {"search"}),
     "sqlite": BackendSpec(
@@ -70,26 +86,14 @@ BACKENDS: dict[str, BackendSpec] = {
         roles=frozenset({"messages", "rooms", "channels", "search"}),
         durable=True,
     ),
-    "redis": BackendSpec(
-        url=lambda tmp: f"redis://127.0.0.1:6379/0?namespace=t{uuid4().hex[:12]}",
-        roles=EVERY_ROLE,
-        durable=True,
-        service=("Redis", 6379),
-        cleanup=lambda url: factory_module(url).delete_namespace(url),
-    ),
-    "nats": BackendSpec(
-        url=lambda tmp: f"nats://127.0.0.1:4222?namespace=t{uuid4().hex[:12]}",
-        roles=EVERY_ROLE,
-        durable=True,
-        service=("NATS", 4222),
-        cleanup=lambda url: factory_module(url).delete_namespace(url),
-    ),
+    "redis": _namespaced_server("redis://127.0.0.1:6379/0", ("Redis", 6379)),
+    "nats": _namespaced_server("nats://127.0.0.1:4222", ("NATS", 4222)),
     "postgresql": BackendSpec(
         # The session's private cluster, started by the first test that needs it.
         url=lambda tmp: f"{PRIVATE_POSTGRES.url()}?schema=t{uuid4().hex[:12]}",
         roles=frozenset({"messages", "rooms", "channels", "search"}),
         durable=True,
-        cleanup=lambda url: factory_module(url).delete_namespace(url),
+        cleanup=_delete_namespace,
     ),
 }
 
