@@ -64,8 +64,8 @@ class BackendSpec:
 EVERY_ROLE = frozenset({"messages", "rooms", "channels", "presence", "typing", "limits"})
 
 
-def _delete_namespace(url: str) -> Awaitable[None]:
-    return factory_module(url).delete_namespace(url)
+async def _delete_namespace(url: str) -> None:
+    await factory_module(url).delete_namespace(url)
 
 
 def _namespaced_server(base_url: str, service: tuple[str, int]) -> BackendSpec:
