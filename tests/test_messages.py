@@ -117,6 +117,18 @@ async def test_send_requires_membership(server: LiveServer) -> None:
 # --- history paging -------------------------------------------------------------------
 
 
+def page_info(
+    room_epoch: str, start: int, end: int, *, more_after: bool, more_before: bool
+) -> dict[str, Any]:
+    """The pageInfo of a history page from offset `start` to `end` of one epoch."""
+    return {
+        "hasNextPage": more_after,
+        "hasPreviousPage": more_before,
+        "startCursor": f"{room_epoch}:{start}",
+        "endCursor": f"{room_epoch}:{end}",
+    }
+
+
 async def test_history_pages_forward(server: LiveServer) -> None:
     alice = server.client(unique("alice"))
     room_id = await new_room(alice)  # offset 1 is the JOIN of the creator
@@ -128,28 +140,13 @@ async def test_history_pages_forward(server: LiveServer) -> None:
     assert [offset(e["cursor"]) for e in first["edges"]] == [1, 2, 3]
     assert [e["cursor"] for e in first["edges"]] == [e["node"]["cursor"] for e in first["edges"]]
     assert first["edges"][0]["node"]["type"] == "JOIN"
-    assert first["pageInfo"] == {
-        "hasNextPage": True,
-        "hasPreviousPage": False,
-        "startCursor": f"{room_epoch}:1",
-        "endCursor": f"{room_epoch}:3",
-    }
+    assert first["pageInfo"] == page_info(room_epoch, 1, 3, more_after=True, more_before=False)
     second = await page(alice, room_id, first=3, after=first["pageInfo"]["endCursor"])
     assert texts([e["node"] for e in second["edges"]]) == ["m4", "m5", "m6"]
-    assert second["pageInfo"] == {
-        "hasNextPage": True,
-        "hasPreviousPage": True,
-        "startCursor": f"{room_epoch}:4",
-        "endCursor": f"{room_epoch}:6",
-    }
+    assert second["pageInfo"] == page_info(room_epoch, 4, 6, more_after=True, more_before=True)
     third = await page(alice, room_id, first=3, after=second["pageInfo"]["endCursor"])
     assert texts([e["node"] for e in third["edges"]]) == ["m7", "m8"]
-    assert third["pageInfo"] == {
-        "hasNextPage": False,
-        "hasPreviousPage": True,
-        "startCursor": f"{room_epoch}:7",
-        "endCursor": f"{room_epoch}:8",
-    }
+    assert third["pageInfo"] == page_info(room_epoch, 7, 8, more_after=False, more_before=True)
     past_end = await page(alice, room_id, first=3, after=third["pageInfo"]["endCursor"])
     assert past_end["edges"] == []
     assert past_end["pageInfo"]["hasNextPage"] is False
@@ -164,28 +161,13 @@ async def test_history_pages_backward(server: LiveServer) -> None:
 
     last = await page(alice, room_id, last=3)
     assert texts([e["node"] for e in last["edges"]]) == ["m6", "m7", "m8"]
-    assert last["pageInfo"] == {
-        "hasNextPage": False,
-        "hasPreviousPage": True,
-        "startCursor": f"{room_epoch}:6",
-        "endCursor": f"{room_epoch}:8",
-    }
+    assert last["pageInfo"] == page_info(room_epoch, 6, 8, more_after=False, more_before=True)
     earlier = await page(alice, room_id, last=3, before=last["pageInfo"]["startCursor"])
     assert texts([e["node"] for e in earlier["edges"]]) == ["m3", "m4", "m5"]
-    assert earlier["pageInfo"] == {
-        "hasNextPage": True,
-        "hasPreviousPage": True,
-        "startCursor": f"{room_epoch}:3",
-        "endCursor": f"{room_epoch}:5",
-    }
+    assert earlier["pageInfo"] == page_info(room_epoch, 3, 5, more_after=True, more_before=True)
     earliest = await page(alice, room_id, last=3, before=earlier["pageInfo"]["startCursor"])
     assert [offset(e["cursor"]) for e in earliest["edges"]] == [1, 2]
-    assert earliest["pageInfo"] == {
-        "hasNextPage": True,
-        "hasPreviousPage": False,
-        "startCursor": f"{room_epoch}:1",
-        "endCursor": f"{room_epoch}:2",
-    }
+    assert earliest["pageInfo"] == page_info(room_epoch, 1, 2, more_after=True, more_before=False)
     # A window between two cursors.
     window = await page(alice, room_id, first=10, after=f"{room_epoch}:3", before=f"{room_epoch}:6")
     assert texts([e["node"] for e in window["edges"]]) == ["m4", "m5"]
