@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -26,10 +26,34 @@ from backends.protocols import (
     MessageStore,
     RoomStore,
 )
+from backends.records import MessageKind, NewMessage
 from tests.conftest import require_service
 from tests.services import PRIVATE_POSTGRES
 
 Cleanup = Callable[[], Awaitable[None]]
+
+
+def new_message(
+    data: Any,
+    *,
+    room_id: str,
+    user_id: str = "alice",
+    event: str | None = "chat",
+    thread_id: str | None = None,
+    client_message_id: str | None = None,
+    timestamp: datetime | None = None,
+) -> NewMessage:
+    """A user's message to append; sent now unless `timestamp` says when."""
+    return NewMessage(
+        kind=MessageKind.MESSAGE,
+        user_id=user_id,
+        room_id=room_id,
+        event=event,
+        data=data,
+        thread_id=thread_id,
+        client_message_id=client_message_id,
+        timestamp=timestamp or datetime.now(UTC),
+    )
 
 
 async def eventually(
