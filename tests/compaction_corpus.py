@@ -36,3 +36,15 @@ async def everything(store: MessageStore, room: str = ROOM) -> list[Message]:
         if not page.has_more:
             return out
         after = out[-1].offset
+
+
+async def assert_client_ids_kept_for_the_window(store: MessageStore, first: list[Message]) -> None:
+    """`first`: messages 0..19 sent 10,000 - i minutes ago, then compacted with
+    a window of 9,995 minutes. c6..c19 still answer with their message; a send
+    with a key from past the window is a new message."""
+    again, created = await store.append(message(8), incarnation=INC)
+    assert (again, created) == (first[8], False)
+    found = await store.find_client_message(ROOM, "user1", "c8", incarnation=INC)
+    assert found == first[8]
+    late, created = await store.append(message(2), incarnation=INC)
+    assert created and late.offset == 21
