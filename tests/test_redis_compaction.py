@@ -14,14 +14,7 @@ from redis.asyncio import Redis
 from backends.records import HistoryWindow, Message
 from backends.redis.backend import delete_namespace, open_stores
 from backends.redis.messages import RedisMessageStore
-from tests.compaction_corpus import (
-    INC,
-    OTHER,
-    ROOM,
-    assert_client_ids_kept_for_the_window,
-    everything,
-    message,
-)
+from tests.compaction_corpus import INC, OTHER, ROOM, assert_window_kept, everything, message
 from tests.conftest import require_service
 
 
@@ -118,7 +111,7 @@ async def test_client_message_ids_stay_idempotent_for_the_window(stores: Stores)
     # Sent 10,000 - i minutes ago: a window of 9,995 minutes keeps c6..c19.
     await store.compact(older_than=timedelta(hours=1), idempotency_window=timedelta(minutes=9_995))
     assert await stores.redis.xlen(f"{stores.namespace}:msg-stream:{ROOM}") == 0
-    await assert_client_ids_kept_for_the_window(store, first)
+    await assert_window_kept(store, first)
 
 
 async def test_a_damaged_block_is_data_corrupted_naming_room_and_block(stores: Stores) -> None:

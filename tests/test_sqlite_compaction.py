@@ -12,14 +12,7 @@ import pytest
 
 from backends import blocks
 from backends.sqlite import SqliteDatabase, SqliteMessageStore
-from tests.compaction_corpus import (
-    INC,
-    OTHER,
-    ROOM,
-    assert_client_ids_kept_for_the_window,
-    everything,
-    message,
-)
+from tests.compaction_corpus import INC, OTHER, ROOM, assert_window_kept, everything, message
 
 
 @pytest.fixture
@@ -93,7 +86,7 @@ async def test_client_message_ids_stay_idempotent_for_the_window(db: SqliteDatab
     # Sent 10,000 - i minutes ago: a window of 9,995 minutes keeps c6..c19.
     await store.compact(older_than=timedelta(hours=1), idempotency_window=timedelta(minutes=9_995))
     assert await count(db, "SELECT COUNT(*) FROM messages") == 0
-    await assert_client_ids_kept_for_the_window(store, first)
+    await assert_window_kept(store, first)
 
 
 async def test_compaction_gives_the_space_back(db: SqliteDatabase) -> None:
