@@ -39,8 +39,10 @@ async def everything(store: MessageStore, room: str = ROOM) -> list[Message]:
 
 
 async def assert_window_kept(store: MessageStore, first: list[Message]) -> None:
-    """Client message ids are kept for the window. `first`: messages 0..19 sent 10,000 - i minutes ago, then compacted with
-    a window of 9,995 minutes. c6..c19 still answer with their message; a send
+    """Client message ids still answer for the idempotency window.
+
+    `first`: messages 0..19 sent 10,000 - i minutes ago, then compacted with a
+    window of 9,995 minutes. c6..c19 still answer with their message; a send
     with a key from past the window is a new message."""
     again, created = await store.append(message(8), incarnation=INC)
     assert (again, created) == (first[8], False)
