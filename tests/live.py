@@ -42,6 +42,16 @@ def free_port() -> int:
         return port
 
 
+def end_process(process: subprocess.Popen[bytes], sig: int, *, timeout: float) -> None:
+    """Send `sig` and wait for the end; kill the process if it takes over `timeout` s."""
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
@@ -108,12 +118,7 @@ class LiveServer:
         if self.process is None:
             return
         if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            end_process(self.process, sig, timeout=15)
         self.process = None
 
     @property

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import missing
-from tests.live import free_port
+from tests.live import end_process, free_port
 from tests.tools import require_tool
 
 
@@ -78,12 +78,7 @@ class ServiceProcess:
     def stop(self) -> None:
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        end_process(self.process, signal.SIGTERM, timeout=10)
         self.process = None
         _wait_port(self.port, up=False)
 
@@ -204,12 +199,7 @@ class PostgresCluster:
             return
         # SIGINT is PostgreSQL's "fast" shutdown: it ends client sessions (a
         # server's pool) instead of waiting for them, as SIGTERM would.
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        end_process(self.process, signal.SIGINT, timeout=30)
         self.process = None
         _wait_port(self.port, up=False)
 
