@@ -275,6 +275,15 @@ class GraphQLClient:
                 headers=self.headers,
             )
 
+    async def post_raw(self, body: str) -> httpx.Response:
+        """POST `body` as written: JSON text no encoder here would write (NaN, 1e400)."""
+        async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+            return await http.post(
+                f"{self.server.url}/graphql",
+                content=body.encode(),
+                headers={**self.headers, "Content-Type": "application/json"},
+            )
+
     async def execute(self, query: str, **variables: Any) -> dict[str, Any]:
         """The `data` of a successful result; GraphQLError if it has errors."""
         response = await self.post(query, **variables)
