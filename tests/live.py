@@ -276,7 +276,8 @@ class GraphQLClient:
             )
 
     async def post_raw(self, body: str) -> httpx.Response:
-        """POST `body` as written: JSON text no encoder here would write (NaN, 1e400)."""
+        """POST `body` as written, as JSON: what no encoder here would write
+        (NaN, 1e400, a body cut off)."""
         async with httpx.AsyncClient(timeout=TIMEOUT) as http:
             return await http.post(
                 f"{self.server.url}/graphql",
