@@ -24,6 +24,16 @@ from tests.live import end_process, free_port
 from tests.tools import require_tool
 
 
+def _stop_service(
+    process: subprocess.Popen[bytes] | None, port: int, sig: int, *, timeout: float
+) -> None:
+    """End a service's process, if it runs, and wait until its port is closed."""
+    if process is None:
+        return
+    end_process(process, sig, timeout=timeout)
+    _wait_port(port, up=False)
+
+
 def _wait_port(port: int, up: bool, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -76,11 +86,8 @@ class ServiceProcess:
         return self
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        end_process(self.process, signal.SIGTERM, timeout=10)
+        _stop_service(self.process, self.port, signal.SIGTERM, timeout=10)
         self.process = None
-        _wait_port(self.port, up=False)
 
 
 def postgres_bindir() -> Path:
@@ -195,13 +202,10 @@ class PostgresCluster:
             )
 
     def stop(self) -> None:
-        if self.process is None:
-            return
         # SIGINT is PostgreSQL's "fast" shutdown: it ends client sessions (a
         # server's pool) instead of waiting for them, as SIGTERM would.
-        end_process(self.process, signal.SIGINT, timeout=30)
+        _stop_service(self.process, self.port, signal.SIGINT, timeout=30)
         self.process = None
-        _wait_port(self.port, up=False)
 
 
 class LazyPostgres:
