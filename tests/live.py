@@ -427,3 +427,22 @@ async def ws_connect(
             yield client
         finally:
             await client.close()
+
+
+async def assert_not_found(
+    server: LiveServer,
+    client: GraphQLClient,
+    missing: str,
+    operations: list[tuple[str, dict[str, Any]]],
+    subscription: tuple[str, dict[str, Any]],
+) -> None:
+    """Each of `operations`, and `subscription`, fails NOT_FOUND (the
+    operations' errors naming `missing`)."""
+    for query, variables in operations:
+        error = await client.error(query, **variables)
+        assert error.code == "NOT_FOUND", query
+        assert missing in str(error)
+    async with ws_connect(server, client.token) as ws:
+        query, variables = subscription
+        ended = await ended_with(await ws.subscribe(query, **variables))
+        assert ended["extensions"]["code"] == "NOT_FOUND"
