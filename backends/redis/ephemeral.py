@@ -97,13 +97,20 @@ return 0
 """
 )
 
-# ARGV: ns, user, conn, ttl µs
-_HEARTBEAT = (
+# ARGV: ns, user, conn; a user never seen (no presence hash): return 0 at once.
+_SEEN_USER_LUA = (
     _PRESENCE_LUA
     + """
 local user, conn = ARGV[2], ARGV[3]
 local p = key('presence', user)
 if redis.call('EXISTS', p) == 0 then return 0 end
+"""
+)
+
+# ARGV: ns, user, conn, ttl µs
+_HEARTBEAT = (
+    _SEEN_USER_LUA
+    + """
 prune(user)
 local conns = key('presence-conns', user)
 local alive = 0
@@ -120,11 +127,8 @@ return alive
 
 # ARGV: ns, user, conn, grace µs
 _DISCONNECT = (
-    _PRESENCE_LUA
+    _SEEN_USER_LUA
     + """
-local user, conn = ARGV[2], ARGV[3]
-local p = key('presence', user)
-if redis.call('EXISTS', p) == 0 then return 0 end
 local conns = key('presence-conns', user)
 if redis.call('ZSCORE', conns, conn) then
   redis.call('ZADD', conns, now + tonumber(ARGV[4]), conn)
