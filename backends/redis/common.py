@@ -224,6 +224,21 @@ class Scripts:
         return await self._scripts[name](keys=keys, args=args, client=self._client)
 
 
+class ScriptedStore:
+    """A store that reads through `Commands` and changes through Lua scripts,
+    registered (name: source) when it is built."""
+
+    def __init__(
+        self, client: Redis, scripts: Scripts, keys: Keys, sources: dict[str, str]
+    ) -> None:
+        self._redis = Commands(client)
+        self._scripts = scripts
+        self._keys = keys
+        self._ns = keys.namespace
+        for name, source in sources.items():
+            scripts.register(name, source)
+
+
 # Shared Lua prologue: the namespace, a key builder and the Redis clock, so
 # every node computes expiry from the same clock. `now_s` is the exact
 # decimal text of `now`: Lua 5.1 formats numbers with %.14g when

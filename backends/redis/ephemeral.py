@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from ..codecs import from_micros
 from ..errors import LimitReached
 from ..records import PresenceEntry, Status, TypingEntry
-from .common import LUA_PROLOGUE, Commands, Keys, Scripts, translated
+from .common import LUA_PROLOGUE, Keys, ScriptedStore, Scripts, translated
 
 _SWEEP_BATCH = 500
 
@@ -350,17 +350,16 @@ def _parse_typing_member(member: bytes) -> tuple[str, str]:
     return rest[:n].decode(), rest[n:].decode()
 
 
-class RedisTypingStore:
+class RedisTypingStore(ScriptedStore):
     """Typing entries per room with Redis-clock expiry; each expiry swept once."""
 
     def __init__(self, client: Redis, scripts: Scripts, keys: Keys) -> None:
-        self._redis = Commands(client)
-        self._scripts = scripts
-        self._keys = keys
-        self._ns = keys.namespace
-        scripts.register("typing-start", _TYPING_START)
-        scripts.register("typing-users", _TYPING_USERS)
-        scripts.register("typing-sweep", _TYPING_SWEEP)
+        sources = {
+            "typing-start": _TYPING_START,
+            "typing-users": _TYPING_USERS,
+            "typing-sweep": _TYPING_SWEEP,
+        }
+        super().__init__(client, scripts, keys, sources)
 
     @translated
     async def start(self, room_id: str, user_id: str, *, ttl: float) -> tuple[TypingEntry, bool]:
