@@ -16,7 +16,7 @@ import asyncio
 import functools
 import re
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ClassVar, ParamSpec, TypeVar, cast
 
 import redis.exceptions
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -225,17 +225,17 @@ class Scripts:
 
 
 class ScriptedStore:
-    """A store that reads through `Commands` and changes through Lua scripts,
-    registered (name: source) when it is built."""
+    """A store that reads through `Commands` and changes through Lua scripts:
+    `SCRIPTS` (name: source), registered when it is built."""
 
-    def __init__(
-        self, client: Redis, scripts: Scripts, keys: Keys, sources: dict[str, str]
-    ) -> None:
+    SCRIPTS: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, client: Redis, scripts: Scripts, keys: Keys) -> None:
         self._redis = Commands(client)
         self._scripts = scripts
         self._keys = keys
         self._ns = keys.namespace
-        for name, source in sources.items():
+        for name, source in self.SCRIPTS.items():
             scripts.register(name, source)
 
 

@@ -22,7 +22,7 @@ clearing it happen in the same script.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from typing import ClassVar
 
 from ..codecs import from_micros
 from ..errors import LimitReached
@@ -353,13 +353,11 @@ def _parse_typing_member(member: bytes) -> tuple[str, str]:
 class RedisTypingStore(ScriptedStore):
     """Typing entries per room with Redis-clock expiry; each expiry swept once."""
 
-    def __init__(self, client: Redis, scripts: Scripts, keys: Keys) -> None:
-        sources = {
-            "typing-start": _TYPING_START,
-            "typing-users": _TYPING_USERS,
-            "typing-sweep": _TYPING_SWEEP,
-        }
-        super().__init__(client, scripts, keys, sources)
+    SCRIPTS: ClassVar[dict[str, str]] = {
+        "typing-start": _TYPING_START,
+        "typing-users": _TYPING_USERS,
+        "typing-sweep": _TYPING_SWEEP,
+    }
 
     @translated
     async def start(self, room_id: str, user_id: str, *, ttl: float) -> tuple[TypingEntry, bool]:
