@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -189,71 +190,69 @@ async def _check_backends(settings: Settings) -> None:
     await backends.close()
 
 
-async def _reindex(settings: Settings) -> int:
+async def _with_backends(
+    settings: Settings, command: str, work: Callable[[Backends], Awaitable[int]]
+) -> int:
+    """Run an offline command's `work` on the opened backends, closed after;
+    its exit code, or 1 (2 if they cannot be opened) on a backend error."""
     try:
         backends = await _open_backends(settings)
     except (BackendConfigError, BackendError, ImportError) as exc:
         return _cannot_open(exc)
     try:
-        if backends.search is None:
-            print(
-                "forge-streaming: no backend has the search role: set role_urls.search"
-                " (or use the sqlite or postgresql backend)",
-                file=sys.stderr,
-            )
-            return 2
-        if backends.search.indexes_on_append:
-            # Same store: indexed with each append, and any gap at open.
-            print("reindex: the search role indexes with the history itself: nothing to do")
-            return 0
-
-        def report(counts: ReindexCounts) -> None:
-            if counts.rooms % 100 == 0:
-                print(f"reindex: {counts.rooms} rooms, {counts.messages} messages", flush=True)
-
-        counts = await reindex(backends.rooms, backends.messages, backends.search, report=report)
-        print(f"reindex: done, {counts.rooms} rooms, {counts.messages} messages", flush=True)
-        return 0
+        return await work(backends)
     except BackendError as exc:
-        print(f"forge-streaming: reindex stopped: {exc}", file=sys.stderr)
+        print(f"forge-streaming: {command} stopped: {exc}", file=sys.stderr)
         return 1
     finally:
         await backends.close()
 
 
-async def _compact(settings: Settings, batch: int) -> int:
-    try:
-        backends = await _open_backends(settings)
-    except (BackendConfigError, BackendError, ImportError) as exc:
-        return _cannot_open(exc)
-    try:
-        if backends.compactor is None:
-            print(f"compact: the {settings.backend} history has no blocks: nothing to do")
-            return 0
-        if not settings.compress_after:
-            print("compact: compress_after is 0 (compression off): nothing to do")
-            return 0
-
-        def report(stats: CompactionStats) -> None:
-            print(f"compact: {stats.messages} messages, {stats.blocks} blocks", flush=True)
-
-        stats = await backends.compactor.compact(
-            older_than=settings.compress_after,
-            idempotency_window=settings.idempotency_window,
-            batch=batch,
-            progress=report,
-        )
+async def _reindex(backends: Backends) -> int:
+    if backends.search is None:
         print(
-            f"compact: done, {stats.messages} messages in {stats.blocks} blocks,"
-            f" {stats.bytes_before} bytes -> {stats.bytes_after}, {stats.seconds:.1f} s",
-            flush=True,
+            "forge-streaming: no backend has the search role: set role_urls.search"
+            " (or use the sqlite or postgresql backend)",
+            file=sys.stderr,
         )
+        return 2
+    if backends.search.indexes_on_append:
+        # Same store: indexed with each append, and any gap at open.
+        print("reindex: the search role indexes with the history itself: nothing to do")
         return 0
-    except BackendError as exc:
-        print(f"forge-streaming: compact stopped: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        await backends.close()
+
+    def report(counts: ReindexCounts) -> None:
+        if counts.rooms % 100 == 0:
+            print(f"reindex: {counts.rooms} rooms, {counts.messages} messages", flush=True)
+
+    counts = await reindex(backends.rooms, backends.messages, backends.search, report=report)
+    print(f"reindex: done, {counts.rooms} rooms, {counts.messages} messages", flush=True)
+    return 0
+
+
+async def _compact(settings: Settings, batch: int, backends: Backends) -> int:
+    if backends.compactor is None:
+        print(f"compact: the {settings.backend} history has no blocks: nothing to do")
+        return 0
+    if not settings.compress_after:
+        print("compact: compress_after is 0 (compression off): nothing to do")
+        return 0
+
+    def report(stats: CompactionStats) -> None:
+        print(f"compact: {stats.messages} messages, {stats.blocks} blocks", flush=True)
+
+    stats = await backends.compactor.compact(
+        older_than=settings.compress_after,
+        idempotency_window=settings.idempotency_window,
+        batch=batch,
+        progress=report,
+    )
+    print(
+        f"compact: done, {stats.messages} messages in {stats.blocks} blocks,"
+        f" {stats.bytes_before} bytes -> {stats.bytes_after}, {stats.seconds:.1f} s",
+        flush=True,
+    )
+    return 0
 
 
 def _cannot_open(exc: Exception) -> int:
@@ -385,11 +384,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(TokenAuthority.from_settings(settings).mint(args.user, ttl, admin=args.admin))
             return 0
         if args.command == "reindex":
-            return asyncio.run(_reindex(_settings(args)))
+            return asyncio.run(_with_backends(_settings(args), "reindex", _reindex))
         if args.command == "compact":
             if args.batch < 1:
                 raise ValueError("--batch must be at least 1")
-            return asyncio.run(_compact(_settings(args), args.batch))
+            settings = _settings(args)
+            compact = functools.partial(_compact, settings, args.batch)
+            return asyncio.run(_with_backends(settings, "compact", compact))
         settings = _settings(args, host=args.host, port=args.port, workers=args.workers)
     except (SettingsError, AuthError, ValueError) as exc:
         print(f"forge-streaming: {exc}", file=sys.stderr)

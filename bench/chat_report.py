@@ -32,38 +32,40 @@ def _step(row: Row, which: str) -> Row | None:
     return dict(steps[-1])
 
 
-def _of(which: str, key: str) -> Value:
+def _from_step(which: str, show: Callable[[Row], Any]) -> Value:
+    """`show(step)` of the step `which` picks (see _step); None where there is none."""
+
     def value(row: Row) -> Any:
         step = _step(row, which)
-        return None if step is None else step.get(key)
+        return None if step is None else show(step)
 
     return value
+
+
+def _of(which: str, key: str) -> Value:
+    return _from_step(which, lambda step: step.get(key))
+
+
+def _refusals(step: Row) -> Any:
+    codes = step.get("refused_by_code") or {}
+    if not codes:
+        return 0
+    return f"{step['refused']:,} (" + ", ".join(f"{c}: {n:,}" for c, n in codes.items()) + ")"
 
 
 def _refused(which: str) -> Value:
-    def value(row: Row) -> Any:
-        step = _step(row, which)
-        if step is None:
-            return None
-        codes = step.get("refused_by_code") or {}
-        if not codes:
-            return 0
-        return f"{step['refused']:,} (" + ", ".join(f"{c}: {n:,}" for c, n in codes.items()) + ")"
+    return _from_step(which, _refusals)
 
-    return value
+
+def _deliveries(step: Row) -> str:
+    text = f"{step['delivered']:,}/{step['expected']:,}"
+    if step.get("drain_s") is not None:
+        text += f" (last {step['drain_s']:.2f} s after the last send)"
+    return text
 
 
 def _delivered(which: str) -> Value:
-    def value(row: Row) -> Any:
-        step = _step(row, which)
-        if step is None:
-            return None
-        text = f"{step['delivered']:,}/{step['expected']:,}"
-        if step.get("drain_s") is not None:
-            text += f" (last {step['drain_s']:.2f} s after the last send)"
-        return text
-
-    return value
+    return _from_step(which, _deliveries)
 
 
 def _why(row: Row) -> Any:

@@ -151,6 +151,28 @@ class Subscriber(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         transport.write(self.request)
 
+    def data_received(self, data: bytes) -> None:
+        now = time.time_ns()
+        self.buf += data
+        if not self.head_done:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buf[:end])
+            del self.buf[: end + 4]
+            if not self.head_accepted(head):
+                return
+            self.head_done = True
+        self.body_received(now)
+
+    def head_accepted(self, head: bytes) -> bool:
+        """Check the response head (fail if refused); start the protocol."""
+        raise NotImplementedError
+
+    def body_received(self, now: int) -> None:
+        """Parse what `buf` holds of the body, consuming what is complete."""
+        raise NotImplementedError
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if not self.ready.done():
@@ -206,21 +228,16 @@ class WSSubscriber(Subscriber):
         if self.transport is not None and not self.closed:
             self.transport.write(_client_frame(0x1, orjson.dumps(value)))
 
-    def data_received(self, data: bytes) -> None:
-        now = time.time_ns()
+    def head_accepted(self, head: bytes) -> bool:
+        status = head.split(b"\r\n", 1)[0]
+        if b" 101 " not in status + b" ":
+            self.fail(f"handshake refused: {status.decode(errors='replace')}")
+            return False
+        self.send_json({"type": "connection_init", "payload": self.init})
+        return True
+
+    def body_received(self, now: int) -> None:
         buf = self.buf
-        buf += data
-        if not self.head_done:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            status = bytes(buf[:end]).split(b"\r\n", 1)[0]
-            if b" 101 " not in status + b" ":
-                self.fail(f"handshake refused: {status.decode(errors='replace')}")
-                return
-            del buf[: end + 4]
-            self.head_done = True
-            self.send_json({"type": "connection_init", "payload": self.init})
         pos, n = 0, len(buf)
         while n - pos >= 2:
             b0, b1 = buf[pos], buf[pos + 1]
@@ -283,27 +300,19 @@ class SSESubscriber(Subscriber):
         self.chunked = False
         self.events = bytearray()
 
-    def data_received(self, data: bytes) -> None:
-        now = time.time_ns()
+    def head_accepted(self, head: bytes) -> bool:
+        status, *headers = head.decode("latin-1").split("\r\n")
+        fields = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in headers)}
+        if " 200" not in status or "text/event-stream" not in fields.get("content-type", ""):
+            self.fail(f"no event stream: {status} {fields.get('content-type', '')}")
+            return False
+        self.chunked = "chunked" in fields.get("transfer-encoding", "")
+        if not self.ready.done():
+            self.ready.set_result(None)
+        return True
+
+    def body_received(self, now: int) -> None:
         buf = self.buf
-        buf += data
-        if not self.head_done:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(buf[:end]).decode("latin-1")
-            status, *headers = head.split("\r\n")
-            fields = {
-                k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in headers)
-            }
-            if " 200" not in status or "text/event-stream" not in fields.get("content-type", ""):
-                self.fail(f"no event stream: {status} {fields.get('content-type', '')}")
-                return
-            self.chunked = "chunked" in fields.get("transfer-encoding", "")
-            del buf[: end + 4]
-            self.head_done = True
-            if not self.ready.done():
-                self.ready.set_result(None)
         if self.chunked:
             while True:
                 line_end = buf.find(b"\r\n")

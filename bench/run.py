@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -808,6 +808,24 @@ FANOUT_METRICS = (
 )
 
 
+def _plain_table(
+    title: str,
+    head: list[str],
+    rows: dict[str, dict[str, Any]],
+    cells: Callable[[dict[str, Any]], list[Any]],
+) -> list[str]:
+    """A markdown table under `title`: a row per label, its `cells`, or a note
+    across them where the run was skipped or failed."""
+    out = [f"\n### {title}\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, row in rows.items():
+        if "skipped" in row or "error" in row:
+            note = row.get("skipped") or f"error: {row['error'][:150]}"
+            out.append(f"| {label} | {note} |" + " |" * (len(head) - 2))
+        else:
+            out.append("| " + " | ".join(str(c) for c in [label, *cells(row)]) + " |")
+    return out
+
+
 def table(results: dict[str, Any], args: argparse.Namespace) -> str:
     out = []
     fanout = results.get("fanout")
@@ -837,54 +855,65 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
             out.append("\n" + "\n".join(f"- {n}" for n in notes))
     idle = results.get("idle")
     if idle:
-        out.append(f"\n### Idle capacity ({args.idle_subscribers} subscribers, one broadcast)\n")
-        out.append(
-            "| server | subscribed | received the broadcast | server kB/subscriber |"
-            " server RSS MB | setup s |"
+        out += _plain_table(
+            f"Idle capacity ({args.idle_subscribers} subscribers, one broadcast)",
+            [
+                "server",
+                "subscribed",
+                "received the broadcast",
+                "server kB/subscriber",
+                "server RSS MB",
+                "setup s",
+            ],
+            idle,
+            lambda row: [
+                row.get("subscribed"),
+                row.get("deliveries"),
+                _num(row.get("mem_per_sub_kb")),
+                _num(row.get("rss_after_mb")),
+                _num(row.get("setup_s")),
+            ],
         )
-        out.append("|---|---|---|---|---|---|")
-        for label, row in idle.items():
-            if "error" in row:
-                out.append(f"| {label} | error: {row['error'][:120]} | | | | |")
-                continue
-            out.append(
-                f"| {label} | {row.get('subscribed')} | {row.get('deliveries')} "
-                f"| {_num(row.get('mem_per_sub_kb'))} | {_num(row.get('rss_after_mb'))} "
-                f"| {_num(row.get('setup_s'))} |"
-            )
     history = results.get("history")
     if history:
-        out.append("\n### History: `history(last: 50)` in one room\n")
-        out.append(
-            "| backend | stored | server p50 ms | server p99 ms | HTTP p50 ms | HTTP p99 ms "
-            "| store p50 ms | store p99 ms | server CPU ms/query |"
+        out += _plain_table(
+            "History: `history(last: 50)` in one room",
+            [
+                "backend",
+                "stored",
+                "server p50 ms",
+                "server p99 ms",
+                "HTTP p50 ms",
+                "HTTP p99 ms",
+                "store p50 ms",
+                "store p99 ms",
+                "server CPU ms/query",
+            ],
+            history,
+            lambda row: [
+                f"{row['stored']:,}",
+                row["server_p50_ms"],
+                row["server_p99_ms"],
+                row["http_p50_ms"],
+                row["http_p99_ms"],
+                row["store_p50_ms"],
+                row["store_p99_ms"],
+                row.get("server_cpu_ms_per_query"),
+            ],
         )
-        out.append("|---|---|---|---|---|---|---|---|---|")
-        for backend, row in history.items():
-            if "skipped" in row or "error" in row:
-                note = row.get("skipped") or f"error: {row['error'][:150]}"
-                out.append(f"| {backend} | {note} | | | | | | | |")
-                continue
-            out.append(
-                f"| {backend} | {row['stored']:,} | {row['server_p50_ms']} "
-                f"| {row['server_p99_ms']} | {row['http_p50_ms']} | {row['http_p99_ms']} "
-                f"| {row['store_p50_ms']} | {row['store_p99_ms']} "
-                f"| {row.get('server_cpu_ms_per_query')} |"
-            )
     cross = results.get("crossnode")
     if cross:
-        out.append("\n### Cross-node: sent on one process, received on another\n")
-        out.append("| backend | p50 ms | p99 ms | max ms | delivered |")
-        out.append("|---|---|---|---|---|")
-        for backend, row in cross.items():
-            if "skipped" in row or "error" in row:
-                note = row.get("skipped") or f"error: {row['error'][:150]}"
-                out.append(f"| {backend} | {note} | | | |")
-                continue
-            out.append(
-                f"| {backend} | {row.get('p50_ms')} | {row.get('p99_ms')} | {row.get('max_ms')} "
-                f"| {row.get('deliveries')}/{row.get('expected')} |"
-            )
+        out += _plain_table(
+            "Cross-node: sent on one process, received on another",
+            ["backend", "p50 ms", "p99 ms", "max ms", "delivered"],
+            cross,
+            lambda row: [
+                row.get("p50_ms"),
+                row.get("p99_ms"),
+                row.get("max_ms"),
+                f"{row.get('deliveries')}/{row.get('expected')}",
+            ],
+        )
     return "\n".join(out)
 
 

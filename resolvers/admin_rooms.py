@@ -15,16 +15,14 @@ as a SCAN walk may list one twice.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from dataclasses import dataclass
-
-import orjson
+from typing import Any
 
 from backends.records import Room
 
 from .admin import require_admin
 from .errors import BadUserInput
+from .opaque_cursor import decode_cursor, encode_cursor
 from .services import Services, Viewer
 
 # Ids looked at per page at most, matching idPrefix or not.
@@ -45,24 +43,21 @@ class _Position:
 
 
 def _encode(position: _Position) -> str:
-    raw = orjson.dumps([position.store_cursor, position.taken])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return encode_cursor([position.store_cursor, position.taken])
+
+
+def _is_position(value: list[Any]) -> bool:
+    return (
+        len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], int)
+        and 0 <= value[1] <= MAX_IDS_EXAMINED * 10
+    )
 
 
 def _decode(after: str) -> _Position:
-    try:
-        value = orjson.loads(base64.urlsafe_b64decode(after + "=" * (-len(after) % 4)))
-        if (
-            isinstance(value, list)
-            and len(value) == 2
-            and isinstance(value[0], str)
-            and isinstance(value[1], int)
-            and 0 <= value[1] <= MAX_IDS_EXAMINED * 10
-        ):
-            return _Position(value[0], value[1])
-    except (binascii.Error, ValueError):
-        pass
-    raise BadUserInput("after is not a cursor of Query.adminRooms", argument="after")
+    store_cursor, taken = decode_cursor(after, _is_position, "adminRooms")
+    return _Position(store_cursor, taken)
 
 
 async def list_all_rooms(

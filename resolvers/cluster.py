@@ -20,19 +20,16 @@ costs the same whatever the size of the cluster's connection list.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import time
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from .admin import require_admin
 from .connection_registry import ConnectionInfo
 from .errors import BadUserInput
+from .opaque_cursor import decode_cursor, encode_cursor
 from .services import Services, Viewer
 from .stream_signals import LIVE
 
@@ -144,24 +141,19 @@ class ConnectionPage:
 
 
 def encode_connection_cursor(connection: ConnectionInfo) -> str:
-    raw = orjson.dumps(list(connection.sort_key()))
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return encode_cursor(list(connection.sort_key()))
+
+
+def _is_sort_key(key: list[Any]) -> bool:
+    return (
+        len(key) == 3
+        and isinstance(key[0], int | float)
+        and all(isinstance(k, str) for k in key[1:])
+    )
 
 
 def _decode_cursor(after: str) -> list[Any]:
-    try:
-        raw = base64.urlsafe_b64decode(after + "=" * (-len(after) % 4))
-        key = orjson.loads(raw)
-        if (
-            isinstance(key, list)
-            and len(key) == 3
-            and isinstance(key[0], int | float)
-            and all(isinstance(k, str) for k in key[1:])
-        ):
-            return key
-    except (binascii.Error, ValueError):
-        pass
-    raise BadUserInput("after is not a cursor of Query.connections", argument="after")
+    return decode_cursor(after, _is_sort_key, "connections")
 
 
 async def list_connections(

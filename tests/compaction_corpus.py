@@ -92,3 +92,17 @@ async def retention_cuts_inside_a_block(
     assert await count("SELECT COUNT(*) FROM message_blocks WHERE dict_id != 0") == 0
     assert await count("SELECT SUM(count) FROM message_blocks") == 599
     assert await count("SELECT COUNT(*) FROM compacted_messages") == 599
+
+
+async def assert_window_kept(store: MessageStore, first: list[Message]) -> None:
+    """Client message ids still answer for the idempotency window.
+
+    `first`: messages 0..19 sent 10,000 - i minutes ago, then compacted with a
+    window of 9,995 minutes. c6..c19 still answer with their message; a send
+    with a key from past the window is a new message."""
+    again, created = await store.append(message(8), incarnation=INC)
+    assert (again, created) == (first[8], False)
+    found = await store.find_client_message(ROOM, "user1", "c8", incarnation=INC)
+    assert found == first[8]
+    late, created = await store.append(message(2), incarnation=INC)
+    assert created and late.offset == 21

@@ -42,6 +42,16 @@ def free_port() -> int:
         return port
 
 
+def end_process(process: subprocess.Popen[bytes], sig: int, *, timeout: float) -> None:
+    """Send `sig` and wait for the end; kill the process if it takes over `timeout` s."""
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
@@ -108,12 +118,7 @@ class LiveServer:
         if self.process is None:
             return
         if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            end_process(self.process, sig, timeout=15)
         self.process = None
 
     @property
@@ -270,6 +275,16 @@ class GraphQLClient:
                 headers=self.headers,
             )
 
+    async def post_raw(self, body: str) -> httpx.Response:
+        """POST `body` as written, as JSON: what no encoder here would write
+        (NaN, 1e400, a body cut off)."""
+        async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+            return await http.post(
+                f"{self.server.url}/graphql",
+                content=body.encode(),
+                headers={**self.headers, "Content-Type": "application/json"},
+            )
+
     async def execute(self, query: str, **variables: Any) -> dict[str, Any]:
         """The `data` of a successful result; GraphQLError if it has errors."""
         response = await self.post(query, **variables)
@@ -412,3 +427,22 @@ async def ws_connect(
             yield client
         finally:
             await client.close()
+
+
+async def assert_not_found(
+    server: LiveServer,
+    client: GraphQLClient,
+    missing: str,
+    operations: list[tuple[str, dict[str, Any]]],
+    subscription: tuple[str, dict[str, Any]],
+) -> None:
+    """Each of `operations`, and `subscription`, fails NOT_FOUND (the
+    operations' errors naming `missing`)."""
+    for query, variables in operations:
+        error = await client.error(query, **variables)
+        assert error.code == "NOT_FOUND", query
+        assert missing in str(error)
+    async with ws_connect(server, client.token) as ws:
+        query, variables = subscription
+        ended = await ended_with(await ws.subscribe(query, **variables))
+        assert ended["extensions"]["code"] == "NOT_FOUND"

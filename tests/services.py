@@ -20,8 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import missing
-from tests.live import free_port
+from tests.live import end_process, free_port
 from tests.tools import require_tool
+
+
+def _stop_service(
+    process: subprocess.Popen[bytes] | None, port: int, sig: int, *, timeout: float
+) -> None:
+    """End a service's process, if it runs, and wait until its port is closed."""
+    if process is None:
+        return
+    end_process(process, sig, timeout=timeout)
+    _wait_port(port, up=False)
 
 
 def _wait_port(port: int, up: bool, timeout: float = 10.0) -> None:
@@ -77,16 +87,8 @@ class ServiceProcess:
         return self
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        _stop_service(self.process, self.port, signal.SIGTERM, timeout=10)
         self.process = None
-        _wait_port(self.port, up=False)
 
 
 def postgres_bindir() -> Path:
@@ -201,18 +203,10 @@ class PostgresCluster:
             )
 
     def stop(self) -> None:
-        if self.process is None:
-            return
         # SIGINT is PostgreSQL's "fast" shutdown: it ends client sessions (a
         # server's pool) instead of waiting for them, as SIGTERM would.
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        _stop_service(self.process, self.port, signal.SIGINT, timeout=30)
         self.process = None
-        _wait_port(self.port, up=False)
 
 
 class LazyPostgres:

@@ -180,13 +180,13 @@ class Sub:
         else:
             self.frames.put_nowait(("data", payload["data"]))
 
-    async def receives(self, wanted: Any) -> None:
-        """Data frames until a message whose data is `wanted`."""
+    async def receives(self, wanted: Any, key: str = "data") -> None:
+        """Data frames until one whose value has `wanted` under `key`."""
         while True:
             kind, body = await self.frame()
             assert kind == "data", (self.name, kind, body)
-            [message] = body.values()
-            if message["data"] == wanted:
+            [value] = body.values()
+            if value[key] == wanted:
                 return
 
     async def ends_with(self, code: str) -> None:
@@ -415,17 +415,8 @@ async def keep_receiving(nodes: Cluster, scene: RoomScene, subs: dict[str, Sub])
             waits.append(sub.receives(mark))
         else:
             # {userId, isTyping} or {userId, status}: the owner's change.
-            waits.append(_receives_user(sub, scene.owner_id))
+            waits.append(sub.receives(scene.owner_id, key="userId"))
     await all_of(*waits)
-
-
-async def _receives_user(sub: Sub, user_id: str) -> None:
-    while True:
-        kind, body = await sub.frame()
-        assert kind == "data", (sub.name, kind, body)
-        [value] = body.values()
-        if value["userId"] == user_id:
-            return
 
 
 async def cut_off(

@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from tests.live import GraphQLClient, LiveServer, Operation, ended_with, unique, ws_connect
+from tests.live import (
+    GraphQLClient,
+    LiveServer,
+    Operation,
+    assert_not_found,
+    ended_with,
+    unique,
+    ws_connect,
+)
 
 CHANNEL_FIELDS = "id name description isPrivate createdBy createdAt"
 CREATE = f"""
@@ -319,18 +327,13 @@ async def test_unknown_channel_is_not_found(server: LiveServer) -> None:
     client = server.client(unique("u"))
     nope = unique("nope")
     assert (await client.execute(CHANNEL, id=nope))["channel"] is None
-    for query, variables in (
+    operations: list[tuple[str, dict[str, Any]]] = [
         (PUBLISH, {"c": nope, "data": 1}),
         (DELETE, {"id": nope}),
         (GRANT, {"c": nope, "u": "x"}),
         (REVOKE, {"c": nope, "u": "x"}),
-    ):
-        error = await client.error(query, **variables)
-        assert error.code == "NOT_FOUND", query
-        assert nope in str(error)
-    async with ws_connect(server, client.token) as ws:
-        error_frame = await ended_with(await ws.subscribe(WATCH, c=nope))
-        assert error_frame["extensions"]["code"] == "NOT_FOUND"
+    ]
+    await assert_not_found(server, client, nope, operations, (WATCH, {"c": nope}))
     assert nope not in await channel_ids(client)
 
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -53,14 +54,9 @@ async def test_python_gql_example(server: LiveServer) -> None:
 
 async def test_node_graphql_ws_example(server: LiveServer) -> None:
     folder = npm_ci(EXAMPLES / "node")
-    user, room = unique("alice"), unique("room")
-    out = await asyncio.to_thread(
-        run,
-        [node(), "ws-chat.mjs", "--url", server.ws_url, "--token", server.token(user),
-         "--room", room, "--text", "hi from node"],
-        folder,
-        30,
-    )  # fmt: skip
+    user, out = await run_chat_example(
+        server, [node(), "ws-chat.mjs"], folder, url=server.ws_url, text="hi from node"
+    )
     lines = [json.loads(line) for line in out.splitlines()]
     assert [(m["type"], m["userId"], m["data"]) for m in lines] == [
         ("MESSAGE", user, {"text": "hi from node"}),
@@ -76,14 +72,9 @@ async def test_node_apollo_and_urql_examples(server: LiveServer, script: str) ->
     HTTP, the subscription over graphql-ws (tests/test_client_resume.py
     restarts the server under them)."""
     folder = npm_ci(EXAMPLES / "node")
-    user, room = unique("alice"), unique("room")
-    out = await asyncio.to_thread(
-        run,
-        [node(), script, "--url", f"{server.url}/graphql", "--token", server.token(user),
-         "--room", room, "--text", f"hi from {script}"],
-        folder,
-        30,
-    )  # fmt: skip
+    user, out = await run_chat_example(
+        server, [node(), script], folder, url=f"{server.url}/graphql", text=f"hi from {script}"
+    )
     [message] = lines_of(out)
     assert (message["type"], message["userId"], message["data"]) == (
         "MESSAGE",
@@ -187,6 +178,23 @@ def failing(args: list[str], cwd: Path, **env: str) -> str:
     return done.stdout + done.stderr
 
 
+async def run_chat_example(
+    server: LiveServer,
+    command: list[str],
+    folder: Path,
+    *,
+    url: str,
+    text: str,
+    extra: Sequence[str] = (),
+) -> tuple[str, str]:
+    """Run a chat example as a new user in a new room, sending `text`: the
+    user and the example's output."""
+    user, room = unique("alice"), unique("room")
+    token = server.token(user)
+    args = ["--url", url, "--token", token, "--room", room, "--text", text, *extra]
+    return user, await asyncio.to_thread(run, [*command, *args], folder, 30)
+
+
 def assert_chatted(out: str, user: str, text: str) -> None:
     """A chat example's one output line: the user's message, back with the
     cursor it was sent under."""
@@ -206,14 +214,9 @@ async def test_codegen_typescript(server: LiveServer) -> None:
     bin_ = folder / "node_modules" / ".bin"
     await asyncio.to_thread(run, [str(bin_ / "graphql-codegen"), "--config", "codegen.ts"], folder)
     await asyncio.to_thread(run, [str(bin_ / "tsc")], folder)  # type-check, then compile to dist/
-    user, room = unique("alice"), unique("room")
-    out = await asyncio.to_thread(
-        run,
-        [node(), "dist/chat.js", "--url", server.ws_url, "--token", server.token(user),
-         "--room", room, "--text", "typed hello"],
-        folder,
-        30,
-    )  # fmt: skip
+    user, out = await run_chat_example(
+        server, [node(), "dist/chat.js"], folder, url=server.ws_url, text="typed hello"
+    )
     assert_chatted(out, user, "typed hello")
 
 
@@ -265,14 +268,14 @@ async def test_codegen_python(server: LiveServer) -> None:
     await asyncio.to_thread(run, [str(venv / "ariadne-codegen")], folder)
     mypy = [sys.executable, "-m", "mypy", "--config-file", "pyproject.toml", "--no-incremental"]
     await asyncio.to_thread(run, mypy, folder)
-    user, room = unique("alice"), unique("room")
-    out = await asyncio.to_thread(
-        run,
-        [sys.executable, "chat.py", "--url", f"{server.url}/graphql", "--ws-url", server.ws_url,
-         "--token", server.token(user), "--room", room, "--text", "generated hello"],
+    user, out = await run_chat_example(
+        server,
+        [sys.executable, "chat.py"],
         folder,
-        30,
-    )  # fmt: skip
+        url=f"{server.url}/graphql",
+        text="generated hello",
+        extra=["--ws-url", server.ws_url],
+    )
     assert_chatted(out, user, "generated hello")
 
 
@@ -293,14 +296,13 @@ def test_codegen_python_fails_on_a_breaking_schema(tmp_path: Path) -> None:
 
 
 async def test_python_sse_example(server: LiveServer) -> None:
-    user, room = unique("alice"), unique("room")
-    out = await asyncio.to_thread(
-        run,
-        [sys.executable, str(EXAMPLES / "python" / "sse_chat.py"), "--url", f"{server.url}/graphql",
-         "--token", server.token(user), "--room", room, "--text", TEXT_WITH_BREAKS],
+    user, out = await run_chat_example(
+        server,
+        [sys.executable, str(EXAMPLES / "python" / "sse_chat.py")],
         ROOT,
-        30,
-    )  # fmt: skip
+        url=f"{server.url}/graphql",
+        text=TEXT_WITH_BREAKS,
+    )
     [message] = lines_of(out)
     assert (message["type"], message["userId"], message["data"]) == (
         "MESSAGE",
@@ -313,14 +315,14 @@ async def test_python_sse_example(server: LiveServer) -> None:
 @pytest.mark.parametrize("mode", ["distinct", "single"])
 async def test_node_graphql_sse_example(server: LiveServer, mode: str) -> None:
     folder = npm_ci(EXAMPLES / "node")
-    user, room = unique("alice"), unique("room")
-    out = await asyncio.to_thread(
-        run,
-        [node(), "sse-chat.mjs", "--url", f"{server.url}/graphql", "--token", server.token(user),
-         "--room", room, "--text", f"{TEXT_WITH_BREAKS} ({mode})", "--mode", mode],
+    user, out = await run_chat_example(
+        server,
+        [node(), "sse-chat.mjs"],
         folder,
-        30,
-    )  # fmt: skip
+        url=f"{server.url}/graphql",
+        text=f"{TEXT_WITH_BREAKS} ({mode})",
+        extra=["--mode", mode],
+    )
     [message] = lines_of(out)
     assert message == {
         "mode": mode,

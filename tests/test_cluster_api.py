@@ -12,7 +12,8 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,17 @@ async def open_ws(
             return ws
         if frame["type"] != "ka":
             raise AssertionError(f"expected connection_ack, got {frame}")
+
+
+@asynccontextmanager
+async def open_sockets(server: LiveServer, token: str, count: int) -> AsyncIterator[None]:
+    """`count` acknowledged WebSockets of the token's user, open for the block."""
+    sockets = [await open_ws(server, token) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for ws in sockets:
+            await ws.close()
 
 
 SEND = """mutation($room: ID!, $text: String!) {
@@ -244,8 +256,7 @@ async def test_connections_paging_and_bad_arguments(node: LiveServer) -> None:
     admin = admin_client(node)
     user = unique("pager")
     token = mint(node, user)
-    sockets = [await open_ws(node, token) for _ in range(3)]
-    try:
+    async with open_sockets(node, token, 3):
         seen: list[str] = []
         after = None
         for _ in range(3):
@@ -276,9 +287,6 @@ async def test_connections_paging_and_bad_arguments(node: LiveServer) -> None:
         # Nothing was closed by the refused calls.
         left = (await admin.execute(CONNECTIONS, user=user))["connections"]["edges"]
         assert len(left) == 3
-    finally:
-        for ws in sockets:
-            await ws.close()
 
 
 @pytest.fixture
@@ -299,18 +307,13 @@ async def test_a_node_row_and_the_totals_count_the_same_moment(
     room = unique("room")
     token = mint(node, user)
     await GraphQLClient(node, token).execute(CREATE, id=room)
-    sockets = [await open_ws(node, token) for _ in range(2)]
-    try:
-        async with ws_connect(node, token) as ws:
-            await ws.subscribe(ME_TYPING, id=room)
-            await node.wait_subscribers(1)
-            cluster = (await admin.execute(CLUSTER))["cluster"]
-            row = cluster["nodes"][0]
-            assert cluster["connections"] == row["connections"] == 3, cluster
-            assert cluster["subscriptions"] == row["subscriptions"] == 1, cluster
-    finally:
-        for socket in sockets:
-            await socket.close()
+    async with open_sockets(node, token, 2), ws_connect(node, token) as ws:
+        await ws.subscribe(ME_TYPING, id=room)
+        await node.wait_subscribers(1)
+        cluster = (await admin.execute(CLUSTER))["cluster"]
+        row = cluster["nodes"][0]
+        assert cluster["connections"] == row["connections"] == 3, cluster
+        assert cluster["subscriptions"] == row["subscriptions"] == 1, cluster
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ healthy for the next client.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -199,10 +199,19 @@ def fuzz_session(live: LiveServer, protocol: str, acked: bool, sent: list[str | 
     assert_healthy(live)
 
 
-@pytest.mark.parametrize("acked", [False, True], ids=["before-init", "after-ack"])
-@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
-@given(data=st.data())
-@FUZZ
+def on_every_socket(test: Callable[..., None]) -> Callable[..., None]:
+    """Fuzz `test(frame_server, protocol, acked, data)` on both protocols,
+    before connection_init and after the ack."""
+    fuzzed: Callable[..., None] = given(data=st.data())(FUZZ(test))
+    for mark in (
+        pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS]),
+        pytest.mark.parametrize("acked", [False, True], ids=["before-init", "after-ack"]),
+    ):
+        fuzzed = mark(fuzzed)
+    return fuzzed
+
+
+@on_every_socket
 def test_any_frames(
     frame_server: LiveServer, protocol: str, acked: bool, data: st.DataObject
 ) -> None:
@@ -211,10 +220,7 @@ def test_any_frames(
     fuzz_session(frame_server, protocol, acked, sent)
 
 
-@pytest.mark.parametrize("acked", [False, True], ids=["before-init", "after-ack"])
-@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
-@given(data=st.data())
-@FUZZ
+@on_every_socket
 def test_text_frames_that_are_not_utf8(
     frame_server: LiveServer, protocol: str, acked: bool, data: st.DataObject
 ) -> None:

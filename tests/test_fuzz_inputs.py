@@ -210,13 +210,19 @@ def test_last_event_id(fuzzed: Fuzzed, data: st.DataObject) -> None:
 # --- ids ---------------------------------------------------------------------------------
 
 
+def draw_id_operation(
+    fuzzed: Fuzzed, data: st.DataObject, operations: list[str], label: str
+) -> tuple[str, dict[str, Any]]:
+    """One of `operations` with a fuzzed `$id`, and the variables it declares."""
+    query = data.draw(st.sampled_from(operations), label=label)
+    variables = {"id": data.draw(ids, label="id"), "room": fuzzed.room, "channel": fuzzed.channel}
+    return query, {name: v for name, v in variables.items() if f"${name}" in query}
+
+
 @given(data=st.data())
 @FUZZ
 def test_ids_over_http(fuzzed: Fuzzed, data: st.DataObject) -> None:
-    query = data.draw(st.sampled_from(ID_QUERIES), label="operation")
-    value = data.draw(ids, label="id")
-    variables = {"id": value, "room": fuzzed.room, "channel": fuzzed.channel}
-    used = {name: v for name, v in variables.items() if f"${name}" in query}
+    query, used = draw_id_operation(fuzzed, data, ID_QUERIES, "operation")
     graphql(fuzzed.live, fuzzed.token, query, **used)
     assert_healthy(fuzzed.live)
 
@@ -224,10 +230,7 @@ def test_ids_over_http(fuzzed: Fuzzed, data: st.DataObject) -> None:
 @given(data=st.data())
 @FUZZ
 def test_ids_in_subscriptions(fuzzed: Fuzzed, data: st.DataObject) -> None:
-    query = data.draw(st.sampled_from(ID_SUBSCRIPTIONS), label="subscription")
-    value = data.draw(ids, label="id")
-    variables = {"id": value, "room": fuzzed.room, "channel": fuzzed.channel}
-    used = {name: v for name, v in variables.items() if f"${name}" in query}
+    query, used = draw_id_operation(fuzzed, data, ID_SUBSCRIPTIONS, "subscription")
     with ws_session(fuzzed.live, fuzzed.token) as ws:
         settle(ws, fuzzed.live, query, used)
     assert_healthy(fuzzed.live)

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from backends import topics
 from tests.conftest import TEST_SETTINGS, require_service
-from tests.live import GraphQLClient, LiveServer, unique, ws_connect
+from tests.live import GraphQLClient, LiveServer, room_with, unique, ws_connect
 
 PRESENCE = "query($ids: [ID!]!) { presence(userIds: $ids) { userId status lastSeen } }"
 ROOM_PRESENCE = "query($roomId: ID!) { roomPresence(roomId: $roomId) { userId status } }"
@@ -23,7 +23,6 @@ mutation($status: PresenceStatus!) { setPresence(status: $status) { userId statu
 """
 WATCH_USERS = "subscription($ids: [ID!]) { presence(userIds: $ids) { userId status } }"
 WATCH_ROOM = "subscription($roomId: ID) { presence(roomId: $roomId) { userId status } }"
-CREATE_ROOM = 'mutation($id: ID!) { createRoom(input: {name: "p", id: $id}) { id } }'
 JOIN_ROOM = "mutation($id: ID!) { joinRoom(roomId: $id) { id } }"
 
 
@@ -36,14 +35,6 @@ def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServ
     live.stop()
 
 
-async def room_of(owner: GraphQLClient, *members: GraphQLClient) -> str:
-    room = unique("room")
-    await owner.execute(CREATE_ROOM, id=room)
-    for member in members:
-        await member.execute(JOIN_ROOM, id=room)
-    return room
-
-
 async def seen(client: GraphQLClient, *user_ids: str) -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = (await client.execute(PRESENCE, ids=list(user_ids)))["presence"]
     return entries
@@ -52,7 +43,7 @@ async def seen(client: GraphQLClient, *user_ids: str) -> list[dict[str, Any]]:
 async def test_presence_is_seen_only_by_users_sharing_a_room(server: LiveServer) -> None:
     a, b, c = unique("alice"), unique("bob"), unique("carol")
     alice, bob, carol = server.client(a), server.client(b), server.client(c)
-    room = await room_of(alice, bob)
+    room = await room_with(alice, bob)
     async with ws_connect(server, bob.token), ws_connect(server, carol.token):
         assert [e["userId"] for e in await seen(alice, b)] == [b]
         # To carol, bob looks exactly like a user never seen.
@@ -76,7 +67,7 @@ async def test_presence_is_seen_only_by_users_sharing_a_room(server: LiveServer)
 async def test_presence_subscriptions_follow_visibility(server: LiveServer) -> None:
     a, b, c = unique("alice"), unique("bob"), unique("carol")
     alice, bob, carol = server.client(a), server.client(b), server.client(c)
-    room = await room_of(alice, bob)
+    room = await room_with(alice, bob)
     async with ws_connect(server, alice.token) as wa, ws_connect(server, carol.token) as wc:
         friend = await wa.subscribe(WATCH_USERS, ids=[b])
         stranger = await wc.subscribe(WATCH_USERS, ids=[b, c])
@@ -98,7 +89,7 @@ async def test_presence_subscriptions_follow_visibility(server: LiveServer) -> N
 async def test_appearing_offline_freezes_last_seen(server: LiveServer) -> None:
     a, b = unique("alice"), unique("bob")
     alice, bob = server.client(a), server.client(b)
-    await room_of(alice, bob)
+    await room_with(alice, bob)
     async with ws_connect(server, bob.token):
         hidden = (await bob.execute(SET_PRESENCE, status="OFFLINE"))["setPresence"]
         assert hidden["status"] == "OFFLINE"
@@ -176,7 +167,7 @@ async def test_watching_many_users_takes_a_bounded_number_of_topics(
 async def test_a_removed_member_stops_seeing_the_room_presence(server: LiveServer) -> None:
     a, b = unique("alice"), unique("bob")
     alice, bob = server.client(a), server.client(b)
-    room = await room_of(alice, bob)  # public: bob could still read it
+    room = await room_with(alice, bob)  # public: bob could still read it
     async with ws_connect(server, bob.token) as ws:
         sub = await ws.subscribe(WATCH_ROOM, roomId=room)
         await server.wait_subscribers(1)

@@ -19,13 +19,11 @@ from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
 
 from schema import SDL_PATH, export_sdl
-from tests.live import ROOT, TIMEOUT, GraphQLClient, LiveServer, unique
+from tests.live import ROOT, TIMEOUT, GraphQLClient, LiveServer, room_with, unique
 
 # Protocol conformance: also with the library fast paths off (tests/conftest.py).
 pytestmark = pytest.mark.both_paths
 
-CREATE_ROOM = 'mutation($id: ID!) { createRoom(input: {name: "proto", id: $id}) { id } }'
-JOIN_ROOM = "mutation($id: ID!) { joinRoom(roomId: $id) { id } }"
 SEND = """
 mutation($roomId: ID!, $text: String!) {
   sendMessage(input: {roomId: $roomId, data: {text: $text}}) { id type userId data cursor }
@@ -36,14 +34,6 @@ subscription($roomId: ID!, $after: String) {
   roomMessages(roomId: $roomId, after: $after) { id type userId data cursor }
 }
 """
-
-
-async def room_for(owner: GraphQLClient, *members: GraphQLClient) -> str:
-    room = unique("room")
-    await owner.execute(CREATE_ROOM, id=room)
-    for member in members:
-        await member.execute(JOIN_ROOM, id=room)
-    return room
 
 
 async def send(client: GraphQLClient, room: str, text: str) -> dict[str, Any]:
@@ -73,7 +63,7 @@ class Legacy:
 async def test_legacy_graphql_ws_protocol(server: LiveServer) -> None:
     alice_id, bob_id = unique("alice"), unique("bob")
     alice, bob = server.client(alice_id), server.client(bob_id)
-    room = await room_for(alice, bob)
+    room = await room_with(alice, bob)
     async with websockets.connect(
         server.ws_url, subprotocols=[Subprotocol("graphql-ws")], open_timeout=TIMEOUT
     ) as ws:
@@ -162,7 +152,7 @@ async def test_legacy_graphql_ws_rejects_a_bad_token(server: LiveServer) -> None
 async def test_gql_subscribe_send_and_resume(server: LiveServer, subprotocol: str) -> None:
     alice_id, bob_id = unique("alice"), unique("bob")
     alice, bob = server.client(alice_id), server.client(bob_id)
-    room = await room_for(alice, bob)
+    room = await room_with(alice, bob)
     transport = WebsocketsTransport(
         url=server.ws_url,
         init_payload={"Authorization": f"Bearer {bob.token}"},

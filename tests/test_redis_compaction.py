@@ -21,7 +21,7 @@ from backends.reindex import reindex
 from backends.search_query import RoomScope, SearchRequest
 from backends.sqlite_backend import open_stores as open_sqlite
 from resolvers.search_syntax import parse_query
-from tests.compaction_corpus import INC, OTHER, ROOM, everything, message
+from tests.compaction_corpus import INC, OTHER, ROOM, assert_window_kept, everything, message
 from tests.conftest import require_service
 from tests.live import LiveServer, unique, ws_connect
 from tests.test_compaction import (
@@ -132,13 +132,7 @@ async def test_client_message_ids_stay_idempotent_for_the_window(stores: Stores)
     # Sent 10,000 - i minutes ago: a window of 9,995 minutes keeps c6..c19.
     await store.compact(older_than=timedelta(hours=1), idempotency_window=timedelta(minutes=9_995))
     assert await stores.redis.xlen(f"{stores.namespace}:msg-stream:{ROOM}") == 0
-    again, created = await store.append(message(8), incarnation=INC)
-    assert (again, created) == (first[8], False)
-    found = await store.find_client_message(ROOM, "user1", "c8", incarnation=INC)
-    assert found == first[8]
-    # Past the window: a send with an old key is a new message.
-    late, created = await store.append(message(2), incarnation=INC)
-    assert created and late.offset == 21
+    await assert_window_kept(store, first)
 
 
 async def test_a_damaged_block_is_data_corrupted_naming_room_and_block(stores: Stores) -> None:

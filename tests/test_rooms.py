@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.live import GraphQLClient, LiveServer, ended_with, unique, ws_connect
+from tests.live import GraphQLClient, LiveServer, assert_not_found, ended_with, unique, ws_connect
 
 ROOM_FIELDS = (
     "id name description owner isPrivate metadata memberCount myRole members { userId role }"
@@ -245,18 +245,13 @@ async def test_unknown_room(server: LiveServer) -> None:
     alice = server.client(unique("alice"))
     missing = unique("missing")
     assert await room_as(alice, missing) is None
-    for query, variables in (
+    operations: list[tuple[str, dict[str, Any]]] = [
         (JOIN, {"id": missing}),
         (HISTORY, {"room": missing}),
         (SEND, {"room": missing, "text": "x"}),
         (LEAVE, {"id": missing}),
-    ):
-        error = await alice.error(query, **variables)
-        assert error.code == "NOT_FOUND", query
-        assert missing in str(error)
-    async with ws_connect(server, alice.token) as ws:
-        error_doc = await ended_with(await ws.subscribe(ROOM_MESSAGES, room=missing))
-        assert error_doc["extensions"]["code"] == "NOT_FOUND"
+    ]
+    await assert_not_found(server, alice, missing, operations, (ROOM_MESSAGES, {"room": missing}))
     assert await room_as(alice, missing) is None
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -328,17 +329,36 @@ async def test_history_filters(server: LiveServer) -> None:
 # --- deployments without, and beside, a search role ------------------------------------------
 
 
+@dataclass
+class BesideRedis:
+    """Servers on one fresh Redis namespace: first without the search role,
+    then with it in a SQLite file."""
+
+    make_server: Any
+    tmp_path: Path
+    settings: dict[str, Any]
+
+    def without_search(self) -> LiveServer:
+        live: LiveServer = self.make_server(self.tmp_path / "off", self.settings).start()
+        return live
+
+    def with_search(self) -> LiveServer:
+        index = f"sqlite:///{self.tmp_path / 'index' / 'search.db'}"
+        settings = {**self.settings, "role_urls": {"search": index}}
+        live: LiveServer = self.make_server(self.tmp_path / "on", settings).start()
+        return live
+
+
 @pytest.fixture
-def redis_url() -> str:
+def beside_redis(make_server: Any, tmp_path: Path) -> BesideRedis:
     require_service("Redis", 6379)
-    return f"redis://127.0.0.1:6379/0?namespace=t{unique('s').replace('-', '')}"
+    url = f"redis://127.0.0.1:6379/0?namespace=t{unique('s').replace('-', '')}"
+    settings = {**SETTINGS, "backend": "redis", "backend_urls": [url]}
+    return BesideRedis(make_server, tmp_path, settings)
 
 
-async def test_search_role_off_and_on_beside_redis(
-    make_server: Any, tmp_path: Any, redis_url: str
-) -> None:
-    settings = {**SETTINGS, "backend": "redis", "backend_urls": [redis_url]}
-    off = make_server(tmp_path / "off", settings).start()
+async def test_search_role_off_and_on_beside_redis(beside_redis: BesideRedis) -> None:
+    off = beside_redis.without_search()
     alice_id = unique("alice")
     alice = off.client(alice_id)
     room = await new_room(alice)
@@ -348,8 +368,7 @@ async def test_search_role_off_and_on_beside_redis(
     assert "role_urls.search" in error.errors[0]["message"]
     off.stop()
     # The same Redis, with an index in a SQLite file: new messages are found.
-    index = f"sqlite:///{tmp_path / 'index' / 'search.db'}"
-    on = make_server(tmp_path / "on", {**settings, "role_urls": {"search": index}}).start()
+    on = beside_redis.with_search()
     alice = on.client(alice_id)
     await send(alice, room, "indexed now")
     assert await texts(alice, "indexed") == ["indexed now"]
@@ -402,10 +421,9 @@ def run_reindex(live: LiveServer) -> str:
 
 
 async def test_reindex_backfills_what_was_stored_before_the_search_role(
-    make_server: Any, tmp_path: Any, redis_url: str
+    beside_redis: BesideRedis,
 ) -> None:
-    settings = {**SETTINGS, "backend": "redis", "backend_urls": [redis_url]}
-    off = make_server(tmp_path / "off", settings).start()
+    off = beside_redis.without_search()
     alice_id = unique("alice")
     alice = off.client(alice_id)
     rooms = [await new_room(alice), await new_room(alice, private=True)]
@@ -413,8 +431,7 @@ async def test_reindex_backfills_what_was_stored_before_the_search_role(
         for room in rooms:
             await send(alice, room, f"backlog {i}")
     off.stop()
-    index = f"sqlite:///{tmp_path / 'index' / 'search.db'}"
-    on = make_server(tmp_path / "on", {**settings, "role_urls": {"search": index}}).start()
+    on = beside_redis.with_search()
     alice = on.client(alice_id)
     await send(alice, rooms[0], "backlog live")
     assert await texts(alice, "backlog") == ["backlog live"]

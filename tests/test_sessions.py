@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import websockets
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
@@ -46,13 +49,20 @@ async def transport_ws_session(server: LiveServer, token: str, room: str) -> dic
         return {"code": client.ws.close_code, "reason": client.ws.close_reason, "frames": frames}
 
 
-async def legacy_ws_session(server: LiveServer, token: str, room: str) -> dict[str, Any]:
+@asynccontextmanager
+async def legacy_ws_acked(server: LiveServer, token: str | None) -> AsyncIterator[ClientConnection]:
+    """A graphql-ws (legacy) connection, initialised with `token` and acknowledged."""
     async with websockets.connect(
         server.ws_url, subprotocols=[Subprotocol("graphql-ws")], open_timeout=TIMEOUT
     ) as ws:
         init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
         await ws.send(json.dumps(init))
         assert json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))["type"] == "connection_ack"
+        yield ws
+
+
+async def legacy_ws_session(server: LiveServer, token: str, room: str) -> dict[str, Any]:
+    async with legacy_ws_acked(server, token) as ws:
         start = {"query": ROOM_MESSAGES, "variables": {"roomId": room}}
         await ws.send(json.dumps({"id": "1", "type": "start", "payload": start}))
         frames = []
@@ -196,12 +206,7 @@ async def test_operations_per_legacy_websocket_are_bounded(limited: LiveServer) 
     alice = limited.client(unique("alice"))
     room = unique("room")
     await alice.execute(CREATE, id=room)
-    async with websockets.connect(
-        limited.ws_url, subprotocols=[Subprotocol("graphql-ws")], open_timeout=TIMEOUT
-    ) as ws:
-        init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {alice.token}"}}
-        await ws.send(json.dumps(init))
-        assert json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))["type"] == "connection_ack"
+    async with legacy_ws_acked(limited, alice.token) as ws:
         start = {"query": ROOM_MESSAGES, "variables": {"roomId": room}}
         for op_id in ("1", "2", "3"):
             await ws.send(json.dumps({"id": op_id, "type": "start", "payload": start}))

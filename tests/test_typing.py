@@ -39,7 +39,8 @@ async def alice_watches_bob(
     server: LiveServer,
 ) -> AsyncIterator[tuple[GraphQLClient, GraphQLClient, str, str, Operation]]:
     """Alice and bob share a new room; alice follows its typing over a
-    WebSocket. Yields alice, bob, bob's id, the room and her subscription."""
+    WebSocket. Yields alice, bob, bob's id, the room and her subscription,
+    which ends with the block."""
     bob_id = unique("bob")
     alice, bob = server.client(unique("alice")), server.client(bob_id)
     room = await room_with(alice, bob)
@@ -47,10 +48,21 @@ async def alice_watches_bob(
         sub = await ws.subscribe(WATCH, roomId=room)
         await server.wait_subscribers(1)
         yield alice, bob, bob_id, room, sub
+        await sub.complete()
+        await server.wait_subscribers(0)
 
 
 def stopped(room: str, user: str) -> dict[str, Any]:
     return {"roomId": room, "userId": user, "isTyping": False, "expiresAt": None}
+
+
+async def start_then_stop(bob: GraphQLClient, bob_id: str, room: str, sub: Operation) -> None:
+    """Bob starts typing, then stops: the two events `sub` sees."""
+    await bob.execute(START, roomId=room)
+    started = await event(sub)
+    assert (started["userId"], started["isTyping"]) == (bob_id, True)
+    await bob.execute(STOP, roomId=room)
+    assert await event(sub) == stopped(room, bob_id)
 
 
 async def test_start_typing_emits_true_with_expiry(server: LiveServer) -> None:
@@ -70,8 +82,6 @@ async def test_start_typing_emits_true_with_expiry(server: LiveServer) -> None:
         assert await typing_users(alice, room) == [bob_id]
         await bob.execute(STOP, roomId=room)
         assert await event(sub) == stopped(room, bob_id)
-        await sub.complete()
-        await server.wait_subscribers(0)
 
 
 async def test_repeated_start_refreshes_without_a_second_event(server: LiveServer) -> None:
@@ -86,13 +96,7 @@ async def test_repeated_start_refreshes_without_a_second_event(server: LiveServe
         assert await event(sub) == stopped(room, bob_id)
         # stopTyping when not typing is a no-op: no second false event.
         assert (await bob.execute(STOP, roomId=room)) == {"stopTyping": True}
-        await bob.execute(START, roomId=room)
-        again = await event(sub)
-        assert (again["userId"], again["isTyping"]) == (bob_id, True)
-        await bob.execute(STOP, roomId=room)
-        assert await event(sub) == stopped(room, bob_id)
-        await sub.complete()
-        await server.wait_subscribers(0)
+        await start_then_stop(bob, bob_id, room, sub)
 
 
 async def test_sending_a_message_ends_typing(server: LiveServer) -> None:
@@ -102,8 +106,6 @@ async def test_sending_a_message_ends_typing(server: LiveServer) -> None:
         await bob.execute(SEND, roomId=room)
         assert await event(sub) == stopped(room, bob_id)
         assert await typing_users(alice, room) == []
-        await sub.complete()
-        await server.wait_subscribers(0)
 
 
 async def test_typing_expires_after_the_timeout(server: LiveServer) -> None:
@@ -116,8 +118,6 @@ async def test_typing_expires_after_the_timeout(server: LiveServer) -> None:
         assert await event(sub) == stopped(room, bob_id)
         assert time.monotonic() - started >= TYPING_TIMEOUT.total_seconds() - 0.05
         assert await typing_users(alice, room) == []
-        await sub.complete()
-        await server.wait_subscribers(0)
 
 
 async def test_typing_users_lists_everyone_typing(server: LiveServer) -> None:
@@ -166,11 +166,7 @@ async def test_non_member_cannot_type(server: LiveServer) -> None:
         sub = await ws.subscribe(WATCH, roomId=public)
         await server.wait_subscribers(1)
         assert (await stranger.error(START, roomId=public)).code == "FORBIDDEN"
-        await bob.execute(START, roomId=public)
-        first = await event(sub)
-        assert (first["userId"], first["isTyping"]) == (bob_id, True)
-        await bob.execute(STOP, roomId=public)
-        assert await event(sub) == stopped(public, bob_id)
+        await start_then_stop(bob, bob_id, public, sub)
         await sub.complete()
         await server.wait_subscribers(0)
 

@@ -358,16 +358,21 @@ async def assert_legacy_serves(ws: ClientConnection, user: str) -> None:
     assert await recv(ws) == {"type": "complete", "id": op_id}
 
 
+async def refused_then_closed(
+    ws: ClientConnection, answer: dict[str, Any], code: int, reason: str
+) -> None:
+    """A legacy refusal: `answer` is connection_error with `reason`, then the close."""
+    assert answer == {"type": "connection_error", "payload": _error(reason)}
+    assert await closed(ws) == (code, reason)
+
+
 @pytest.mark.parametrize("payload", ["token", [], 5], ids=["string", "array", "number"])
 async def test_legacy_init_payload_not_an_object_is_refused(
     server: LiveServer, payload: object
 ) -> None:
     async with connect(server, LEGACY_WS) as ws:
-        assert await init(ws, None, payload) == {
-            "type": "connection_error",
-            "payload": _error("Invalid connection init payload"),
-        }
-        assert await closed(ws) == (4400, "Invalid connection init payload")
+        answer = await init(ws, None, payload)
+        await refused_then_closed(ws, answer, 4400, "Invalid connection init payload")
     await still_serving(server)
 
 
@@ -383,11 +388,8 @@ async def test_legacy_null_init_payload_is_accepted(server: LiveServer) -> None:
 async def test_legacy_init_twice_is_refused_4429(server: LiveServer) -> None:
     async with connect(server, LEGACY_WS) as ws:
         await acked(ws, server)
-        assert await init(ws, None, {}) == {
-            "type": "connection_error",
-            "payload": _error("Too many initialisation requests"),
-        }
-        assert await closed(ws) == (4429, "Too many initialisation requests")
+        answer = await init(ws, None, {})
+        await refused_then_closed(ws, answer, 4429, "Too many initialisation requests")
     await still_serving(server)
 
 
@@ -493,11 +495,8 @@ async def test_transport_ws_init_timeout_closes_4408(fast: LiveServer) -> None:
 
 async def test_legacy_init_timeout_is_connection_error_then_4408(fast: LiveServer) -> None:
     async with connect(fast, LEGACY_WS) as ws:
-        assert await recv(ws) == {
-            "type": "connection_error",
-            "payload": _error("Connection initialisation timeout"),
-        }
-        assert await closed(ws) == (4408, "Connection initialisation timeout")
+        answer = await recv(ws)
+        await refused_then_closed(ws, answer, 4408, "Connection initialisation timeout")
     await still_serving(fast)
 
 

@@ -15,14 +15,16 @@ origin only (HTTP and its WebSocket), never inside a frame, no MIME sniffing.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
-from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import FileResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
+
+from .response_headers import ResponseHeaders
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "admin"
 PAGE_PATH = "/admin"
@@ -61,27 +63,12 @@ def security_headers(host: str | None) -> dict[str, str]:
     }
 
 
-class SecureHeaders:
+class SecureHeaders(ResponseHeaders):
     """Adds security_headers to every HTTP response of the app it wraps."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        host = Request(scope).headers.get("host")
-        extra = security_headers(host)
-
-        async def send_secured(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in extra.items():
-                    headers[name] = value
-            await send(message)
-
-        await self.app(scope, receive, send_secured)
+    def headers_for(self, scope: Scope) -> Callable[[], dict[str, str]]:
+        extra = security_headers(Request(scope).headers.get("host"))
+        return lambda: extra
 
 
 async def _page(scope: Scope, receive: Receive, send: Send) -> None:

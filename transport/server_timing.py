@@ -9,25 +9,14 @@ bench/ reads it for the history latency inside the server.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
+
+from .response_headers import ResponseHeaders
 
 
-class ServerTiming:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class ServerTiming(ResponseHeaders):
+    def headers_for(self, scope: Scope) -> Callable[[], dict[str, str]]:
         started = time.perf_counter()
-
-        async def timed(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                duration = f"app;dur={(time.perf_counter() - started) * 1000:.3f}"
-                headers = [*message.get("headers", ()), (b"server-timing", duration.encode())]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, timed)
+        return lambda: {"Server-Timing": f"app;dur={(time.perf_counter() - started) * 1000:.3f}"}

@@ -75,13 +75,8 @@ class NatsChannelStore:
             await self._kv.mutate(kv_key("chan", channel_id), change)
 
     async def revoke(self, channel_id: str, user_id: str) -> bool:
-        async def change(doc: Any) -> tuple[Any, bool]:
-            if doc is None or user_id not in doc["grants"]:
-                return KEEP, False
-            return {**doc, "grants": [g for g in doc["grants"] if g != user_id]}, True
-
         async with self._link.guard():
-            return await self._kv.mutate(kv_key("chan", channel_id), change)
+            return await self._kv.drop_from_list(kv_key("chan", channel_id), "grants", user_id)
 
     async def is_granted(self, channel_id: str, user_id: str) -> bool:
         return user_id in await self.grants(channel_id)

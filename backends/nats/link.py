@@ -290,6 +290,17 @@ class Bucket:
                 return result
         raise self.link.unavailable(f"too much contention on key {key!r}")
 
+    async def drop_from_list(self, key: str, field: str, item: str) -> bool:
+        """Take `item` out of the list `field` of the document at `key`; False
+        if it was not in it (or there is no document)."""
+
+        async def change(doc: Any) -> tuple[Any, bool]:
+            if doc is None or item not in doc[field]:
+                return KEEP, False
+            return {**doc, field: [x for x in doc[field] if x != item]}, True
+
+        return await self.mutate(key, change)
+
     async def scan(self, prefix: str) -> list[tuple[str, Any, int]]:
         """Every live key under `prefix` (a "a.b." form) with value and revision."""
         try:

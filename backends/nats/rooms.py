@@ -254,13 +254,8 @@ class NatsRoomStore:
                 await self._release(user_id, room_id, was)
 
     async def unban(self, room_id: str, user_id: str) -> bool:
-        async def change(doc: Any) -> tuple[Any, bool]:
-            if doc is None or user_id not in doc["bans"]:
-                return KEEP, False
-            return {**doc, "bans": [b for b in doc["bans"] if b != user_id]}, True
-
         async with self._link.guard():
-            return await self._kv.mutate(kv_key("room", room_id), change)
+            return await self._kv.drop_from_list(kv_key("room", room_id), "bans", user_id)
 
     async def is_banned(self, room_id: str, user_id: str) -> bool:
         async with self._link.guard():

@@ -16,7 +16,7 @@ import asyncio
 import functools
 import re
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ClassVar, ParamSpec, TypeVar, cast
 
 import redis.exceptions
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -222,6 +222,21 @@ class Scripts:
 
     async def run(self, name: str, keys: list[str], args: list[Arg]) -> Any:
         return await self._scripts[name](keys=keys, args=args, client=self._client)
+
+
+class ScriptedStore:
+    """A store that reads through `Commands` and changes through Lua scripts:
+    `SCRIPTS` (name: source), registered when it is built."""
+
+    SCRIPTS: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, client: Redis, scripts: Scripts, keys: Keys) -> None:
+        self._redis = Commands(client)
+        self._scripts = scripts
+        self._keys = keys
+        self._ns = keys.namespace
+        for name, source in self.SCRIPTS.items():
+            scripts.register(name, source)
 
 
 # Shared Lua prologue: the namespace, a key builder and the Redis clock, so

@@ -22,12 +22,12 @@ clearing it happen in the same script.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from typing import ClassVar
 
 from ..codecs import from_micros
 from ..errors import LimitReached
 from ..records import PresenceEntry, Status, TypingEntry
-from .common import LUA_PROLOGUE, Commands, Keys, Scripts, translated
+from .common import LUA_PROLOGUE, Keys, ScriptedStore, Scripts, translated
 
 _SWEEP_BATCH = 500
 
@@ -97,13 +97,20 @@ return 0
 """
 )
 
-# ARGV: ns, user, conn, ttl µs
-_HEARTBEAT = (
+# ARGV: ns, user, conn; a user never seen (no presence hash): return 0 at once.
+_SEEN_USER_LUA = (
     _PRESENCE_LUA
     + """
 local user, conn = ARGV[2], ARGV[3]
 local p = key('presence', user)
 if redis.call('EXISTS', p) == 0 then return 0 end
+"""
+)
+
+# ARGV: ns, user, conn, ttl µs
+_HEARTBEAT = (
+    _SEEN_USER_LUA
+    + """
 prune(user)
 local conns = key('presence-conns', user)
 local alive = 0
@@ -120,11 +127,8 @@ return alive
 
 # ARGV: ns, user, conn, grace µs
 _DISCONNECT = (
-    _PRESENCE_LUA
+    _SEEN_USER_LUA
     + """
-local user, conn = ARGV[2], ARGV[3]
-local p = key('presence', user)
-if redis.call('EXISTS', p) == 0 then return 0 end
 local conns = key('presence-conns', user)
 if redis.call('ZSCORE', conns, conn) then
   redis.call('ZADD', conns, now + tonumber(ARGV[4]), conn)
@@ -346,17 +350,14 @@ def _parse_typing_member(member: bytes) -> tuple[str, str]:
     return rest[:n].decode(), rest[n:].decode()
 
 
-class RedisTypingStore:
+class RedisTypingStore(ScriptedStore):
     """Typing entries per room with Redis-clock expiry; each expiry swept once."""
 
-    def __init__(self, client: Redis, scripts: Scripts, keys: Keys) -> None:
-        self._redis = Commands(client)
-        self._scripts = scripts
-        self._keys = keys
-        self._ns = keys.namespace
-        scripts.register("typing-start", _TYPING_START)
-        scripts.register("typing-users", _TYPING_USERS)
-        scripts.register("typing-sweep", _TYPING_SWEEP)
+    SCRIPTS: ClassVar[dict[str, str]] = {
+        "typing-start": _TYPING_START,
+        "typing-users": _TYPING_USERS,
+        "typing-sweep": _TYPING_SWEEP,
+    }
 
     @translated
     async def start(self, room_id: str, user_id: str, *, ttl: float) -> tuple[TypingEntry, bool]:

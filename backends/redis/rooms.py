@@ -24,16 +24,15 @@ owner without decoding JSON in Lua (cjson would corrupt {} and floats).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
-from redis.asyncio import Redis
 
 from ..codecs import from_micros, to_micros
 from ..errors import Conflict, LimitReached, Missing
 from ..protocols import member_order
 from ..records import NO_QUOTA, Channel, MemberQuota, Room, RoomMember, RoomRole
-from .common import Commands, Keys, Scripts, translated
+from .common import ScriptedStore, translated
 
 _ROOM_LUA = """
 local ns = ARGV[1]
@@ -265,25 +264,19 @@ def _limit(value: int | None) -> int:
     return -1 if value is None else value
 
 
-class RedisRoomStore:
+class RedisRoomStore(ScriptedStore):
     """Rooms, members and bans (see the module docstring for the keys)."""
 
-    def __init__(self, client: Redis, scripts: Scripts, keys: Keys) -> None:
-        self._redis = Commands(client)
-        self._scripts = scripts
-        self._keys = keys
-        self._ns = keys.namespace
-        for name, source in (
-            ("room-create", _CREATE_ROOM),
-            ("room-update", _UPDATE_ROOM),
-            ("room-delete", _DELETE_ROOM),
-            ("room-add-member", _ADD_MEMBER),
-            ("room-remove-member", _REMOVE_MEMBER),
-            ("room-set-role", _SET_ROLE),
-            ("room-transfer", _TRANSFER),
-            ("room-ban", _BAN),
-        ):
-            scripts.register(name, source)
+    SCRIPTS: ClassVar[dict[str, str]] = {
+        "room-create": _CREATE_ROOM,
+        "room-update": _UPDATE_ROOM,
+        "room-delete": _DELETE_ROOM,
+        "room-add-member": _ADD_MEMBER,
+        "room-remove-member": _REMOVE_MEMBER,
+        "room-set-role": _SET_ROLE,
+        "room-transfer": _TRANSFER,
+        "room-ban": _BAN,
+    }
 
     async def _rooms(self, room_ids: list[str]) -> list[Room]:
         """The rooms that still exist, oldest first."""
@@ -449,17 +442,14 @@ class RedisRoomStore:
         return None
 
 
-class RedisChannelStore:
+class RedisChannelStore(ScriptedStore):
     """Channels and grants (see the module docstring for the keys)."""
 
-    def __init__(self, client: Redis, scripts: Scripts, keys: Keys) -> None:
-        self._redis = Commands(client)
-        self._scripts = scripts
-        self._keys = keys
-        self._ns = keys.namespace
-        scripts.register("channel-create", _CREATE_CHANNEL)
-        scripts.register("channel-delete", _DELETE_CHANNEL)
-        scripts.register("channel-grant", _GRANT)
+    SCRIPTS: ClassVar[dict[str, str]] = {
+        "channel-create": _CREATE_CHANNEL,
+        "channel-delete": _DELETE_CHANNEL,
+        "channel-grant": _GRANT,
+    }
 
     @translated
     async def create(self, channel: Channel, *, max_channels_per_user: int | None = None) -> None:

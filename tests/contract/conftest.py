@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -24,15 +24,36 @@ from backends.protocols import (
     ChannelStore,
     ClusterStore,
     MessageStore,
-    PresenceStore,
-    RateLimiter,
     RoomStore,
-    TypingStore,
 )
+from backends.records import MessageKind, NewMessage
 from tests.conftest import require_service
 from tests.services import PRIVATE_POSTGRES
 
 Cleanup = Callable[[], Awaitable[None]]
+
+
+def new_message(
+    data: Any,
+    *,
+    room_id: str,
+    user_id: str = "alice",
+    event: str | None = "chat",
+    thread_id: str | None = None,
+    client_message_id: str | None = None,
+    timestamp: datetime | None = None,
+) -> NewMessage:
+    """A user's message to append; sent now unless `timestamp` says when."""
+    return NewMessage(
+        kind=MessageKind.MESSAGE,
+        user_id=user_id,
+        room_id=room_id,
+        event=event,
+        data=data,
+        thread_id=thread_id,
+        client_message_id=client_message_id,
+        timestamp=timestamp or datetime.now(UTC),
+    )
 
 
 async def eventually(
@@ -66,6 +87,22 @@ class BackendSpec:
 
 EVERY_ROLE = frozenset({"messages", "rooms", "channels", "presence", "typing", "limits"})
 
+
+async def _delete_namespace(url: str) -> None:
+    await factory_module(url).delete_namespace(url)
+
+
+def _namespaced_server(base_url: str, service: tuple[str, int]) -> BackendSpec:
+    """A server backend with every role: each test gets a fresh key namespace, deleted after."""
+    return BackendSpec(
+        url=lambda tmp: f"{base_url}?namespace=t{uuid4().hex[:12]}",
+        roles=EVERY_ROLE,
+        durable=True,
+        service=service,
+        cleanup=_delete_namespace,
+    )
+
+
 BACKENDS: dict[str, BackendSpec] = {
     "memory": BackendSpec(url=lambda tmp: "memory://", roles=EVERY_ROLE | {"search"}),
     "sqlite": BackendSpec(
@@ -73,26 +110,14 @@ BACKENDS: dict[str, BackendSpec] = {
         roles=frozenset({"messages", "rooms", "channels", "search"}),
         durable=True,
     ),
-    "redis": BackendSpec(
-        url=lambda tmp: f"redis://127.0.0.1:6379/0?namespace=t{uuid4().hex[:12]}",
-        roles=EVERY_ROLE,
-        durable=True,
-        service=("Redis", 6379),
-        cleanup=lambda url: factory_module(url).delete_namespace(url),
-    ),
-    "nats": BackendSpec(
-        url=lambda tmp: f"nats://127.0.0.1:4222?namespace=t{uuid4().hex[:12]}",
-        roles=EVERY_ROLE,
-        durable=True,
-        service=("NATS", 4222),
-        cleanup=lambda url: factory_module(url).delete_namespace(url),
-    ),
+    "redis": _namespaced_server("redis://127.0.0.1:6379/0", ("Redis", 6379)),
+    "nats": _namespaced_server("nats://127.0.0.1:4222", ("NATS", 4222)),
     "postgresql": BackendSpec(
         # The session's private cluster, started by the first test that needs it.
         url=lambda tmp: f"{PRIVATE_POSTGRES.url()}?schema=t{uuid4().hex[:12]}",
         roles=frozenset({"messages", "rooms", "channels", "search"}),
         durable=True,
-        cleanup=lambda url: factory_module(url).delete_namespace(url),
+        cleanup=_delete_namespace,
     ),
 }
 
@@ -170,48 +195,24 @@ async def message_store(make_message_store: MessageStoreMaker) -> MessageStore:
     return await make_message_store()
 
 
-async def _one_store(name: str, tmp: Path, role: str) -> AsyncIterator[Any]:
-    opener = Opener(name, tmp)
-    yield await opener.open(role)
-    await opener.close_all()
+def _store_fixture(role: str) -> Any:
+    """A fixture giving `role`'s store of each backend that has one, closed after the test."""
+
+    @pytest.fixture(params=backends_with(role))
+    async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+        opener = Opener(request.param, tmp_path)
+        yield await opener.open(role)
+        await opener.close_all()
+
+    return store
 
 
-@pytest.fixture(params=backends_with("rooms"))
-async def room_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RoomStore]:
-    async for store in _one_store(request.param, tmp_path, "rooms"):
-        yield store
-
-
-@pytest.fixture(params=backends_with("channels"))
-async def channel_store(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[ChannelStore]:
-    async for store in _one_store(request.param, tmp_path, "channels"):
-        yield store
-
-
-@pytest.fixture(params=backends_with("presence"))
-async def presence_store(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[PresenceStore]:
-    async for store in _one_store(request.param, tmp_path, "presence"):
-        yield store
-
-
-@pytest.fixture(params=backends_with("typing"))
-async def typing_store(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[TypingStore]:
-    async for store in _one_store(request.param, tmp_path, "typing"):
-        yield store
-
-
-@pytest.fixture(params=backends_with("limits"))
-async def rate_limiter(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[RateLimiter]:
-    async for store in _one_store(request.param, tmp_path, "limits"):
-        yield store
+# Each fixture takes the name it is bound to here.
+room_store = _store_fixture("rooms")
+channel_store = _store_fixture("channels")
+presence_store = _store_fixture("presence")
+typing_store = _store_fixture("typing")
+rate_limiter = _store_fixture("limits")
 
 
 ClusterStoreMaker = Callable[[], Awaitable[ClusterStore]]

@@ -20,11 +20,11 @@ import pytest
 from backends.factory import backend_module
 from backends.opened import Opened
 from backends.protocols import MessageSearch, MessageStore
-from backends.records import Message, MessageKind, NewMessage
+from backends.records import Message, NewMessage
 from backends.search_query import RoomScope, SearchOrder, SearchRequest
 from resolvers.search_syntax import parse_query
 
-from .conftest import BACKENDS, backends_with
+from .conftest import BACKENDS, backends_with, new_message
 
 INC = "inc1"
 
@@ -98,24 +98,8 @@ async def indexed(make_indexed: Any) -> Indexed:
     return made
 
 
-def new(
-    data: Any,
-    *,
-    room_id: str = "r1",
-    user_id: str = "alice",
-    event: str | None = "chat",
-    thread_id: str | None = None,
-    timestamp: datetime | None = None,
-) -> NewMessage:
-    return NewMessage(
-        kind=MessageKind.MESSAGE,
-        user_id=user_id,
-        room_id=room_id,
-        event=event,
-        data=data,
-        thread_id=thread_id,
-        timestamp=timestamp or datetime.now(UTC),
-    )
+def new(data: Any, *, room_id: str = "r1", **fields: Any) -> NewMessage:
+    return new_message(data, room_id=room_id, **fields)
 
 
 async def found(

@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,32 +24,15 @@ from backends.records import (
 )
 from backends.sqlite import SqliteDatabase, SqliteMessageStore, SqliteRoomStore
 
-from .conftest import MessageStoreMaker, Reopen, eventually
+from .conftest import MessageStoreMaker, Reopen, eventually, new_message
 
 ROOM = "room-1"
 INC = "inc1"  # the incarnation of the rooms these tests write to
 OLD = datetime(2020, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
 
-def msg(
-    text: str = "hi",
-    *,
-    room_id: str = ROOM,
-    user_id: str = "alice",
-    thread_id: str | None = None,
-    client_message_id: str | None = None,
-    timestamp: datetime | None = None,
-) -> NewMessage:
-    return NewMessage(
-        kind=MessageKind.MESSAGE,
-        user_id=user_id,
-        room_id=room_id,
-        event="chat",
-        data={"text": text},
-        thread_id=thread_id,
-        client_message_id=client_message_id,
-        timestamp=timestamp or datetime.now(UTC),
-    )
+def msg(text: str = "hi", *, room_id: str = ROOM, **fields: Any) -> NewMessage:
+    return new_message({"text": text}, room_id=room_id, **fields)
 
 
 async def fill(store: MessageStore, n: int, *, room_id: str = ROOM) -> list[Message]:

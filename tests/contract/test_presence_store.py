@@ -20,6 +20,18 @@ async def status_of(store: PresenceStore, user_id: str) -> Status:
     return entry.status
 
 
+async def first_sweep_with_someone(store: PresenceStore) -> list[str]:
+    """Sweep until a sweep reports someone offline; what that sweep reported."""
+    swept: list[str] = []
+
+    async def offline() -> bool:
+        swept.extend(await store.sweep())
+        return bool(swept)
+
+    await eventually(offline)
+    return swept
+
+
 async def test_connect_reports_coming_online_once(presence_store: PresenceStore) -> None:
     before = datetime.now(UTC)
     assert await presence_store.connect("alice", "c1", ttl=30)
@@ -83,14 +95,7 @@ async def test_grace_ends_in_offline_reported_once(presence_store: PresenceStore
     await presence_store.connect("bob", "c1", ttl=30)
     before = datetime.now(UTC)
     await presence_store.disconnect("alice", "c1", grace=0.1)
-    swept: list[str] = []
-
-    async def offline() -> bool:
-        swept.extend(await presence_store.sweep())
-        return bool(swept)
-
-    await eventually(offline)
-    assert swept == ["alice"]
+    assert await first_sweep_with_someone(presence_store) == ["alice"]
     assert await presence_store.sweep() == []
     [alice, bob] = await presence_store.get(["alice", "bob"])
     assert alice.status is Status.OFFLINE
@@ -144,14 +149,7 @@ async def test_ttl_expiry_is_reported_by_sweep_exactly_once(
     await presence_store.connect("alice", "c1", ttl=0.1)
     await presence_store.connect("bob", "c1", ttl=30)
     assert await presence_store.sweep() == []
-    swept: list[str] = []
-
-    async def offline() -> bool:
-        swept.extend(await presence_store.sweep())
-        return bool(swept)
-
-    await eventually(offline)
-    assert swept == ["alice"]
+    assert await first_sweep_with_someone(presence_store) == ["alice"]
     assert await presence_store.sweep() == []
     [alice] = await presence_store.get(["alice"])
     assert alice.status is Status.OFFLINE

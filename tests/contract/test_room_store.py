@@ -95,28 +95,19 @@ async def test_update_replaces_fields_but_not_owner_created_at_or_incarnation(
     room_store: RoomStore,
 ) -> None:
     await room_store.create(room("r1"))
-    await room_store.update(
-        Room(
-            id="r1",
-            name="Renamed",
-            owner="mallory",
-            is_private=True,
-            description=None,
-            metadata={"x": [1]},
-            created_at=T0 + timedelta(days=9),
-        )
-    )
-    got = await room_store.get("r1")
-    assert got == Room(
+    update = Room(
         id="r1",
         name="Renamed",
-        owner="alice",
+        owner="mallory",
         is_private=True,
         description=None,
         metadata={"x": [1]},
-        created_at=T0,
-        incarnation="r1-first",
+        created_at=T0 + timedelta(days=9),
     )
+    await room_store.update(update)
+    # The creation's owner, time and incarnation stay; every other field is the update's.
+    kept = replace(update, owner="alice", created_at=T0, incarnation="r1-first")
+    assert await room_store.get("r1") == kept
 
 
 async def test_update_of_a_missing_room_raises(room_store: RoomStore) -> None:

@@ -91,9 +91,14 @@ class Reservations:
         self._by_token: dict[str, Reservation] = {}
         self._background: set[asyncio.Task[None]] = set()
 
-    def _find(self, token: str, user_id: str) -> Reservation | None:
+    def _find(self, token: str | None, user_id: str) -> Reservation | Response:
+        """The user's reservation under `token`, or the error to answer."""
+        if not token:
+            return error_response(400, "The stream token is missing", "BAD_USER_INPUT")
         found = self._by_token.get(token)
-        return found if found is not None and found.user_id == user_id else None
+        if found is None or found.user_id != user_id:
+            return _not_found()
+        return found
 
     async def reserve(self, request: Request, user_id: str, services: Services) -> Response:
         if not Accept.parse(request.headers.get("accept")).accepts("text/plain"):
@@ -126,11 +131,9 @@ class Reservations:
         self, request: Request, token: str, user_id: str, services: Services, ends_at: float
     ) -> Response:
         """Open the reservation's stream; it ends when this request's token expires."""
-        if not token:
-            return error_response(400, "The stream token is missing", "BAD_USER_INPUT")
         reservation = self._find(token, user_id)
-        if reservation is None:
-            return _not_found()
+        if isinstance(reservation, Response):
+            return reservation
         if reservation.opened:
             return error_response(409, "Stream already open", "BAD_USER_INPUT")
         reservation.opened = True
@@ -162,11 +165,9 @@ class Reservations:
     async def execute(
         self, request: Request, token: str, user_id: str, services: Services, *, admin: bool
     ) -> Response:
-        if not token:
-            return error_response(400, "The stream token is missing", "BAD_USER_INPUT")
         reservation = self._find(token, user_id)
-        if reservation is None:
-            return _not_found()
+        if isinstance(reservation, Response):
+            return reservation
         operation, problem = await parse_operation(self.view, request)
         if problem is not None:
             return problem
@@ -216,11 +217,9 @@ class Reservations:
                 del reservation.operations[op_id]
 
     async def stop(self, request: Request, token: str | None, user_id: str) -> Response:
-        if not token:
-            return error_response(400, "The stream token is missing", "BAD_USER_INPUT")
         reservation = self._find(token, user_id)
-        if reservation is None:
-            return _not_found()
+        if isinstance(reservation, Response):
+            return reservation
         op_id = request.query_params.get("operationId")
         if not op_id:
             return error_response(400, "Operation ID is missing", "BAD_USER_INPUT")
