@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import timedelta
 
-from . import memory
 from .opened import Opened
+from .sql_roles import SqlStores, open_sql_stores
 from .sqlite import (
     SqliteChannelStore,
     SqliteDatabase,
@@ -22,31 +22,16 @@ __all__ = ["open_stores", "sqlite_path"]
 
 
 async def open_stores(url: str, roles: Collection[str], *, retention: timedelta | None) -> Opened:
-    """Rooms, channels and history in the file; the ephemeral roles (fan-out,
-    presence, typing, rate limits) in memory, as for `memory://`."""
-    durable = {"messages", "rooms", "channels", "search"}
-    opened = await memory.open_stores(
-        "memory://", [r for r in roles if r not in durable], retention=retention
+    """Rooms, channels, history and search in the file; the ephemeral roles
+    (fan-out, presence, typing, rate limits) in memory, as for `memory://`."""
+    stores = SqlStores[SqliteDatabase](
+        open_database=lambda: SqliteDatabase.open(sqlite_path(url)),
+        search=lambda db, retention, with_messages: SqliteMessageSearch.open(
+            db, retention, with_messages=with_messages
+        ),
+        messages=lambda db, retention, indexed: SqliteMessageStore(db, retention, indexed=indexed),
+        rooms=SqliteRoomStore,
+        channels=SqliteChannelStore,
+        unindexed=lambda db: db.appending_unindexed(),
     )
-    if not durable.intersection(roles):
-        return opened
-    db = await SqliteDatabase.open(sqlite_path(url))
-    try:
-        if "search" in roles:
-            opened.search = await SqliteMessageSearch.open(
-                db, retention, with_messages="messages" in roles
-            )
-        elif "messages" in roles:
-            await db.appending_unindexed()
-    except BaseException:
-        await db.close()
-        raise
-    if "messages" in roles:
-        opened.messages = SqliteMessageStore(db, retention, indexed="search" in roles)
-    if "rooms" in roles:
-        opened.rooms = SqliteRoomStore(db)
-    if "channels" in roles:
-        opened.channels = SqliteChannelStore(db)
-    opened.ping = db.ping
-    opened.close = db.close
-    return opened
+    return await open_sql_stores(stores, roles, retention=retention)

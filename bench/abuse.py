@@ -49,7 +49,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
-from loadgen import raise_nofile  # noqa: E402
+from loadgen import raise_nofile, timed_get  # noqa: E402
 from run import free_port, spawn_forge, stop, wait_http  # noqa: E402
 
 PROBE_EVERY = 0.01  # seconds
@@ -71,12 +71,8 @@ def probe(url: str, stop_file: Path, out: Path) -> None:
     with httpx.Client(timeout=10.0) as http:
         while not stop_file.exists():
             started = time.time()
-            t0 = time.perf_counter()
-            try:
-                ok = http.get(url).status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            samples.append((started, time.perf_counter() - t0 if ok else None))
+            took, ok = timed_get(http, url)
+            samples.append((started, took if ok else None))
             time.sleep(PROBE_EVERY)
     out.write_text(json.dumps(samples))
 

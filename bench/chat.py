@@ -425,13 +425,8 @@ def _health_prober(conn: Connection, url: str, interval: float) -> None:
     times, latencies, failed = array("q"), array("d"), array("b")
     with httpx.Client(timeout=HEALTH_TIMEOUT) as client:
         while not conn.poll():
-            t = time.perf_counter()
             at = time.time_ns()
-            try:
-                ok = client.get(url).status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            took = time.perf_counter() - t
+            took, ok = loadgen.timed_get(client, url)
             times.append(at)
             latencies.append(took)
             failed.append(not ok)

@@ -263,15 +263,7 @@ async def main_redis(args: argparse.Namespace) -> None:
         f" (blocks forgotten in between: p50 {ms(forgot_cpu):.2f}"
         f" p99 {pct(forgot_cpu, 99):.2f} ms)"
     )
-    print(
-        f"compaction: {stats.messages / stats.seconds:.0f} messages/s in its batches"
-        f" ({stats.seconds:.1f} s), paced as in the server {paced[0]:.1f} s wall,"
-        f" {paced[1]:.1f} s CPU of the process"
-    )
-    print(
-        f"live send: alone p50 {ms(alone):.2f} p99 {pct(alone, 99):.2f} ms;"
-        f" during compaction p50 {ms(during):.2f} p99 {pct(during, 99):.2f} ms"
-    )
+    report_compaction(stats, paced, alone, during)
 
 
 POSTGRES_HISTORY = ("messages", "message_blocks", "block_dicts", "compacted_client_ids")
@@ -353,6 +345,22 @@ async def compact_while_sending(
 Times = tuple[list[float], list[float]]
 
 
+def report_compaction(
+    stats: Any, paced: tuple[float, float], alone: list[float], during: list[float]
+) -> None:
+    """The compaction and live-send lines every backend prints."""
+    ms = statistics.median
+    print(
+        f"compaction: {stats.messages / stats.seconds:.0f} messages/s in its batches"
+        f" ({stats.seconds:.1f} s), paced as in the server {paced[0]:.1f} s wall,"
+        f" {paced[1]:.1f} s CPU of the process"
+    )
+    print(
+        f"live send: alone p50 {ms(alone):.2f} p99 {pct(alone, 99):.2f} ms;"
+        f" during compaction p50 {ms(during):.2f} p99 {pct(during, 99):.2f} ms"
+    )
+
+
 def report(
     stats: Any,
     paced: tuple[float, float],
@@ -370,15 +378,7 @@ def report(
         f" blocks cached p50 {lines[4]}"
     )
     print(f"page of 50, CPU: hot p50 {lines[1]}; cold p50 {lines[3]}; blocks cached p50 {lines[5]}")
-    print(
-        f"compaction: {stats.messages / stats.seconds:.0f} messages/s in its batches"
-        f" ({stats.seconds:.1f} s), paced as in the server {paced[0]:.1f} s wall,"
-        f" {paced[1]:.1f} s CPU of the process"
-    )
-    print(
-        f"live send: alone p50 {ms(alone):.2f} p99 {pct(alone, 99):.2f} ms;"
-        f" during compaction p50 {ms(during):.2f} p99 {pct(during, 99):.2f} ms"
-    )
+    report_compaction(stats, paced, alone, during)
 
 
 async def main(args: argparse.Namespace) -> None:

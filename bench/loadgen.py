@@ -87,6 +87,16 @@ def proc_rss_bytes(pid: int) -> int:
     return 0
 
 
+def timed_get(client: httpx.Client, url: str) -> tuple[float, bool]:
+    """One GET (of /health, by the probers): (seconds it took, answered 200)."""
+    started = time.perf_counter()
+    try:
+        ok = client.get(url).status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    return time.perf_counter() - started, ok
+
+
 def percentile(sorted_values: Any, q: float) -> float:
     if not len(sorted_values):
         return math.nan

@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,17 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def stop_all() -> None:
     for proc in list(_started):
         stop(proc)
+
+
+def measured(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """One row of a phase: what `run` returns, or the error it raised (the
+    other rows still run); the servers it started are stopped either way."""
+    try:
+        return run()
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        stop_all()
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
@@ -316,12 +328,7 @@ class Bench:
             for label in self.args.servers:
                 key = f"{size}/{label}"
                 log(f"fan-out S={size} M={messages} on {label}")
-                try:
-                    rows[key] = self.fanout_one(label, size, messages)
-                except Exception as exc:
-                    rows[key] = {"error": f"{type(exc).__name__}: {exc}"}
-                finally:
-                    stop_all()
+                rows[key] = measured(partial(self.fanout_one, label, size, messages))
                 log(f"  -> {_brief(rows[key])}")
 
     def fanout_one(self, label: str, size: int, messages: int) -> dict[str, Any]:
@@ -352,37 +359,26 @@ class Bench:
         size = self.args.idle_subscribers
         for label in [s for s in self.args.servers if s != "ours-sse"]:
             log(f"idle capacity: {size} subscribers on {label}, one broadcast")
-            try:
-                if label == "ours":
-                    server = self.start_ours(label, size, backend=self.args.our_backend)
-                elif label == "node":
-                    server = self.start_node()
-                else:
-                    server = self.start_strawberry()
-                rows[label] = self.loadgen(
-                    server,
-                    subscribers=size,
-                    messages=1,
-                    publishers=1,
-                    timeout=self.args.phase_timeout,
-                )
-            except Exception as exc:
-                rows[label] = {"error": f"{type(exc).__name__}: {exc}"}
-            finally:
-                stop_all()
+            rows[label] = measured(partial(self.idle_one, label, size))
             log(f"  -> {_brief(rows[label])}")
+
+    def idle_one(self, label: str, size: int) -> dict[str, Any]:
+        if label == "ours":
+            server = self.start_ours(label, size, backend=self.args.our_backend)
+        elif label == "node":
+            server = self.start_node()
+        else:
+            server = self.start_strawberry()
+        return self.loadgen(
+            server, subscribers=size, messages=1, publishers=1, timeout=self.args.phase_timeout
+        )
 
     def history(self) -> None:
         rows: dict[str, dict[str, Any]] = {}
         self.results["history"] = rows
         for backend in self.args.history_backends.split(","):
             log(f"history: {self.args.history_messages} messages on {backend}")
-            try:
-                rows[backend] = self.history_one(backend)
-            except Exception as exc:
-                rows[backend] = {"error": f"{type(exc).__name__}: {exc}"}
-            finally:
-                stop_all()
+            rows[backend] = measured(partial(self.history_one, backend))
             log(f"  -> {_brief(rows[backend])}")
 
     def history_one(self, backend: str) -> dict[str, Any]:
@@ -453,29 +449,27 @@ class Bench:
                 rows[backend] = {"skipped": f"backends/{backend}/ is not built yet"}
                 log(f"  -> {rows[backend]['skipped']}")
                 continue
-            try:
-                data_dir = Path(tempfile.mkdtemp(prefix=f"cross-{backend}-", dir=self.tmp))
-                port = self.start_service(backend, data_dir)
-                extra: dict[str, Any] = {
-                    "backend": backend,
-                    "backend_urls": [f"{backend}://127.0.0.1:{port}"],
-                }
-                a = self.start_ours("node-a", 1, data_dir=data_dir / "a", **extra)
-                b = self.start_ours("node-b", 20, data_dir=data_dir / "b", **extra)
-                b.publish_token = a.publish_token
-                rows[backend] = self.loadgen(
-                    b,
-                    subscribers=20,
-                    messages=self.args.crossnode_messages,
-                    publishers=1,
-                    timeout=self.args.phase_timeout,
-                    extra=["--publish-url", a.base, "--rate", "50"],
-                )
-            except Exception as exc:
-                rows[backend] = {"error": f"{type(exc).__name__}: {exc}"}
-            finally:
-                stop_all()
+            rows[backend] = measured(partial(self.crossnode_one, backend))
             log(f"  -> {_brief(rows[backend])}")
+
+    def crossnode_one(self, backend: str) -> dict[str, Any]:
+        data_dir = Path(tempfile.mkdtemp(prefix=f"cross-{backend}-", dir=self.tmp))
+        port = self.start_service(backend, data_dir)
+        extra: dict[str, Any] = {
+            "backend": backend,
+            "backend_urls": [f"{backend}://127.0.0.1:{port}"],
+        }
+        a = self.start_ours("node-a", 1, data_dir=data_dir / "a", **extra)
+        b = self.start_ours("node-b", 20, data_dir=data_dir / "b", **extra)
+        b.publish_token = a.publish_token
+        return self.loadgen(
+            b,
+            subscribers=20,
+            messages=self.args.crossnode_messages,
+            publishers=1,
+            timeout=self.args.phase_timeout,
+            extra=["--publish-url", a.base, "--rate", "50"],
+        )
 
     def chat(self) -> None:
         """Many rooms x few members, every member posting over its own socket:
@@ -497,12 +491,7 @@ class Bench:
                         }
                         continue
                     log(f"chat {shape} {run} on {target}")
-                    try:
-                        rows[key] = self.chat_one(shape, run, target, sustained)
-                    except Exception as exc:
-                        rows[key] = {"error": f"{type(exc).__name__}: {exc}"}
-                    finally:
-                        stop_all()
+                    rows[key] = measured(partial(self.chat_one, shape, run, target, sustained))
                     if run == "saturation" and not args.chat_overload_rate:
                         sustained = rows[key].get("sustained_msg_s") or sustained
                     log(f"  -> {chat_report.brief(rows[key])}")

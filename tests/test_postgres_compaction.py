@@ -103,11 +103,8 @@ async def test_every_page_is_the_same_after_compaction(db: PostgresDatabase) -> 
 async def test_retention_rewrites_the_edge_block_and_retires_its_dictionary(
     db: PostgresDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Small blocks and a small dictionary, which pays for them by about 17 %
-    # on this corpus (a 16 KiB one only by 0-0.5 %, the message ids being random).
-    monkeypatch.setattr(blocks, "BLOCK_MESSAGES", 8)
-    monkeypatch.setattr(blocks, "_DICT_BYTES", 4096)
     await retention_cuts_inside_a_block(
+        monkeypatch,
         PostgresMessageStore(db, indexed=True),
         PostgresMessageStore(db, timedelta(minutes=9_399.5), indexed=True),
         lambda sql: count(db, sql),

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from backends import blocks
 from backends.errors import DataCorrupted
 from backends.records import Message
 from backends.search_query import RoomScope, SearchRequest
@@ -43,11 +42,8 @@ async def count(db: SqliteDatabase, sql: str) -> int:
 async def test_retention_rewrites_the_edge_block_and_retires_its_dictionary(
     db: SqliteDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Small blocks and a small dictionary, which pays for them by about 17 %
-    # on this corpus (a 16 KiB one only by 0-0.5 %, the message ids being random).
-    monkeypatch.setattr(blocks, "BLOCK_MESSAGES", 8)
-    monkeypatch.setattr(blocks, "_DICT_BYTES", 4096)
     await retention_cuts_inside_a_block(
+        monkeypatch,
         SqliteMessageStore(db, indexed=True),
         SqliteMessageStore(db, timedelta(minutes=9_399.5), indexed=True),
         lambda sql: count(db, sql),

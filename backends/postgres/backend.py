@@ -31,6 +31,7 @@ import asyncpg
 from ..errors import Unavailable
 from ..factory import BackendConfigError
 from ..opened import Opened
+from ..sql_roles import SqlStores, open_sql_stores
 from .channels import PostgresChannelStore
 from .database import CONNECTION_ERRORS, PostgresDatabase
 from .messages import PostgresMessageStore
@@ -49,7 +50,6 @@ CONNECT_TIMEOUT = 3.0
 # A statement that runs longer than this is taken for a server in trouble.
 COMMAND_TIMEOUT = 10.0
 OPEN_TIMEOUT = 10.0
-_DURABLE = frozenset({"messages", "rooms", "channels"})
 N = TypeVar("N", int, float)
 
 
@@ -154,32 +154,18 @@ async def open_database(url: str) -> PostgresDatabase:
 async def open_stores(url: str, roles: Collection[str], *, retention: timedelta | None) -> Opened:
     """The durable roles and search on PostgreSQL; the others in memory
     (see the module doc)."""
-    from .. import memory
-
-    opened = await memory.open_stores(
-        "memory://", [r for r in roles if r not in _DURABLE], retention=retention
+    stores = SqlStores[PostgresDatabase](
+        open_database=lambda: open_database(url),
+        search=lambda db, retention, with_messages: PostgresMessageSearch.open(
+            db, retention, with_messages=with_messages
+        ),
+        messages=lambda db, retention, indexed: PostgresMessageStore(
+            db, retention, indexed=indexed
+        ),
+        rooms=PostgresRoomStore,
+        channels=PostgresChannelStore,
     )
-    if not (_DURABLE | {"search"}).intersection(roles):
-        return opened
-    db = await open_database(url)
-    searched = "search" in roles
-    if searched:
-        try:
-            opened.search = await PostgresMessageSearch.open(
-                db, retention, with_messages="messages" in roles
-            )
-        except BaseException:
-            await db.close()
-            raise
-    if "messages" in roles:
-        opened.messages = PostgresMessageStore(db, retention, indexed=searched)
-    if "rooms" in roles:
-        opened.rooms = PostgresRoomStore(db)
-    if "channels" in roles:
-        opened.channels = PostgresChannelStore(db)
-    opened.ping = db.ping
-    opened.close = db.close
-    return opened
+    return await open_sql_stores(stores, roles, retention=retention)
 
 
 async def delete_namespace(url: str) -> None:

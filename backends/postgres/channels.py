@@ -10,6 +10,7 @@ from ..codecs import require_utc
 from ..errors import Conflict, LimitReached, Missing
 from ..records import Channel
 from .database import PostgresDatabase, lock_for_transaction
+from .user_lists import UserList
 
 __all__ = ["PostgresChannelStore"]
 
@@ -32,6 +33,7 @@ class PostgresChannelStore:
 
     def __init__(self, db: PostgresDatabase) -> None:
         self._db = db
+        self._grants = UserList(db, "grants", "channel_id")
 
     async def create(self, channel: Channel, *, max_channels_per_user: int | None = None) -> None:
         created_at = require_utc(channel.created_at, "created_at")
@@ -84,16 +86,10 @@ class PostgresChannelStore:
             raise Missing(f"channel {channel_id!r} does not exist") from exc
 
     async def revoke(self, channel_id: str, user_id: str) -> bool:
-        changed = await self._db.execute(
-            "DELETE FROM grants WHERE channel_id = $1 AND user_id = $2", channel_id, user_id
-        )
-        return changed > 0
+        return await self._grants.remove(channel_id, user_id)
 
     async def is_granted(self, channel_id: str, user_id: str) -> bool:
-        row = await self._db.fetchrow(
-            "SELECT 1 FROM grants WHERE channel_id = $1 AND user_id = $2", channel_id, user_id
-        )
-        return row is not None
+        return await self._grants.contains(channel_id, user_id)
 
     async def grants(self, channel_id: str) -> list[str]:
         rows = await self._db.fetch(

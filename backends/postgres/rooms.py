@@ -19,6 +19,7 @@ from ..codecs import require_utc
 from ..errors import Conflict, LimitReached, Missing
 from ..records import NO_QUOTA, MemberQuota, Room, RoomMember, RoomRole
 from .database import Connection, PostgresDatabase, lock_for_transaction
+from .user_lists import UserList
 
 __all__ = ["PostgresRoomStore"]
 
@@ -58,6 +59,7 @@ class PostgresRoomStore:
 
     def __init__(self, db: PostgresDatabase) -> None:
         self._db = db
+        self._bans = UserList(db, "bans", "room_id")
 
     async def _lock_quota(self, conn: Connection, user_id: str) -> None:
         await lock_for_transaction(conn, self._db.schema, "rooms of", user_id)
@@ -256,16 +258,10 @@ class PostgresRoomStore:
             )
 
     async def unban(self, room_id: str, user_id: str) -> bool:
-        changed = await self._db.execute(
-            "DELETE FROM bans WHERE room_id = $1 AND user_id = $2", room_id, user_id
-        )
-        return changed > 0
+        return await self._bans.remove(room_id, user_id)
 
     async def is_banned(self, room_id: str, user_id: str) -> bool:
-        row = await self._db.fetchrow(
-            "SELECT 1 FROM bans WHERE room_id = $1 AND user_id = $2", room_id, user_id
-        )
-        return row is not None
+        return await self._bans.contains(room_id, user_id)
 
     async def close(self) -> None:
         return None
