@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 from contextlib import aclosing
@@ -10,6 +9,8 @@ from contextlib import aclosing
 from gql import Client, gql
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
+
+import options
 
 JOIN = gql("""
 mutation Join($room: ID!) {
@@ -81,10 +82,6 @@ async def main(url: str, token: str, room: str, text: str) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", default="ws://127.0.0.1:8000/graphql")
-    parser.add_argument("--token", required=True)
-    parser.add_argument("--room", default="general")
-    parser.add_argument("--text", default="hello from gql")
+    parser = options.parser(__doc__, url="ws://127.0.0.1:8000/graphql", text="hello from gql")
     args = parser.parse_args()
     asyncio.run(main(args.url, args.token, args.room, args.text))

@@ -9,7 +9,6 @@ subscribes again after a drop.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 from contextlib import aclosing
@@ -17,6 +16,7 @@ from contextlib import aclosing
 from gql import Client, GraphQLRequest, gql
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
+import options
 from resume import Resume
 
 JOIN = gql("mutation Join($room: ID!) { joinRoom(roomId: $room) { id } }")
@@ -73,11 +73,7 @@ async def main(url: str, token: str, room: str, text: str, count: int, subprotoc
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", default="ws://127.0.0.1:8000/graphql")
-    parser.add_argument("--token", required=True)
-    parser.add_argument("--room", default="general")
-    parser.add_argument("--text", default="")
+    parser = options.parser(__doc__, url="ws://127.0.0.1:8000/graphql", text="")
     parser.add_argument("--count", type=int, default=1, help="MESSAGE messages to wait for")
     parser.add_argument(
         "--subprotocol",

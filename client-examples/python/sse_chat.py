@@ -4,7 +4,6 @@ from `roomMessages(after:)` on an event stream."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import re
@@ -12,6 +11,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+
+import options
 
 JOIN = "mutation($room: ID!) { joinRoom(roomId: $room) { id } }"
 CREATE = (
@@ -117,10 +118,6 @@ async def main(url: str, token: str, room: str, text: str) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", default="http://127.0.0.1:8000/graphql")
-    parser.add_argument("--token", required=True)
-    parser.add_argument("--room", default="general")
-    parser.add_argument("--text", default="hello over SSE")
+    parser = options.parser(__doc__, url="http://127.0.0.1:8000/graphql", text="hello over SSE")
     args = parser.parse_args()
     asyncio.run(main(args.url, args.token, args.room, args.text))
