@@ -3,11 +3,9 @@
 // --mode single (one stream per client, reserved with PUT; operations POSTed
 // with its token).
 import { createClient } from 'graphql-sse';
-import { errorCode, options } from './args.mjs';
+import { options } from './args.mjs';
+import { execute, joinOrCreateRoom } from './room.mjs';
 
-const JOIN = 'mutation Join($room: ID!) { joinRoom(roomId: $room) { id } }';
-const CREATE =
-  'mutation Create($room: ID!, $name: String!) { createRoom(input: {id: $room, name: $name}) { id } }';
 const LAST = 'query Last($room: ID!) { history(roomId: $room, last: 1) { pageInfo { endCursor } } }';
 const SEND =
   'mutation Send($room: ID!, $text: String!) { sendMessage(input: {roomId: $room, data: {text: $text}}) { id cursor } }';
@@ -30,26 +28,13 @@ const client = createClient({
   retryAttempts: 0,
 });
 
-async function execute(query, variables) {
-  for await (const result of client.iterate({ query, variables })) {
-    if (result.errors) throw result.errors;
-    return result.data;
-  }
-  throw new Error('the operation completed without a result');
-}
-
 try {
-  try {
-    await execute(JOIN, { room });
-  } catch (err) {
-    if (errorCode(err) !== 'NOT_FOUND') throw err;
-    await execute(CREATE, { room, name: room });
-  }
-  const last = await execute(LAST, { room });
+  await joinOrCreateRoom(client, room);
+  const last = await execute(client, LAST, { room });
   // `after` the newest message: what is sent next is replayed if it beats the live feed.
   const messages = client.iterate({ query: MESSAGES, variables: { room, after: last.history.pageInfo.endCursor } });
   const first = messages.next();
-  await execute(SEND, { room, text });
+  await execute(client, SEND, { room, text });
   for (let step = await first; !step.done; step = await messages.next()) {
     if (step.value.errors) throw step.value.errors;
     const message = step.value.data.roomMessages;

@@ -2,11 +2,9 @@
 // send one over the same socket, print what arrives, resume with `after`.
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws'; // Node 20 has no global WebSocket; Node 22+ may drop this
-import { errorCode, options } from './args.mjs';
+import { options } from './args.mjs';
+import { execute, joinOrCreateRoom } from './room.mjs';
 
-const JOIN = 'mutation Join($room: ID!) { joinRoom(roomId: $room) { id } }';
-const CREATE =
-  'mutation Create($room: ID!, $name: String!) { createRoom(input: {id: $room, name: $name}) { id } }';
 const LAST = 'query Last($room: ID!) { history(roomId: $room, last: 1) { pageInfo { endCursor } } }';
 const SEND =
   'mutation Send($room: ID!, $text: String!) { sendMessage(input: {roomId: $room, data: {text: $text}}) { id cursor } }';
@@ -27,23 +25,9 @@ const connect = () =>
     lazy: true,
   });
 
-// One query or mutation over the socket; throws the GraphQL errors.
-async function execute(client, query, variables) {
-  for await (const result of client.iterate({ query, variables })) {
-    if (result.errors) throw result.errors;
-    return result.data;
-  }
-  throw new Error('the operation completed without a result');
-}
-
 let client = connect();
 try {
-  try {
-    await execute(client, JOIN, { room });
-  } catch (err) {
-    if (errorCode(err) !== 'NOT_FOUND') throw err;
-    await execute(client, CREATE, { room, name: room });
-  }
+  await joinOrCreateRoom(client, room);
   // Start after the newest message: nothing sent from now on can be missed.
   const last = await execute(client, LAST, { room });
   let cursor = last.history.pageInfo.endCursor;

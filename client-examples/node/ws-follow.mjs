@@ -4,12 +4,10 @@
 // (resume.mjs) in place of `createClient`; reconnecting is graphql-ws's own,
 // with its default settings.
 import WebSocket from 'ws'; // Node 20 has no global WebSocket
-import { describe, errorCode, options } from './args.mjs';
+import { describe, options } from './args.mjs';
+import { execute, joinOrCreateRoom } from './room.mjs';
 import { createResumableClient } from './resume.mjs';
 
-const JOIN = 'mutation Join($room: ID!) { joinRoom(roomId: $room) { id } }';
-const CREATE =
-  'mutation Create($room: ID!, $name: String!) { createRoom(input: {id: $room, name: $name}) { id } }';
 const LAST = 'query Last($room: ID!) { history(roomId: $room, last: 1) { pageInfo { endCursor } } }';
 const SEND =
   'mutation Send($room: ID!, $text: String!) { sendMessage(input: {roomId: $room, data: {text: $text}}) { id } }';
@@ -24,25 +22,12 @@ const client = createResumableClient({
   connectionParams: { Authorization: `Bearer ${token}` },
 });
 
-async function execute(query, variables) {
-  for await (const result of client.iterate({ query, variables })) {
-    if (result.errors) throw result.errors;
-    return result.data;
-  }
-  throw new Error('the operation completed without a result');
-}
-
 try {
-  try {
-    await execute(JOIN, { room });
-  } catch (err) {
-    if (errorCode(err) !== 'NOT_FOUND') throw err;
-    await execute(CREATE, { room, name: room });
-  }
+  await joinOrCreateRoom(client, room);
   // From the newest message on; after a reconnect, from the last one received.
-  const after = (await execute(LAST, { room })).history.pageInfo.endCursor;
+  const after = (await execute(client, LAST, { room })).history.pageInfo.endCursor;
   const messages = client.iterate({ query: MESSAGES, variables: { room, after } });
-  if (text) await execute(SEND, { room, text });
+  if (text) await execute(client, SEND, { room, text });
   let received = 0;
   for await (const result of messages) {
     if (result.errors) throw result.errors;
