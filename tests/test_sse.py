@@ -11,6 +11,8 @@ import asyncio
 import json
 import socket
 import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import httpx
@@ -403,6 +405,23 @@ async def reserve(server: LiveServer, token: str | None) -> str:
     return response.text
 
 
+def open_stream(
+    server: LiveServer, token: str | None, stream_token: str
+) -> AbstractAsyncContextManager[EventReader]:
+    """GET the reserved stream, its token in the header (single connection mode)."""
+    return event_stream(server, token, method="GET", headers={TOKEN_HEADER: stream_token})
+
+
+@asynccontextmanager
+async def reserved_stream(
+    server: LiveServer, token: str | None
+) -> AsyncIterator[tuple[str, EventReader]]:
+    """Reserve a stream (PUT) and open it: (its token, its events)."""
+    stream_token = await reserve(server, token)
+    async with open_stream(server, token, stream_token) as events:
+        yield stream_token, events
+
+
 async def operate(
     server: LiveServer,
     token: str | None,
@@ -435,10 +454,7 @@ async def stop(
 async def test_single_connection_subscribe_receive_stop(server: LiveServer) -> None:
     alice = server.client(unique("alice"))
     room = await new_room(alice)
-    stream_token = await reserve(server, alice.token)
-    async with event_stream(
-        server, alice.token, method="GET", headers={TOKEN_HEADER: stream_token}
-    ) as events:
+    async with reserved_stream(server, alice.token) as (stream_token, events):
         assert events.response.status_code == 200
         response = await operate(server, alice.token, stream_token, "op-1", subscribe(room))
         assert response.status_code == 202, response.text
@@ -485,10 +501,7 @@ async def test_single_connection_last_event_id_resumes_the_operation(
     room = await new_room(alice)
     first = await send(alice, room, 1)
     missed = [await send(alice, room, n) for n in (2, 3)]
-    stream_token = await reserve(server, alice.token)
-    async with event_stream(
-        server, alice.token, method="GET", headers={TOKEN_HEADER: stream_token}
-    ) as events:
+    async with reserved_stream(server, alice.token) as (stream_token, events):
         response = await request(
             server,
             "POST",
@@ -518,23 +531,16 @@ async def test_operations_before_the_stream_opens_are_delivered(server: LiveServ
     stream_token = await reserve(server, client.token)
     response = await operate(server, client.token, stream_token, "early", {"query": "{ me }"})
     assert response.status_code == 202
-    async with event_stream(
-        server, client.token, method="GET", headers={TOKEN_HEADER: stream_token}
-    ) as events:
+    async with open_stream(server, client.token, stream_token) as events:
         assert await events.expect("next") == {"id": "early", "payload": {"data": {"me": user}}}
         assert await events.expect("complete") == {"id": "early"}
 
 
 async def test_second_stream_on_one_token_is_409(server: LiveServer) -> None:
     client = server.client(unique("u"))
-    stream_token = await reserve(server, client.token)
-    async with event_stream(
-        server, client.token, method="GET", headers={TOKEN_HEADER: stream_token}
-    ) as first:
+    async with reserved_stream(server, client.token) as (stream_token, first):
         assert first.response.status_code == 200
-        async with event_stream(
-            server, client.token, method="GET", headers={TOKEN_HEADER: stream_token}
-        ) as second:
+        async with open_stream(server, client.token, stream_token) as second:
             assert second.response.status_code == 409
             await second.response.aread()
             assert second.response.json()["errors"][0]["message"] == "Stream already open"
@@ -547,10 +553,7 @@ async def test_second_stream_on_one_token_is_409(server: LiveServer) -> None:
 async def test_duplicate_operation_id_is_409(server: LiveServer) -> None:
     alice = server.client(unique("alice"))
     room = await new_room(alice)
-    stream_token = await reserve(server, alice.token)
-    async with event_stream(
-        server, alice.token, method="GET", headers={TOKEN_HEADER: stream_token}
-    ) as events:
+    async with reserved_stream(server, alice.token) as (stream_token, events):
         assert (
             await operate(server, alice.token, stream_token, "a", subscribe(room))
         ).status_code == 202
@@ -580,17 +583,13 @@ async def test_unknown_token_is_404(server: LiveServer) -> None:
 async def test_another_users_token_is_404(server: LiveServer) -> None:
     alice, mallory = server.client(unique("alice")), server.client(unique("mallory"))
     stream_token = await reserve(server, alice.token)
-    async with event_stream(
-        server, mallory.token, method="GET", headers={TOKEN_HEADER: stream_token}
-    ) as events:
+    async with open_stream(server, mallory.token, stream_token) as events:
         assert events.response.status_code == 404
     response = await operate(server, mallory.token, stream_token, "x", {"query": "{ me }"})
     assert response.status_code == 404
     assert (await stop(server, mallory.token, stream_token, "x")).status_code == 404
     # The owner's reservation is untouched by the attempts.
-    async with event_stream(
-        server, alice.token, method="GET", headers={TOKEN_HEADER: stream_token}
-    ) as events:
+    async with open_stream(server, alice.token, stream_token) as events:
         assert events.response.status_code == 200
 
 
@@ -621,9 +620,7 @@ async def test_unauthenticated_single_connection_requests_are_401(server: LiveSe
         await operate(server, None, stream_token, "x", {"query": "{ me }"}),
         await stop(server, None, stream_token, "x"),
     ]
-    async with event_stream(
-        server, None, method="GET", headers={TOKEN_HEADER: stream_token}
-    ) as events:
+    async with open_stream(server, None, stream_token) as events:
         responses.append(events.response)
         await events.response.aread()
     for response in responses:
@@ -636,10 +633,7 @@ async def test_single_connection_validation_error_is_400_permission_error_on_str
 ) -> None:
     owner, stranger = server.client(unique("owner")), server.client(unique("stranger"))
     room = await new_room(owner, private=True)
-    stream_token = await reserve(server, stranger.token)
-    async with event_stream(
-        server, stranger.token, method="GET", headers={TOKEN_HEADER: stream_token}
-    ) as events:
+    async with reserved_stream(server, stranger.token) as (stream_token, events):
         invalid = await operate(server, stranger.token, stream_token, "bad", {"query": "{ nope }"})
         assert invalid.status_code == 400
         assert invalid.json()["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
@@ -659,10 +653,7 @@ async def test_stream_disconnect_releases_operations_presence_and_token(
     user = unique("u")
     client = server.client(user)
     room = await new_room(client)
-    stream_token = await reserve(server, client.token)
-    async with event_stream(
-        server, client.token, method="GET", headers={TOKEN_HEADER: stream_token}
-    ):
+    async with reserved_stream(server, client.token) as (stream_token, _):
         for op in ("a", "b"):
             response = await operate(server, client.token, stream_token, op, subscribe(room))
             assert response.status_code == 202
@@ -688,9 +679,7 @@ async def test_reservation_expires_without_a_stream(
         assert time.monotonic() < deadline, "the reservation never expired"
         await asyncio.sleep(0.05)  # polling for an expiry the server does not announce
     assert status == 404
-    async with event_stream(
-        live, client.token, method="GET", headers={TOKEN_HEADER: stream_token}
-    ) as events:
+    async with open_stream(live, client.token, stream_token) as events:
         assert events.response.status_code == 404
 
 
