@@ -4,7 +4,9 @@ channels with grants, deletion, and the limits that apply to rooms."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -65,6 +67,31 @@ async def channel_ids(client: GraphQLClient) -> set[str]:
 async def received(sub: Operation) -> dict[str, Any]:
     message: dict[str, Any] = (await sub.next())["channelMessages"]
     return message
+
+
+class Watching(NamedTuple):
+    alice: GraphQLClient
+    bob: GraphQLClient
+    channel: str
+    sub: Operation  # Bob's
+
+
+@asynccontextmanager
+async def bob_watches_a_channel_of_alice(
+    server: LiveServer, channel_filter: dict[str, Any] | None = None
+) -> AsyncIterator[Watching]:
+    """Alice (a fresh user) creates a channel; Bob's WebSocket subscribes to it,
+    with `channel_filter` if given, and is live. Leaving completes Bob's
+    subscription and waits until the server has let it go."""
+    alice, bob = server.client(unique("alice")), server.client(unique("bob"))
+    channel = (await create(alice))["id"]
+    variables = {} if channel_filter is None else {"filter": channel_filter}
+    async with ws_connect(server, bob.token) as ws:
+        sub = await ws.subscribe(WATCH, c=channel, **variables)
+        await server.wait_subscribers(1)
+        yield Watching(alice, bob, channel, sub)
+        await sub.complete()
+        await server.wait_subscribers(0)
 
 
 async def test_create_get_and_list_channels(server: LiveServer) -> None:
@@ -164,16 +191,10 @@ async def test_filters_apply_on_the_server(
     miss: dict[str, Any],
     hit: dict[str, Any],
 ) -> None:
-    alice, bob = server.client(unique("alice")), server.client(unique("bob"))
-    channel = (await create(alice))["id"]
-    async with ws_connect(server, bob.token) as ws:
-        sub = await ws.subscribe(WATCH, filter=channel_filter, c=channel)
-        await server.wait_subscribers(1)
+    async with bob_watches_a_channel_of_alice(server, channel_filter) as (alice, _, channel, sub):
         await publish(alice, channel, data="miss", **miss)
         wanted = await publish(alice, channel, data="hit", **hit)
         assert await received(sub) == wanted
-        await sub.complete()
-        await server.wait_subscribers(0)
 
 
 async def test_user_ids_filter(server: LiveServer) -> None:
@@ -371,11 +392,7 @@ async def test_limit_error_keeps_its_code_under_concurrent_requests(server: Live
 
 
 async def test_message_size_limit_applies_to_publish(server: LiveServer) -> None:
-    alice, bob = server.client(unique("alice")), server.client(unique("bob"))
-    cid = (await create(alice))["id"]
-    async with ws_connect(server, bob.token) as ws:
-        sub = await ws.subscribe(WATCH, c=cid)
-        await server.wait_subscribers(1)
+    async with bob_watches_a_channel_of_alice(server) as (alice, _, cid, sub):
         error = await alice.error(PUBLISH, c=cid, data={"blob": "x" * 5000})
         assert error.code == "PAYLOAD_TOO_LARGE"
         error = await alice.error(PUBLISH, c=cid, data="ok", metadata={"blob": "x" * 5000})
@@ -383,16 +400,10 @@ async def test_message_size_limit_applies_to_publish(server: LiveServer) -> None
         fits = await publish(alice, cid, data={"blob": "x" * 1000})
         # The first thing the subscriber sees is the message that fit.
         assert await received(sub) == fits
-        await sub.complete()
-        await server.wait_subscribers(0)
 
 
 async def test_rate_limit_applies_to_publish(server: LiveServer) -> None:
-    alice, bob = server.client(unique("alice")), server.client(unique("bob"))
-    cid = (await create(alice))["id"]
-    async with ws_connect(server, bob.token) as ws:
-        sub = await ws.subscribe(WATCH, c=cid)
-        await server.wait_subscribers(1)
+    async with bob_watches_a_channel_of_alice(server) as (alice, bob, cid, sub):
         responses = await asyncio.gather(*(alice.post(PUBLISH, c=cid, data=i) for i in range(30)))
         bodies = [r.json() for r in responses]
         accepted = [b["data"]["publish"] for b in bodies if not b.get("errors")]
@@ -404,5 +415,3 @@ async def test_rate_limit_applies_to_publish(server: LiveServer) -> None:
         # Others are not limited by alice's burst, and nothing rejected was delivered.
         other = await publish(bob, cid, data="bob")
         assert await received(sub) == other
-        await sub.complete()
-        await server.wait_subscribers(0)
