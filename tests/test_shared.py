@@ -742,6 +742,20 @@ def rss_kib(pid: int) -> int:
 
 
 @asynccontextmanager
+async def reader_of_a_new_room(
+    live: LiveServer, protocol: str
+) -> AsyncIterator[tuple[GraphQLClient, str, Raw]]:
+    """A fresh owner's new room, and a connection subscribed to it as "r"
+    that reads everything, live: (owner, room, reader)."""
+    owner = live.client(unique("owner"))
+    room = await new_room(owner)
+    async with connect(live, unique("reader"), protocol) as reader:
+        await reader.start("r", DATA, room=room)
+        await live.wait_subscribers(1)
+        yield owner, room, reader
+
+
+@asynccontextmanager
 async def stalled_subscriber(
     live: LiveServer, protocol: str, room: str
 ) -> AsyncIterator[ClientConnection]:
@@ -825,11 +839,7 @@ async def test_stalled_shared_subscriber_neither_delays_others_nor_grows_memory(
 ) -> None:
     live = make_server(tmp_path / "slow", {**SLOW, **SLOW_PATHS[path]}).start()
     assert live.process is not None
-    owner = live.client(unique("owner"))
-    room = await new_room(owner)
-    async with connect(live, unique("reader"), protocol) as reader:
-        await reader.start("r", DATA, room=room)
-        await live.wait_subscribers(1)
+    async with reader_of_a_new_room(live, protocol) as (owner, room, reader):
         async with stalled_subscriber(live, protocol, room) as stalled:
             await live.wait_subscribers(2)
             before = rss_kib(live.process.pid)
@@ -860,11 +870,7 @@ async def test_stalled_shared_subscriber_is_dropped_while_it_stalls(
     # close must not wait for the client.
     config = {**SLOW_TIMERS, **SLOW_PATHS[path], "write_timeout": SLOW_TIMERS["write_timeout"]}
     live = make_server(tmp_path / "slow", config).start()
-    owner = live.client(unique("owner"))
-    room = await new_room(owner)
-    async with connect(live, unique("reader"), protocol) as reader:
-        await reader.start("r", DATA, room=room)
-        await live.wait_subscribers(1)
+    async with reader_of_a_new_room(live, protocol) as (owner, room, reader):
         async with stalled_subscriber(live, protocol, room) as stalled:
             await live.wait_subscribers(2)
             await burst(live, owner, room, reader)
@@ -923,10 +929,7 @@ async def test_a_burst_of_10000_messages_keeps_memory_bounded(
     settings = {**SLOW_TIMERS, "max_messages_per_second": 100_000, "subscriber_queue_size": 256}
     live = make_server(tmp_path / "burst", settings).start()
     assert live.process is not None
-    owner = live.client(unique("owner"))
-    room = await new_room(owner)
-    async with connect(live, unique("reader")) as reader:
-        await reader.start("r", DATA, room=room)
+    async with reader_of_a_new_room(live, TRANSPORT_WS) as (owner, room, reader):
         async with stalled_subscriber(live, TRANSPORT_WS, room):
             await live.wait_subscribers(2)
             before = rss_kib(live.process.pid)
