@@ -232,6 +232,13 @@ async def frames(raw: Raw, op_id: str, count: int) -> list[dict[str, Any]]:
     return [json.loads(text) for text in await raw.texts(op_id, count)]
 
 
+async def each_gets(raw: Raw, protocol: str, op_ids: list[str], n: int) -> None:
+    """Each of the subscriptions `op_ids` gets the message {"n": n} next."""
+    for op_id in op_ids:
+        results = [{"roomMessages": {"data": {"n": n}}}]
+        assert await raw.frame(op_id) == data_frames(protocol, op_id, results)[0]
+
+
 # --- same bytes as unshared ------------------------------------------------------------
 
 
@@ -290,11 +297,7 @@ async def test_each_subscriber_on_a_connection_gets_its_own_id(
             await raw.start(op_id, DATA, room=room)
         await server.wait_subscribers(len(op_ids))
         await send(owner, room, {"n": 1})
-        for op_id in op_ids:
-            assert (
-                await raw.frame(op_id)
-                == data_frames(protocol, op_id, [{"roomMessages": {"data": {"n": 1}}}])[0]
-            )
+        await each_gets(raw, protocol, op_ids, 1)
 
         # Completing "x" stops that one only.
         await raw.stop("x")
@@ -311,11 +314,7 @@ async def test_each_subscriber_on_a_connection_gets_its_own_id(
         await raw.start("x", DATA, room=room)
         await server.wait_subscribers(len(op_ids))
         await send(owner, room, {"n": 4})
-        for op_id in op_ids:
-            assert (
-                await raw.frame(op_id)
-                == data_frames(protocol, op_id, [{"roomMessages": {"data": {"n": 4}}}])[0]
-            )
+        await each_gets(raw, protocol, op_ids, 4)
         for op_id in op_ids:
             await raw.stop(op_id)
         await server.wait_subscribers(0)
