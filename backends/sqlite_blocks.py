@@ -36,6 +36,7 @@ from .errors import DataCorrupted
 
 __all__ = [
     "BLOCKS_SCHEMA",
+    "E_ROWID",
     "BlockCache",
     "BlockInfo",
     "Fetch",
@@ -43,6 +44,7 @@ __all__ = [
     "cold_rows",
     "compact_room",
     "drop_room_blocks",
+    "fetch_on",
     "hydrate",
     "key_rows_missing",
     "trim_blocks",
@@ -101,6 +103,16 @@ CREATE VIEW IF NOT EXISTS searchable_messages AS
 
 Row = Sequence[Any]
 Fetch = Callable[[str, Sequence[Any]], Awaitable[list[Row]]]
+
+
+def fetch_on(conn: aiosqlite.Connection) -> Fetch:
+    """Reads on this connection (inside its caller's transaction)."""
+
+    async def fetch(sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return list(await conn.execute_fetchall(sql, params))
+
+    return fetch
+
 
 # A block entry: [seq, rowid, id, kind, user_id, ts, channel_id, event, data,
 # metadata, thread_id, client_message_id]; a message row (backends/sqlite.py
