@@ -16,7 +16,8 @@ Two small side tables keep what other readers need by key:
   message's old rowid, which its FTS row keeps pointing to. Search reads
   `messages` and this table as one view (`searchable_messages`); its
   message bodies come from the blocks. No full VACUUM ever renumbers rowids:
-  freed pages go back with `PRAGMA incremental_vacuum`.
+  freed pages go back with `PRAGMA incremental_vacuum`; nor is the rowid
+  of a compacted message ever given to a new one (backends/sqlite_rowids.py).
 """
 
 from __future__ import annotations
