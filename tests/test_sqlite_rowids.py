@@ -9,6 +9,8 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from backends.codecs import to_micros
 from backends.records import utcnow
 from backends.sqlite import SqliteDatabase, SqliteMessageStore
@@ -57,6 +59,25 @@ async def assert_search_finds_all(db: SqliteDatabase, store: SqliteMessageStore)
         assert [h.message for h in page.hits] == expected
 
 
+async def stop(store: SqliteMessageStore, db: SqliteDatabase) -> None:
+    await store.close()
+    await db.close()
+
+
+async def after_restart(path: Path, top: int, first: int) -> None:
+    """Start again on the file with search on it (its backfill runs), then
+    send more: old and new are found, new rowids are above `top`."""
+    db = await SqliteDatabase.open(path)
+    store = SqliteMessageStore(db, indexed=True)
+    try:
+        await assert_search_finds_all(db, store)
+        await append_new(store, first)
+        await assert_new_rowids_above(db, top)
+        await assert_search_finds_all(db, store)
+    finally:
+        await stop(store, db)
+
+
 async def test_messages_after_a_whole_file_is_compacted_get_new_rowids(tmp_path: Path) -> None:
     path = tmp_path / "forge.db"
     db = await SqliteDatabase.open(path)
@@ -69,17 +90,8 @@ async def test_messages_after_a_whole_file_is_compacted_get_new_rowids(tmp_path:
     await assert_search_finds_all(db, store)
     # Compact the new ones too, then restart: the file remembers the top.
     top = await compact_everything(store, db)
-    await store.close()
-    await db.close()
-    db = await SqliteDatabase.open(path)
-    store = SqliteMessageStore(db, indexed=True)
-    try:
-        await append_new(store, 2000)
-        await assert_new_rowids_above(db, top)
-        await assert_search_finds_all(db, store)
-    finally:
-        await store.close()
-        await db.close()
+    await stop(store, db)
+    await after_restart(path, top, 2000)
 
 
 async def test_one_room_compacted_then_deleted_keeps_its_rowids_retired(tmp_path: Path) -> None:
@@ -94,15 +106,17 @@ async def test_one_room_compacted_then_deleted_keeps_its_rowids_retired(tmp_path
         await assert_new_rowids_above(db, top)
         await assert_search_finds_all(db, store)
     finally:
-        await store.close()
-        await db.close()
+        await stop(store, db)
 
 
+@pytest.mark.parametrize("made_before", [False, True], ids=["kept", "made-before"])
 async def test_compacted_while_search_was_elsewhere_then_indexed_after_a_restart(
-    tmp_path: Path,
+    tmp_path: Path, made_before: bool
 ) -> None:
     """Only the blocks keep the rowids (no key rows, no FTS rows): the
-    search role's backfill must not meet new messages under them."""
+    search role's backfill must not meet new messages under them. A file
+    compacted by a server without the kept top rowid (`made_before`,
+    simulated by dropping it) learns it from its blocks at the restart."""
     path = tmp_path / "forge.db"
     db = await SqliteDatabase.open(path)
     await db.appending_unindexed()
@@ -110,46 +124,12 @@ async def test_compacted_while_search_was_elsewhere_then_indexed_after_a_restart
     await fill(store, 300)
     await fill(store, 40, room=OTHER)
     top = await compact_everything(store, db)
-    await append_new(store, 1000)
-    await assert_new_rowids_above(db, top)
-    await store.close()
-    await db.close()
-    # Back with search on this file.
-    db = await SqliteDatabase.open(path)
-    store = SqliteMessageStore(db, indexed=True)
-    try:
-        await assert_search_finds_all(db, store)
-        assert await count(db, "SELECT COUNT(*) FROM compacted_messages") == 340
-        await append_new(store, 2000)
-        await assert_new_rowids_above(db, top)
-        await assert_search_finds_all(db, store)
-    finally:
-        await store.close()
-        await db.close()
-
-
-async def test_a_file_compacted_before_rowids_were_kept_learns_them_from_its_blocks(
-    tmp_path: Path,
-) -> None:
-    """A file compacted by a server without the kept top rowid (simulated by
-    dropping it): opening it reads the top from what compaction left."""
-    path = tmp_path / "forge.db"
-    db = await SqliteDatabase.open(path)
-    await db.appending_unindexed()
-    store = SqliteMessageStore(db, indexed=False)
-    await fill(store, 300)
-    top = await compact_everything(store, db)
-    async with db.transaction() as conn:
-        await conn.execute("DROP TRIGGER IF EXISTS messages_keep_rowid")
-        await conn.execute("DROP TABLE IF EXISTS message_rowid_floor")
-    await store.close()
-    await db.close()
-    db = await SqliteDatabase.open(path)
-    store = SqliteMessageStore(db, indexed=True)
-    try:
+    if made_before:
+        async with db.transaction() as conn:
+            await conn.execute("DROP TRIGGER IF EXISTS messages_keep_rowid")
+            await conn.execute("DROP TABLE IF EXISTS message_rowid_floor")
+    else:
         await append_new(store, 1000)
         await assert_new_rowids_above(db, top)
-        await assert_search_finds_all(db, store)
-    finally:
-        await store.close()
-        await db.close()
+    await stop(store, db)
+    await after_restart(path, top, 2000)
