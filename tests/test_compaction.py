@@ -472,3 +472,45 @@ async def test_a_running_server_compacts_in_the_background(tmp_path: Path, backe
     finally:
         live.stop()
         forget(live)
+
+
+async def launch_hits(client: Http, room: str) -> list[tuple[str, Any]]:
+    """(id, data) of every message with "launch", newest first."""
+    body = await raw(client, SEARCH, q="launch", room=room, first=100, order="NEWEST", after=None)
+    found = json.loads(body)["data"]["searchMessages"]
+    assert not found["pageInfo"]["hasNextPage"]
+    return [(e["node"]["id"], e["node"]["data"]) for e in found["edges"]]
+
+
+def with_launch(sent: list[Any]) -> list[tuple[str, Any]]:
+    return [(m["id"], m["data"]) for m in reversed(sent) if "launch" in json.dumps(m["data"])]
+
+
+async def test_messages_sent_after_everything_was_compacted_are_searched_beside_it(
+    server: LiveServer,
+) -> None:
+    """A message sent once every row was compacted away does not get the
+    rowid of a compacted message (its FTS row would take that one's place):
+    search finds old and new, each with its own body, also after a restart."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        alice = Http(server.client(unique("alice")), http)
+        bob = Http(server.client(unique("bob")), http)
+        room = unique("room")
+        await alice.execute(CREATE, id=room)
+        await bob.execute(JOIN, id=room)
+        sent = await fill(alice, bob, room, 30)
+        for round_ in range(2):
+            compact(server)
+            assert uncompacted(server) == 0
+            for i in range(5):
+                data = f"fresh launch {round_} {i}"
+                sent.append((await alice.execute(SEND, room=room, data=data))["sendMessage"])
+            assert await launch_hits(alice, room) == with_launch(sent)
+            with db(server) as conn:
+                shared = conn.execute(
+                    "SELECT rowid FROM searchable_messages GROUP BY rowid HAVING COUNT(*) > 1"
+                ).fetchall()
+            assert shared == [], "two messages share a rowid"
+            server.stop()
+            server.start()
+            assert await launch_hits(alice, room) == with_launch(sent)
