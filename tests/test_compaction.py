@@ -446,17 +446,23 @@ async def test_a_damaged_block_is_an_error_naming_room_and_block(server: LiveSer
         assert await whole_history(alice, fine) == fine_before
 
 
+async def room_of_two(live: LiveServer, http: httpx.AsyncClient) -> tuple[Http, Http, str]:
+    """Alice and Bob, and a room Alice made and Bob joined."""
+    alice = Http(live.client(unique("alice")), http)
+    bob = Http(live.client(unique("bob")), http)
+    room = unique("room")
+    await alice.execute(CREATE, id=room)
+    await bob.execute(JOIN, id=room)
+    return alice, bob, room
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 async def test_a_running_server_compacts_in_the_background(tmp_path: Path, backend: str) -> None:
     settings = on_backend(backend, {**SETTINGS, "compress_after": "1ms"})
     live = LiveServer(tmp_path / "data", settings).start()
     try:
         async with httpx.AsyncClient(timeout=10) as http:
-            alice = Http(live.client(unique("alice")), http)
-            bob = Http(live.client(unique("bob")), http)
-            room = unique("room")
-            await alice.execute(CREATE, id=room)
-            await bob.execute(JOIN, id=room)
+            alice, bob, room = await room_of_two(live, http)
             await fill(alice, bob, room, 300)
             before = await whole_history(alice, room)
             stored = uncompacted(live)
@@ -493,11 +499,7 @@ async def test_messages_sent_after_everything_was_compacted_are_searched_beside_
     rowid of a compacted message (its FTS row would take that one's place):
     search finds old and new, each with its own body, also after a restart."""
     async with httpx.AsyncClient(timeout=10) as http:
-        alice = Http(server.client(unique("alice")), http)
-        bob = Http(server.client(unique("bob")), http)
-        room = unique("room")
-        await alice.execute(CREATE, id=room)
-        await bob.execute(JOIN, id=room)
+        alice, bob, room = await room_of_two(server, http)
         sent = await fill(alice, bob, room, 30)
         for round_ in range(2):
             compact(server)
