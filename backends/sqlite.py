@@ -58,11 +58,13 @@ from .sqlite_blocks import (
     compact_rooms,
     compacted_client_row,
     drop_room_blocks,
+    fetch_on,
     steady_rows,
     trim_blocks,
     window_rows,
 )
 from .sqlite_fts import FTS_SCHEMA, forget_before, forget_room, index_messages, mark_unindexed
+from .sqlite_rowids import NEXT_ROWID, keep_rowids
 
 __all__ = [
     "SqliteChannelStore",
@@ -254,6 +256,11 @@ class SqliteDatabase:
             await connection.executescript(FTS_SCHEMA)
             await _add_missing_columns(connection)
             await connection.executescript(BLOCKS_SCHEMA)
+            # One transaction: no row is deleted between the trigger that
+            # keeps the top rowid and the top's first reading.
+            await connection.execute("BEGIN IMMEDIATE")
+            await keep_rowids(connection)
+            await connection.commit()
         except BaseException:
             await connection.close()
             raise
@@ -424,13 +431,6 @@ async def _own_streams(
     return streams
 
 
-def _conn_fetch(conn: aiosqlite.Connection) -> Fetch:
-    async def fetch(sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return list(await conn.execute_fetchall(sql, params))
-
-    return fetch
-
-
 async def _compacted_client_message(
     fetch: Fetch, cache: BlockCache, key: ClientKey, *, incarnation: str | None
 ) -> Message | None:
@@ -447,7 +447,7 @@ async def _client_messages(
     known = await _stored_client_messages(conn, keys)
     for key in keys:
         if key not in known:
-            found = await _compacted_client_message(_conn_fetch(conn), cache, key, incarnation=None)
+            found = await _compacted_client_message(fetch_on(conn), cache, key, incarnation=None)
             if found is not None:
                 known[key] = found
     return known
@@ -473,10 +473,11 @@ async def _insert_messages(conn: aiosqlite.Connection, rows: Sequence[Row]) -> N
     await conn.executemany(_INSERT_MESSAGE, rows)
 
 
+# A rowid no message ever had, also a compacted one (backends/sqlite_rowids.py).
 _INSERT_MESSAGE = (
-    "INSERT INTO messages (room_id, seq, id, kind, user_id, ts, channel_id, event,"
+    "INSERT INTO messages (rowid, room_id, seq, id, kind, user_id, ts, channel_id, event,"
     " data, metadata, thread_id, client_message_id)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f" VALUES ({NEXT_ROWID}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -682,7 +683,7 @@ class SqliteMessageStore:
         async with self._db.transaction() as conn:
             stream = await _own_stream(conn, room_id, incarnation)
             oldest = await cold_rows(
-                _conn_fetch(conn),
+                fetch_on(conn),
                 self._db.blocks,
                 room_id,
                 stream[0],

@@ -20,7 +20,8 @@ Two small side tables keep what other readers need by key:
   `searchable_messages` view, which unites them, would be materialized
   whole: backends/sqlite_search.py); its message bodies come from the
   blocks. No full VACUUM ever renumbers rowids:
-  freed pages go back with `PRAGMA incremental_vacuum`.
+  freed pages go back with `PRAGMA incremental_vacuum`; nor is the rowid
+  of a compacted message ever given to a new one (backends/sqlite_rowids.py).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from .records import HistoryWindow
 
 __all__ = [
     "BLOCKS_SCHEMA",
+    "E_ROWID",
     "SQLITE_DIALECT",
     "BlockCache",
     "BlockConnection",
@@ -50,6 +52,7 @@ __all__ = [
     "compact_room",
     "compacted_client_row",
     "drop_room_blocks",
+    "fetch_on",
     "hydrate",
     "key_rows_missing",
     "steady_rows",
@@ -121,6 +124,15 @@ class BlockConnection(Protocol):
     def execute(self, sql: str, parameters: Sequence[Any]) -> Awaitable[Any]: ...
 
     async def executemany(self, sql: str, parameters: Any) -> Any: ...
+
+
+def fetch_on(conn: BlockConnection) -> Fetch:
+    """Reads on this connection (inside its caller's transaction)."""
+
+    async def fetch(sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return list(await conn.execute_fetchall(sql, params))
+
+    return fetch
 
 
 # A block entry: [seq, rowid, id, kind, user_id, ts, channel_id, event, data,

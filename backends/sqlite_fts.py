@@ -62,7 +62,8 @@ async def index_message(
 ) -> None:
     # REPLACE: a row left behind by a server without this index (its trim
     # deleted the message, not the row) must not block a message that
-    # reuses the rowid.
+    # reuses the rowid (a file from before rowids were kept for good:
+    # backends/sqlite_rowids.py).
     await conn.execute(
         "INSERT OR REPLACE INTO message_fts (rowid, body, room) VALUES (?, ?, ?)",
         (rowid, body_of(data_json, event), room_id),

@@ -47,6 +47,7 @@ from .sqlite_fts import (
     indexed_upto,
     set_indexed_upto,
 )
+from .sqlite_rowids import NEXT_ROWID
 
 __all__ = ["SqliteMessageSearch", "match_expression"]
 
@@ -176,9 +177,9 @@ class SqliteMessageSearch:
         data = _dump(message.data)
         inserted = await _one(
             conn,
-            "INSERT INTO messages (room_id, seq, id, kind, user_id, ts, channel_id, event,"
-            " data, metadata, thread_id, client_message_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO messages (rowid, room_id, seq, id, kind, user_id, ts, channel_id,"
+            " event, data, metadata, thread_id, client_message_id)"
+            f" VALUES ({NEXT_ROWID}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT DO NOTHING RETURNING rowid",
             (
                 message.room_id,

@@ -510,6 +510,16 @@ async def test_a_damaged_block_is_an_error_naming_room_and_block(sql_server: Liv
         assert await whole_history(alice, fine) == fine_before
 
 
+async def room_of_two(live: LiveServer, http: httpx.AsyncClient) -> tuple[Http, Http, str]:
+    """Alice and Bob, and a room Alice made and Bob joined."""
+    alice = Http(live.client(unique("alice")), http)
+    bob = Http(live.client(unique("bob")), http)
+    room = unique("room")
+    await alice.execute(CREATE, id=room)
+    await bob.execute(JOIN, id=room)
+    return alice, bob, room
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "redis", "postgres"])
 async def test_a_running_server_compacts_in_the_background(
     request: pytest.FixtureRequest, tmp_path: Path, backend: str
@@ -518,11 +528,7 @@ async def test_a_running_server_compacts_in_the_background(
     live = LiveServer(tmp_path / "data", settings).start()
     try:
         async with httpx.AsyncClient(timeout=10) as http:
-            alice = Http(live.client(unique("alice")), http)
-            bob = Http(live.client(unique("bob")), http)
-            room = unique("room")
-            await alice.execute(CREATE, id=room)
-            await bob.execute(JOIN, id=room)
+            alice, bob, room = await room_of_two(live, http)
             await fill(alice, bob, room, 300)
             before = await whole_history(alice, room)
             stored = await uncompacted(live)
@@ -538,3 +544,41 @@ async def test_a_running_server_compacts_in_the_background(
     finally:
         live.stop()
         await forget(live)
+
+
+async def launch_hits(client: Http, room: str) -> list[tuple[str, Any]]:
+    """(id, data) of every message with "launch", newest first."""
+    body = await raw(client, SEARCH, q="launch", room=room, first=100, order="NEWEST", after=None)
+    found = json.loads(body)["data"]["searchMessages"]
+    assert not found["pageInfo"]["hasNextPage"]
+    return [(e["node"]["id"], e["node"]["data"]) for e in found["edges"]]
+
+
+def with_launch(sent: list[Any]) -> list[tuple[str, Any]]:
+    return [(m["id"], m["data"]) for m in reversed(sent) if "launch" in json.dumps(m["data"])]
+
+
+async def test_messages_sent_after_everything_was_compacted_are_searched_beside_it(
+    server: LiveServer,
+) -> None:
+    """A message sent once every row was compacted away does not get the
+    rowid of a compacted message (its FTS row would take that one's place):
+    search finds old and new, each with its own body, also after a restart."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        alice, bob, room = await room_of_two(server, http)
+        sent = await fill(alice, bob, room, 30)
+        for round_ in range(2):
+            compact(server)
+            assert await uncompacted(server) == 0
+            for i in range(5):
+                data = f"fresh launch {round_} {i}"
+                sent.append((await alice.execute(SEND, room=room, data=data))["sendMessage"])
+            assert await launch_hits(alice, room) == with_launch(sent)
+            with db(server) as conn:
+                shared = conn.execute(
+                    "SELECT rowid FROM searchable_messages GROUP BY rowid HAVING COUNT(*) > 1"
+                ).fetchall()
+            assert shared == [], "two messages share a rowid"
+            server.stop()
+            server.start()
+            assert await launch_hits(alice, room) == with_launch(sent)
